@@ -1,0 +1,262 @@
+"""A Llama-family decoder in Flax Linen, used only through ``init`` / ``apply``.
+
+Token embedding, RMSNorm, RoPE, grouped-query attention, SwiGLU, tied or untied LM head and an
+optional scalar head (reward and value models). Layers run under ``nn.scan`` or unrolled, with a
+configurable remat policy. Packed sequences carry ``segment_ids`` (0 = padding) and ``positions``;
+attention never crosses segments. A KV cache (``init_cache``) makes prefill-then-decode equal the
+full forward.
+
+Param layout (logical axis names in brackets) is chosen so that tensor parallelism shards whole
+key/value groups and every projection is one 2-D matmul:
+  embed       [vocab, embed]
+  wqkv        [embed, kv_heads, qkv, head_dim]    qkv = the G query heads of a group, then k, then v
+  wo          [heads, head_dim, embed]            head h = kv_head * G + g
+  w_gate_up   [embed, mlp, gate_up]               gate_up = (gate, up)
+  w_down      [mlp, embed]
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm import ops
+
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int = 4096
+  d_model: int = 256
+  n_layers: int = 6
+  n_heads: int = 4
+  n_kv_heads: int = 2
+  head_dim: int = 0          # 0: d_model // n_heads
+  d_ff: int = 704
+  rope_theta: float = 10000.0
+  norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  lm_head: bool = True       # next-token logits
+  scalar_head: bool = False  # one scalar per position (reward / value)
+  dtype: str = 'float32'     # compute dtype of matmuls; params and activations stay float32
+  scan_layers: bool = False
+  remat: str = 'none'        # one of REMAT_POLICIES
+  max_seq_len: int = 256
+
+  def __post_init__(self):
+    if self.n_heads % self.n_kv_heads:
+      raise ValueError(f'model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}')
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f'model.remat={self.remat!r}; valid: {sorted(REMAT_POLICIES)}')
+    if self.dtype not in ('float32', 'bfloat16', 'float16'):
+      raise ValueError(f'model.dtype={self.dtype!r}; valid: float32, bfloat16, float16')
+    if not (self.lm_head or self.scalar_head):
+      raise ValueError('model needs at least one of model.lm_head, model.scalar_head')
+
+  @classmethod
+  def from_config(cls, cfg) -> 'ModelConfig':
+    """From a ConfigDict / dict; an unknown key is a one-line error naming it and the valid ones."""
+    items = dict(cfg.items()) if hasattr(cfg, 'items') else dict(cfg)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(items) - set(valid))
+    if unknown:
+      raise ValueError(f'unknown config key model.{unknown[0]}; valid keys: {", ".join(valid)}')
+    return cls(**items)
+
+  @property
+  def head_size(self) -> int:
+    return self.head_dim or self.d_model // self.n_heads
+
+  @property
+  def q_per_kv(self) -> int:
+    return self.n_heads // self.n_kv_heads
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  def n_params(self, include_embedding: bool = True) -> int:
+    d, f, hd = self.d_model, self.d_ff, self.head_size
+    per_layer = 2 * d + d * (self.n_heads + 2 * self.n_kv_heads) * hd + self.n_heads * hd * d + 3 * d * f
+    total = self.n_layers * per_layer + d
+    if include_embedding:
+      total += self.vocab_size * d
+    if self.lm_head and not self.tie_embeddings:
+      total += d * self.vocab_size
+    if self.scalar_head:
+      total += d + 1
+    return total
+
+
+def _param(module, name, init, shape, axes):
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+def _dense_init(in_axis, out_axis, scale=1.0):
+  return nn.initializers.variance_scaling(scale, 'fan_in', 'truncated_normal', in_axis=in_axis, out_axis=out_axis)
+
+
+class RMSNorm(nn.Module):
+  eps: float
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    scale_D = _param(self, 'scale', nn.initializers.ones, (x_BxTxD.shape[-1],), ('norm',))
+    var_BxTx1 = jnp.mean(jnp.square(x_BxTxD), axis=-1, keepdims=True)
+    return x_BxTxD * jax.lax.rsqrt(var_BxTx1 + self.eps) * scale_D
+
+
+def init_cache(config: ModelConfig, batch_size: int, max_len: int):
+  """An empty KV cache: per-layer keys/values plus the segment ids and positions of each slot.
+
+  ``end`` is the next slot to write; slots with segment id 0 are empty and never attended to.
+  """
+  kv_shape = (config.n_layers, batch_size, max_len, config.n_kv_heads, config.head_size)
+  return {
+      'k': jnp.zeros(kv_shape, config.compute_dtype),
+      'v': jnp.zeros(kv_shape, config.compute_dtype),
+      'segment_ids': jnp.zeros((batch_size, max_len), jnp.int32),
+      'positions': jnp.zeros((batch_size, max_len), jnp.int32),
+      'end': jnp.zeros((), jnp.int32),
+  }
+
+
+class Block(nn.Module):
+  """Pre-norm attention + SwiGLU MLP. ``kv`` is this layer's (k, v) cache or None."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, kv=None, cache_end=None):
+    c = self.config
+    B, T, D = x_BxTxD.shape
+    K, G, Hd, F = c.n_kv_heads, c.q_per_kv, c.head_size, c.d_ff
+    dt = c.compute_dtype
+
+    wqkv = _param(self, 'wqkv', _dense_init(0, (1, 2, 3)), (D, K, G + 2, Hd), ('embed', 'kv_heads', 'qkv', 'head_dim'))
+    wo = _param(self, 'wo', _dense_init((0, 1), 2, 1.0 / (2 * c.n_layers)), (c.n_heads, Hd, D), ('heads', 'head_dim', 'embed'))
+    w_gate_up = _param(self, 'w_gate_up', _dense_init(0, (1, 2)), (D, F, 2), ('embed', 'mlp', 'gate_up'))
+    w_down = _param(self, 'w_down', _dense_init(0, 1, 1.0 / (2 * c.n_layers)), (F, D), ('mlp', 'embed'))
+
+    h_BxTxD = RMSNorm(c.norm_eps, name='attn_norm')(x_BxTxD)
+    qkv = ops.linear(h_BxTxD.reshape(B * T, D), wqkv.reshape(D, -1), dt).reshape(B, T, K, G + 2, Hd)
+    q_BxTxKxGxD = qkv[:, :, :, :G]
+    k_BxTxKxD, v_BxTxKxD = qkv[:, :, :, G], qkv[:, :, :, G + 1]
+    q_BxTxKxGxD = ops.rope(q_BxTxKxGxD.reshape(B, T, K * G, Hd), positions_BxT, c.rope_theta)
+    q_BxTxKxGxD = (q_BxTxKxGxD * Hd ** -0.5).reshape(B, T, K, G, Hd)
+    k_BxTxKxD = ops.rope(k_BxTxKxD, positions_BxT, c.rope_theta)
+    q_BxTxKxGxD = nn.with_logical_constraint(q_BxTxKxGxD, ('batch', 'length', 'act_kv_heads', None, None))
+    k_BxTxKxD = nn.with_logical_constraint(k_BxTxKxD, ('batch', 'length', 'act_kv_heads', None))
+
+    if kv is None:
+      keys, values, new_kv = k_BxTxKxD, v_BxTxKxD, None
+    else:
+      cache_k, cache_v = kv
+      keys = jax.lax.dynamic_update_slice_in_dim(cache_k, k_BxTxKxD.astype(cache_k.dtype), cache_end, axis=1)
+      values = jax.lax.dynamic_update_slice_in_dim(cache_v, v_BxTxKxD.astype(cache_v.dtype), cache_end, axis=1)
+      new_kv = (keys, values)
+
+    out_BxTxKxGxD = ops.attention(q_BxTxKxGxD, keys, values, mask_BxTxS, dt)
+    attn_BxTxD = ops.linear(out_BxTxKxGxD.reshape(B * T, c.n_heads * Hd), wo.reshape(-1, D), dt).reshape(B, T, D)
+    x_BxTxD = nn.with_logical_constraint(x_BxTxD + attn_BxTxD, ('batch', 'length', 'act_embed'))
+
+    h_BxTxD = RMSNorm(c.norm_eps, name='mlp_norm')(x_BxTxD)
+    gate_up = ops.linear(h_BxTxD.reshape(B * T, D), w_gate_up.reshape(D, 2 * F), dt).reshape(B * T, F, 2)
+    hidden_MxF = nn.silu(gate_up[..., 0]) * gate_up[..., 1]
+    hidden_MxF = nn.with_logical_constraint(hidden_MxF, ('batch', 'act_mlp'))
+    mlp_BxTxD = ops.linear(hidden_MxF, w_down, dt).reshape(B, T, D)
+    x_BxTxD = nn.with_logical_constraint(x_BxTxD + mlp_BxTxD, ('batch', 'length', 'act_embed'))
+    return x_BxTxD, new_kv
+
+
+class ScannedBlock(nn.Module):
+  """``Block`` in the (carry, xs) -> (carry, ys) form that ``nn.scan`` wants."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, kv, positions_BxT, mask_BxTxS, cache_end):
+    return block_class(self.config)(self.config, name='block')(x_BxTxD, positions_BxT, mask_BxTxS, kv, cache_end)
+
+
+def block_class(config: ModelConfig):
+  policy = REMAT_POLICIES[config.remat]
+  if config.remat == 'none':
+    return Block
+  return nn.remat(Block, policy=policy, prevent_cse=not config.scan_layers, static_argnums=())
+
+
+class Transformer(nn.Module):
+  """``apply(params, tokens, positions=None, segment_ids=None, cache=None)`` -> dict.
+
+  Returns ``logits`` ``[B, T, V]`` (float32) if ``lm_head``, ``scalar`` ``[B, T]`` if
+  ``scalar_head``, ``hidden`` ``[B, T, D]`` (after the final norm) and, given a cache, the updated
+  ``cache`` (new tokens are written at ``cache['end']``).
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, cache=None) -> dict[str, Any]:
+    c = self.config
+    B, T = tokens_BxT.shape
+    if positions_BxT is None:
+      positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    if segment_ids_BxT is None:
+      segment_ids_BxT = jnp.ones((B, T), jnp.int32)
+
+    if cache is None:
+      mask_BxTxS = ops.attention_mask(segment_ids_BxT, segment_ids_BxT, positions_BxT, positions_BxT)
+      cache_end = None
+    else:
+      cache_end = cache['end']
+      kv_segments_BxS = jax.lax.dynamic_update_slice_in_dim(cache['segment_ids'], segment_ids_BxT, cache_end, 1)
+      kv_positions_BxS = jax.lax.dynamic_update_slice_in_dim(cache['positions'], positions_BxT, cache_end, 1)
+      mask_BxTxS = ops.attention_mask(segment_ids_BxT, kv_segments_BxS, positions_BxT, kv_positions_BxS)
+
+    embed_VxD = _param(self, 'embed', nn.initializers.normal(0.02), (c.vocab_size, c.d_model), ('vocab', 'embed'))
+    x_BxTxD = jnp.take(embed_VxD, tokens_BxT, axis=0)
+    x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'act_embed'))
+
+    kv_LxBxSxKxD = None if cache is None else (cache['k'], cache['v'])
+    if c.scan_layers:
+      stack = nn.scan(
+          ScannedBlock, variable_axes={'params': 0}, split_rngs={'params': True},
+          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.n_layers,
+          metadata_params={nn.PARTITION_NAME: 'layers'})
+      x_BxTxD, new_kv = stack(c, name='layers')(x_BxTxD, kv_LxBxSxKxD, positions_BxT, mask_BxTxS, cache_end)
+    else:
+      new_k, new_v = [], []
+      for i in range(c.n_layers):
+        kv = None if cache is None else (cache['k'][i], cache['v'][i])
+        x_BxTxD, kv = block_class(c)(c, name=f'layer_{i}')(x_BxTxD, positions_BxT, mask_BxTxS, kv, cache_end)
+        if kv is not None:
+          new_k.append(kv[0])
+          new_v.append(kv[1])
+      new_kv = (jnp.stack(new_k), jnp.stack(new_v)) if cache is not None else None
+
+    h_BxTxD = RMSNorm(c.norm_eps, name='final_norm')(x_BxTxD)
+    out = {'hidden': h_BxTxD}
+    h_MxD = h_BxTxD.reshape(B * T, c.d_model)
+    if c.lm_head:
+      if c.tie_embeddings:
+        head_DxV = embed_VxD.T
+      else:
+        head_DxV = _param(self, 'head', _dense_init(0, 1), (c.d_model, c.vocab_size), ('embed', 'vocab'))
+      logits = ops.linear(h_MxD, head_DxV, c.compute_dtype).reshape(B, T, c.vocab_size)
+      out['logits'] = nn.with_logical_constraint(logits, ('batch', 'length', 'act_vocab'))
+    if c.scalar_head:
+      w_D = _param(self, 'scalar_head', nn.initializers.zeros, (c.d_model,), ('embed',))
+      b = _param(self, 'scalar_bias', nn.initializers.zeros, (), ())
+      out['scalar'] = jnp.einsum('btd,d->bt', h_BxTxD, w_D) + b
+    if cache is not None:
+      out['cache'] = {
+          'k': new_kv[0], 'v': new_kv[1], 'segment_ids': kv_segments_BxS, 'positions': kv_positions_BxS,
+          'end': cache_end + T,
+      }
+    return out

@@ -1,0 +1,42 @@
+"""Next-token prediction: pretraining (every token counts) and SFT (a mask picks assistant tokens).
+
+Batch: ``inputs``, ``targets``, ``loss_mask``, ``positions``, ``segment_ids``, all ``[B, T]``.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT, z_loss_weight: float = 0.0):
+  """Masked cross-entropy sums: ``(objective_sum, {'loss', 'z_loss', 'weight'})``.
+
+  z-loss (PaLM) adds ``z_loss_weight * log(Z)^2`` per token, keeping the softmax normaliser near 1.
+  """
+  mask = mask_BxT.astype(jnp.float32)
+  log_z_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
+  target_logit_BxT = jnp.take_along_axis(logits_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+  nll_sum = jnp.sum((log_z_BxT - target_logit_BxT) * mask)
+  z_sum = jnp.sum(jnp.square(log_z_BxT) * mask)
+  return nll_sum + z_loss_weight * z_sum, {'loss': nll_sum, 'z_loss': z_sum, 'weight': jnp.sum(mask)}
+
+
+def make_loss_sums(model, z_loss_weight: float = 0.0):
+  """``loss_sums(params, batch, rng)`` for ``lm.steps.common.make_train_step``."""
+
+  def loss_sums(params, batch, rng):
+    del rng
+    out = model.apply({'params': params}, batch['inputs'], batch['positions'], batch['segment_ids'])
+    return next_token_loss(out['logits'], batch['targets'], batch['loss_mask'], z_loss_weight)
+
+  return loss_sums
+
+
+def make_eval_step(model):
+  """``eval_step(params, batch) -> {'loss', 'weight'}`` (sums, to be pooled over batches)."""
+
+  def eval_step(params, batch):
+    out = model.apply({'params': params}, batch['inputs'], batch['positions'], batch['segment_ids'])
+    _, sums = next_token_loss(out['logits'], batch['targets'], batch['loss_mask'])
+    return {'loss': sums['loss'], 'weight': sums['weight']}
+
+  return eval_step
