@@ -1,0 +1,72 @@
+"""Shared test set-up: an 8-device CPU platform and tiny model/batch fixtures.
+
+The XLA flag must be in the environment before jax is first imported, which is why this file
+touches ``os.environ`` before anything else (pytest imports conftest before the test modules).
+No persistent compilation cache: tests stay hermetic.
+"""
+
+import os
+import re
+
+_DEVICE_FLAG = '--xla_force_host_platform_device_count'
+_flags = re.sub(rf'{_DEVICE_FLAG}=\S*', '', os.environ.get('XLA_FLAGS', '')).split()
+os.environ['XLA_FLAGS'] = ' '.join(_flags + [f'{_DEVICE_FLAG}=8'])
+os.environ['JAX_PLATFORMS'] = 'cpu'
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from lm.model import ModelConfig  # noqa: E402
+
+TINY = dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=64)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+  return ModelConfig(**{**TINY, **overrides})
+
+
+def random_packed_batch(batch_size: int, seq_len: int, vocab_size: int = 128, seed: int = 0,
+                        max_segments: int = 3, pad_prob: float = 0.5) -> dict:
+  """A packed next-token batch, all ``[B, T]`` numpy arrays.
+
+  Each row holds 1..max_segments segments (ids 1, 2, ...) whose positions restart at 0, and
+  possibly trailing padding (segment id 0). ``targets`` is the next token of the same segment;
+  ``loss_mask`` is 1 exactly where such a target exists.
+  """
+  rng = np.random.default_rng(seed)
+  B, T = batch_size, seq_len
+  inputs = rng.integers(0, vocab_size, (B, T)).astype(np.int32)
+  segment_ids = np.zeros((B, T), np.int32)
+  positions = np.zeros((B, T), np.int32)
+  for b in range(B):
+    used = T - (int(rng.integers(1, T // 4 + 1)) if rng.random() < pad_prob else 0)
+    n_seg = int(rng.integers(1, max_segments + 1))
+    cuts = np.sort(rng.choice(np.arange(2, used - 1), size=n_seg - 1, replace=False)) if n_seg > 1 else []
+    bounds = [0, *cuts, used]
+    for s in range(n_seg):
+      lo, hi = bounds[s], bounds[s + 1]
+      segment_ids[b, lo:hi] = s + 1
+      positions[b, lo:hi] = np.arange(hi - lo)
+  targets = np.zeros_like(inputs)
+  targets[:, :-1] = inputs[:, 1:]
+  loss_mask = np.zeros((B, T), np.int32)
+  loss_mask[:, :-1] = (segment_ids[:, :-1] == segment_ids[:, 1:]) & (segment_ids[:, :-1] > 0)
+  targets = targets * loss_mask
+  return {'inputs': inputs, 'targets': targets, 'loss_mask': loss_mask, 'positions': positions,
+          'segment_ids': segment_ids}
+
+
+@pytest.fixture(scope='session')
+def config() -> ModelConfig:
+  """The tiny model: vocab 128, d_model 64, 2 layers, 4 heads over 2 kv heads, d_ff 128."""
+  return tiny_config()
+
+
+@pytest.fixture(scope='session')
+def make_config():
+  return tiny_config
+
+
+@pytest.fixture(scope='session')
+def make_batch():
+  return random_packed_batch
