@@ -1,0 +1,1 @@
+"""Reusable config pieces (model sizes, meshes, optimisers, stage defaults) that experiments compose."""

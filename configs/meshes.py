@@ -1,0 +1,20 @@
+"""Mesh presets over ``('data', 'fsdp', 'tensor')``; -1 takes the devices that are left."""
+
+import ml_collections
+
+from lm.sharding import DEFAULT_RULES
+
+SHAPES = {
+    'data': (-1, 1, 1),        # pure data parallel: CPU, one GPU, small models
+    'fsdp': (1, -1, 1),        # params, grads and optimiser state sharded over every device
+    'fsdp_tp2': (1, -1, 2),
+    'fsdp_tp4': (1, -1, 4),    # e.g. 8B on v5p-64: fsdp 16 x tensor 4
+    'fsdp_tp8': (1, -1, 8),    # e.g. 70B on v5p-256 / v6e-256
+    'test_2x2x2': (2, 2, 2),   # every axis in play on 8 CPU devices
+}
+
+
+def get(name: str = 'data') -> ml_collections.ConfigDict:
+  if name not in SHAPES:
+    raise ValueError(f'unknown mesh preset {name!r}; valid: {", ".join(SHAPES)}')
+  return ml_collections.ConfigDict({'shape': SHAPES[name], 'rules': DEFAULT_RULES})

@@ -1,0 +1,127 @@
+"""The one launcher: runs the stages an experiment config lists, in order, in a workdir.
+
+  python -m lm.launch --config=experiments/<x>.py[:arg] --workdir=<dir> [--config.a.b=v ...]
+
+Each stage's outputs go to ``<workdir>/<stage>/outputs.json``; a stage with that file is skipped, so
+the same command after a crash or ``kill -9`` resumes (an interrupted stage resumes from its latest
+checkpoint). A config with ``variants`` runs each under ``<workdir>/<variant>/`` and ends in one
+comparison table (``<workdir>/comparison.md``).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lm import config as lm_config
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config: path/to/file.py[:arg].')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and reports go.')
+
+
+def _is_chief() -> bool:
+  import jax
+  return jax.process_index() == 0
+
+
+def _write_json(path: Path, obj) -> None:
+  if _is_chief():
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + '\n')
+    tmp.replace(path)
+
+
+def run_stages(config, workdir: Path) -> dict:
+  """Runs ``config.stages`` in ``workdir``; returns ``{stage: outputs}``."""
+  from lm.stages import STAGES
+  unknown = [s for s in config.stages if s not in STAGES]
+  if unknown:
+    raise lm_config.ConfigError(f'unknown stage {unknown[0]!r} in config.stages; valid: {", ".join(STAGES)}')
+  workdir.mkdir(parents=True, exist_ok=True)
+  if _is_chief():
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+  outputs = {}
+  for name in config.stages:
+    done = workdir / name / 'outputs.json'
+    if done.exists():
+      outputs[name] = json.loads(done.read_text())
+      print(f'[{name}] already complete in {done.parent}: skipped', flush=True)
+      continue
+    print(f'[{name}] running in {workdir}', flush=True)
+    outputs[name] = STAGES[name](config, workdir, outputs)
+    _write_json(done, outputs[name])
+  return outputs
+
+
+def comparison_table(results: dict) -> str:
+  """Markdown: one row per variant, one column per scalar stage output."""
+  columns = []
+  for outputs in results.values():
+    for stage, out in outputs.items():
+      for key, value in out.items():
+        if isinstance(value, (int, float)) and f'{stage}.{key}' not in columns:
+          columns.append(f'{stage}.{key}')
+  lines = ['| variant | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
+  for variant, outputs in results.items():
+    cells = []
+    for col in columns:
+      stage, key = col.split('.', 1)
+      value = outputs.get(stage, {}).get(key)
+      cells.append('' if value is None else f'{value:.4g}' if isinstance(value, float) else str(value))
+    lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def launch(config, workdir: Path) -> dict:
+  from lm import sharding
+  sharding.maybe_initialize_distributed(config.distributed)
+  variants = dict(config.variants)
+  if not variants:
+    return run_stages(config, workdir)
+  results = {}
+  for name, overrides in variants.items():
+    variant_config = lm_config.with_overrides(config, dict(overrides), prefix='')
+    variant_config.variants = {}
+    results[name] = run_stages(variant_config, workdir / name)
+  table = comparison_table(results)
+  if _is_chief():
+    (workdir / 'comparison.md').write_text(table)
+  print(table, flush=True)
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _WORKDIR.value is None:
+    raise app.UsageError('--workdir is required')
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  from lm import train
+  try:
+    launch(_CONFIG.value, Path(_WORKDIR.value))
+  except lm_config.ConfigError as e:
+    sys.exit(f'lm.launch: error: {e}')
+  except train.Preempted as e:
+    print(f'lm.launch: {e}', file=sys.stderr)
+    sys.exit(143)
+  except train.Diverged as e:
+    sys.exit(f'lm.launch: error: {e}')
+
+
+def cli():
+  """Checks the config file and every ``--config.*`` key before absl parses them."""
+  spec = next((a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')), None)
+  if spec is None:
+    sys.exit('lm.launch: error: --config=path/to/experiment.py[:arg] is required')
+  try:
+    lm_config.check_argv(lm_config.load(spec), sys.argv[1:])
+  except (lm_config.ConfigError, ValueError) as e:
+    sys.exit(f'lm.launch: error: {e}')
+  app.run(main)
+
+
+if __name__ == '__main__':
+  cli()

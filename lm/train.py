@@ -1,0 +1,174 @@
+"""The train loop every stage uses: state on the mesh, one compiled step, metrics, eval, checkpoints.
+
+A stage hands ``run`` a ``Task`` (how to init params, its objective, its batches) and a train config
+section (``steps``, ``batch_size``, ``microbatches``, ``optim``, cadences). The loop resumes from
+the latest checkpoint in ``<workdir>/<task.name>/checkpoints``, saves on SIGTERM (preemption) and
+stops on a non-finite loss, keeping the last good checkpoint.
+"""
+
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from lm import checkpoint, metrics, optim, sharding
+from lm.steps.common import make_train_step
+
+
+class Preempted(Exception):
+  """SIGTERM arrived: a checkpoint was saved; running the same command again resumes."""
+
+
+class Diverged(Exception):
+  """The loss became NaN or infinite; the message names the step and the checkpoint kept."""
+
+
+@dataclasses.dataclass
+class Task:
+  name: str                          # stage name: checkpoints and metrics go under it
+  init_params: Callable              # rng -> boxed (logically partitioned) params
+  loss_sums: Callable                # (params, batch, rng) -> (objective_sum, sums incl. 'weight')
+  train_batches: object              # .host_batch(i, host_slice) -> dict of [B_host, ...] arrays
+  eval_step: Callable | None = None  # (params, batch) -> {'loss': sum, 'weight': sum}
+  eval_batches: list | None = None   # global host batches (every process holds all rows)
+
+
+def _state_init_fn(task: Task, tx):
+  def init(rng):
+    params = task.init_params(rng)
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
+            'rng': jax.random.key_data(jax.random.fold_in(rng, 1))}
+  return init
+
+
+def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
+  """Trains ``task`` for ``cfg.steps`` steps and returns its outputs (checkpoint dir, final metrics)."""
+  stage_dir = Path(workdir) / task.name
+  tx, schedule = optim.make_optimizer(cfg.optim, cfg.steps)
+  init = _state_init_fn(task, tx)
+  rng = jax.random.key(seed)
+  abstract_boxed = jax.eval_shape(init, rng)
+  state_shardings = nn.unbox(sharding.logical_shardings(abstract_boxed, mesh, rules))
+  abstract_state = checkpoint.abstract_like(nn.unbox(abstract_boxed), state_shardings)
+
+  mgr = checkpoint.manager(stage_dir / 'checkpoints', keep=cfg.keep_checkpoints)
+  start = mgr.latest_step()
+  with mesh, nn.logical_axis_rules(rules):
+    if start is None:
+      start = 0
+      state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=state_shardings)(rng)
+    else:
+      state, meta = checkpoint.restore(mgr, start, abstract_state)
+      start = int(meta['data_position'])
+
+    batch_shard = sharding.batch_sharding(mesh)
+    step_fn = jax.jit(make_train_step(task.loss_sums, tx, schedule, cfg.microbatches),
+                      in_shardings=(state_shardings, batch_shard),
+                      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+    eval_fn = None
+    if task.eval_step is not None and task.eval_batches:
+      eval_fn = jax.jit(task.eval_step, in_shardings=(state_shardings['params'], batch_shard))
+
+    host_slice = sharding.host_batch_slice(cfg.batch_size)
+    example = task.train_batches.host_batch(start, host_slice)
+    tokens_per_step = cfg.batch_size * int(np.prod(example['inputs'].shape[1:]))
+    t0 = time.time()
+    compiled = step_fn.lower(state, sharding.place_batch(example, mesh)).compile()
+    compile_s = time.time() - t0
+
+    loop = _Loop(task, cfg, workdir, mesh, mgr, eval_fn, start, tokens_per_step, compile_s)
+    try:
+      state = loop.train(compiled, state, host_slice)
+    finally:
+      mgr.wait_until_finished()
+      mgr.close()
+      loop.close()
+  return {'checkpoint_dir': str(mgr.directory), 'step': cfg.steps, **loop.last}
+
+
+class _Loop:
+  """The mutable bits of a run: pending metrics, the progress bar, the SIGTERM flag."""
+
+  def __init__(self, task, cfg, workdir, mesh, mgr, eval_fn, start, tokens_per_step, compile_s):
+    self.task, self.cfg, self.mesh, self.mgr, self.eval_fn = task, cfg, mesh, mgr, eval_fn
+    self.start, self.tokens_per_step, self.compile_s = start, tokens_per_step, compile_s
+    self.writer = metrics.Writer(workdir, task.name, resume_step=start)
+    self.pending = []
+    self.last = {}
+    self.stop_requested = False
+    self.bar = tqdm(total=cfg.steps, initial=start, desc=task.name, disable=jax.process_index() != 0,
+                    dynamic_ncols=True)
+
+  def train(self, compiled, state, host_slice):
+    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    try:
+      self.t_last = time.time()
+      for i in range(self.start, self.cfg.steps):
+        batch = sharding.place_batch(self.task.train_batches.host_batch(i, host_slice), self.mesh)
+        state, step_metrics = compiled(state, batch)
+        step = i + 1
+        self.pending.append((step, step_metrics))
+        last = step == self.cfg.steps
+        if len(self.pending) >= self.cfg.log_every or last:
+          self._flush()
+        if self.eval_fn is not None and (step % self.cfg.eval_every == 0 or last):
+          self._evaluate(step, state['params'])
+        if step % self.cfg.checkpoint_every == 0 or last or self.stop_requested:
+          self._flush()
+          checkpoint.save(self.mgr, step, state, {'step': step, 'data_position': step, 'stage': self.task.name})
+        if self.stop_requested:
+          raise Preempted(f'{self.task.name}: SIGTERM at step {step}; checkpoint saved in {self.mgr.directory}; '
+                          'run the same command again to resume')
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+    return state
+
+  def _on_sigterm(self, *_):
+    self.stop_requested = True
+
+  def _flush(self):
+    """Fetches pending step metrics, stops on a non-finite loss, writes one averaged line."""
+    if not self.pending:
+      return
+    fetched = [(s, jax.device_get(m)) for s, m in self.pending]
+    n, self.pending = len(fetched), []
+    for s, m in fetched:
+      if not np.isfinite(m['loss']):
+        kept = self.mgr.latest_step()
+        self.mgr.wait_until_finished()
+        raise Diverged(f'{self.task.name}: loss is {float(m["loss"])} at step {s}; stopped. '
+                       f'Last good checkpoint: step {kept} in {self.mgr.directory}')
+    now = time.time()
+    row = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
+    row['tokens_per_s'] = n * self.tokens_per_step / max(now - self.t_last, 1e-9)
+    row['tokens_seen'] = fetched[-1][0] * self.tokens_per_step
+    if fetched[0][0] == self.start + 1:
+      row['compile_s'] = self.compile_s
+    self.t_last = now
+    step = fetched[-1][0]
+    self.writer.write(step, row)
+    self.last.update(loss=row['loss'], tokens_per_s=row['tokens_per_s'])
+    self.bar.update(step - self.bar.n)
+    self.bar.set_postfix(loss=f'{row["loss"]:.3f}', tok_s=f'{row["tokens_per_s"]:.0f}')
+
+  def _evaluate(self, step, params):
+    totals = {'loss': 0.0, 'weight': 0.0}
+    for global_batch in self.task.eval_batches:
+      host_batch = {k: v[sharding.host_batch_slice(len(v))] for k, v in global_batch.items()}
+      sums = jax.device_get(self.eval_fn(params, sharding.place_batch(host_batch, self.mesh)))
+      totals = {k: totals[k] + float(sums[k]) for k in totals}
+    eval_loss = totals['loss'] / max(totals['weight'], 1.0)
+    self.writer.write(step, {'eval_loss': eval_loss})
+    self.last['eval_loss'] = eval_loss
+    self.t_last = time.time()  # eval time is not training throughput
+
+  def close(self):
+    self.bar.close()
+    self.writer.close()
