@@ -153,7 +153,7 @@ def torch_runner(shape, autocast_bf16, tie, tokens, targets):
   def run(n):
     for _ in range(n):
       loss = one_step()
-    return float(loss)
+    return float(loss.detach())
 
   return run, n_params
 
