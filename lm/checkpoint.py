@@ -9,7 +9,8 @@ import orbax.checkpoint as ocp
 def manager(directory, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                          create=True)
-  return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=('state', 'meta'))
+  handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
@@ -21,17 +22,20 @@ def abstract_like(abstract_tree, shardings):
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)
 
 
+def _path_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', getattr(k, 'name', k)))) for k in path)
+
+
 def check_shapes(mgr: ocp.CheckpointManager, step: int, target, item: str = 'state') -> None:
   """A one-line error naming the first array whose shape differs between checkpoint and target."""
-  stored = mgr.item_metadata(step)[item]
-  flat_stored = {jax.tree_util.keystr(p): getattr(m, 'shape', None)
-                 for p, m in jax.tree_util.tree_flatten_with_path(stored)[0]}
+  stored = {_path_name(p): getattr(m, 'shape', None)
+            for p, m in jax.tree_util.tree_flatten_with_path(mgr.item_metadata(step)[item])[0]}
   for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]:
-    key = jax.tree_util.keystr(path)
-    if key not in flat_stored:
-      raise ValueError(f'checkpoint {mgr.directory} step {step} has no {item}{key}: it was written by a different model or stage')
-    if flat_stored[key] is not None and tuple(flat_stored[key]) != tuple(leaf.shape):
-      raise ValueError(f'checkpoint {mgr.directory} step {step}: {item}{key} has shape {tuple(flat_stored[key])} '
+    name = _path_name(path)
+    if name not in stored:
+      raise ValueError(f'checkpoint {mgr.directory} step {step} has no {name}: written by a different model or stage')
+    if stored[name] is not None and tuple(stored[name]) != tuple(leaf.shape):
+      raise ValueError(f'checkpoint {mgr.directory} step {step}: {name} has shape {tuple(stored[name])} '
                        f'but the model expects {tuple(leaf.shape)} (a checkpoint of a different model shape)')
 
 

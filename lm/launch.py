@@ -76,8 +76,10 @@ def comparison_table(results: dict) -> str:
 
 
 def launch(config, workdir: Path) -> dict:
+  import jax
   from lm import sharding
   sharding.maybe_initialize_distributed(config.distributed)
+  sharding.mesh_shape(config.mesh.shape, jax.device_count())  # a mesh that cannot fit fails now
   variants = dict(config.variants)
   if not variants:
     return run_stages(config, workdir)
@@ -102,7 +104,7 @@ def main(argv):
   from lm import train
   try:
     launch(_CONFIG.value, Path(_WORKDIR.value))
-  except lm_config.ConfigError as e:
+  except ValueError as e:  # ConfigError and the config checks of model, mesh and data
     sys.exit(f'lm.launch: error: {e}')
   except train.Preempted as e:
     print(f'lm.launch: {e}', file=sys.stderr)

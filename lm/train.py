@@ -140,11 +140,11 @@ class _Loop:
     fetched = [(s, jax.device_get(m)) for s, m in self.pending]
     n, self.pending = len(fetched), []
     for s, m in fetched:
-      if not np.isfinite(m['loss']):
-        kept = self.mgr.latest_step()
+      bad = [k for k in ('loss', 'grad_norm') if not np.isfinite(m[k])]
+      if bad:
         self.mgr.wait_until_finished()
-        raise Diverged(f'{self.task.name}: loss is {float(m["loss"])} at step {s}; stopped. '
-                       f'Last good checkpoint: step {kept} in {self.mgr.directory}')
+        raise Diverged(f'{self.task.name}: {bad[0]} is {float(m[bad[0]])} at step {s}; stopped. '
+                       f'Last good checkpoint: step {self.mgr.latest_step()} in {self.mgr.directory}')
     now = time.time()
     row = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
     row['tokens_per_s'] = n * self.tokens_per_step / max(now - self.t_last, 1e-9)

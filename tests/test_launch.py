@@ -1,0 +1,70 @@
+"""The launcher's contract: one-line errors for bad configs, and sweeps that end in one table."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm import config as lm_config
+from lm import launch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(tmp_path, *args):
+  cmd = [sys.executable, '-m', 'lm.launch', f'--workdir={tmp_path / "run"}', *args]
+  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--config.model.d_modle=64'], 'unknown config key model.d_modle (did you mean model.d_model?); valid keys in model: '),
+    (['--config.pretrain.optim.lr_peak=1'], 'unknown config key pretrain.optim.lr_peak'),
+    (['--config.mesh.shape=(3,1,1)'], 'mesh.shape=(3, 1, 1) uses 3 devices but 8 are present'),
+    (['--config.stages=(\'data\',\'pretrian\')'], "unknown stage 'pretrian' in config.stages; valid: data, pretrain"),
+])
+def test_bad_config_is_one_line_naming_the_key(tmp_path, args, expected):
+  result = run_cli(tmp_path, '--config=experiments/pretrain_tiny.py:smoke', *args)
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr, result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('lm.launch: error: ') and expected in last, result.stderr
+
+
+def test_unknown_experiment_argument_and_missing_file(tmp_path):
+  result = run_cli(tmp_path, '--config=experiments/pretrain_tiny.py:huge')
+  assert "unknown experiments/pretrain_tiny.py argument 'huge'" in result.stderr.strip().splitlines()[-1]
+  result = run_cli(tmp_path, '--config=experiments/nope.py')
+  assert result.stderr.strip().splitlines()[-1] == 'lm.launch: error: config file experiments/nope.py does not exist'
+
+
+def test_valid_keys_are_listed_and_typos_in_experiment_files_fail():
+  config = lm_config.load(str(REPO / 'experiments/pretrain_tiny.py:smoke'))
+  with pytest.raises(lm_config.ConfigError, match=r'valid keys in pretrain: batch_size, checkpoint_every'):
+    lm_config.check_key(config, 'pretrain.stepz')
+  lm_config.check_key(config, 'pretrain.optim.lr')  # a real key passes
+  with pytest.raises(AttributeError):
+    config.pretrain.stepz = 5  # configs are locked: a typo in an experiment file is not a new field
+  with pytest.raises(lm_config.ConfigError, match='unknown config key model.n_layer '):
+    lm_config.with_overrides(config, {'model': {'n_layer': 2}})
+
+
+def test_model_section_is_checked_by_the_model_config():
+  from lm.model import ModelConfig
+  with pytest.raises(ValueError, match='unknown config key model.n_layer; valid keys: vocab_size, d_model'):
+    ModelConfig.from_config({'n_layer': 2})
+
+
+def test_variants_run_in_their_own_workdirs_and_end_in_one_table(tmp_path):
+  config = lm_config.load(str(REPO / 'experiments/pretrain_tiny.py:smoke'))
+  config = lm_config.with_overrides(config, {'pretrain': {'steps': 6, 'eval_every': 6, 'checkpoint_every': 6}})
+  config.variants = {'one_layer': {'model': {'n_layers': 1}}, 'lr_1e-3': {'pretrain': {'optim': {'lr': 1e-3}}}}
+  results = launch.launch(config, tmp_path)
+  assert set(results) == {'one_layer', 'lr_1e-3'}
+  assert (tmp_path / 'one_layer' / 'pretrain' / 'outputs.json').exists()
+  assert '"n_layers": 1' in (tmp_path / 'one_layer' / 'config.json').read_text()
+  assert '"n_layers": 2' in (tmp_path / 'lr_1e-3' / 'config.json').read_text()
+  table = (tmp_path / 'comparison.md').read_text().splitlines()
+  assert table[0].startswith('| variant |') and 'pretrain.eval_loss' in table[0]
+  assert sorted(row.split('|')[1].strip() for row in table[2:]) == ['lr_1e-3', 'one_layer']
+  assert results['one_layer']['pretrain']['eval_loss'] != results['lr_1e-3']['pretrain']['eval_loss']
