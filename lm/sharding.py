@@ -4,6 +4,7 @@ Mesh axes are ``('data', 'fsdp', 'tensor')``. Params and activations carry logic
 (see ``lm.model``); one rules table maps them to mesh axes, so a new layout is a config change.
 """
 
+import contextlib
 import math
 import os
 
@@ -94,6 +95,16 @@ def logical_shardings(abstract_boxed_tree, mesh: Mesh, rules):
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh, rules):
+  """Mesh and logical rules for tracing: activation constraints apply only inside this.
+
+  (``jax.set_mesh``, not the legacy ``with mesh:``, under which Linen's constraints are no-ops.)
+  """
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
 def sharded_init(init_fn, mesh: Mesh, rules, *args):
   """Runs ``init_fn(*args)`` (which returns boxed params) straight into its shardings.
 
@@ -102,7 +113,7 @@ def sharded_init(init_fn, mesh: Mesh, rules, *args):
   """
   abstract = jax.eval_shape(init_fn, *args)
   shardings = nn.unbox(logical_shardings(abstract, mesh, rules))
-  with mesh, nn.logical_axis_rules(rules):
+  with use_mesh(mesh, rules):
     params = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
   return params, shardings
 

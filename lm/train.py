@@ -60,7 +60,7 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
 
   mgr = checkpoint.manager(stage_dir / 'checkpoints', keep=cfg.keep_checkpoints)
   start = mgr.latest_step()
-  with mesh, nn.logical_axis_rules(rules):
+  with sharding.use_mesh(mesh, rules):
     if start is None:
       start = 0
       state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=state_shardings)(rng)
