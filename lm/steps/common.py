@@ -59,7 +59,7 @@ def make_train_step(loss_sums: Callable, tx, schedule, microbatches: int = 1):
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {k: v / weight for k, v in sums.items() if k != 'weight'}
-    metrics.update(weight=sums['weight'], grad_norm=optax.global_norm(grads), lr=schedule(state['step']))
+    metrics.update(weight=sums['weight'], grad_norm=optax.tree.norm(grads), lr=schedule(state['step']))
     new_state = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
