@@ -101,7 +101,9 @@ class _Loop:
     self.start, self.tokens_per_step, self.compile_s = start, tokens_per_step, compile_s
     self.writer = metrics.Writer(workdir, task.name, resume_step=start)
     self.pending = []
-    self.last = {}
+    self.last = {}  # final metrics; a resumed run starts from what it logged before
+    for row in metrics.read(workdir, task.name):
+      self.last.update({k: row[k] for k in ('loss', 'tokens_per_s', 'eval_loss') if k in row})
     self.stop_requested = False
     self.bar = tqdm(total=cfg.steps, initial=start, desc=task.name, disable=jax.process_index() != 0,
                     dynamic_ncols=True)
