@@ -38,6 +38,7 @@ class Task:
   train_batches: object              # .host_batch(i, host_slice) -> dict of [B_host, ...] arrays
   eval_step: Callable | None = None  # (params, batch) -> {'loss': sum, 'weight': sum}
   eval_batches: list | None = None   # global host batches (every process holds all rows)
+  weight_name: str = 'weight'        # what the objective's normaliser counts, for the metrics
 
 
 def _state_init_fn(task: Task, tx):
@@ -69,7 +70,7 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
       start = int(meta['data_position'])
 
     batch_shard = sharding.batch_sharding(mesh)
-    step_fn = jax.jit(make_train_step(task.loss_sums, tx, schedule, cfg.microbatches),
+    step_fn = jax.jit(make_train_step(task.loss_sums, tx, schedule, cfg.microbatches, task.weight_name),
                       in_shardings=(state_shardings, batch_shard),
                       out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
     eval_fn = None

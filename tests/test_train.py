@@ -38,7 +38,7 @@ def test_loss_falls_and_every_output_is_written(tmp_path):
   train_rows = [r for r in rows if 'loss' in r]
   eval_rows = [r for r in rows if 'eval_loss' in r]
   assert [r['step'] for r in train_rows] == [5, 10, 15, 20]
-  assert all({'stage', 'step', 'loss', 'tokens_per_s', 'grad_norm', 'lr'} <= set(r) for r in train_rows)
+  assert all({'stage', 'step', 'loss', 'tokens', 'tokens_per_s', 'grad_norm', 'lr'} <= set(r) for r in train_rows)
   assert train_rows[-1]['loss'] < train_rows[0]['loss'] - 0.8, train_rows
   assert eval_rows[-1]['eval_loss'] < eval_rows[0]['eval_loss'] - 0.8, eval_rows
   assert out['pretrain']['eval_loss'] == pytest.approx(eval_rows[-1]['eval_loss'])

@@ -32,6 +32,7 @@ def run(config, workdir, inputs) -> dict:
       train_batches=pipeline.Batches(rows['train'], c.batch_size, seed=config.seed),
       eval_step=lm_steps.make_eval_step(model),
       eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)],
+      weight_name='tokens',
   )
   out = train.run(task, c, workdir, mesh, rules, seed=config.seed)
   return {**out, 'tokenizer': data['tokenizer'], 'model': model_cfg.__dict__}

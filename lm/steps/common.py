@@ -48,8 +48,11 @@ def accumulate(loss_sums: Callable, params, batch, rng, microbatches: int = 1):
   return grads, sums
 
 
-def make_train_step(loss_sums: Callable, tx, schedule, microbatches: int = 1):
-  """``step(state, batch) -> (state, metrics)``; metrics are the ``sums`` divided by ``weight``."""
+def make_train_step(loss_sums: Callable, tx, schedule, microbatches: int = 1, weight_name: str = 'weight'):
+  """``step(state, batch) -> (state, metrics)``; metrics are the ``sums`` divided by ``weight``.
+
+  The weight itself is reported as ``weight_name`` (e.g. ``tokens`` for next-token losses).
+  """
 
   def step(state, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state['rng']), state['step'])
@@ -59,7 +62,7 @@ def make_train_step(loss_sums: Callable, tx, schedule, microbatches: int = 1):
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     metrics = {k: v / weight for k, v in sums.items() if k != 'weight'}
-    metrics.update(weight=sums['weight'], grad_norm=optax.tree.norm(grads), lr=schedule(state['step']))
+    metrics.update({weight_name: sums['weight']}, grad_norm=optax.tree.norm(grads), lr=schedule(state['step']))
     new_state = dict(state, step=state['step'] + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
