@@ -30,7 +30,7 @@ def one_step(global_batch: dict) -> dict:
   state, step = setup(config, mesh)
   rows = shd.host_batch_slice(len(global_batch['inputs']))
   batch = shd.place_batch({k: v[rows] for k, v in global_batch.items()}, mesh)
-  with mesh, nn.logical_axis_rules(shd.DEFAULT_RULES):
+  with shd.use_mesh(mesh, shd.DEFAULT_RULES):
     new_state, metrics, grads = step(state, batch)
 
   @jax.jit

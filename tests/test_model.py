@@ -137,7 +137,7 @@ def test_forward_matches_float64_numpy_reference(make_config, make_batch, untied
   out = forward(params, batch['inputs'], batch['positions'], batch['segment_ids'])
   want = _np_forward(_np(params), c, batch['inputs'], batch['positions'], batch['segment_ids'])
   assert out['logits'].dtype == jnp.float32 and out['logits'].shape == (B, T, c.vocab_size)
-  # observed max abs error ~2e-7 (logits are O(1e-1) at init)
+  # observed max abs error ~3e-7 (logits are up to ~0.5 at init)
   np.testing.assert_allclose(np.asarray(out['logits']), want, atol=2e-6, rtol=1e-5)
   if untied:
     assert out['scalar'].shape == (B, T)
@@ -202,7 +202,7 @@ def test_kv_cache_decode_equals_full_forward(make_config, scan):
   segs = np.ones((B, T), np.int32)
   full = np.asarray(forward(params, tokens, positions, segs)['logits'])
   got = _full_vs_cached(c, tokens, positions, segs, prompt_len=6)
-  np.testing.assert_allclose(got, full, atol=1e-5, rtol=0)  # observed ~1e-7
+  np.testing.assert_allclose(got, full, atol=1e-5, rtol=0)  # observed: exactly equal
 
   # Left padding: row 0 starts with 4 pad slots (segment 0), its positions start at 0 at the first
   # real token. Reference: the same real tokens at the start of the row, with the padding moved
@@ -288,6 +288,7 @@ def test_remat_keeps_loss_and_gradients(make_config, make_batch, scan, remat):
     params, ref_g = _unrolled_to_scan(params, c.n_layers), _unrolled_to_scan(ref_g, c.n_layers)
   (obj, sums), g = _loss_and_grads(dataclasses.replace(c, scan_layers=scan, remat=remat))(params, batch, None)
   assert float(ref_sums['weight']) == float(batch['loss_mask'].sum()) > 0
+  # observed: bitwise equal; asserted with a little room for reordering.
   np.testing.assert_allclose(float(obj), float(ref_obj), rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), g, ref_g)
   assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(ref_g)) > 1e-3  # gradients are not trivially 0
@@ -304,7 +305,8 @@ def test_bfloat16_compute_is_close_to_float32(make_config, make_batch):
   assert got['logits'].dtype == jnp.float32 and got['hidden'].dtype == jnp.float32
   err = np.abs(np.asarray(got['logits']) - np.asarray(ref['logits'])).max()
   scale = np.abs(np.asarray(ref['logits'])).max()
-  assert 0 < err < 0.02 * scale + 1e-3, (err, scale)  # bf16 has an 8-bit mantissa: ~0.4% per rounding
+  # bf16 has an 8-bit mantissa (~0.4% per rounding); observed err ~1% of the largest logit.
+  assert 0 < err < 0.05 * scale, (err, scale)
   assert init_cache(dataclasses.replace(c, dtype='bfloat16'), 1, 4)['k'].dtype == jnp.bfloat16
 
 
