@@ -220,7 +220,10 @@ class Transformer(nn.Module):
       mask_BxTxS = ops.attention_mask(segment_ids_BxT, kv_segments_BxS, positions_BxT, kv_positions_BxS)
 
     embed_VxD = _param(self, 'embed', nn.initializers.normal(0.02), (c.vocab_size, c.d_model), ('vocab', 'embed'))
-    x_BxTxD = jnp.take(embed_VxD, tokens_BxT, axis=0)
+    # Gather the table's embed axis first: a lookup from an fsdp-sharded embed axis would give
+    # activations split by feature that XLA must fully re-gather to split by batch.
+    lookup_VxD = nn.with_logical_constraint(embed_VxD, ('vocab', None))
+    x_BxTxD = jnp.take(lookup_VxD, tokens_BxT, axis=0)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'act_embed'))
 
     kv_LxBxSxKxD = None if cache is None else (cache['k'], cache['v'])
