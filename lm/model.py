@@ -49,7 +49,7 @@ class ModelConfig:
   dtype: str = 'float32'     # compute dtype of matmuls; params and activations stay float32
   scan_layers: bool = False
   remat: str = 'none'        # one of REMAT_POLICIES
-  max_seq_len: int = 256
+  max_seq_len: int = 256     # longest sequence trained on; the default KV cache length
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:

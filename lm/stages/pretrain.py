@@ -18,6 +18,8 @@ def run(config, workdir, inputs) -> dict:
   if tok.vocab_size > model_cfg.vocab_size:
     raise ConfigError(f'model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer\'s {tok.vocab_size}')
   c = config.pretrain
+  if c.seq_len > model_cfg.max_seq_len:
+    raise ConfigError(f'pretrain.seq_len={c.seq_len} is longer than model.max_seq_len={model_cfg.max_seq_len}')
   rows = {split: pipeline.pack([tok.encode(t) for t in text_builder.read_texts(data['tfds_dir'], split)],
                                c.seq_len, tok.eos_id)
           for split in ('train', 'validation')}
