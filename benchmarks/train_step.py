@@ -56,6 +56,8 @@ def parse_args(argv=None):
   p.add_argument('--dtype', default=None, choices=['float32', 'bfloat16'],
                  help="JAX compute dtype for the headline ratio (default: lm's ModelConfig.dtype)")
   p.add_argument('--no_torch', action='store_true', help='JAX rows only')
+  p.add_argument('--skip', default='', help='comma-separated variants to leave out, e.g. "torch bf16 autocast" '
+                 '(without AMX / avx512_bf16 it takes ~1 min per step here)')
   p.add_argument('--peak_flops', type=float, default=None,
                  help='peak FLOP/s for MFU (default: measured with a large matmul, per dtype)')
   p.add_argument('--tie_embeddings', type=int, default=1)
@@ -117,6 +119,7 @@ def jax_runner(shape, dtype, tie, tokens, targets):
     state['s'] = s
     return float(metrics['loss'])
 
+  run.hlo = lambda: step.lower(state['s'], batch).compile().as_text()  # for profiling scripts
   return run, n_params, cfg
 
 
@@ -181,10 +184,12 @@ def main(argv=None):
   B, T = tokens.shape
   print(f'shape: {shape}  tie_embeddings={bool(args.tie_embeddings)}  devices={jax.devices()}')
 
+  skip = {s.strip() for s in args.skip.split(',') if s.strip()}
   variants = {}  # name -> (run, n_params, compute dtype)
   for dt in ('float32', 'bfloat16'):
     run, n, cfg = jax_runner(shape, dt, args.tie_embeddings, tokens, targets)
-    variants[f'jax {dt}'] = (run, n, dt)
+    if f'jax {dt}' not in skip or dt == headline:
+      variants[f'jax {dt}'] = (run, n, dt)
   torch_note = ''
   if not args.no_torch:
     try:
@@ -196,8 +201,9 @@ def main(argv=None):
       torch_note = f'torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}'
       run, n = torch_runner(shape, False, args.tie_embeddings, tokens, targets)
       variants['torch float32'] = (run, n, 'float32')
-      run, n = torch_runner(shape, True, args.tie_embeddings, tokens, targets)
-      variants['torch bf16 autocast'] = (run, n, 'bfloat16')
+      if 'torch bf16 autocast' not in skip:
+        run, n = torch_runner(shape, True, args.tie_embeddings, tokens, targets)
+        variants['torch bf16 autocast'] = (run, n, 'bfloat16')
   else:
     torch_note = 'torch rows skipped (--no_torch)'
 

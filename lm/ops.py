@@ -4,18 +4,66 @@ Kept in one file so that each backend can use its fastest formulation while the 
 Conventions: activations stay float32; matmul operands are cast to the compute ``dtype`` and
 accumulate in float32 (``preferred_element_type``), which is also what lets XLA:CPU run bf16 dots
 on its fast path.
+
+Why the hand-written backward passes (``jax.custom_vjp``): XLA:CPU in this jaxlib hands a dot to
+its fast library (YNNPACK) only when the left operand is row-major with its contracting dimension
+last (``[M,K]@[K,N]``, or ``[M,K]@[N,K]^T``). Autodiff's weight gradients (``x^T @ dy``) and the
+attention gradients ``p^T @ do``, ``ds^T @ q`` contract the left operand's first dimension and fall
+back to a slow path; writing ``x.T`` does not help (XLA folds it into the dot), so
+``_transposed`` materialises the transpose behind an ``optimization_barrier``. The results equal
+plain autodiff (tests/test_ops.py checks values and gradients against a jnp reference).
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 
 NEG_INF = -1e30  # finite, so that a row with no visible key gives a uniform softmax, not NaN
+ATTENTION_CHUNK = 64  # query rows per block in causal attention (blocks skip keys in their future)
+
+
+def _transposed(x_AxB):
+  """``x.T`` as a physical row-major copy, so that a dot taking it as left operand stays fast."""
+  return jax.lax.optimization_barrier(jnp.swapaxes(x_AxB, -1, -2))
+
+
+def _dot(a, b, dtype):
+  return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+# ------------------------------------------------------------------------------------------ linear
+
+@functools.lru_cache(maxsize=None)
+def _linear_fn(dtype, x_dtype, w_dtype):
+  @jax.custom_vjp
+  def f(x_MxK, w_KxN):
+    return _dot(x_MxK, w_KxN, dtype)
+
+  def fwd(x_MxK, w_KxN):
+    x_MxK, w_KxN = x_MxK.astype(dtype), w_KxN.astype(dtype)
+    return _dot(x_MxK, w_KxN, dtype), (x_MxK, w_KxN)
+
+  def bwd(res, dy_MxN):
+    x_MxK, w_KxN = res
+    dx_MxK = _dot(dy_MxN, w_KxN.T, dtype)              # rhs-transposed: still the fast path
+    dw_KxN = _dot(_transposed(x_MxK), dy_MxN, dtype)   # lhs needs a physical transpose
+    return dx_MxK.astype(x_dtype), dw_KxN.astype(w_dtype)
+
+  f.defvjp(fwd, bwd)
+  return f
 
 
 def linear(x_MxK, w_KxN, dtype=jnp.float32):
-  """``x @ w`` with operands in ``dtype`` and a float32 result."""
+  """``x @ w`` with operands in ``dtype`` and a float32 result (2-D operands)."""
+  return _linear_fn(jnp.dtype(dtype), x_MxK.dtype, w_KxN.dtype)(x_MxK, w_KxN)
+
+
+def linear_reference(x_MxK, w_KxN, dtype=jnp.float32):
   return jnp.dot(x_MxK.astype(dtype), w_KxN.astype(dtype), preferred_element_type=jnp.float32)
 
+
+# -------------------------------------------------------------------------------------------- rope
 
 def rope(x_BxTxNxD, positions_BxT, theta: float):
   """Rotary position embedding, rotate-half convention (as in Llama / Hugging Face)."""
@@ -28,6 +76,8 @@ def rope(x_BxTxNxD, positions_BxT, theta: float):
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxTxNxD.dtype)
 
 
+# ------------------------------------------------------------------------------------------ masks
+
 def attention_mask(q_segment_ids_BxT, kv_segment_ids_BxS, q_positions_BxT, kv_positions_BxS):
   """Which keys each query sees: same segment and not in the future (by position)."""
   same_segment = q_segment_ids_BxT[:, :, None] == kv_segment_ids_BxS[:, None, :]
@@ -35,11 +85,113 @@ def attention_mask(q_segment_ids_BxT, kv_segment_ids_BxS, q_positions_BxT, kv_po
   return same_segment & causal
 
 
-def attention(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, dtype=jnp.float32):
+# ------------------------------------------------------------------------------------- attention
+# The core works on q as [B, K, T, G, D] -> rows M = T*G per key/value head, so that every dot is a
+# batched 2-D matmul over (B, K). The mask [B, T, S] is shared by the G query heads of a group.
+
+def _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype):
+  B, K, T, G, D = q_BxKxTxGxD.shape
+  scores_BxKxMxS = _dot(q_BxKxTxGxD.reshape(B, K, T * G, D), jnp.swapaxes(k_BxKxSxD, -1, -2), dtype)
+  scores_BxKxTxGxS = scores_BxKxMxS.reshape(B, K, T, G, -1)
+  scores_BxKxTxGxS = jnp.where(mask_BxTxS[:, None, :, None, :], scores_BxKxTxGxS, NEG_INF)
+  return jax.nn.softmax(scores_BxKxTxGxS, axis=-1).reshape(B, K, T * G, -1)
+
+
+@functools.lru_cache(maxsize=None)
+def _attention_core_fn(dtype, q_dtype, k_dtype, v_dtype):
+  """softmax(q k^T, masked) v with a backward pass made of fast-path dots only."""
+
+  def forward(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS):
+    probs_BxKxMxS = _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype)
+    out_BxKxMxD = _dot(probs_BxKxMxS, v_BxKxSxD, dtype)
+    return out_BxKxMxD.reshape(q_BxKxTxGxD.shape), probs_BxKxMxS
+
+  @jax.custom_vjp
+  def f(q, k, v, mask):
+    return forward(q, k, v, mask)[0]
+
+  def fwd(q, k, v, mask):
+    out, probs = forward(q, k, v, mask)
+    return out, (q, k, v, mask, probs)
+
+  def bwd(res, dout_BxKxTxGxD):
+    q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask, probs_BxKxMxS = res
+    B, K, T, G, D = q_BxKxTxGxD.shape
+    q_BxKxMxD = q_BxKxTxGxD.reshape(B, K, T * G, D)
+    dout_BxKxMxD = dout_BxKxTxGxD.reshape(B, K, T * G, D)
+    dv_BxKxSxD = _dot(_transposed(probs_BxKxMxS), dout_BxKxMxD, dtype)
+    dprobs_BxKxMxS = _dot(dout_BxKxMxD, jnp.swapaxes(v_BxKxSxD, -1, -2), dtype)
+    dscores_BxKxMxS = probs_BxKxMxS * (dprobs_BxKxMxS - jnp.sum(dprobs_BxKxMxS * probs_BxKxMxS, -1, keepdims=True))
+    # Masked scores get no gradient (as through the reference's ``where``); this only matters for a
+    # row that sees no key, whose uniform probs are otherwise nonzero at masked keys.
+    dscores_BxKxMxS = jnp.where(mask[:, None, :, None, :], dscores_BxKxMxS.reshape(B, K, T, G, -1), 0.0)
+    dscores_BxKxMxS = dscores_BxKxMxS.reshape(B, K, T * G, -1)
+    dq_BxKxMxD = _dot(dscores_BxKxMxS, k_BxKxSxD, dtype)
+    dk_BxKxSxD = _dot(_transposed(dscores_BxKxMxS), q_BxKxMxD, dtype)
+    return (dq_BxKxMxD.reshape(B, K, T, G, D).astype(q_dtype), dk_BxKxSxD.astype(k_dtype),
+            dv_BxKxSxD.astype(v_dtype), None)
+
+  f.defvjp(fwd, bwd)
+  return f
+
+
+def _attention_core(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype):
+  fn = _attention_core_fn(jnp.dtype(dtype), q_BxKxTxGxD.dtype, k_BxKxSxD.dtype, v_BxKxSxD.dtype)
+  return fn(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS)
+
+
+def _chunk_bounds(T: int, chunk: int):
+  return [(t0, min(t0 + chunk, T)) for t0 in range(0, T, chunk)]
+
+
+def causal_chunks_are_exact(mask_BxTxS, chunk: int):
+  """True when query block [t0, t1) sees no key at index >= t1 and every query sees some key.
+
+  Then attending block by block to keys [0, t1) equals attending to all keys, exactly: the skipped
+  keys would have had zero weight. Holds for packed causal training masks; checked, not assumed.
+  """
+  T, S = mask_BxTxS.shape[1:]
+  t_T = jnp.arange(T)
+  block_end_T = jnp.minimum((t_T // chunk + 1) * chunk, T)
+  skipped_TxS = jnp.arange(S)[None, :] >= block_end_T[:, None]
+  no_skipped_key_visible = ~jnp.any(mask_BxTxS & skipped_TxS)
+  every_row_sees_a_key = jnp.all(jnp.any(mask_BxTxS, axis=-1))
+  return no_skipped_key_visible & every_row_sees_a_key
+
+
+def _chunked_causal(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype, chunk):
+  outs = []
+  for t0, t1 in _chunk_bounds(q_BxKxTxGxD.shape[2], chunk):
+    outs.append(_attention_core(q_BxKxTxGxD[:, :, t0:t1], k_BxKxSxD[:, :, :t1], v_BxKxSxD[:, :, :t1],
+                                mask_BxTxS[:, t0:t1, :t1], dtype))
+  return jnp.concatenate(outs, axis=2)
+
+
+def attention(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, dtype=jnp.float32, chunk: int | None = None):
   """Grouped-query attention: G query heads share each of the K key/value heads.
 
-  ``q`` is expected pre-scaled by 1/sqrt(D). Returns float32 ``[B, T, K, G, D]``.
+  ``q`` is expected pre-scaled by 1/sqrt(D). Returns float32 ``[B, T, K, G, D]``. Exact for any
+  mask. When queries and keys are the same sequence (T == S) and T > ``chunk`` (default
+  ``ATTENTION_CHUNK``; 0 disables), query blocks skip the keys in their future, taken only when
+  ``causal_chunks_are_exact`` holds for this mask (a ``lax.cond``; otherwise one full block).
   """
+  chunk = ATTENTION_CHUNK if chunk is None else chunk
+  q_BxKxTxGxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4))
+  k_BxKxSxD = jnp.transpose(k_BxSxKxD, (0, 2, 1, 3))
+  v_BxKxSxD = jnp.transpose(v_BxSxKxD, (0, 2, 1, 3))
+  T, S = q_BxTxKxGxD.shape[1], k_BxSxKxD.shape[1]
+  args = (q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS)
+  full = functools.partial(_attention_core, dtype=dtype)
+  if chunk and T == S and T > chunk:
+    blocked = functools.partial(_chunked_causal, dtype=dtype, chunk=chunk)
+    out_BxKxTxGxD = jax.lax.cond(causal_chunks_are_exact(mask_BxTxS, chunk), blocked, full, *args)
+  else:
+    out_BxKxTxGxD = full(*args)
+  return jnp.transpose(out_BxKxTxGxD, (0, 2, 1, 3, 4))
+
+
+def attention_reference(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, dtype=jnp.float32):
+  """The plain formulation (autodiff backward); the tests hold ``attention`` to it."""
   scores_BxKxGxTxS = jnp.einsum(
       'btkgd,bskd->bkgts', q_BxTxKxGxD.astype(dtype), k_BxSxKxD.astype(dtype),
       preferred_element_type=jnp.float32)

@@ -1,0 +1,147 @@
+"""lm.ops fast kernels (custom VJPs, chunked causal attention) against the plain jnp formulation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm import ops
+
+F32 = dict(rtol=1e-5, atol=1e-5)
+BF16 = dict(rtol=5e-2, atol=5e-2)
+
+
+def _normal(rng, shape):
+  return jnp.asarray(rng.normal(size=shape), jnp.float32)
+
+
+def _qkv(B, T, S, K, G, D, seed=0):
+  rng = np.random.default_rng(seed)
+  return (_normal(rng, (B, T, K, G, D)) * D ** -0.5, _normal(rng, (B, S, K, D)), _normal(rng, (B, S, K, D)))
+
+
+def _packed(B, lengths):
+  """Segment ids and positions for rows packed with segments of ``lengths`` (0 = padding tail)."""
+  segs, poss = [], []
+  for i, n in enumerate(lengths):
+    segs.append(np.full(n, i + 1))
+    poss.append(np.arange(n))
+  seg = np.concatenate(segs)
+  seg[-3:] = 0  # a padding tail: it attends to itself only
+  pos = np.concatenate(poss)
+  return jnp.asarray(np.tile(seg, (B, 1)), jnp.int32), jnp.asarray(np.tile(pos, (B, 1)), jnp.int32)
+
+
+def _check(q, k, v, mask, dtype=jnp.float32, tol=F32, **kw):
+  """Values and gradients (w.r.t. q, k, v) of ops.attention equal the reference."""
+  cot = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), jnp.float32)
+
+  def out_and_grads(fn):
+    def loss(q, k, v):
+      out = fn(q, k, v, mask, dtype)
+      return jnp.sum(out * cot), out
+    return jax.jit(jax.grad(loss, (0, 1, 2), has_aux=True))
+
+  fast = lambda q, k, v, m, dt: ops.attention(q, k, v, m, dt, **kw)
+  got = out_and_grads(fast)(q, k, v)
+  want = out_and_grads(ops.attention_reference)(q, k, v)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, **tol)
+
+
+@pytest.mark.parametrize('T,chunk,K,G', [(40, 16, 2, 2), (37, 16, 1, 4), (64, 64, 3, 1), (20, 0, 2, 2)])
+def test_causal_attention_matches_reference(T, chunk, K, G):
+  q, k, v = _qkv(2, T, T, K, G, 8)
+  pos = jnp.broadcast_to(jnp.arange(T), (2, T))
+  seg = jnp.ones((2, T), jnp.int32)
+  _check(q, k, v, ops.attention_mask(seg, seg, pos, pos), chunk=chunk)
+
+
+def test_packed_segments_take_the_chunked_path_and_match():
+  T, chunk = 45, 16
+  seg, pos = _packed(2, [10, 20, 15])
+  mask = ops.attention_mask(seg, seg, pos, pos)
+  assert bool(ops.causal_chunks_are_exact(mask, chunk))
+  _check(*_qkv(2, T, T, 2, 2, 8), mask, chunk=chunk)
+
+
+def test_non_causal_mask_falls_back_to_the_full_path():
+  """A bidirectional mask fails the check, so no key may be skipped: still exact."""
+  T, chunk = 33, 16
+  mask = jnp.ones((2, T, T), bool).at[:, :, 5].set(False)
+  assert not bool(ops.causal_chunks_are_exact(mask, chunk))
+  _check(*_qkv(2, T, T, 2, 2, 8), mask, chunk=chunk)
+
+
+def test_row_with_no_visible_key_falls_back_and_matches():
+  T, chunk = 32, 8
+  pos = jnp.broadcast_to(jnp.arange(T), (1, T))
+  seg = jnp.ones((1, T), jnp.int32)
+  mask = ops.attention_mask(seg, seg, pos, pos).at[0, 3].set(False)  # query 3 sees nothing
+  assert not bool(ops.causal_chunks_are_exact(mask, chunk))
+  _check(*_qkv(1, T, T, 2, 2, 8), mask, chunk=chunk)
+
+
+def test_kv_cache_decode_single_query_against_slots():
+  S = 24
+  q, k, v = _qkv(2, 1, S, 2, 2, 8)
+  kv_seg = jnp.asarray(np.tile(np.r_[np.ones(10), np.zeros(S - 10)], (2, 1)), jnp.int32)  # 10 filled slots
+  kv_pos = jnp.broadcast_to(jnp.arange(S), (2, S))
+  mask = ops.attention_mask(jnp.ones((2, 1), jnp.int32), kv_seg, jnp.full((2, 1), 9), kv_pos)
+  _check(q, k, v, mask, chunk=8)
+
+
+def test_prefill_chunk_against_a_longer_cache():
+  T, S = 5, 16
+  q, k, v = _qkv(1, T, S, 2, 2, 8)
+  kv_seg = jnp.asarray((np.arange(S) < 12)[None], jnp.int32)
+  q_pos = jnp.arange(7, 12)[None]
+  mask = ops.attention_mask(jnp.ones((1, T), jnp.int32), kv_seg, q_pos, jnp.arange(S)[None])
+  _check(q, k, v, mask, chunk=2)
+
+
+def test_bfloat16_attention_is_close():
+  T = 48
+  q, k, v = _qkv(2, T, T, 2, 2, 16)
+  pos = jnp.broadcast_to(jnp.arange(T), (2, T))
+  seg = jnp.ones((2, T), jnp.int32)
+  _check(q, k, v, ops.attention_mask(seg, seg, pos, pos), dtype=jnp.bfloat16, tol=BF16, chunk=16)
+
+
+@pytest.mark.parametrize('M,K,N,dtype,tol', [(64, 32, 48, jnp.float32, F32), (7, 5, 3, jnp.bfloat16, BF16)])
+def test_linear_matches_reference(M, K, N, dtype, tol):
+  rng = np.random.default_rng(0)
+  x, w, cot = _normal(rng, (M, K)), _normal(rng, (K, N)) / np.sqrt(K), _normal(rng, (M, N))
+  np.testing.assert_allclose(ops.linear(x, w, dtype), ops.linear_reference(x, w, dtype), **tol)
+  loss = lambda fn: lambda x, w: jnp.sum(fn(x, w, dtype) * cot)
+  for g, want in zip(jax.grad(loss(ops.linear), (0, 1))(x, w), jax.grad(loss(ops.linear_reference), (0, 1))(x, w)):
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(g, want, **tol)
+
+
+def test_linear_of_a_transposed_weight_and_under_remat_and_jit():
+  """The tied head calls ``linear(h, embed.T)``; the model may run under remat and jit."""
+  rng = np.random.default_rng(0)
+  x, e, cot = _normal(rng, (12, 8)), _normal(rng, (10, 8)), _normal(rng, (12, 10))
+  loss = lambda fn: jax.jit(jax.checkpoint(lambda x, e: jnp.sum(fn(x, e.T) * cot)))
+  got = jax.grad(loss(ops.linear), (0, 1))(x, e)
+  want = jax.grad(loss(ops.linear_reference), (0, 1))(x, e)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, **F32)
+
+
+def test_attention_under_scan():
+  """As under ``nn.scan`` over layers: the lax.cond and custom VJPs inside a scanned body."""
+  T = 20
+  q, k, v = _qkv(1, T, T, 2, 2, 8)
+  pos = jnp.broadcast_to(jnp.arange(T), (1, T))
+  seg = jnp.ones((1, T), jnp.int32)
+  mask = ops.attention_mask(seg, seg, pos, pos)
+
+  def loss(fn):
+    def body(q, _):
+      return fn(q, k, v, mask).sum(axis=(3, 4))[..., None, None] * 0.1 + q, None
+    return lambda q: jnp.sum(jax.lax.scan(body, q, None, length=3)[0])
+
+  got = jax.grad(loss(lambda *a: ops.attention(*a, chunk=8)))(q)
+  np.testing.assert_allclose(got, jax.grad(loss(ops.attention_reference))(q), **F32)
