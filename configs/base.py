@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = models.get('tiny')
   c.data = ml_collections.ConfigDict({'n_documents': 4000, 'n_validation': 200, 'vocab_size': 512,
                                       'split_digits': True})
-  c.pretrain = train_section(steps=300, batch_size=16, seq_len=256, lr=3e-3, warmup_steps=30)
+  c.pretrain = train_section(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=15,
+                             eval_every=50, checkpoint_every=50)
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
   c.variants = ml_collections.ConfigDict()
   c.lock()
