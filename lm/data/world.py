@@ -1,0 +1,505 @@
+"""The lab: a seeded, deterministic fictional world, and the text a model pretrains on.
+
+``World(seed)`` holds four kinds of entity, each a frozen dataclass:
+
+  Person    name, town, job, age, friend (a person), pet (a creature species)
+  Town      name, region, population, river
+  Creature  name (a species, e.g. "mosshopper"), colour, diet, legs, habitat (a region)
+  Thing     name (e.g. "the Ashen Lantern"), material, maker (a person), town (where it is kept), year
+
+A fraction of each kind is *held out*: those entities have facts, but their names never appear in
+any text this module writes (articles, stories, ...); they exist so that questions about them
+(``lm.data.tasks``, family ``unknown_entity``) measure hallucination. Relations of known entities
+only point at known entities.
+
+Texts (all pure functions of the world and the given seed / ``random.Random``):
+
+  world.articles()                  one encyclopedia article per known entity (canonical wording)
+  world.article(entity, rng)        the same facts, paraphrased and reordered
+  world.stories(n, rng)             short stories that only state true facts
+  world.arithmetic_texts(n, rng)    written-out sums, differences, products and worked scratchpads
+  world.word_lists(n, rng)          spellings and letter counts ("strawberry is spelled s-t-r-...")
+  world.translation_texts(n, rng)   English/Veltic parallel sentences and glossary lines
+  world.pretraining_documents(n_docs=None, target_chars=None, seed=0)   a mix of all of the above
+
+The synthetic language lives in ``lm.data.synthlang`` (``world.lang``); task families and gold
+scorers in ``lm.data.tasks``. CLI: ``python -m lm.data.world --task world_qa --n 5`` prints samples
+(``--docs 3`` prints pretraining documents; ``--chars 20000000 --out f.txt`` times generation).
+"""
+
+import argparse
+import dataclasses
+import functools
+import json
+import random
+import sys
+import time
+
+from lm.data.synthlang import ENGLISH_WORDS, LANG_NAME, SynthLang
+
+REGIONS = ('North Marches', 'Sunward Coast', 'Greyfells', 'Low Meadows', 'Eastern Reach', 'Saltmarsh')
+JOBS = ('baker', 'smith', 'weaver', 'miller', 'potter', 'healer', 'sailor', 'scribe', 'farmer', 'hunter',
+        'fisher', 'guard', 'merchant', 'shepherd', 'carpenter', 'brewer', 'tailor', 'mason', 'cooper', 'herbalist')
+COLOURS = ('red', 'blue', 'green', 'white', 'black', 'golden', 'grey', 'brown', 'orange', 'purple')
+DIETS = ('fish', 'berries', 'grass', 'insects', 'roots', 'seeds', 'mushrooms', 'moss', 'worms', 'leaves')
+LEGS = (2, 4, 6, 8)
+MATERIALS = ('oak', 'bronze', 'silver', 'glass', 'stone', 'bone', 'iron', 'copper', 'clay', 'amber')
+_CREATURE_HEADS = ('moss', 'ember', 'frost', 'dusk', 'reed', 'thorn', 'cinder', 'mire', 'gale', 'pebble',
+                   'fern', 'brine', 'ash', 'dew', 'hollow')
+_CREATURE_TAILS = ('hopper', 'wing', 'crawler', 'hound', 'strider', 'shell', 'snout', 'tail', 'back', 'horn')
+_THING_ADJS = ('Ashen', 'Silent', 'Crimson', 'Hollow', 'Gilded', 'Weeping', 'Iron', 'Amber', 'Twin', 'Broken',
+               'Winter', 'Morning', 'Sunken', 'Last', 'Wandering', 'Quiet')
+_THING_KINDS = ('Lantern', 'Crown', 'Horn', 'Compass', 'Drum', 'Mirror', 'Bell', 'Chalice', 'Loom', 'Key')
+_ONSETS = ('b', 'br', 'd', 'dr', 'f', 'g', 'gr', 'h', 'k', 'l', 'm', 'n', 'p', 'r', 's', 'st', 't', 'th', 'v',
+           'w', 'z', 'c', 'j', 'sh')
+_NUCLEI = ('a', 'e', 'i', 'o', 'u', 'ai', 'ea', 'or', 'el', 'an', 'y')
+_SURNAME_ENDS = ('wick', 'ford', 'ley', 'ton', 'well', 'more', 'by', 'dale', 'sen', 'ric', 'win', 'hart')
+_TOWN_ENDS = ('mere', 'ford', 'wick', 'haven', 'holm', 'stead', 'bury', 'port', 'vale', 'crest', 'moor', 'field')
+_RIVER_ENDS = ('n', 'th', 'l', 'sk', 'ra', 'wen', 'dal')
+
+# Words for spelling and letter-counting (plus the lexicon's English words).
+SPELL_WORDS = tuple(sorted(set(
+    ('strawberry banana apple cherry blueberry raspberry mississippi bookkeeper committee balloon coffee '
+     'letter pepper parallel necessary accommodate embarrass occurrence assessment possession tomorrow '
+     'butterfly caterpillar elephant giraffe hippopotamus alligator kangaroo penguin squirrel rhinoceros '
+     'library chocolate vegetable umbrella banner grammar address dinner summer bottle puzzle marshmallow '
+     'cinnamon broccoli zucchini spaghetti lollipop bubble rabbit carrot pillow mirror scissors success '
+     'assistant language translation arithmetic question answer window garden lantern harbour village').split()
+    + list(ENGLISH_WORDS))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+  name: str
+  town: str
+  job: str
+  age: int
+  friend: str
+  pet: str
+  held_out: bool = False
+  kind = 'person'
+
+
+@dataclasses.dataclass(frozen=True)
+class Town:
+  name: str
+  region: str
+  population: int
+  river: str
+  held_out: bool = False
+  kind = 'town'
+
+
+@dataclasses.dataclass(frozen=True)
+class Creature:
+  name: str
+  colour: str
+  diet: str
+  legs: int
+  habitat: str
+  held_out: bool = False
+  kind = 'creature'
+
+
+@dataclasses.dataclass(frozen=True)
+class Thing:
+  name: str
+  material: str
+  maker: str
+  town: str
+  year: int
+  held_out: bool = False
+  kind = 'thing'
+
+
+def a_an(word: str) -> str:
+  return ('an ' if word[0].lower() in 'aeiou' else 'a ') + word
+
+
+def cap(s: str) -> str:
+  return s[:1].upper() + s[1:]
+
+
+class World:
+  """Entities with attributes and relations, some held out; see the module docstring."""
+
+  def __init__(self, seed: int = 0, n_people: int = 200, n_towns: int = 40, n_creatures: int = 30,
+               n_objects: int = 60, held_out_fraction: float = 0.1):
+    self.config = dict(seed=seed, n_people=n_people, n_towns=n_towns, n_creatures=n_creatures,
+                       n_objects=n_objects, held_out_fraction=held_out_fraction)
+    if n_creatures > len(_CREATURE_HEADS) * len(_CREATURE_TAILS) or n_objects > len(_THING_ADJS) * len(_THING_KINDS):
+      raise ValueError('too many creatures or objects for the name generators')
+    self.seed = seed
+    self.lang = SynthLang(seed)
+    rng = random.Random(f'world:{seed}')
+    taken = set(ENGLISH_WORDS) | set(self.lang.words()) | set(SPELL_WORDS) | {
+        w.lower() for v in (REGIONS, JOBS, COLOURS, DIETS, MATERIALS) for x in v for w in x.split()}
+
+    def fresh(make):
+      while True:
+        name = make()
+        if name.lower() not in taken:
+          taken.add(name.lower())
+          return name
+
+    def syllable():
+      return rng.choice(_ONSETS) + rng.choice(_NUCLEI)
+
+    def held(n):
+      return set(rng.sample(range(n), round(n * held_out_fraction)))
+
+    town_names = [fresh(lambda: cap(syllable() + rng.choice(_TOWN_ENDS))) for _ in range(n_towns)]
+    rivers = [fresh(lambda: cap(syllable() + rng.choice(_RIVER_ENDS))) for _ in range(max(3, n_towns // 3))]
+    held_towns = held(n_towns)
+    self.towns = [Town(n, rng.choice(REGIONS), rng.randint(120, 60000), rng.choice(rivers), i in held_towns)
+                  for i, n in enumerate(town_names)]
+    species = rng.sample([h + t for h in _CREATURE_HEADS for t in _CREATURE_TAILS], n_creatures)
+    held_creatures = held(n_creatures)
+    self.creatures = [Creature(n, rng.choice(COLOURS), rng.choice(DIETS), rng.choice(LEGS), rng.choice(REGIONS),
+                               i in held_creatures) for i, n in enumerate(species)]
+    firsts = [fresh(lambda: cap(syllable() + syllable())) for _ in range(max(8, n_people // 2))]
+    full = set()
+    while len(full) < n_people:
+      full.add(rng.choice(firsts) + ' ' + fresh(lambda: cap(syllable() + rng.choice(_SURNAME_ENDS))))
+    person_names = sorted(full)
+    rng.shuffle(person_names)
+    held_people = held(n_people)
+    known_people = [n for i, n in enumerate(person_names) if i not in held_people]
+    known_towns = [t.name for t in self.towns if not t.held_out]
+    known_species = [c.name for c in self.creatures if not c.held_out]
+    self.people = []
+    for i, n in enumerate(person_names):
+      friend = rng.choice([p for p in known_people if p != n])
+      self.people.append(Person(n, rng.choice(known_towns), rng.choice(JOBS), rng.randint(16, 90), friend,
+                                rng.choice(known_species), i in held_people))
+    thing_names = rng.sample([f'the {a} {k}' for a in _THING_ADJS for k in _THING_KINDS], n_objects)
+    held_things = held(n_objects)
+    self.things = [Thing(n, rng.choice(MATERIALS), rng.choice(known_people), rng.choice(known_towns),
+                         rng.randint(300, 1200), i in held_things) for i, n in enumerate(thing_names)]
+    self.by_name = {e.name: e for e in self.entities()}
+    self.first_names = sorted({p.name.split()[0] for p in self.people if not p.held_out})
+
+  @classmethod
+  @functools.lru_cache(maxsize=8)
+  def cached(cls, **config) -> 'World':
+    """The world of ``config`` (as in ``world.config``), built once per process."""
+    return cls(**config)
+
+  @staticmethod
+  def from_config(config: dict) -> 'World':
+    return World.cached(**config)
+
+  def entities(self, kind: str | None = None, held_out: bool | None = None) -> list:
+    """Entities of one kind (person, town, creature, thing) or all, optionally only (not) held out."""
+    groups = {'person': self.people, 'town': self.towns, 'creature': self.creatures, 'thing': self.things}
+    out = [e for k, es in groups.items() if kind in (None, k) for e in es]
+    return out if held_out is None else [e for e in out if e.held_out == held_out]
+
+  def known(self, kind: str | None = None) -> list:
+    return self.entities(kind, held_out=False)
+
+  def held_out(self, kind: str | None = None) -> list:
+    return self.entities(kind, held_out=True)
+
+  @functools.cache
+  def values(self, kind: str, attr: str) -> tuple:
+    """Every value the attribute can take (its domain), as strings: used to spot wrong answers."""
+    domains = {('person', 'town'): [t.name for t in self.towns], ('thing', 'town'): [t.name for t in self.towns],
+               ('person', 'job'): JOBS, ('person', 'friend'): [p.name for p in self.people],
+               ('thing', 'maker'): [p.name for p in self.people], ('person', 'pet'): [c.name for c in self.creatures],
+               ('town', 'region'): REGIONS, ('creature', 'habitat'): REGIONS,
+               ('town', 'river'): sorted({t.river for t in self.towns}), ('creature', 'colour'): COLOURS,
+               ('creature', 'diet'): DIETS, ('thing', 'material'): MATERIALS}
+    return tuple(domains[(kind, attr)])
+
+  # -- articles -----------------------------------------------------------------------------
+
+  def article(self, e, rng: random.Random) -> str:
+    """An encyclopedia article stating every fact of ``e`` (paraphrased and ordered by ``rng``)."""
+    c = rng.choice
+    if e.kind == 'person':
+      first = e.name.split()[0]
+      lead = c([f'{e.name} is {a_an(e.job)} who lives in {e.town}.',
+                f'{e.name} lives in the town of {e.town} and works as {a_an(e.job)}.',
+                f'{e.name}, {a_an(e.job)} by trade, makes a home in {e.town}.'])
+      facts = [c([f'{e.name} is {e.age} years old.', f'{first} {e.name.split()[1]} is {e.age} years of age.']),
+               c([f"{e.name}'s best friend is {e.friend}.", f'The best friend of {e.name} is {e.friend}.']),
+               c([f'{e.name} keeps {a_an(e.pet)} as a pet.', f'The pet of {e.name} is {a_an(e.pet)}.']),
+               c([f'Every {self._day(rng)}, {e.name} visits {e.friend}.', f'{e.name} works hard as {a_an(e.job)}.'])]
+    elif e.kind == 'town':
+      lead = c([f'{e.name} is a town in the {e.region}.', f'The town of {e.name} lies in the {e.region}.'])
+      facts = [c([f'{e.population} people live in {e.name}.', f'{e.name} has a population of {e.population}.']),
+               c([f'The River {e.river} flows through {e.name}.', f'{e.name} stands on the River {e.river}.'])]
+      people = [p for p in self.people if p.town == e.name and not p.held_out][:4]
+      if people:
+        facts.append('People who live in {} include {}.'.format(e.name, ', '.join(p.name for p in people)))
+    elif e.kind == 'creature':
+      lead = c([f'The {e.name} is a {e.colour} creature that lives in the {e.habitat}.',
+                f'The {e.name} lives in the {e.habitat}; its coat is {e.colour}.'])
+      facts = [c([f'The {e.name} eats {e.diet}.', f'The diet of the {e.name} is {e.diet}.']),
+               c([f'The {e.name} has {e.legs} legs.', f'A {e.name} walks on {e.legs} legs.'])]
+    else:
+      name = cap(e.name)
+      lead = c([f'{name} is made of {e.material}.', f'{name} is an old {e.material} treasure.'])
+      facts = [c([f'{name} was made by {e.maker}.', f'{e.maker} made {e.name}.']),
+               c([f'{name} is kept in {e.town}.', f'Today {e.name} is kept in {e.town}.']),
+               c([f'{name} was made in the year {e.year}.', f'{e.maker} finished {e.name} in the year {e.year}.'])]
+    rng.shuffle(facts)
+    return f'{cap(e.name)}\n\n' + ' '.join([lead] + facts)
+
+  def articles(self) -> list[str]:
+    """One article per known entity, in a fixed order and wording."""
+    rng = random.Random(f'articles:{self.seed}')
+    return [self.article(e, rng) for e in self.known()]
+
+  @staticmethod
+  def _day(rng):
+    return rng.choice(('morning', 'evening', 'Sunday', 'market day', 'spring', 'winter'))
+
+  # -- stories ------------------------------------------------------------------------------
+
+  def story(self, rng: random.Random) -> str:
+    """A short story about known entities; every stated fact is true in the world."""
+    p = rng.choice(self.known('person'))
+    f = self.by_name[p.friend]
+    town, ftown = self.by_name[p.town], self.by_name[f.town]
+    thing = rng.choice(self.known('thing'))
+    maker = self.by_name[thing.maker]
+    k = rng.randrange(4)
+    if k == 0:
+      s = [f'One {self._day(rng)}, {p.name} the {p.job} left {town.name} to visit {f.name}.',
+           f'{p.name} took along the pet {p.pet}, and they walked beside the River {town.river}.',
+           rng.choice(['The road was long and dusty.', 'It began to rain on the way.', 'Birds sang in the hedges.']),
+           f'{f.name} lives in {ftown.name}, in the {ftown.region}, and was glad to see them.',
+           f'"You are my best friend," said {p.name}.',
+           rng.choice(['They shared bread and told old stories.', 'They talked until the stars came out.'])]
+    elif k == 1:
+      s = [f'In {thing.town} there is a treasure called {thing.name}.',
+           f'It was made of {thing.material} by {maker.name}, {a_an(maker.job)}, in the year {thing.year}.',
+           f'Many travellers come to {thing.town} to see it.',
+           rng.choice(['Some say it brings good luck.', 'Children like to draw pictures of it.',
+                       'On feast days it is carried through the streets.'])]
+    elif k == 2:
+      cr = self.by_name[p.pet]
+      s = [f'{p.name} keeps {a_an(cr.name)}.', f'Like every {cr.name}, it is {cr.colour} and has {cr.legs} legs.',
+           f'Each {self._day(rng)} {p.name} feeds it {cr.diet}, for the {cr.name} eats {cr.diet}.',
+           f'{p.name} is {p.age} years old and lives in {town.name}.',
+           rng.choice(['The neighbours often stop to watch it.', 'It sleeps by the fire at night.'])]
+    else:
+      s = [f'{town.name} is a busy town in the {town.region}.',
+           f'{town.population} people live there, beside the River {town.river}.',
+           f'Among them is {p.name}, {a_an(p.job)}, who is {p.age} years old.',
+           rng.choice([f'Every {self._day(rng)} the market of {town.name} is full.',
+                       f'In winter the River {town.river} sometimes freezes.'])]
+    return ' '.join(s)
+
+  def stories(self, n: int, rng: random.Random) -> list[str]:
+    return [self.story(rng) for _ in range(n)]
+
+  # -- arithmetic, words, translation -------------------------------------------------------
+
+  def arithmetic_text(self, rng: random.Random) -> str:
+    lines = []
+    for _ in range(rng.randint(4, 12)):
+      d = rng.randint(1, 4)
+      a, b = rng.randint(0, 10 ** d - 1), rng.randint(0, 10 ** rng.randint(1, d) - 1)
+      k = rng.randrange(7)
+      if k == 0:
+        lines.append(f'{a} plus {b} is {a + b}.')
+      elif k == 1:
+        lines.append(f'{a} + {b} = {a + b}')
+      elif k == 2:
+        lines.append(f'{max(a, b)} - {min(a, b)} = {max(a, b) - min(a, b)}')
+      elif k == 3:
+        lines.append(f'{max(a, b)} minus {min(a, b)} is {max(a, b) - min(a, b)}.')
+      elif k == 4:
+        a, b = a % 100, b % 100
+        lines.append(rng.choice([f'{a} * {b} = {a * b}', f'{a} times {b} is {a * b}.']))
+      elif k == 5:
+        lines.append(scratchpad(max(a, b), min(a, b), rng.choice(('add', 'sub'))))
+      else:
+        lines.append(scratchpad(a % 1000, b % 100, 'mul'))
+    return '\n'.join(lines)
+
+  def arithmetic_texts(self, n: int, rng: random.Random) -> list[str]:
+    return [self.arithmetic_text(rng) for _ in range(n)]
+
+  def word_list(self, rng: random.Random) -> str:
+    lines = []
+    for _ in range(rng.randint(4, 12)):
+      w = rng.choice(SPELL_WORDS)
+      k = rng.randrange(4)
+      if k == 0:
+        lines.append(f'{w} is spelled {"-".join(w)}.')
+      elif k == 1:
+        letter = rng.choice(w)
+        n = w.count(letter)
+        lines.append(f'The letter "{letter}" appears {n} time{"s" * (n != 1)} in "{w}".')
+      elif k == 2:
+        lines.append(spelled_count(w, rng.choice(w)))
+      else:
+        lines.append(f'"{w}" has {len(w)} letters: {", ".join(w)}.')
+    return '\n'.join(lines)
+
+  def word_lists(self, n: int, rng: random.Random) -> list[str]:
+    return [self.word_list(rng) for _ in range(n)]
+
+  def translation_text(self, rng: random.Random) -> str:
+    towns = [t.name for t in self.known('town')]
+    lines = []
+    for _ in range(rng.randint(3, 8)):
+      if rng.random() < 0.25:
+        w = rng.choice(ENGLISH_WORDS)
+        lines.append(f'In {LANG_NAME}, the word for "{w}" is "{self.lang.lexicon[w]}".')
+      else:
+        en = self.lang.random_sentence(rng, self.first_names, towns)
+        lines.append(f'English: {en}\n{LANG_NAME}: {self.lang.en_to_syn(en)}')
+    return '\n'.join(lines)
+
+  def translation_texts(self, n: int, rng: random.Random) -> list[str]:
+    return [self.translation_text(rng) for _ in range(n)]
+
+  # -- the pretraining mix ------------------------------------------------------------------
+
+  MIX = (('article', 0.40), ('story', 0.20), ('arithmetic', 0.15), ('words', 0.10), ('translation', 0.15))
+
+  def pretraining_documents(self, n_docs: int | None = None, target_chars: int | None = None,
+                            seed: int = 0) -> list[str]:
+    """Documents drawn from ``MIX`` until ``n_docs`` of them or ``target_chars`` characters."""
+    if (n_docs is None) == (target_chars is None):
+      raise ValueError('give exactly one of n_docs and target_chars')
+    rng = random.Random(f'pretrain:{self.seed}:{seed}')
+    known = self.known()
+    makers = {'article': lambda: self.article(rng.choice(known), rng), 'story': lambda: self.story(rng),
+              'arithmetic': lambda: self.arithmetic_text(rng), 'words': lambda: self.word_list(rng),
+              'translation': lambda: self.translation_text(rng)}
+    kinds = [k for k, _ in self.MIX]
+    weights = [w for _, w in self.MIX]
+    docs, chars = [], 0
+    while (len(docs) < n_docs) if n_docs is not None else (chars < target_chars):
+      kind = rng.choices(kinds, weights)[0]
+      doc = makers[kind]()
+      docs.append(doc)
+      chars += len(doc)
+    return docs
+
+
+# -- worked scratchpads (shared with the arithmetic tasks' thinking) ----------------------------
+
+_PLACES = ('ones', 'tens', 'hundreds', 'thousands', 'ten-thousands', 'hundred-thousands', 'millions')
+
+
+def _place(i):
+  return _PLACES[i] if i < len(_PLACES) else f'digit {i + 1}'
+
+
+def scratchpad(a: int, b: int, op: str) -> str:
+  """A digit-by-digit worked computation of ``a op b`` (op: add, sub with a >= b, mul)."""
+  da, db = [int(x) for x in str(a)[::-1]], [int(x) for x in str(b)[::-1]]
+  if op == 'add':
+    lines, carry = [f'{a} + {b}: add digit by digit from the right.'], 0
+    for i in range(max(len(da), len(db))):
+      x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
+      s = x + y + carry
+      lines.append(f'{_place(i)}: {x} + {y} + carry {carry} = {s}, write {s % 10}, carry {s // 10}.')
+      carry = s // 10
+    if carry:
+      lines.append(f'last carry: write {carry}.')
+    lines.append(f'So {a} + {b} = {a + b}.')
+  elif op == 'sub':
+    if a < b:
+      raise ValueError('sub scratchpad needs a >= b')
+    lines, borrow = [f'{a} - {b}: subtract digit by digit from the right.'], 0
+    for i in range(len(da)):
+      x, y = da[i], (db[i] if i < len(db) else 0)
+      top = x - borrow
+      if top < y:
+        lines.append(f'{_place(i)}: {x} - borrow {borrow} = {top}, less than {y}, so borrow 10: '
+                     f'{top + 10} - {y} = {top + 10 - y}, write {top + 10 - y}, borrow 1.')
+        borrow = 1
+      else:
+        lines.append(f'{_place(i)}: {x} - borrow {borrow} = {top}, {top} - {y} = {top - y}, '
+                     f'write {top - y}, borrow 0.')
+        borrow = 0
+    lines.append(f'So {a} - {b} = {a - b}.')
+  elif op == 'mul':
+    lines, total = [f'{a} * {b}: multiply by each digit of {b} from the right, then add.'], 0
+    for i, y in enumerate(db):
+      part = a * y * 10 ** i
+      lines.append(f'{_place(i)} digit {y}: {a} * {y} = {a * y}, shifted {i}: {part}.')
+      if i:
+        lines.append(f'running total: {total} + {part} = {total + part}.')
+      total += part
+    lines.append(f'So {a} * {b} = {a * b}.')
+  else:
+    raise ValueError(f'unknown op {op!r}')
+  return '\n'.join(lines)
+
+
+def spelled_count(word: str, letter: str) -> str:
+  """Spells ``word`` letter by letter with a running count of ``letter``."""
+  n, parts = 0, []
+  for ch in word:
+    if ch == letter:
+      n += 1
+      parts.append(f'{ch} ({n})')
+    else:
+      parts.append(ch)
+  return (f'Counting "{letter}" in "{word}": {", ".join(parts)}. '
+          f'The letter "{letter}" appears {n} time{"s" * (n != 1)}.')
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+def _show(messages):
+  out = []
+  for m in messages:
+    head = f'[{m["role"]}{":" + m["name"] if m.get("name") else ""}]'
+    if m.get('thinking'):
+      out.append(f'{head} <thinking>\n{m["thinking"]}\n</thinking>')
+    for call in m.get('tool_calls', []):
+      out.append(f'{head} <tool_call> {call["name"]}({json.dumps(call["arguments"])})')
+    if m.get('content'):
+      out.append(f'{head} {m["content"]}')
+  return '\n'.join(out)
+
+
+def main(argv=None):
+  from lm.data import tasks  # tasks imports this module
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--task', choices=sorted(tasks.TASKS), help='print samples of this task family')
+  ap.add_argument('--n', type=int, default=5)
+  ap.add_argument('--seed', type=int, default=0)
+  ap.add_argument('--variant', default='direct')
+  ap.add_argument('--world-seed', type=int, default=0)
+  ap.add_argument('--docs', type=int, default=0, help='print this many pretraining documents')
+  ap.add_argument('--chars', type=int, default=0, help='generate this many characters of pretraining text, timed')
+  ap.add_argument('--out', help='with --chars: write the documents here, one blank line apart')
+  args = ap.parse_args(argv)
+  world = World(seed=args.world_seed)
+  if args.task:
+    for i, ex in enumerate(tasks.sample(world, args.task, args.n, seed=args.seed, variant=args.variant)):
+      print(f'=== {ex.family} #{i} (variant {ex.variant}) ===')
+      print(_show(ex.prompt))
+      print('--- reference ---')
+      print(_show(ex.reference))
+      print('meta:', json.dumps({k: v for k, v in ex.meta.items() if k != 'world'}))
+      print(f'gold score of the reference: {tasks.score(ex, ex.reference)}\n')
+  for doc in world.pretraining_documents(n_docs=args.docs, seed=args.seed) if args.docs else []:
+    print(doc, end='\n\n---\n\n')
+  if args.chars:
+    t0 = time.perf_counter()
+    docs = world.pretraining_documents(target_chars=args.chars, seed=args.seed)
+    dt = time.perf_counter() - t0
+    n_chars = sum(map(len, docs))
+    print(f'{len(docs)} documents, {n_chars} characters, ~{sum(len(d.split()) for d in docs)} words '
+          f'in {dt:.2f} s ({n_chars / dt / 1e6:.1f} M chars/s)', file=sys.stderr)
+    if args.out:
+      with open(args.out, 'w') as f:
+        f.write('\n\n'.join(docs))
+  if not (args.task or args.docs or args.chars):
+    ap.print_help()
+
+
+if __name__ == '__main__':
+  main()
