@@ -52,3 +52,70 @@ class Batches:
   def host_batch(self, i: int, host_slice: slice = slice(None)) -> dict[str, np.ndarray]:
     idx = self.row_indices(i)[host_slice]
     return {k: v[idx] for k, v in self.rows.items()}
+
+
+def pack_conversations(rendered, seq_len: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+  """Greedily packs rendered conversations (``(ids [L], loss_mask [L])`` from ``lm.chat.render``)
+  into ``[N, seq_len]`` rows, in order; a conversation that does not fit starts a new row.
+
+  A conversation of L tokens takes L - 1 slots (inputs ``ids[:-1]``, targets ``ids[1:]``, loss on
+  the targets the chat mask marks); longer ones are cut to ``seq_len + 1`` tokens. The rest of a
+  row is padding: segment 0, no loss. Segments never join: each has its own id and positions.
+  """
+  rows, current, used = [], [], 0
+  for ids, mask in rendered:
+    ids, mask = np.asarray(ids)[:seq_len + 1], np.asarray(mask)[:seq_len + 1]
+    if len(ids) < 2:
+      continue
+    if used + len(ids) - 1 > seq_len:
+      rows.append(current)
+      current, used = [], 0
+    current.append((ids, mask))
+    used += len(ids) - 1
+  if current:
+    rows.append(current)
+  out = {k: np.zeros((len(rows), seq_len), np.int32) for k in ('inputs', 'targets', 'positions', 'segment_ids')}
+  out['inputs'][:] = pad_id
+  out['loss_mask'] = np.zeros((len(rows), seq_len), np.float32)
+  for r, convs in enumerate(rows):
+    t = 0
+    for s, (ids, mask) in enumerate(convs):
+      n = len(ids) - 1
+      out['inputs'][r, t:t + n] = ids[:-1]
+      out['targets'][r, t:t + n] = ids[1:]
+      out['loss_mask'][r, t:t + n] = mask[1:]
+      out['positions'][r, t:t + n] = np.arange(n)
+      out['segment_ids'][r, t:t + n] = s + 1
+      t += n
+  return out
+
+
+def preference_arrays(prompts_ids, responses_ids, rankings, seq_len: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+  """Prompt + each of K responses as ``[N, K, seq_len]`` token rows for a reward model.
+
+  ``prompts_ids[n]`` are a prompt's ids, ``responses_ids[n][k]`` the ids of response k (ending in
+  its end-of-turn id), ``rankings[n]`` response indices best first. Returns ``tokens``,
+  ``response_mask`` (1 on response tokens), ``last_index`` ``[N, K]`` (the response's last token,
+  where the reward is read), ``ranks`` ``[N, K]`` (0 = best). A prompt too long to leave room for
+  its longest response loses its oldest tokens; a response longer than ``seq_len`` is cut.
+  """
+  N, K = len(responses_ids), len(responses_ids[0])
+  tokens = np.full((N, K, seq_len), pad_id, np.int32)
+  response_mask = np.zeros((N, K, seq_len), np.float32)
+  last_index = np.zeros((N, K), np.int32)
+  ranks = np.zeros((N, K), np.int32)
+  for n in range(N):
+    if len(responses_ids[n]) != K:
+      raise ValueError(f'preference record {n}: {len(responses_ids[n])} responses, expected {K}')
+    if sorted(rankings[n]) != list(range(K)):
+      raise ValueError(f'preference record {n}: ranking {list(rankings[n])} is not a permutation of 0..{K - 1}')
+    longest = min(max(len(r) for r in responses_ids[n]), seq_len - 1)
+    prompt = np.asarray(prompts_ids[n])[-(seq_len - longest):]
+    for k, response in enumerate(responses_ids[n]):
+      response = np.asarray(response)[:seq_len - len(prompt)]
+      row = np.concatenate([prompt, response])
+      tokens[n, k, :len(row)] = row
+      response_mask[n, k, len(prompt):len(row)] = 1.0
+      last_index[n, k] = len(row) - 1
+    ranks[n, np.asarray(rankings[n])] = np.arange(K)
+  return {'tokens': tokens, 'response_mask': response_mask, 'last_index': last_index, 'ranks': ranks}
