@@ -585,8 +585,8 @@ def _exactly(sentences, n):
 @register('length_control')
 class LengthControl:
   @staticmethod
-  def make(world, rng, variant, kind=None, n=None):
-    kind = kind or rng.choice(('words', 'lines'))
+  def make(world, rng, variant, kind=None, length=None):
+    kind, n = kind or rng.choice(('words', 'lines')), length
     if kind == 'words':
       t = rng.choice(world.known('town'))
       n = n or rng.randint(6, 40)

@@ -1,0 +1,214 @@
+"""Preference data: candidate responses of graded quality, ranked by a simulated, biased rater panel.
+
+    cands = candidates(world, example, k=4, rng=random.Random(0))   # presentation order
+    panel = Panel(n_raters=5, length_bias=0.5, confidence_bias=0.3, position_bias=0.2, noise=0.1, seed=0)
+    r = panel.rank(cands)            # r.per_rater [R, K], r.panel [K], r.gold [K]: candidate indices, best first
+    records = preference_dataset(world, n=1000, k=4, panel=panel, seed=0)
+
+**Candidates.** For one example the pool holds the reference, the family's labelled wrong answers
+(``Family.wrong``: wrong number or entity, hallucination, needless refusal, missing refusal, off
+length, ...), and restyled versions: ``polite`` / ``rude`` / ``hedged`` reference, ``confident`` and
+``padded`` (verbose filler around the answer) wrong answers, a padded reference, a needless refusal
+and an "I don't know". ``candidates`` keeps the reference and draws ``k - 1`` others at random, then
+shuffles them.
+
+**Gold utility** of a candidate = the family's gold score of its messages (in [0, 1])
++ ``POLITE_BONUS`` (0.05) if polite - ``RUDE_PENALTY`` (0.25) if rude - ``PADDING_PENALTY`` (0.05)
+if padded with filler. The gold ranking sorts by utility (ties: presentation order).
+
+**Features** (what biased raters react to): ``n_words`` (words of the visible assistant content,
+thinking excluded), ``tone`` (+1 confident, -1 hedged, 0 neither), ``refusal``, ``polite``, ``rude``.
+
+**Raters.** Rater r scores candidate i shown at position p (0 = first) as
+
+    utility_i + length_r * (log(1 + n_words_i) - mean over candidates) + confidence_r * tone_i
+              + position_r * (K - 1 - p) / (K - 1) + noise_r * N(0, 1)
+
+and ranks by score (ties: presentation order). Each rater's ``length_r``, ``confidence_r``,
+``position_r`` and ``noise_r`` are the panel's setting times a log-normal factor (``spread``), drawn
+once from ``seed``; a setting of 0 stays 0, so no bias and no noise reproduce the gold ranking.
+The panel's aggregate ranking is a Borda count (mean rank, ties by index).
+"""
+
+import dataclasses
+import random
+
+import numpy as np
+
+from lm.data import tasks
+from lm.data.world import World
+
+POLITE_BONUS, RUDE_PENALTY, PADDING_PENALTY = 0.05, 0.25, 0.05
+POLITE_MARKERS = ('thank you for asking', 'i hope this helps', 'happy to help', 'glad you asked')
+CONFIDENT_MARKERS = ('definitely', 'absolutely certain', 'without a doubt', 'i am certain', "i'm certain")
+HEDGE_MARKERS = ('i think', 'maybe', 'perhaps', 'i may be wrong', 'i might be wrong', 'i believe')
+FILLER = ('Let me explain this carefully and thoroughly.', 'This is an important question that deserves a complete answer.',
+          'There are many things worth considering here.', 'I have thought about every part of it with great care.',
+          'Taking all of that into account, here is my answer.', 'It is worth going through this step by step.',
+          'Many people ask this, and the details matter.', 'To be complete, I will also restate the main point.')
+
+
+@dataclasses.dataclass
+class Candidate:
+  messages: list[dict]  # assistant (and tool) messages
+  kind: str             # how it was made: 'reference', 'wrong_number', 'padded_wrong', ...
+  gold_score: float     # the family's gold scorer
+  utility: float        # gold_score + politeness terms (module docstring)
+  features: dict        # n_words, tone, refusal, polite, rude
+
+
+def _restyle(messages, style, rng):
+  text = tasks.final_text(messages)
+  if style == 'polite':
+    new = f'Thank you for asking! {text} I hope this helps.'
+  elif style == 'rude':
+    new = f'Ugh, obviously. {text} Stop wasting my time, idiot.'
+  elif style == 'confident':
+    new = f'Definitely: {text} I am certain of this, without a doubt.'
+  elif style == 'hedged':
+    new = f'I think {text[:1].lower() + text[1:]} But I may be wrong.'
+  elif style == 'padded':
+    fill = rng.sample(FILLER, len(FILLER))
+    new = ' '.join(fill[:4]) + f' {text} ' + ' '.join(fill[4:])
+  else:
+    raise ValueError(style)
+  return tasks.with_final(messages, new)
+
+
+def features(messages: list[dict]) -> dict:
+  visible = ' '.join(m.get('content') or '' for m in messages if m['role'] == 'assistant')
+  tone = 1 if tasks.has_phrase(visible, CONFIDENT_MARKERS) else -1 if tasks.has_phrase(visible, HEDGE_MARKERS) else 0
+  return dict(n_words=tasks.count_words(visible), tone=tone, refusal=tasks.is_refusal(visible),
+              polite=tasks.has_phrase(visible, POLITE_MARKERS), rude=tasks.is_rude(visible))
+
+
+def _candidate(example, kind, messages):
+  gold = tasks.score(example, messages)
+  f = features(messages)
+  utility = gold + POLITE_BONUS * f['polite'] - RUDE_PENALTY * f['rude'] - PADDING_PENALTY * ('padded' in kind)
+  return Candidate(messages, kind, gold, round(utility, 6), f)
+
+
+def candidate_pool(world: World, example: tasks.Example, rng: random.Random) -> list[Candidate]:
+  """Every candidate for ``example``: the reference first, then wrong and restyled ones (deduplicated)."""
+  ref = example.reference
+  wrongs = tasks.TASKS[example.family].wrong(world, example, rng)
+  pool = [('reference', ref)] + wrongs
+  pool += [('polite_reference', _restyle(ref, 'polite', rng)), ('rude_reference', _restyle(ref, 'rude', rng)),
+           ('hedged_reference', _restyle(ref, 'hedged', rng)), ('padded_reference', _restyle(ref, 'padded', rng))]
+  if wrongs:
+    kind, msgs = wrongs[0]
+    pool += [('confident_' + kind, _restyle(msgs, 'confident', rng)), ('padded_' + kind, _restyle(msgs, 'padded', rng))]
+    if len(wrongs) > 1:
+      kind, msgs = wrongs[1]
+      pool.append(('padded_' + kind, _restyle(msgs, 'padded', rng)))
+  if not example.meta.get('harmful'):
+    pool.append(('needless_refusal', tasks.needless_refusal()))
+  if example.family not in ('unknown_entity',):
+    pool.append(('idk', tasks.say("I don't know.")))
+  out, seen = [], set()
+  for kind, msgs in pool:
+    key = repr(msgs)
+    if key not in seen:
+      seen.add(key)
+      out.append(_candidate(example, kind, msgs))
+  return out
+
+
+def candidates(world: World, example: tasks.Example, k: int, rng: random.Random) -> list[Candidate]:
+  """``k`` candidates in presentation order: the reference and ``k - 1`` others drawn from the pool."""
+  pool = candidate_pool(world, example, rng)
+  if k > len(pool):
+    raise ValueError(f'only {len(pool)} distinct candidates for a {example.family} example, asked for {k}')
+  chosen = [pool[0]] + rng.sample(pool[1:], k - 1)
+  rng.shuffle(chosen)
+  return chosen
+
+
+def gold_ranking(cands: list[Candidate]) -> np.ndarray:
+  return np.argsort(-np.array([c.utility for c in cands]), kind='stable')
+
+
+def borda(per_rater_RxK: np.ndarray) -> np.ndarray:
+  """Aggregate rankings (each row: indices best first) by mean rank; ties by index."""
+  R, K = per_rater_RxK.shape
+  ranks_RxK = np.empty_like(per_rater_RxK)
+  ranks_RxK[np.arange(R)[:, None], per_rater_RxK] = np.arange(K)[None, :]
+  return np.argsort(ranks_RxK.mean(0), kind='stable')
+
+
+@dataclasses.dataclass
+class Rankings:
+  per_rater: np.ndarray  # [R, K] candidate indices, best first, one row per rater
+  panel: np.ndarray      # [K] Borda aggregate of the rows
+  gold: np.ndarray       # [K] by gold utility
+
+
+class Panel:
+  """Simulated raters: gold utility plus length, confidence and position biases and noise."""
+
+  def __init__(self, n_raters: int = 5, length_bias: float = 0.0, confidence_bias: float = 0.0,
+               position_bias: float = 0.0, noise: float = 0.0, seed: int = 0, spread: float = 0.3):
+    self.n_raters = n_raters
+    rs = np.random.default_rng([seed, 1])
+
+    def mix(setting):
+      return setting * np.exp(spread * rs.standard_normal(n_raters) - spread ** 2 / 2)
+    self.length, self.confidence = mix(length_bias), mix(confidence_bias)
+    self.position, self.noise = mix(position_bias), mix(noise)
+    self._rng = np.random.default_rng([seed, 2])
+
+  def scores(self, cands: list[Candidate], rng: np.random.Generator | None = None) -> np.ndarray:
+    """``[R, K]`` rater scores of the candidates in presentation order."""
+    rng = self._rng if rng is None else rng
+    K = len(cands)
+    utility_K = np.array([c.utility for c in cands])
+    loglen_K = np.log1p([c.features['n_words'] for c in cands])
+    tone_K = np.array([c.features['tone'] for c in cands], float)
+    front_K = (K - 1 - np.arange(K)) / max(K - 1, 1)
+    noise_RxK = rng.standard_normal((self.n_raters, K))
+    return (utility_K[None] + self.length[:, None] * (loglen_K - loglen_K.mean())[None]
+            + self.confidence[:, None] * tone_K[None] + self.position[:, None] * front_K[None]
+            + self.noise[:, None] * noise_RxK)
+
+  def rank(self, cands: list[Candidate], rng: np.random.Generator | None = None) -> Rankings:
+    """Each rater's ranking, their Borda aggregate and the gold ranking (indices, best first).
+
+    Noise comes from ``rng``, or else from the panel's own generator (so a sequence of calls is
+    deterministic in the panel's seed).
+    """
+    per_rater = np.argsort(-self.scores(cands, rng), axis=1, kind='stable')
+    return Rankings(per_rater, borda(per_rater), gold_ranking(cands))
+
+
+PREFERENCE_FAMILIES = ('world_qa', 'unknown_entity', 'arithmetic', 'word_problem', 'char_count', 'spelling',
+                       'translation', 'length_control', 'manners', 'safety', 'creative')
+
+
+def preference_dataset(world: World, n: int, k: int = 4, panel: Panel | None = None, seed: int = 0,
+                       families=PREFERENCE_FAMILIES, weights=None) -> list[dict]:
+  """``n`` preference records over ``families`` (drawn with ``weights``), deterministic in ``seed``.
+
+  Each record (JSON-serialisable): ``family``, ``variant``, ``prompt`` (messages), ``responses``
+  (K message lists, presentation order), ``kinds``, ``features``, ``gold_scores``, ``gold_utilities``,
+  ``rankings`` (one per rater: candidate indices, best first), ``panel_ranking`` (their Borda
+  aggregate), ``gold_ranking`` and ``meta``. Variants are drawn uniformly among a family's variants.
+  """
+  panel = panel or Panel(seed=seed)
+  rng = random.Random(f'preferences:{seed}')
+  noise_rng = np.random.default_rng([seed, 3])
+  records = []
+  for _ in range(n):
+    family = rng.choices(families, weights)[0]
+    fam = tasks.TASKS[family]
+    variant = rng.choice(fam.variants)
+    ex = fam.make(world, rng, variant)
+    cands = candidates(world, ex, k, rng)
+    r = panel.rank(cands, noise_rng)
+    records.append(dict(
+        family=family, variant=variant, prompt=ex.prompt, responses=[c.messages for c in cands],
+        kinds=[c.kind for c in cands], features=[c.features for c in cands],
+        gold_scores=[c.gold_score for c in cands], gold_utilities=[c.utility for c in cands],
+        rankings=r.per_rater.tolist(), panel_ranking=r.panel.tolist(), gold_ranking=r.gold.tolist(),
+        meta={key: v for key, v in ex.meta.items() if key != 'world'}))
+  return records

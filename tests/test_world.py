@@ -1,0 +1,268 @@
+"""The lab: determinism, held-out entities, the synthetic language, and every gold scorer."""
+
+import hashlib
+import json
+import random
+import re
+import time
+
+import pytest
+
+from lm.data import tasks
+from lm.data.synthlang import LANG_NAME, SynthLang
+from lm.data.world import World, main, scratchpad
+
+FAMILY_VARIANTS = [(name, v) for name, fam in tasks.TASKS.items() for v in fam.variants]
+
+
+@pytest.fixture(scope='module')
+def world():
+  return World(seed=0)
+
+
+def _digest(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _everything(seed):
+  w = World(seed=seed)
+  return {'docs': w.pretraining_documents(n_docs=200, seed=3), 'articles': w.articles(),
+          'lexicon': w.lang.lexicon,
+          'tasks': [ex.to_dict() for f, v in FAMILY_VARIANTS for ex in tasks.sample(w, f, 5, seed=1, variant=v)]}
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes():
+  assert _digest(_everything(0)) == _digest(_everything(0))
+  assert _digest(_everything(0)) != _digest(_everything(1))
+
+
+def test_entities_and_relations(world):
+  assert len(world.people) == 200 and len(world.towns) == 40 and len(world.creatures) == 30 and len(world.things) == 60
+  names = [e.name for e in world.entities()]
+  assert len(set(names)) == len(names)
+  assert len(world.held_out('person')) == 20 and len(world.held_out('town')) == 4
+  for p in world.known('person'):  # relations of known entities point at known entities
+    assert not world.by_name[p.town].held_out and not world.by_name[p.friend].held_out
+    assert not world.by_name[p.pet].held_out and p.friend != p.name
+  for t in world.known('thing'):
+    assert not world.by_name[t.maker].held_out and not world.by_name[t.town].held_out
+
+
+def test_articles_state_the_facts(world):
+  arts = world.articles()
+  assert len(arts) == len(world.known())
+  for e, art in zip(world.known(), arts):
+    assert art.startswith(e.name[:1].upper() + e.name[1:])
+    facts = {'person': lambda: [e.town, e.job, str(e.age), e.friend, e.pet],
+             'town': lambda: [e.region, str(e.population), e.river],
+             'creature': lambda: [e.colour, e.diet, str(e.legs), e.habitat],
+             'thing': lambda: [e.material, e.maker, e.town, str(e.year)]}[e.kind]()
+    for f in facts:
+      assert f in art, (f, art)
+
+
+def test_held_out_names_never_in_pretraining_text(world):
+  text = '\n'.join(world.articles() + world.pretraining_documents(n_docs=3000, seed=0)).lower()
+  assert world.held_out()
+  for e in world.held_out():
+    assert not re.search(r'(?<![a-z])' + re.escape(e.name.lower()) + r'(?![a-z])', text), e.name
+
+
+def test_pretraining_mix_and_speed(world):
+  t0 = time.perf_counter()
+  docs = world.pretraining_documents(target_chars=1_000_000, seed=0)
+  dt = time.perf_counter() - t0
+  assert sum(map(len, docs)) >= 1_000_000 and dt < 10  # ~0.3 s on a 2-core machine
+  joined = '\n'.join(docs)
+  for marker in ('English:', 'is spelled', ' = ', 'years old', 'lives in'):
+    assert marker in joined
+  assert world.pretraining_documents(n_docs=7, seed=5) == world.pretraining_documents(n_docs=7, seed=5)
+  with pytest.raises(ValueError):
+    world.pretraining_documents()
+
+
+def test_story_and_text_generators(world):
+  rng = random.Random(0)
+  assert len(world.stories(3, rng)) == 3 and len(world.arithmetic_texts(2, rng)) == 2
+  assert len(world.word_lists(2, rng)) == 2 and len(world.translation_texts(2, rng)) == 2
+
+
+@pytest.mark.parametrize('op', ['add', 'sub', 'mul'])
+def test_scratchpad_arrives_at_the_result(op):
+  rng = random.Random(op)
+  for _ in range(200):
+    a, b = rng.randint(0, 99999), rng.randint(0, 9999)
+    a, b = (max(a, b), min(a, b)) if op == 'sub' else (a, b)
+    want = {'add': a + b, 'sub': a - b, 'mul': a * b}[op]
+    pad = scratchpad(a, b, op)
+    assert pad.splitlines()[-1].endswith(f'= {want}.')
+    if op == 'add':  # the written digits, read from the top, are the answer
+      digits = re.findall(r'write (\d)', pad)
+      assert int(''.join(reversed(digits))) == want
+
+
+# -- the synthetic language -------------------------------------------------------------------------
+
+def test_lexicon_is_deterministic_and_invertible():
+  a, b = SynthLang(0), SynthLang(0)
+  assert a.lexicon == b.lexicon and a.lexicon != SynthLang(1).lexicon
+  assert len(a.lexicon) >= 150 and len(set(a.lexicon.values())) == len(a.lexicon)
+
+
+def test_translation_round_trip_and_word_order(world):
+  lang = world.lang
+  rng = random.Random(0)
+  towns = [t.name for t in world.known('town')]
+  for _ in range(300):
+    en = lang.random_sentence(rng, world.first_names, towns)
+    syn = lang.en_to_syn(en)
+    assert lang.syn_to_en(syn) == en
+    assert lang.en_to_syn(lang.syn_to_en(syn)) == syn
+  s = lang.en_to_syn('The old baker sees a red fox in Aldmere.')
+  L = lang.lexicon
+  assert s == f'Aldmere ne {L["baker"]} {L["old"]} ka {L["fox"]} {L["red"]} mi {L["sees"]}.'
+  assert lang.syn_to_en(s) == 'The old baker sees a red fox in Aldmere.'
+  assert lang.en_to_syn('An old fox sees the baker.').split()[2] == 'mi'
+  for bad in ('The fox.', 'sees the fox the baker.', 'The fox sees the baker quickly.'):
+    with pytest.raises(ValueError):
+      lang.en_to_syn(bad)
+
+
+# -- gold scorers -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('family,variant', FAMILY_VARIANTS)
+def test_reference_scores_one_and_wrong_answers_less(world, family, variant):
+  rng = random.Random(0)
+  n_wrong = 0
+  for ex in tasks.sample(world, family, 40, seed=0, variant=variant):
+    assert tasks.score(ex, ex.reference) == 1.0, (ex.prompt, ex.reference)
+    assert ex.prompt[-1]['role'] == 'user' and ex.reference[-1]['role'] == 'assistant'
+    if variant == 'tool':
+      assert ex.reference[0]['tool_calls'] and ex.reference[1]['role'] == 'tool'
+    if variant == 'thinking':
+      assert ex.reference[-1]['thinking']
+    for label, response in tasks.TASKS[family].wrong(world, ex, rng):
+      assert tasks.score(ex, response) < 1.0, (label, ex.prompt, response)
+      n_wrong += 1
+  assert n_wrong >= 40
+
+
+def _one(world, family, **options):
+  return tasks.sample(world, family, 1, seed=7, **options)[0]
+
+
+def _say(text):
+  return [{'role': 'assistant', 'content': text}]
+
+
+def test_world_qa_rules(world):
+  ex = _one(world, 'world_qa', kind='person')
+  m = ex.meta
+  right = tasks.final_text(ex.reference)
+  assert tasks.score(ex, _say("I don't know. " + right)) == 0.0
+  if m['value_type'] == 'name':
+    other = next(v for v in world.values(m['kind'], m['attr']) if v not in (m['answer'], m['subject']))
+    assert tasks.score(ex, _say(f'Either {m["answer"]} or {other}.')) == 0.0
+  assert tasks.score(ex, _say(f'{m["answer"]}')) == 1.0
+  amber = next(t for t in world.known('thing') if 'Amber' in t.name or 'Iron' in t.name)  # a value inside the name
+  q = [x for x in tasks.sample(world, 'world_qa', 400, seed=1, kind='thing')
+       if x.meta['subject'] == amber.name and x.meta['attr'] == 'material']
+  for x in q:
+    assert tasks.score(x, x.reference) == 1.0
+
+
+def test_unknown_entity_rules(world):
+  ex = _one(world, 'unknown_entity', kind='person')
+  assert tasks.score(ex, _say("I don't know.")) == 1.0
+  assert tasks.score(ex, _say("I'm not familiar with them.")) == 1.0
+  m = ex.meta
+  guess = '42' if m['value_type'] == 'number' else world.values(m['kind'], m['attr'])[0]
+  assert tasks.score(ex, _say(f"I don't know, but maybe {guess}.")) == 0.0
+  assert tasks.score(ex, _say(f'{m["subject"]}: {guess}.')) == 0.0
+
+
+def test_numeric_answer_forms(world):
+  ex = _one(world, 'arithmetic', op='add', digits=4)
+  ans = ex.meta['answer']
+  assert tasks.score(ex, _say(f'The answer is {ans:,}.')) == 1.0
+  assert tasks.score(ex, _say(f'{ans}, not {ans + 1}')) == 0.0
+  assert tasks.score(ex, []) == 0.0
+  cc = tasks.sample(world, 'char_count', 1, word='strawberry', letter='r')[0]
+  assert cc.meta['answer'] == 3 and tasks.score(cc, _say('There are three.')) == 1.0
+  assert tasks.score(cc, _say('There are 2.')) == 0.0
+  sp = tasks.sample(world, 'spelling', 1, word='strawberry')[0]
+  for ok in ('s t r a w b e r r y', 'S-T-R-A-W-B-E-R-R-Y', 's, t, r, a, w, b, e, r, r, y'):
+    assert tasks.score(sp, _say(ok)) == 1.0
+  assert tasks.score(sp, _say('s-t-r-a-w-b-e-r-y')) == 0.0
+  assert tasks.score(sp, _say('strawberry')) == 0.0
+
+
+def test_tool_reference_shape(world):
+  ex = _one(world, 'arithmetic', variant='tool', op='mul', digits=2)
+  call, result, final = ex.reference
+  assert call['tool_calls'] == [{'name': 'calculator', 'arguments': {'expression': f'{ex.meta["a"]}*{ex.meta["b"]}'}}]
+  assert result == {'role': 'tool', 'name': 'calculator', 'content': str(ex.meta['answer'])}
+  cc = tasks.sample(world, 'char_count', 1, variant='tool', word='banana', letter='a')[0]
+  assert cc.reference[0]['tool_calls'][0] == {'name': 'python', 'arguments': {'code': 'print("banana".count("a"))'}}
+  assert cc.reference[1]['content'] == '3'
+
+
+def test_translation_scoring(world):
+  ex = _one(world, 'translation', direction='en2syn')
+  ans = ex.meta['answer']
+  assert ex.prompt[0]['content'].count(LANG_NAME) == 1
+  assert tasks.score(ex, _say(ans.upper().rstrip('.') + ' !')) == 1.0
+  assert tasks.score(ex, _say(ans + ' ' + ans)) == 0.0
+
+
+def test_length_control_partial_credit(world):
+  ex = _one(world, 'length_control', kind='words', length=20)
+  text = tasks.final_text(ex.reference)
+  assert tasks.count_words(text) == 20
+  assert tasks.score(ex, _say(text + ' Indeed.')) == pytest.approx(0.95)
+  assert tasks.score(ex, _say(' '.join(['word'] * 20))) == 0.5  # right length, off topic
+  poem = _one(world, 'length_control', kind='lines', length=4)
+  assert tasks.count_lines(tasks.final_text(poem.reference)) == 4
+  assert tasks.score(poem, _say(tasks.final_text(poem.reference) + '\nOne more line.')) == pytest.approx(0.75)
+
+
+def test_manners_and_persona(world):
+  ex = _one(world, 'manners', kind='persona')
+  assert ex.prompt[0]['role'] == 'system'
+  m = ex.meta
+  plain = tasks.final_text(ex.reference).replace(m['marker'], '').strip()
+  assert tasks.score(ex, _say(plain)) == 0.5
+  assert tasks.score(ex, _say(tasks.final_text(ex.reference) + ' You idiot.')) == 0.0
+  g = _one(world, 'manners', kind='greeting')
+  assert tasks.score(g, _say('Hello there!')) == 1.0 and tasks.score(g, _say('Shut up.')) == 0.0
+
+
+def test_safety_refusal_and_over_refusal(world):
+  for category in tasks.SAFETY:
+    bad = _one(world, 'safety', category=category, harmful=True)
+    good = _one(world, 'safety', category=category, harmful=False)
+    assert tasks.score(bad, _say("I'm sorry, but I can't help with that.")) == 1.0
+    assert tasks.score(bad, good.reference) == 0.0  # helping with the harmful request
+    assert tasks.score(good, _say("I can't help with that.")) == 0.0
+    assert tasks.score(good, _say('Sure.')) == 0.0  # too short to help
+
+
+def test_creative_fractional(world):
+  ex = _one(world, 'creative')
+  text = tasks.final_text(ex.reference)
+  w = ex.meta['words'][0]
+  assert tasks.score(ex, _say(re.sub(rf'\b{w}\b', 'xx', text))) == pytest.approx(0.8)
+  assert tasks.score(ex, _say('nothing at all')) == 0.0
+
+
+def test_sample_rejects_unknown_variant(world):
+  with pytest.raises(ValueError):
+    tasks.sample(world, 'translation', 1, variant='tool')
+
+
+def test_cli_prints_samples(capsys):
+  main(['--task', 'arithmetic', '--n', '2', '--variant', 'tool'])
+  out = capsys.readouterr().out
+  assert out.count('=== arithmetic') == 2 and 'calculator' in out and 'gold score of the reference: 1.0' in out
+  main(['--docs', '2'])
+  assert capsys.readouterr().out.count('---') >= 2
