@@ -17,7 +17,8 @@ shuffles them.
 if padded with filler. The gold ranking sorts by utility (ties: presentation order).
 
 **Features** (what biased raters react to): ``n_words`` (words of the visible assistant content,
-thinking excluded), ``tone`` (+1 confident, -1 hedged, 0 neither), ``refusal``, ``polite``, ``rude``.
+thinking excluded), ``tone`` (+1 confident, -1 hedged, 0 neither; also as flags ``confident`` and
+``hedged``), ``refusal``, ``polite``, ``rude``.
 
 **Raters.** Rater r scores candidate i shown at position p (0 = first) as
 
@@ -27,7 +28,9 @@ thinking excluded), ``tone`` (+1 confident, -1 hedged, 0 neither), ``refusal``, 
 and ranks by score (ties: presentation order). Each rater's ``length_r``, ``confidence_r``,
 ``position_r`` and ``noise_r`` are the panel's setting times a log-normal factor (``spread``), drawn
 once from ``seed``; a setting of 0 stays 0, so no bias and no noise reproduce the gold ranking.
-The panel's aggregate ranking is a Borda count (mean rank, ties by index).
+The panel's aggregate ranking is a Borda count (mean rank, ties by index). Candidates of equal
+utility (e.g. two wrong answers) are ordered by position in the gold ranking: use
+``gold_utilities`` to find such ties.
 """
 
 import dataclasses
@@ -78,7 +81,8 @@ def _restyle(messages, style, rng):
 def features(messages: list[dict]) -> dict:
   visible = ' '.join(m.get('content') or '' for m in messages if m['role'] == 'assistant')
   tone = 1 if tasks.has_phrase(visible, CONFIDENT_MARKERS) else -1 if tasks.has_phrase(visible, HEDGE_MARKERS) else 0
-  return dict(n_words=tasks.count_words(visible), tone=tone, refusal=tasks.is_refusal(visible),
+  return dict(n_words=tasks.count_words(visible), tone=tone, confident=tone > 0, hedged=tone < 0,
+              refusal=tasks.is_refusal(visible),
               polite=tasks.has_phrase(visible, POLITE_MARKERS), rude=tasks.is_rude(visible))
 
 

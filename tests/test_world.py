@@ -118,6 +118,7 @@ def test_translation_round_trip_and_word_order(world):
     syn = lang.en_to_syn(en)
     assert lang.syn_to_en(syn) == en
     assert lang.en_to_syn(lang.syn_to_en(syn)) == syn
+    assert world.translate_syn_to_en(world.translate_en_to_syn(en)) == en
   s = lang.en_to_syn('The old baker sees a red fox in Aldmere.')
   L = lang.lexicon
   assert s == f'Aldmere ne {L["baker"]} {L["old"]} ka {L["fox"]} {L["red"]} mi {L["sees"]}.'
@@ -187,6 +188,9 @@ def test_numeric_answer_forms(world):
   assert tasks.score(ex, _say(f'The answer is {ans:,}.')) == 1.0
   assert tasks.score(ex, _say(f'{ans}, not {ans + 1}')) == 0.0
   assert tasks.score(ex, []) == 0.0
+  age = tasks.sample(world, 'world_qa', 400, seed=0, kind='person')
+  age = next(x for x in age if x.meta['attr'] == 'age')
+  assert tasks.score(age, _say(tasks.final_text(age.reference) + ' They have one pet.')) == 1.0  # words are not numbers here
   cc = tasks.sample(world, 'char_count', 1, word='strawberry', letter='r')[0]
   assert cc.meta['answer'] == 3 and tasks.score(cc, _say('There are three.')) == 1.0
   assert tasks.score(cc, _say('There are 2.')) == 0.0

@@ -16,8 +16,8 @@ return a float in [0, 1]. Each family is a ``Family`` in ``TASKS``:
   arithmetic      add / sub / mul of ``digits``-digit numbers (variants direct, thinking, tool).
   word_problem    multi-step problems about the world's people and towns (direct, thinking, tool).
                   Both: 1 iff the last number in the answer is the gold number.
-  char_count      "how many r in strawberry?" (direct, thinking, tool); last number (digits or
-                  number words) must equal the count.
+  char_count      "how many r in strawberry?" (direct, thinking, tool); the last number (digits or
+                  number words zero..twenty; elsewhere only digits count) must equal the count.
   spelling        "spell strawberry" (direct, thinking, tool); some run of single letters
                   (s-t-r-..., "s t r ...", "s, t, ...") must spell the word.
   translation     English <-> Veltic; exact match after lowercasing and dropping punctuation.
@@ -89,17 +89,22 @@ def contains(text: str, phrase: str) -> bool:
   return _word_re(phrase).search(text.lower()) is not None
 
 
-def numbers(text: str) -> list[int]:
-  """Integers in order of appearance: digits (``1,329`` allowed) and number words zero..twenty."""
+_DIGITS = r'(?<![\w.])-?\d+(?:,\d{3})*(?![\d])'
+_NUMBER_RE = re.compile(_DIGITS)
+_NUMBER_OR_WORD_RE = re.compile(_DIGITS + r'|\b(?:' + '|'.join(NUMBER_WORDS) + r')\b')
+
+
+def numbers(text: str, words: bool = False) -> list[int]:
+  """Integers in order of appearance: digits (``1,329`` allowed), and number words zero..twenty if ``words``."""
   out = []
-  for m in re.finditer(r'(?<![\w.])-?\d+(?:,\d{3})*(?![\d])|\b(?:' + '|'.join(NUMBER_WORDS) + r')\b', text.lower()):
+  for m in (_NUMBER_OR_WORD_RE if words else _NUMBER_RE).finditer(text.lower()):
     tok = m.group(0)
     out.append(NUMBER_WORDS.index(tok) if tok in NUMBER_WORDS else int(tok.replace(',', '')))
   return out
 
 
-def last_number(text: str):
-  nums = numbers(text)
+def last_number(text: str, words: bool = False):
+  nums = numbers(text, words)
   return nums[-1] if nums else None
 
 
@@ -469,7 +474,9 @@ class CharCount:
                            code=f'print("{w}".count("{letter}"))')
     return Example('char_count', variant, user(q), ref, dict(word=w, letter=letter, answer=n))
 
-  score = Arithmetic.score
+  @staticmethod
+  def score(ex, response):
+    return float(last_number(final_text(response), words=True) == ex.meta['answer'])
 
   @staticmethod
   def wrong(world, ex, rng):

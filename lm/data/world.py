@@ -20,6 +20,7 @@ Texts (all pure functions of the world and the given seed / ``random.Random``):
   world.arithmetic_texts(n, rng)    written-out sums, differences, products and worked scratchpads
   world.word_lists(n, rng)          spellings and letter counts ("strawberry is spelled s-t-r-...")
   world.translation_texts(n, rng)   English/Veltic parallel sentences and glossary lines
+  world.translate_en_to_syn(s), world.translate_syn_to_en(s)   (see lm.data.synthlang)
   world.pretraining_documents(n_docs=None, target_chars=None, seed=0)   a mix of all of the above
 
 The synthetic language lives in ``lm.data.synthlang`` (``world.lang``); task families and gold
@@ -188,6 +189,12 @@ class World:
   @staticmethod
   def from_config(config: dict) -> 'World':
     return World.cached(**config)
+
+  def translate_en_to_syn(self, sentence: str) -> str:
+    return self.lang.en_to_syn(sentence)
+
+  def translate_syn_to_en(self, sentence: str) -> str:
+    return self.lang.syn_to_en(sentence)
 
   def entities(self, kind: str | None = None, held_out: bool | None = None) -> list:
     """Entities of one kind (person, town, creature, thing) or all, optionally only (not) held out."""
