@@ -7,7 +7,8 @@ An ``Example`` has ``prompt`` (messages: optional system, then user), ``referenc
 ideal assistant sends: one assistant message, or assistant tool call -> tool result -> assistant
 answer) and ``meta`` (what the scorer needs: the gold answer etc.; JSON-serialisable). Scorers read
 the *last assistant message's content* only (thinking and tool use earn nothing by themselves) and
-return a float in [0, 1]. Each family is a ``Family`` in ``TASKS``:
+return a float in [0, 1]. An SFT conversation is ``example.prompt + example.reference``; an eval
+samples a response to ``example.prompt`` and calls ``score``. Each family is a ``Family`` in ``TASKS``:
 
   world_qa        a fact about a known entity. 1 iff the gold value is stated, no other value of
                   that attribute is, and the answer is not "I don't know" or a refusal.
@@ -223,7 +224,7 @@ def _numeric_wrongs(ex, rng, answer):
   for w in cands:
     if w >= 0 and w not in seen:
       seen.add(w)
-      outs.append((f'wrong_number', replace_final(ex.reference, str(answer), str(w))))
+      outs.append(('wrong_number', replace_final(ex.reference, str(answer), str(w))))
   return outs
 
 
