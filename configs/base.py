@@ -17,16 +17,43 @@ def train_section(steps: int, batch_size: int, seq_len: int, lr: float, warmup_s
   return ml_collections.ConfigDict(cfg)
 
 
+# (family, variant, weight): what SFT teaches, and in what proportion
+SFT_MIX = (
+    ('world_qa', 'direct', 3.0), ('unknown_entity', 'direct', 1.0),
+    ('arithmetic', 'direct', 1.0), ('arithmetic', 'thinking', 1.0), ('arithmetic', 'tool', 1.0),
+    ('word_problem', 'thinking', 1.0), ('char_count', 'thinking', 1.0), ('char_count', 'tool', 0.5),
+    ('spelling', 'direct', 0.5), ('translation', 'direct', 1.0), ('length_control', 'direct', 1.0),
+    ('manners', 'direct', 1.0), ('safety', 'direct', 1.0), ('creative', 'direct', 0.5),
+)
+EVAL_SETS = tuple(sorted({(f, v) for f, v, _ in SFT_MIX}))
+
+
+def data_section(**overrides) -> ml_collections.ConfigDict:
+  """The lab's world and how much of each dataset the data stage generates."""
+  cfg = dict(
+      seed=0,
+      world=dict(n_people=200, n_towns=40, n_creatures=30, n_objects=60, held_out_fraction=0.1),
+      pretrain_chars=2_000_000, validation_fraction=0.02,
+      sft_examples=4000, sft_mix=SFT_MIX,
+      eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
+      preferences=dict(n_prompts=500, k=4, mix=SFT_MIX,
+                       panel=dict(n_raters=5, length_bias=0.0, confidence_bias=0.0, position_bias=0.0,
+                                  noise=0.1, seed=0)),
+  )
+  cfg.update(overrides)
+  return ml_collections.ConfigDict(cfg)
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.stages = ('data', 'pretrain')
+  c.stages = ('data', 'tokenizer', 'pretrain')
   c.mesh = meshes.get('data')
   # Set these for several processes outside TPU VMs (which jax detects itself).
   c.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1, 'process_id': 0})
   c.model = models.get('tiny')
-  c.data = ml_collections.ConfigDict({'n_documents': 4000, 'n_validation': 200, 'vocab_size': 512,
-                                      'split_digits': True})
+  c.data = data_section()
+  c.tokenizer = ml_collections.ConfigDict({'kind': 'bpe', 'vocab_size': 1024, 'split_digits': True})
   c.pretrain = train_section(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=15,
                              eval_every=50, checkpoint_every=50)
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table

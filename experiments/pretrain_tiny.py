@@ -1,4 +1,4 @@
-"""Tiny pretraining on CPU in a few minutes: generated corpus -> tokenizer -> 5.5M-param Llama.
+"""Tiny pretraining on CPU in a few minutes: the lab's world -> tokenizer -> 5.5M-param Llama.
 
   python -m lm.launch --config=experiments/pretrain_tiny.py --workdir=runs/pretrain_tiny
   ...:smoke    a seconds-long version for tests
@@ -10,10 +10,11 @@ from configs import base, models
 
 def get_config(arg: str = ''):
   c = base.get_config()
-  c.model = models.get('tiny', vocab_size=c.data.vocab_size)
   if arg == 'smoke':
-    c.data.n_documents, c.data.n_validation = 400, 40
-    c.model = models.get('test', vocab_size=c.data.vocab_size)
+    c.data.pretrain_chars, c.data.sft_examples, c.data.eval_examples = 150_000, 100, 2
+    c.data.preferences.n_prompts = 20
+    c.tokenizer.vocab_size = 512
+    c.model = models.get('test')
     c.pretrain.steps, c.pretrain.batch_size, c.pretrain.seq_len = 20, 8, 64
     c.pretrain.log_every = c.pretrain.eval_every = c.pretrain.checkpoint_every = 5
     c.pretrain.eval_batches = 1
@@ -23,4 +24,5 @@ def get_config(arg: str = ''):
                   'low_lr': {'pretrain': {'optim': {'lr': 1e-3}}}}
   elif arg:
     raise ValueError(f'unknown experiments/pretrain_tiny.py argument {arg!r}; valid: smoke, ablate')
+  c.model.vocab_size = c.tokenizer.vocab_size
   return c

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lm import chat, tokenizer
-from lm.data import corpus
+from lm.data.world import World
 from lm.tokenizer import (ASSISTANT_ID, CONTROL_IDS, CONTROL_TOKENS, END_ID, END_THINK_ID, END_TOOL_CALL_ID,
                           END_TOOL_RESULT_ID, EOS_ID, SPECIAL_TOKENS, SYSTEM_ID, THINK_ID, TOOL_CALL_ID,
                           TOOL_RESULT_ID, USER_ID)
@@ -14,12 +14,12 @@ from lm.tokenizer import (ASSISTANT_ID, CONTROL_IDS, CONTROL_TOKENS, END_ID, END
 
 @pytest.fixture(scope='module')
 def sp_tok(tmp_path_factory):
-  return tokenizer.train(corpus.documents(2000, seed=0), tmp_path_factory.mktemp('tok') / 'sp.model', vocab_size=500)
+  return tokenizer.train(World(seed=0).pretraining_documents(n_docs=2000), tmp_path_factory.mktemp('tok') / 'sp.model', vocab_size=500)
 
 
 @pytest.fixture(scope='module')
 def char_tok():
-  return tokenizer.CharTokenizer.train(corpus.documents(500, seed=0))
+  return tokenizer.CharTokenizer.train(World(seed=0).pretraining_documents(n_docs=500))
 
 
 CALC = {'name': 'calculator', 'arguments': {'expression': '17*23'}}

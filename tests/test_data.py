@@ -1,4 +1,4 @@
-"""The minimal data path: corpus -> tfds array_record -> sentencepiece -> packed rows -> batches."""
+"""Pretraining rows and batch order; the data and tokenizer stages on the lab's world."""
 
 import json
 
@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from lm import tokenizer
-from lm.data import corpus, pipeline, text_builder
+from lm import config as lm_config
+from lm import tokenizer
+from lm.data import builders, pipeline
+from lm.stages import data as data_stage
+from lm.stages import tokenizer as tokenizer_stage
 
 
 def test_pack_by_hand():
@@ -37,38 +41,46 @@ def test_batches_deterministic_epochs_and_host_slices():
   np.testing.assert_array_equal(np.concatenate(halves), full)
 
 
-def test_corpus_is_deterministic():
-  assert corpus.documents(50, seed=3) == corpus.documents(50, seed=3)
-  assert corpus.documents(50, seed=3) != corpus.documents(50, seed=4)
+def _smoke_config():
+  from pathlib import Path
+  return lm_config.load(str(Path(__file__).resolve().parents[1] / 'experiments/pretrain_tiny.py:smoke'))
 
 
-def test_tfds_builder_round_trip_and_tokenizer(tmp_path):
-  docs = corpus.documents(300, seed=0) + ['multi\nline ü text']
-  text_builder.write_source(tmp_path / 'src', {'train': docs, 'validation': docs[:5]})
-  text_builder.build(tmp_path / 'src', tmp_path / 'tfds')
-  back = text_builder.read_texts(tmp_path / 'tfds', 'train')
-  assert sorted(back) == sorted(docs)
-  assert sorted(text_builder.read_texts(tmp_path / 'tfds', 'validation')) == sorted(docs[:5])
-
-  tok = tokenizer.train(back, tmp_path / 'tok.model', vocab_size=400)
-  assert tok.vocab_size == 400
-  again = tokenizer.Tokenizer(tmp_path / 'tok.model')
-  for text in docs[:20] + ['unseen words: Zyx 12345 ✓']:
-    ids = again.encode(text)
-    assert again.decode(ids) == text  # byte fallback: nothing is out of vocabulary
-    assert tokenizer.EOS_ID not in ids and tokenizer.PAD_ID not in ids
-  assert [again.sp.id_to_piece(i) for i in again.encode('12345')] == ['1', '2', '3', '4', '5']  # digits split
+def _all_records(tfds_dir):
+  return {cls.__name__: {split: builders.read(cls, tfds_dir, split) for split in splits}
+          for cls, splits in [(builders.PretrainCorpus, ('train', 'validation')),
+                              (builders.SftConversations, ('train', 'validation')),
+                              (builders.PreferenceRankings, ('train', 'validation')), (builders.EvalSet, ('test',))]}
 
 
-def test_bad_source_record_names_file_and_record(tmp_path):
-  src = tmp_path / 'src'
-  text_builder.write_source(src, {'train': ['a', 'b'], 'validation': ['c']})
-  with open(src / 'train.jsonl', 'a') as f:
-    f.write(json.dumps({'txt': 'oops'}) + '\n')
-  with pytest.raises(Exception, match=r'train.jsonl: record 2 is not'):
-    text_builder.build(src, tmp_path / 'tfds')
+def test_data_and_tokenizer_stages_are_deterministic_and_keep_evals_apart(tmp_path):
+  config = _smoke_config()
+  out_a = data_stage.run(config, tmp_path / 'a', {})
+  out_b = data_stage.run(config, tmp_path / 'b', {})
+  a, b = _all_records(out_a['tfds_dir']), _all_records(out_b['tfds_dir'])
+  assert json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
+  assert out_a['pretrain_chars'] >= config.data.pretrain_chars
+  assert len(a['EvalSet']['test']) == out_a['eval_examples'] > 0
+  eval_prompts = {json.dumps(r['prompt'], sort_keys=True) for r in a['EvalSet']['test']}
+  for split in ('train', 'validation'):
+    for r in a['SftConversations'][split]:
+      n_prompt = next(i for i, m in enumerate(r['messages']) if m['role'] == 'assistant')
+      assert json.dumps(r['messages'][:n_prompt], sort_keys=True) not in eval_prompts
+
+  other = lm_config.with_overrides(config, {'data': {'seed': 1}})
+  c = _all_records(data_stage.run(other, tmp_path / 'c', {})['tfds_dir'])
+  assert c['PretrainCorpus'] != a['PretrainCorpus']
+
+  tok_a = tokenizer_stage.run(config, tmp_path / 'a', {'data': out_a})
+  tok_b = tokenizer_stage.run(config, tmp_path / 'b', {'data': out_b})
+  assert tok_a['vocab_size'] == config.tokenizer.vocab_size
+  assert open(tok_a['path'], 'rb').read() == open(tok_b['path'], 'rb').read()
+  tok = tokenizer.load(tok_a['path'])
+  text = a['PretrainCorpus']['train'][0]['text']
+  assert tok.decode(tok.encode(text)) == text
 
 
-def test_missing_tokenizer_names_the_file(tmp_path):
-  with pytest.raises(FileNotFoundError, match='nope.model'):
-    tokenizer.Tokenizer(tmp_path / 'nope.model')
+def test_unknown_family_in_the_mix_is_named():
+  from lm.data.world import World
+  with pytest.raises(ValueError, match="data mix: unknown task family 'world_q'"):
+    data_stage.mixture(World(seed=0), [('world_q', 'direct', 1.0)], 4, seed=0)

@@ -6,7 +6,8 @@ metadata) are stored as JSON text and parsed back by ``read``.
 
   PretrainCorpus       text
   SftConversations     messages (JSON), family, variant
-  PreferenceRankings   prompt (JSON), responses (JSON each), ranking, gold_ranking, gold_utilities, family
+  PreferenceRankings   prompt, responses (JSON each), ranking (the panel's), rater_rankings, gold_ranking,
+                       gold_utilities, kinds (what each response is), family, variant
   EvalSet              prompt (JSON), reference (JSON), meta (JSON), family, variant
 
 Real tfds datasets by name (c4, tiny_shakespeare, gsm8k, ...) go through ``read_named`` on a
@@ -82,9 +83,9 @@ class SftConversations(_Records):
 
 
 class PreferenceRankings(_Records):
-  """K responses to one prompt, a panel's ranking (best first) and the gold ranking and utilities."""
-  FIELDS = {'prompt': _JSON, 'responses': 'json_list', 'ranking': 'int32', 'gold_ranking': 'int32',
-            'gold_utilities': 'float32', 'family': _TEXT}
+  """K responses to one prompt; rankings are response indices, best first (panel, each rater, gold)."""
+  FIELDS = {'prompt': _JSON, 'responses': 'json_list', 'ranking': 'int32', 'rater_rankings': _JSON,
+            'gold_ranking': 'int32', 'gold_utilities': 'float32', 'kinds': _JSON, 'family': _TEXT, 'variant': _TEXT}
 
 
 class EvalSet(_Records):

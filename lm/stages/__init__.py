@@ -1,9 +1,10 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, pretrain
+from lm.stages import data, pretrain, tokenizer
 
 STAGES = {
     'data': data.run,
+    'tokenizer': tokenizer.run,
     'pretrain': pretrain.run,
 }

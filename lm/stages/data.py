@@ -1,29 +1,90 @@
-"""Data stage: generate the corpus, build it as a tfds array_record dataset, train the tokenizer."""
+"""Data stage: the lab's world and everything generated from it, as tfds array_record datasets.
 
+Writes under ``<workdir>/data/tfds``: ``PretrainCorpus`` (train, validation), ``SftConversations``
+(train, validation; a mix of task families with weights), ``PreferenceRankings`` (train,
+validation; K responses ranked by a simulated panel) and ``EvalSet`` (test). Eval prompts never
+appear in the SFT or preference sets.
+"""
+
+import json
+import random
 from pathlib import Path
 
 import jax
+import numpy as np
 
-from lm import tokenizer
-from lm.config import ConfigError
-from lm.data import corpus, text_builder
+from lm import raters
+from lm.data import builders, tasks
+from lm.data.world import World
+
+
+def _split(records, validation_fraction):
+  n_val = max(1, int(len(records) * validation_fraction)) if len(records) > 1 else 0
+  return {'train': records[n_val:], 'validation': records[:n_val]}
+
+
+def mixture(world, mix, n: int, seed: int, exclude=frozenset()) -> list[tasks.Example]:
+  """``n`` examples drawn from ``mix`` (``(family, variant, weight)`` triples), shuffled by seed,
+  leaving out any whose prompt is in ``exclude``."""
+  total = sum(w for _, _, w in mix)
+  examples = []
+  for i, (family, variant, weight) in enumerate(mix):
+    if family not in tasks.TASKS:
+      raise ValueError(f'data mix: unknown task family {family!r}; valid: {", ".join(tasks.TASKS)}')
+    count = round(n * weight / total)
+    drawn = tasks.sample(world, family, count, seed=seed + i, variant=variant)
+    examples += [e for e in drawn if _prompt_key(e.prompt) not in exclude]
+  random.Random(seed).shuffle(examples)
+  return examples
+
+
+def preference_records(world, examples, panel, k: int, seed: int) -> list[dict]:
+  """For each example, ``k`` candidate responses of graded quality ranked by ``panel``."""
+  rng, noise_rng = random.Random(f'preferences:{seed}'), np.random.default_rng([seed, 3])
+  records = []
+  for e in examples:
+    cands = raters.candidates(world, e, k, rng)
+    r = panel.rank(cands, noise_rng)
+    records.append({'prompt': e.prompt, 'responses': [c.messages for c in cands], 'ranking': r.panel.tolist(),
+                    'rater_rankings': r.per_rater.tolist(), 'gold_ranking': r.gold.tolist(),
+                    'gold_utilities': [c.utility for c in cands], 'kinds': [c.kind for c in cands],
+                    'family': e.family, 'variant': e.variant})
+  return records
+
+
+def _prompt_key(prompt) -> str:
+  return json.dumps(prompt, sort_keys=True)
 
 
 def run(config, workdir, inputs) -> dict:
   del inputs
   c = config.data
-  out = Path(workdir) / 'data'
-  tfds_dir, model_path = out / 'tfds', out / 'tokenizer.model'
+  out = Path(workdir) / 'data' / 'tfds'
+  world = World(seed=c.seed, **c.world)
+  counts = {}
   if jax.process_index() == 0:
-    docs = corpus.documents(c.n_documents + c.n_validation, seed=config.seed)
-    text_builder.write_source(out / 'source', {'train': docs[:c.n_documents], 'validation': docs[c.n_documents:]})
-    text_builder.build(out / 'source', tfds_dir)
-    try:
-      tokenizer.train(text_builder.read_texts(tfds_dir, 'train'), model_path, c.vocab_size, c.split_digits)
-    except RuntimeError as e:
-      raise ConfigError(f'data.vocab_size={c.vocab_size}: {str(e).splitlines()[-1].split("] ")[-1]}') from None
+    docs = [{'text': d} for d in world.pretraining_documents(target_chars=c.pretrain_chars, seed=c.seed)]
+    builders.build(builders.PretrainCorpus, out, _split(docs, c.validation_fraction))
+
+    evals = mixture(world, [(f, v, 1.0) for f, v in c.eval_sets], c.eval_examples * len(c.eval_sets), c.seed + 2)
+    builders.build(builders.EvalSet, out, {'test': [
+        {'prompt': e.prompt, 'reference': e.reference, 'meta': e.meta, 'family': e.family, 'variant': e.variant}
+        for e in evals]})
+    held = frozenset(_prompt_key(e.prompt) for e in evals)
+
+    sft = mixture(world, c.sft_mix, c.sft_examples, c.seed, exclude=held)
+    builders.build(builders.SftConversations, out, _split(
+        [{'messages': e.prompt + e.reference, 'family': e.family, 'variant': e.variant} for e in sft],
+        c.validation_fraction))
+
+    p = c.preferences
+    prompts = mixture(world, p.mix, p.n_prompts, c.seed + 1, exclude=held)
+    prefs = preference_records(world, prompts, raters.Panel(**p.panel), p.k, seed=c.seed)
+    builders.build(builders.PreferenceRankings, out, _split(prefs, c.validation_fraction))
+    counts = {'pretrain_documents': len(docs), 'pretrain_chars': sum(len(d['text']) for d in docs),
+              'sft_conversations': len(sft), 'preference_prompts': len(prefs), 'eval_examples': len(evals)}
   _sync('data')
-  return {'tfds_dir': str(tfds_dir), 'tokenizer': str(model_path), 'vocab_size': tokenizer.Tokenizer(model_path).vocab_size}
+  return {'tfds_dir': str(out), **counts}
 
 
 def _sync(name):

@@ -2,25 +2,24 @@
 
 import jax.numpy as jnp
 
-from lm import train
+from lm import tokenizer, train
 from lm.config import ConfigError
-from lm.data import pipeline, text_builder
+from lm.data import builders, pipeline
 from lm.model import ModelConfig, Transformer
 from lm.sharding import make_mesh, rules_from_config
 from lm.steps import lm as lm_steps
-from lm.tokenizer import Tokenizer
 
 
 def run(config, workdir, inputs) -> dict:
-  data = inputs['data']
-  tok = Tokenizer(data['tokenizer'])
+  tok = tokenizer.load(inputs['tokenizer']['path'])
   model_cfg = ModelConfig.from_config(config.model)
   if tok.vocab_size > model_cfg.vocab_size:
     raise ConfigError(f'model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer\'s {tok.vocab_size}')
   c = config.pretrain
   if c.seq_len > model_cfg.max_seq_len:
     raise ConfigError(f'pretrain.seq_len={c.seq_len} is longer than model.max_seq_len={model_cfg.max_seq_len}')
-  rows = {split: pipeline.pack([tok.encode(t) for t in text_builder.read_texts(data['tfds_dir'], split)],
+  tfds_dir = inputs['data']['tfds_dir']
+  rows = {split: pipeline.pack([tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, tfds_dir, split)],
                                c.seq_len, tok.eos_id)
           for split in ('train', 'validation')}
   model = Transformer(model_cfg)
@@ -37,4 +36,4 @@ def run(config, workdir, inputs) -> dict:
       weight_name='tokens',
   )
   out = train.run(task, c, workdir, mesh, rules, seed=config.seed)
-  return {**out, 'tokenizer': data['tokenizer'], 'model': model_cfg.__dict__}
+  return {**out, 'tokenizer': inputs['tokenizer']['path'], 'model': model_cfg.__dict__}
