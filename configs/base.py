@@ -34,6 +34,7 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       seed=0,
       world=dict(n_people=200, n_towns=40, n_creatures=30, n_objects=60, held_out_fraction=0.1),
       pretrain_chars=2_000_000, validation_fraction=0.02,
+      pretrain_tfds='',  # e.g. 'tiny_shakespeare' or 'c4:train:text' instead of the world's text ([tf] extra)
       sft_examples=4000, sft_mix=SFT_MIX,
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
       preferences=dict(n_prompts=500, k=4, mix=SFT_MIX,

@@ -58,6 +58,13 @@ def test_pack_conversations_by_hand():
   np.testing.assert_array_equal(rows['positions'], [[0, 1, 2, 3, 4] * 2, [0, 1, 2, 3, 0, 0, 0, 0, 0, 0]])
 
 
+def test_one_conversation_per_row_pads():
+  a = (np.array([4, 10, 6, 20, 7]), np.array([0, 0, 0, 1, 1]))
+  rows = pipeline.pack_conversations([a, a], seq_len=6, one_per_row=True)
+  np.testing.assert_array_equal(rows['segment_ids'], [[1, 1, 1, 1, 0, 0]] * 2)
+  np.testing.assert_array_equal(rows['loss_mask'], [[0, 0, 1, 1, 0, 0]] * 2)
+
+
 def test_packing_never_joins_segments():
   rng = np.random.default_rng(0)
   convs = [(rng.integers(14, 100, n), (rng.random(n) > 0.5).astype(np.float32)) for n in rng.integers(2, 30, 200)]

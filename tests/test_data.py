@@ -84,3 +84,18 @@ def test_unknown_family_in_the_mix_is_named():
   from lm.data.world import World
   with pytest.raises(ValueError, match="data mix: unknown task family 'world_q'"):
     data_stage.mixture(World(seed=0), [('world_q', 'direct', 1.0)], 4, seed=0)
+
+
+def test_a_public_tfds_dataset_replaces_the_world_text(monkeypatch):
+  calls = []
+
+  def fake_read_named(name, split, field):  # the real one downloads: not in tests
+    calls.append((name, split, field))
+    return ['First Citizen:\nBefore we proceed any further, hear me speak.\n' * 200]
+
+  monkeypatch.setattr(builders, 'read_named', fake_read_named)
+  c = lm_config.with_overrides(_smoke_config().data, {'pretrain_tfds': 'tiny_shakespeare'})
+  pieces = data_stage.pretraining_texts(None, c)
+  assert calls == [('tiny_shakespeare', 'train', 'text')]
+  assert ''.join(pieces) == fake_read_named(None, None, None)[0]
+  assert len(pieces) > 1 and all(len(p) <= 4000 for p in pieces)

@@ -54,9 +54,10 @@ class Batches:
     return {k: v[idx] for k, v in self.rows.items()}
 
 
-def pack_conversations(rendered, seq_len: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+def pack_conversations(rendered, seq_len: int, pad_id: int = 0, one_per_row: bool = False) -> dict[str, np.ndarray]:
   """Greedily packs rendered conversations (``(ids [L], loss_mask [L])`` from ``lm.chat.render``)
-  into ``[N, seq_len]`` rows, in order; a conversation that does not fit starts a new row.
+  into ``[N, seq_len]`` rows, in order; a conversation that does not fit starts a new row
+  (``one_per_row``: every conversation does, i.e. padding instead of packing).
 
   A conversation of L tokens takes L - 1 slots (inputs ``ids[:-1]``, targets ``ids[1:]``, loss on
   the targets the chat mask marks); longer ones are cut to ``seq_len + 1`` tokens. The rest of a
@@ -67,7 +68,7 @@ def pack_conversations(rendered, seq_len: int, pad_id: int = 0) -> dict[str, np.
     ids, mask = np.asarray(ids)[:seq_len + 1], np.asarray(mask)[:seq_len + 1]
     if len(ids) < 2:
       continue
-    if used + len(ids) - 1 > seq_len:
+    if current and (one_per_row or used + len(ids) - 1 > seq_len):
       rows.append(current)
       current, used = [], 0
     current.append((ids, mask))

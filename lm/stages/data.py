@@ -52,6 +52,28 @@ def preference_records(world, examples, panel, k: int, seed: int) -> list[dict]:
   return records
 
 
+def pretraining_texts(world, c) -> list[str]:
+  """The world's documents, or with ``data.pretrain_tfds='name[:split[:field]]'`` a public tfds
+  dataset's text (e.g. ``tiny_shakespeare``, ``c4:train:text``; needs the ``[tf]`` extra and
+  internet), cut into pieces of at most ~4000 characters at line breaks."""
+  if not c.pretrain_tfds:
+    return world.pretraining_documents(target_chars=c.pretrain_chars, seed=c.seed)
+  name, split, field = (c.pretrain_tfds.split(':') + ['train', 'text'])[:3]
+  pieces, chars = [], 0
+  for text in builders.read_named(name, split or 'train', field or 'text'):
+    piece = ''
+    for line in text.splitlines(keepends=True):
+      if len(piece) + len(line) > 4000 and piece:
+        pieces.append(piece)
+        piece = ''
+      piece += line
+    pieces.append(piece)
+    chars += len(text)
+    if chars >= c.pretrain_chars:
+      break
+  return pieces
+
+
 def _prompt_key(prompt) -> str:
   return json.dumps(prompt, sort_keys=True)
 
@@ -63,7 +85,7 @@ def run(config, workdir, inputs) -> dict:
   world = World(seed=c.seed, **c.world)
   counts = {}
   if jax.process_index() == 0:
-    docs = [{'text': d} for d in world.pretraining_documents(target_chars=c.pretrain_chars, seed=c.seed)]
+    docs = [{'text': d} for d in pretraining_texts(world, c)]
     builders.build(builders.PretrainCorpus, out, _split(docs, c.validation_fraction))
 
     evals = mixture(world, [(f, v, 1.0) for f, v in c.eval_sets], c.eval_examples * len(c.eval_sets), c.seed + 2)
