@@ -189,30 +189,36 @@ PREFERENCE_FAMILIES = ('world_qa', 'unknown_entity', 'arithmetic', 'word_problem
                        'translation', 'length_control', 'manners', 'safety', 'creative')
 
 
-def preference_dataset(world: World, n: int, k: int = 4, panel: Panel | None = None, seed: int = 0,
-                       families=PREFERENCE_FAMILIES, weights=None) -> list[dict]:
-  """``n`` preference records over ``families`` (drawn with ``weights``), deterministic in ``seed``.
+def preference_records(world: World, examples, panel: Panel, k: int = 4, seed: int = 0) -> list[dict]:
+  """For each example, ``k`` candidates ranked by ``panel``; deterministic in ``seed``.
 
   Each record (JSON-serialisable): ``family``, ``variant``, ``prompt`` (messages), ``responses``
   (K message lists, presentation order), ``kinds``, ``features``, ``gold_scores``, ``gold_utilities``,
-  ``rankings`` (one per rater: candidate indices, best first), ``panel_ranking`` (their Borda
-  aggregate), ``gold_ranking`` and ``meta``. Variants are drawn uniformly among a family's variants.
+  ``rater_rankings`` (one per rater: candidate indices, best first), ``ranking`` (their Borda
+  aggregate), ``gold_ranking`` and ``meta``.
   """
-  panel = panel or Panel(seed=seed)
   rng = random.Random(f'preferences:{seed}')
   noise_rng = np.random.default_rng([seed, 3])
   records = []
-  for _ in range(n):
-    family = rng.choices(families, weights)[0]
-    fam = tasks.TASKS[family]
-    variant = rng.choice(fam.variants)
-    ex = fam.make(world, rng, variant)
+  for ex in examples:
     cands = candidates(world, ex, k, rng)
     r = panel.rank(cands, noise_rng)
     records.append(dict(
-        family=family, variant=variant, prompt=ex.prompt, responses=[c.messages for c in cands],
+        family=ex.family, variant=ex.variant, prompt=ex.prompt, responses=[c.messages for c in cands],
         kinds=[c.kind for c in cands], features=[c.features for c in cands],
         gold_scores=[c.gold_score for c in cands], gold_utilities=[c.utility for c in cands],
-        rankings=r.per_rater.tolist(), panel_ranking=r.panel.tolist(), gold_ranking=r.gold.tolist(),
+        rater_rankings=r.per_rater.tolist(), ranking=r.panel.tolist(), gold_ranking=r.gold.tolist(),
         meta={key: v for key, v in ex.meta.items() if key != 'world'}))
   return records
+
+
+def preference_dataset(world: World, n: int, k: int = 4, panel: Panel | None = None, seed: int = 0,
+                       families=PREFERENCE_FAMILIES, weights=None) -> list[dict]:
+  """``n`` preference records (see ``preference_records``) over ``families`` drawn with ``weights``;
+  variants are drawn uniformly among a family's variants."""
+  rng = random.Random(f'preference prompts:{seed}')
+  examples = []
+  for _ in range(n):
+    fam = tasks.TASKS[rng.choices(families, weights)[0]]
+    examples.append(fam.make(world, rng, rng.choice(fam.variants)))
+  return preference_records(world, examples, panel or Panel(seed=seed), k, seed)

@@ -145,8 +145,8 @@ def test_preference_dataset_deterministic_and_complete(world):
   assert _digest(a) == _digest(b) != _digest(c)
   assert {r['family'] for r in a} == set(raters.PREFERENCE_FAMILIES)
   for r in a:
-    assert len(r['responses']) == K and len(r['rankings']) == 3
-    for ranking in r['rankings'] + [r['panel_ranking'], r['gold_ranking']]:
+    assert len(r['responses']) == K and len(r['rater_rankings']) == 3
+    for ranking in r['rater_rankings'] + [r['ranking'], r['gold_ranking']]:
       assert sorted(ranking) == list(range(K))
     assert max(r['gold_utilities']) == r['gold_utilities'][r['gold_ranking'][0]]
     assert all(m['role'] in ('assistant', 'tool') for resp in r['responses'] for m in resp)

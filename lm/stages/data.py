@@ -11,7 +11,6 @@ import random
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from lm import raters
 from lm.data import builders, tasks
@@ -36,20 +35,6 @@ def mixture(world, mix, n: int, seed: int, exclude=frozenset()) -> list[tasks.Ex
     examples += [e for e in drawn if _prompt_key(e.prompt) not in exclude]
   random.Random(seed).shuffle(examples)
   return examples
-
-
-def preference_records(world, examples, panel, k: int, seed: int) -> list[dict]:
-  """For each example, ``k`` candidate responses of graded quality ranked by ``panel``."""
-  rng, noise_rng = random.Random(f'preferences:{seed}'), np.random.default_rng([seed, 3])
-  records = []
-  for e in examples:
-    cands = raters.candidates(world, e, k, rng)
-    r = panel.rank(cands, noise_rng)
-    records.append({'prompt': e.prompt, 'responses': [c.messages for c in cands], 'ranking': r.panel.tolist(),
-                    'rater_rankings': r.per_rater.tolist(), 'gold_ranking': r.gold.tolist(),
-                    'gold_utilities': [c.utility for c in cands], 'kinds': [c.kind for c in cands],
-                    'family': e.family, 'variant': e.variant})
-  return records
 
 
 def pretraining_texts(world, c) -> list[str]:
@@ -101,7 +86,7 @@ def run(config, workdir, inputs) -> dict:
 
     p = c.preferences
     prompts = mixture(world, p.mix, p.n_prompts, c.seed + 1, exclude=held)
-    prefs = preference_records(world, prompts, raters.Panel(**p.panel), p.k, seed=c.seed)
+    prefs = raters.preference_records(world, prompts, raters.Panel(**p.panel), p.k, seed=c.seed)
     builders.build(builders.PreferenceRankings, out, _split(prefs, c.validation_fraction))
     counts = {'pretrain_documents': len(docs), 'pretrain_chars': sum(len(d['text']) for d in docs),
               'sft_conversations': len(sft), 'preference_prompts': len(prefs), 'eval_examples': len(evals)}
