@@ -23,21 +23,36 @@ def model_and_params(config):
   return model, params
 
 
+REF_LEN = 24  # every reference forward is padded to this length (trailing padding is invisible)
+
+
+@pytest.fixture(scope='module')
+def log_probs_of(model_and_params):
+  """log_softmax of the full forward of each 1-D sequence, one compiled program for all."""
+  model, params = model_and_params
+  forward = jax.jit(lambda p, t: jax.nn.log_softmax(model.apply({'params': p}, t)['logits']))
+
+  def run(seqs):
+    tokens_BxT, _ = S.left_pad([], REF_LEN, len(seqs))
+    for b, seq in enumerate(seqs):
+      tokens_BxT[b, :len(seq)] = seq
+    return np.asarray(forward(params, tokens_BxT))
+  return run
+
+
 def _prompts(config, lens, seed=0):
   rng = np.random.default_rng(seed)
   return [rng.integers(14, config.vocab_size, n).astype(np.int32) for n in lens]
 
 
-def test_greedy_equals_argmax_of_full_forward(config, model_and_params):
+def test_greedy_equals_argmax_of_full_forward(config, model_and_params, log_probs_of):
   model, params = model_and_params
   prompts = _prompts(config, PROMPT_LENS)
   out = S.generate(params, model, None, prompts, GREEDY, jax.random.key(1))
   assert out['tokens'].shape == (4, N_NEW) and out['mask'].all() and (out['lengths'] == N_NEW).all()
-  forward = jax.jit(lambda p, t: model.apply({'params': p}, t)['logits'])
+  logp_BxTxV = log_probs_of([np.concatenate([p, t]) for p, t in zip(prompts, out['tokens'])])
   for b, prompt in enumerate(prompts):
-    seq = np.concatenate([prompt, out['tokens'][b]])[None]
-    logp_TxV = np.asarray(jax.nn.log_softmax(forward(params, seq)[0]))
-    steps = logp_TxV[len(prompt) - 1:-1]  # the predictions of the generated tokens
+    steps = logp_BxTxV[b, len(prompt) - 1:len(prompt) - 1 + N_NEW]  # predictions of the generated tokens
     np.testing.assert_array_equal(steps.argmax(-1), out['tokens'][b])
     chosen = np.take_along_axis(steps, out['tokens'][b][:, None], -1)[:, 0]
     np.testing.assert_allclose(out['logprobs'][b], chosen, atol=1e-4)
@@ -119,7 +134,7 @@ def test_rows_stop_at_a_stop_id_and_the_loop_exits_early():
   assert out['tokens'][3].tolist() == [0] * 8 and int(out['lengths'][3]) == 0
 
 
-def test_extend_a_running_cache_equals_one_prefill(config, model_and_params):
+def test_extend_a_running_cache_equals_one_prefill(config, model_and_params, log_probs_of):
   """Prefill + extend (e.g. a tool result appended to a paused row) == prefill of it all at once."""
   model, params = model_and_params
   a, b = _prompts(config, (5, 4), seed=7)
@@ -132,8 +147,8 @@ def test_extend_a_running_cache_equals_one_prefill(config, model_and_params):
     return S.extend(params, model, state, tb, mb)
 
   logits, state = two_steps(params)
-  ref = model.apply({'params': params}, np.concatenate([a, b])[None])['logits'][0, -1]
-  np.testing.assert_allclose(logits[0], ref, atol=1e-4)
+  ref = log_probs_of([np.concatenate([a, b]), a[:2]])
+  np.testing.assert_allclose(jax.nn.log_softmax(logits[0]), ref[0, 8], atol=1e-4)
   np.testing.assert_array_equal(state['positions'], [9, 2])
   assert int(state['cache']['end']) == 12
 
@@ -148,7 +163,8 @@ def test_complete_chats_renders_and_parses(config, model_and_params):
 
   model, params = model_and_params
   tok = Tok()
-  convs = [[{'role': 'user', 'content': 'hi'}], [{'role': 'system', 'content': 'be'}, {'role': 'user', 'content': 'ok'}]]
+  convs = [[{'role': 'user', 'content': 'hi'}], [{'role': 'system', 'content': 'be'}, {'role': 'user', 'content': 'ok'}],
+           [{'role': 'user', 'content': 'abc'}], [{'role': 'user', 'content': 'x'}]]  # batch 4, bucket 16: compiled already
   results = S.complete_chats(params, model, tok, convs, GREEDY, jax.random.key(5))
   prompts = [chat.render_prompt(tok, c) for c in convs]
   out = S.generate(params, model, tok, prompts, GREEDY, jax.random.key(5))

@@ -1,0 +1,119 @@
+"""Decode throughput of lm.sample: prefill and per-token decode cost at 64, 256 and 1024 new tokens.
+
+The sampler sizes its KV cache per call (bucketed prompt + max_new_tokens) and every decode step
+attends over the whole cache, so the per-token cost within a call is flat; across calls it grows
+only with the attention over the longer cache. The table reports, per generation length:
+prefill tokens/s (B * P / prefill time), decode tokens/s (B * N / decode time, where decode time =
+time of the whole compiled sample - time of the prefill alone), and ms per decode step. Stop ids
+are disabled so every row runs all N steps. Baseline: no cache, a full forward over the whole
+[B, P + N] buffer per generated token (causality hides the not-yet-written tail), jitted with a
+fori_loop, at the smallest N.
+
+Usage:
+  python benchmarks/decode.py                       # tiny shape, B=8, prompt 64, N in 64 256 1024
+  python benchmarks/decode.py --batch 4 --new_tokens 64 256 --repeats 5
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm import sample as S
+from lm.model import ModelConfig, Transformer
+
+
+def timed(fn, repeats):
+  jax.block_until_ready(fn())  # compile + warm up
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--batch', type=int, default=8)
+  p.add_argument('--prompt_len', type=int, default=64)
+  p.add_argument('--new_tokens', type=int, nargs='+', default=[64, 256, 1024])
+  p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--dtype', default='float32')
+  p.add_argument('--no_baseline', action='store_true')
+  args = p.parse_args()
+
+  config = ModelConfig(n_layers=6, d_model=256, n_heads=4, n_kv_heads=2, d_ff=704, vocab_size=4096,
+                       dtype=args.dtype)
+  model = Transformer(config)
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  B, P = args.batch, args.prompt_len
+  rng = np.random.default_rng(0)
+  prompts = [rng.integers(14, config.vocab_size, int(n)) for n in rng.integers(P // 2, P + 1, B)]
+  tokens_BxP, mask_BxP = S.left_pad(prompts, S.prompt_bucket(P), B)
+  P = tokens_BxP.shape[1]
+  print(f'{jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}; model L{config.n_layers} '
+        f'd{config.d_model} h{config.n_heads}/{config.n_kv_heads} V{config.vocab_size} {args.dtype}; '
+        f'batch {B}, prompt bucket {P} (left-padded, {int(mask_BxP.sum())} real tokens)')
+
+  rows = []
+  for N in args.new_tokens:
+    cfg = S.SamplingConfig(temperature=0.0, max_new_tokens=N, stop_ids=())
+    prefill = jax.jit(lambda params, t, m, N=N: S.prefill(params, model, t, m, cache_len=P + N))
+    t_prefill = timed(lambda: prefill(params, tokens_BxP, mask_BxP), args.repeats)
+    t0 = time.perf_counter()
+    out = S.sample_jit(params, model, tokens_BxP, mask_BxP, jax.random.key(0), cfg)
+    jax.block_until_ready(out)
+    t_first = time.perf_counter() - t0
+    assert int(out['lengths'].min()) == N
+    t_total = timed(lambda: S.sample_jit(params, model, tokens_BxP, mask_BxP, jax.random.key(0), cfg), args.repeats)
+    t_decode = t_total - t_prefill
+    rows.append((f'cached, N={N}', P + N, B * P / t_prefill, B * N / t_decode, 1e3 * t_decode / N, t_first - t_total))
+
+  if not args.no_baseline:
+    N = args.new_tokens[0]
+    naive = jax.jit(lambda params, t, m, N=N: naive_greedy(params, model, t, m, N))
+    t_naive = timed(lambda: naive(params, tokens_BxP, mask_BxP), args.repeats)
+    cached = S.sample_jit(params, model, tokens_BxP, mask_BxP, jax.random.key(0),
+                          S.SamplingConfig(temperature=0.0, max_new_tokens=N, stop_ids=()))
+    same = np.array_equal(np.asarray(naive(params, tokens_BxP, mask_BxP)), np.asarray(cached['tokens']))
+    rows.append((f'no cache, N={N}', P + N, float('nan'), B * N / t_naive, 1e3 * t_naive / N, float('nan')))
+
+  print(f'\n| variant | cache slots | prefill tok/s | decode tok/s | ms / decode step | compile s |')
+  print('|---|---|---|---|---|---|')
+  for name, slots, pre, dec, ms, comp in rows:
+    print(f'| {name} | {slots} | {pre:,.0f} | {dec:,.0f} | {ms:.2f} | {comp:.1f} |')
+  cached_rows = [r for r in rows if r[0].startswith('cached')]
+  if len(cached_rows) > 1:
+    ratio = cached_rows[-1][4] / cached_rows[0][4]
+    print(f'\nper-token decode cost, {cached_rows[-1][0]} vs {cached_rows[0][0]}: {ratio:.2f}x (target <= 1.3x)')
+  if not args.no_baseline:
+    speedup = rows[-1][4] / cached_rows[0][4]
+    print(f'cached vs no-cache decode at N={args.new_tokens[0]}: {speedup:.1f}x faster; same greedy tokens: {same}')
+
+
+def naive_greedy(params, model, prompt_BxP, mask_BxP, N):
+  """Greedy decoding without a cache: one full forward over [B, P + N] per new token."""
+  B, P = prompt_BxP.shape
+  tokens_BxT = jnp.concatenate([prompt_BxP, jnp.zeros((B, N), jnp.int32)], axis=1)
+  segment_ids_BxT = jnp.concatenate([mask_BxP, jnp.ones((B, N), jnp.int32)], axis=1)
+  positions_BxT = jnp.maximum(jnp.cumsum(segment_ids_BxT, axis=1) - 1, 0) * segment_ids_BxT
+
+  def body(i, tokens_BxT):
+    logits_BxTxV = model.apply({'params': params}, tokens_BxT, positions_BxT, segment_ids_BxT)['logits']
+    next_B = jnp.argmax(jax.lax.dynamic_index_in_dim(logits_BxTxV, P - 1 + i, 1, keepdims=False), -1)
+    return jax.lax.dynamic_update_index_in_dim(tokens_BxT, next_B.astype(jnp.int32), P + i, 1)
+
+  return jax.lax.fori_loop(0, N, body, tokens_BxT)[:, P:]
+
+
+if __name__ == '__main__':
+  main()
