@@ -45,3 +45,20 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_state):
   out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                   meta=ocp.args.JsonRestore()))
   return out['state'], out['meta']
+
+
+def restore_params(checkpoint_dir, abstract_params, step: int | None = None):
+  """Only the params of a train state (latest step unless given), onto ``abstract_params``'
+  shardings: how a stage starts from another stage's checkpoint."""
+  mgr = manager(checkpoint_dir)
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint in {checkpoint_dir}')
+  check_shapes(mgr, step, {'params': abstract_params})
+  target = {'params': abstract_params}
+  restored = ocp.PyTreeCheckpointer().restore(
+      Path(mgr.directory) / str(step) / 'state',
+      args=ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                                  partial_restore=True))
+  mgr.close()
+  return restored['params']

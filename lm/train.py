@@ -39,21 +39,28 @@ class Task:
   eval_step: Callable | None = None  # (params, batch) -> {'loss': sum, 'weight': sum}
   eval_batches: list | None = None   # global host batches (every process holds all rows)
   weight_name: str = 'weight'        # what the objective's normaliser counts, for the metrics
+  load_params: Callable | None = None  # shardings -> params to start from (e.g. another stage's checkpoint)
+  frozen: object = None              # params on the mesh that do not train (a LoRA base); when set,
+                                     # loss_sums and eval_step take them as a last argument
 
 
-def _state_init_fn(task: Task, tx):
-  def init(rng):
-    params = task.init_params(rng)
-    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
-            'rng': jax.random.key_data(jax.random.fold_in(rng, 1))}
-  return init
+def _new_state(params, tx, rng):
+  return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
+          'rng': jax.random.key_data(jax.random.fold_in(rng, 1))}
+
+
+def _with_frozen(fn, frozen):
+  """``fn`` taking the frozen params as its last argument, or ``fn`` itself when there are none."""
+  if frozen is None:
+    return lambda *args: fn(*args[:-1])
+  return fn
 
 
 def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
   """Trains ``task`` for ``cfg.steps`` steps and returns its outputs (checkpoint dir, final metrics)."""
   stage_dir = Path(workdir) / task.name
   tx, schedule = optim.make_optimizer(cfg.optim, cfg.steps)
-  init = _state_init_fn(task, tx)
+  init = lambda rng: _new_state(task.init_params(rng), tx, rng)
   rng = jax.random.key(seed)
   abstract_boxed = jax.eval_shape(init, rng)
   state_shardings = nn.unbox(sharding.logical_shardings(abstract_boxed, mesh, rules))
@@ -64,27 +71,40 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
   with sharding.use_mesh(mesh, rules):
     if start is None:
       start = 0
-      state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=state_shardings)(rng)
+      if task.load_params is None:
+        state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=state_shardings)(rng)
+      else:
+        params = task.load_params(state_shardings['params'])
+        state = jax.jit(lambda p, r: _new_state(p, tx, r), out_shardings=state_shardings)(params, rng)
     else:
       state, meta = checkpoint.restore(mgr, start, abstract_state)
       start = int(meta['data_position'])
 
+    # The frozen params are a jit argument with their own shardings, not a constant in the program.
+    frozen = task.frozen
+    frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
+    loss_sums = _with_frozen(task.loss_sums, frozen)
+
+    def step(state, batch, frozen):
+      objective = lambda params, b, rng: loss_sums(params, b, rng, frozen)
+      return make_train_step(objective, tx, schedule, cfg.microbatches, task.weight_name)(state, batch)
+
     batch_shard = sharding.batch_sharding(mesh)
-    step_fn = jax.jit(make_train_step(task.loss_sums, tx, schedule, cfg.microbatches, task.weight_name),
-                      in_shardings=(state_shardings, batch_shard),
+    step_fn = jax.jit(step, in_shardings=(state_shardings, batch_shard, frozen_shardings),
                       out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
     eval_fn = None
     if task.eval_step is not None and task.eval_batches:
-      eval_fn = jax.jit(task.eval_step, in_shardings=(state_shardings['params'], batch_shard))
+      eval_fn = jax.jit(_with_frozen(task.eval_step, frozen),
+                        in_shardings=(state_shardings['params'], batch_shard, frozen_shardings))
 
     host_slice = sharding.host_batch_slice(cfg.batch_size)
     example = task.train_batches.host_batch(start, host_slice)
     tokens_per_step = cfg.batch_size * int(np.prod(example['inputs'].shape[1:]))
     t0 = time.time()
-    compiled = step_fn.lower(state, sharding.place_batch(example, mesh)).compile()
+    compiled = step_fn.lower(state, sharding.place_batch(example, mesh), frozen).compile()
     compile_s = time.time() - t0
 
-    loop = _Loop(task, cfg, workdir, mesh, mgr, eval_fn, start, tokens_per_step, compile_s)
+    loop = _Loop(task, cfg, workdir, mesh, mgr, eval_fn, start, tokens_per_step, compile_s, frozen)
     try:
       state = loop.train(compiled, state, host_slice)
     finally:
@@ -97,8 +117,9 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
 class _Loop:
   """The mutable bits of a run: pending metrics, the progress bar, the SIGTERM flag."""
 
-  def __init__(self, task, cfg, workdir, mesh, mgr, eval_fn, start, tokens_per_step, compile_s):
+  def __init__(self, task, cfg, workdir, mesh, mgr, eval_fn, start, tokens_per_step, compile_s, frozen):
     self.task, self.cfg, self.mesh, self.mgr, self.eval_fn = task, cfg, mesh, mgr, eval_fn
+    self.frozen = frozen
     self.start, self.tokens_per_step, self.compile_s = start, tokens_per_step, compile_s
     self.writer = metrics.Writer(workdir, task.name, resume_step=start)
     self.pending = []
@@ -115,7 +136,7 @@ class _Loop:
       self.t_last = time.time()
       for i in range(self.start, self.cfg.steps):
         batch = sharding.place_batch(self.task.train_batches.host_batch(i, host_slice), self.mesh)
-        state, step_metrics = compiled(state, batch)
+        state, step_metrics = compiled(state, batch, self.frozen)
         step = i + 1
         self.pending.append((step, step_metrics))
         last = step == self.cfg.steps
@@ -165,7 +186,7 @@ class _Loop:
     totals = {'loss': 0.0, 'weight': 0.0}
     for global_batch in self.task.eval_batches:
       host_batch = {k: v[sharding.host_batch_slice(len(v))] for k, v in global_batch.items()}
-      sums = jax.device_get(self.eval_fn(params, sharding.place_batch(host_batch, self.mesh)))
+      sums = jax.device_get(self.eval_fn(params, sharding.place_batch(host_batch, self.mesh), self.frozen))
       totals = {k: totals[k] + float(sums[k]) for k in totals}
     eval_loss = totals['loss'] / max(totals['weight'], 1.0)
     self.writer.write(step, {'eval_loss': eval_loss})
