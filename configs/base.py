@@ -57,6 +57,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.tokenizer = ml_collections.ConfigDict({'kind': 'bpe', 'vocab_size': 1024, 'split_digits': True})
   c.pretrain = train_section(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=15,
                              eval_every=50, checkpoint_every=50)
+  c.sft = train_section(steps=150, batch_size=16, seq_len=256, lr=1e-3, warmup_steps=15,
+                        eval_every=50, checkpoint_every=50, mode='full', pack=True,
+                        lora=ml_collections.ConfigDict({'rank': 8, 'alpha': 16.0,
+                                                        'targets': ('q', 'k', 'v', 'o', 'gate', 'up', 'down')}))
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
   c.variants = ml_collections.ConfigDict()
   c.lock()

@@ -1,10 +1,11 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, pretrain, tokenizer
+from lm.stages import data, pretrain, sft, tokenizer
 
 STAGES = {
     'data': data.run,
     'tokenizer': tokenizer.run,
     'pretrain': pretrain.run,
+    'sft': sft.run,
 }

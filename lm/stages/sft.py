@@ -1,0 +1,51 @@
+"""SFT stage: the pretrained model learns the chat format on the lab's conversations, with loss on
+assistant tokens only; full fine-tuning or LoRA (``sft.mode``)."""
+
+import json
+
+import jax
+
+from lm import chat, checkpoint, lora, tokenizer, train
+from lm.config import ConfigError
+from lm.data import builders, pipeline
+from lm.stages import common
+from lm.steps import lm as lm_steps
+
+
+def conversation_rows(tok, tfds_dir, split, seq_len, pack=True):
+  rendered = [chat.render(tok, r['messages']) for r in builders.read(builders.SftConversations, tfds_dir, split)]
+  return pipeline.pack_conversations(rendered, seq_len, tok.pad_id, one_per_row=not pack)
+
+
+def run(config, workdir, inputs) -> dict:
+  c = config.sft
+  if c.mode not in ('full', 'lora'):
+    raise ConfigError(f'sft.mode={c.mode!r}; valid: full, lora')
+  tok = tokenizer.load(inputs['tokenizer']['path'])
+  model = common.model_from_config(config, tok, c.seq_len)
+  mesh, rules = common.mesh_and_rules(config)
+  tfds_dir = inputs['data']['tfds_dir']
+  rows = {split: conversation_rows(tok, tfds_dir, split, c.seq_len, c.pack) for split in ('train', 'validation')}
+  eval_rows = pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False)
+  base_loss = lm_steps.make_loss_sums(model, c.z_loss_weight)
+  base_eval = lm_steps.make_eval_step(model)
+  pretrained = inputs['pretrain']['checkpoint_dir']
+  target = common.abstract_params(model, mesh, rules)
+  task = dict(name='sft', train_batches=pipeline.Batches(rows['train'], c.batch_size, seed=config.seed),
+              eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)], weight_name='tokens')
+  extra = {}
+  if c.mode == 'full':
+    task.update(init_params=common.boxed_init(model), loss_sums=base_loss, eval_step=base_eval,
+                load_params=lambda shardings: checkpoint.restore_params(pretrained, target))
+  else:
+    lora_cfg = lora.LoraConfig.from_config(c.lora)
+    base = checkpoint.restore_params(pretrained, target)
+    report = lora.memory_report(base, jax.eval_shape(lambda: lora.init(jax.random.key(0), base, lora_cfg)))
+    print(lora.memory_line(report), flush=True)
+    task.update(init_params=lambda rng: lora.init_boxed(rng, base, lora_cfg), frozen=base,
+                loss_sums=lora.frozen_base_loss_sums(lora_cfg, base_loss),
+                eval_step=lambda adapters, batch, base: base_eval(lora.merge(base, adapters, lora_cfg), batch))
+    extra = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained, 'memory': report}
+  out = train.run(train.Task(**task), c, workdir, mesh, rules, seed=config.seed)
+  return {**out, **extra, 'mode': c.mode, 'tokenizer': inputs['tokenizer']['path'],
+          'train_rows': int(len(rows['train']['inputs'])), 'model': json.loads(json.dumps(dict(config.model)))}
