@@ -2,7 +2,7 @@
 
 Findings (tiny shape, 2-core AMD EPYC with AVX2 only -- no AVX-512, no AMX --, shared and noisy,
 jax 0.10.2, torch 2.13 CPU, transformers 5.24; numbers are medians of interleaved blocks):
-- JAX float32 0.80x torch float32 eager in tokens/s (2.49 s vs 2.01 s per step); with the plain
+- Before the fused head: JAX float32 0.80x torch float32 eager in tokens/s (2.49 s vs 2.01 s per step); with the plain
   reference ops (autodiff backward) ~0.87x of that, i.e. lm.ops' custom VJPs + causal query blocks
   gave 7-13% over two runs (chunk 64 ~ chunk 128 > no chunking; the run-time lax.cond check that
   picks the blocked path costs nothing measurable).
@@ -15,6 +15,23 @@ jax 0.10.2, torch 2.13 CPU, transformers 5.24; numbers are medians of interleave
 - XLA:CPU hands a dot to YNNPACK only if its left operand contracts its last dim; rhs-transposed is
   fine. Physical transposes behind optimization_barrier give that for dW, p^T do and ds^T q.
 - XLA flags (oneDNN / XNNPACK dot fusion instead of YNN) moved isolated matmuls by < 15%, in noise.
+- Profile (jax.profiler perfetto trace, op times summed over the 2 Eigen threads, ~2.8 s of op time
+  for a ~2.0 s step): YNN dots ~75%; then transposes (dW operands, q/k/v to head-major) ~8%,
+  constant broadcasts ~3%, the rest small elementwise. XLA runs independent thunks concurrently, so
+  dots in the step reach ~55-95 GFLOP/s against ~130-150 alone. The optimizer is ~20 ms/step.
+- Fused head + cross-entropy (ops.head_cross_entropy, default in lm.steps.lm.make_loss_sums):
+  the head's fwd+bwd alone went 269-319 -> 228-272 ms (-15%, chunk 512-1024 best), ~2% of the step:
+  the head is matmul-bound (3 x 8.6 GFLOP). It also never stores the [B*T, V] logits.
+- The attention's [16,2,512,256] constant broadcasts are the untaken lax.cond branch's residuals
+  (a cond around custom_vjp'd code returns zeros for the other branch's residuals). A flash-style
+  rewrite (one custom_vjp with the cond inside, probs recomputed in a transposed [S, M] layout so
+  no [M, S] transpose is copied) was exact to 1e-5 and removed them, but moved the step by < noise
+  (per-round ratio 0.99-1.0) and changed the remat gradients by ~5e-6 (test_model's 1e-6 bound):
+  not kept. Watch for XLA folding a transpose of a dot's result into the dot: that makes it a
+  slow-path ``dot`` thunk (an optimization_barrier before the transpose prevents it).
+- xla_cpu_enable_concurrency_optimized_scheduler=False (via compile(compiler_options=...)): no gain.
+- Load on this shared machine (load 3-5 on 2 cores) moves step times by 2x between minutes: compare
+  only interleaved, and quote per-round ratios.
 
 Usage:
   python benchmarks/train_step.py                       # tiny shape, JAX f32 + bf16, torch f32 + bf16

@@ -1,4 +1,4 @@
-"""The numerical kernels the model is built from: matmul, attention and RoPE.
+"""The numerical kernels the model is built from: matmul, attention, RoPE and the vocab head + loss.
 
 Kept in one file so that each backend can use its fastest formulation while the model reads the same.
 Conventions: activations stay float32; matmul operands are cast to the compute ``dtype`` and
@@ -199,3 +199,88 @@ def attention_reference(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, dtype=jnp
   probs = jax.nn.softmax(scores_BxKxGxTxS, axis=-1)
   return jnp.einsum('bkgts,bskd->btkgd', probs.astype(dtype), v_BxSxKxD.astype(dtype),
                     preferred_element_type=jnp.float32)
+
+
+# ----------------------------------------------------------------------- head + cross-entropy
+# The vocab head and its cross-entropy fused: rows are processed in chunks of ``HEAD_CHUNK``, so the
+# [M, V] logits (and their gradient) never exist whole. The loss has a scalar output, so its
+# gradient is computed in the same pass as the loss (no recomputation of the logits in the
+# backward): dlogits = mask * (softmax * (1 + 2 z lse) - onehot), dh = dlogits @ w^T,
+# dw = h^T @ dlogits, all fast-path dots; the backward only scales them by the cotangent.
+
+HEAD_CHUNK = 1024  # rows per chunk in head_cross_entropy
+
+
+def _head_chunks(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight, dtype, chunk, with_grad):
+  M = h_MxD.shape[0]
+  V = w_DxV.shape[1]
+  nll, z = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+  dh_parts, dw_DxV = [], None
+  for r0, r1 in _chunk_bounds(M, chunk):
+    h_CxD, t_C, m_C = h_MxD[r0:r1], targets_M[r0:r1], mask_M[r0:r1]
+    logits_CxV = _dot(h_CxD, w_DxV, dtype)
+    max_C = jax.lax.stop_gradient(jnp.max(logits_CxV, axis=-1))
+    exp_CxV = jnp.exp(logits_CxV - max_C[:, None])
+    sum_C = jnp.sum(exp_CxV, axis=-1)
+    lse_C = max_C + jnp.log(sum_C)
+    onehot_CxV = jnp.arange(V, dtype=t_C.dtype)[None, :] == t_C[:, None]
+    target_C = jnp.sum(jnp.where(onehot_CxV, logits_CxV, 0.0), axis=-1)
+    nll = nll + jnp.sum((lse_C - target_C) * m_C)
+    z = z + jnp.sum(jnp.square(lse_C) * m_C)
+    if with_grad:
+      scale_C = m_C * (1.0 + 2.0 * z_loss_weight * lse_C) / sum_C
+      dlogits_CxV = exp_CxV * scale_C[:, None] - jnp.where(onehot_CxV, m_C[:, None], 0.0)
+      dh_parts.append(_dot(dlogits_CxV, w_DxV.T, dtype))          # rhs-transposed: fast path
+      dw = _dot(_transposed(h_CxD), dlogits_CxV, dtype)           # [D, V]
+      dw_DxV = dw if dw_DxV is None else dw_DxV + dw
+  grads = (jnp.concatenate(dh_parts, axis=0), dw_DxV) if with_grad else None
+  return nll + z_loss_weight * z, nll, z, grads
+
+
+@functools.lru_cache(maxsize=None)
+def _head_cross_entropy_fn(z_loss_weight, dtype, chunk, h_dtype, w_dtype):
+  @jax.custom_vjp
+  def f(h_MxD, w_DxV, targets_M, mask_M):
+    return _head_chunks(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight, dtype, chunk, False)[:3]
+
+  def fwd(h_MxD, w_DxV, targets_M, mask_M):
+    objective, nll, z, (dh_MxD, dw_DxV) = _head_chunks(
+        h_MxD, w_DxV, targets_M, mask_M, z_loss_weight, dtype, chunk, True)
+    return (objective, nll, z), (dh_MxD, dw_DxV)
+
+  def bwd(res, cotangents):
+    # Only ``objective`` is differentiated here; the public wrapper stops the gradient of the
+    # ``nll`` / ``z`` metrics, so their cotangents are zero.
+    g, _, _ = cotangents
+    dh_MxD, dw_DxV = res
+    return (g * dh_MxD).astype(h_dtype), (g * dw_DxV).astype(w_dtype), None, None
+
+  f.defvjp(fwd, bwd)
+  return f
+
+
+def head_cross_entropy(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight: float = 0.0,
+                       dtype=jnp.float32, chunk: int | None = None):
+  """Masked next-token cross-entropy of the logits ``h @ w``, without materialising them.
+
+  Returns ``(objective_sum, nll_sum, z_sum)``: ``nll_sum = sum(mask * (logsumexp - target_logit))``,
+  ``z_sum = sum(mask * logsumexp^2)`` and ``objective_sum = nll_sum + z_loss_weight * z_sum``. Only
+  ``objective_sum`` carries gradients (w.r.t. ``h`` and ``w``); the other two are metrics (their
+  gradient is stopped). Equals ``head_cross_entropy_reference`` (tests/test_ops.py).
+  """
+  chunk = HEAD_CHUNK if chunk is None else chunk
+  fn = _head_cross_entropy_fn(float(z_loss_weight), jnp.dtype(dtype), int(chunk), h_MxD.dtype, w_DxV.dtype)
+  objective, nll, z = fn(h_MxD, w_DxV, targets_M, mask_M.astype(jnp.float32))
+  return objective, jax.lax.stop_gradient(nll), jax.lax.stop_gradient(z)
+
+
+def head_cross_entropy_reference(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight: float = 0.0,
+                                 dtype=jnp.float32):
+  """The plain formulation (full logits, autodiff backward)."""
+  logits_MxV = linear_reference(h_MxD, w_DxV, dtype)
+  mask_M = mask_M.astype(jnp.float32)
+  lse_M = jax.nn.logsumexp(logits_MxV, axis=-1)
+  target_M = jnp.take_along_axis(logits_MxV, targets_M[:, None], axis=-1)[:, 0]
+  nll = jnp.sum((lse_M - target_M) * mask_M)
+  z = jnp.sum(jnp.square(lse_M) * mask_M)
+  return nll + z_loss_weight * z, nll, z

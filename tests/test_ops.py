@@ -1,5 +1,7 @@
 """lm.ops fast kernels (custom VJPs, chunked causal attention) against the plain jnp formulation."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,3 +147,73 @@ def test_attention_under_scan():
 
   got = jax.grad(loss(lambda *a: ops.attention(*a, chunk=8)))(q)
   np.testing.assert_allclose(got, jax.grad(loss(ops.attention_reference))(q), **F32)
+
+
+# ------------------------------------------------------------------------- head + cross-entropy
+
+def _head_inputs(M=300, D=32, V=97, seed=0):
+  rng = np.random.default_rng(seed)
+  h = _normal(rng, (M, D))
+  w = _normal(rng, (D, V)) * 0.3
+  targets = jnp.asarray(rng.integers(0, V, M), jnp.int32)
+  mask = jnp.asarray(rng.random(M) > 0.3, jnp.float32)
+  return h, w, targets, mask
+
+
+@pytest.mark.parametrize('chunk', [64, 128, 300, 1024])
+@pytest.mark.parametrize('z_loss_weight', [0.0, 1e-2])
+def test_head_cross_entropy_matches_reference(chunk, z_loss_weight):
+  h, w, t, m = _head_inputs()
+  got = ops.head_cross_entropy(h, w, t, m, z_loss_weight, chunk=chunk)
+  want = ops.head_cross_entropy_reference(h, w, t, m, z_loss_weight)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, **F32)
+  grad = lambda f: jax.grad(lambda h, w: 3.0 * f(h, w, t, m, z_loss_weight)[0], (0, 1))(h, w)
+  got_g = grad(functools.partial(ops.head_cross_entropy, chunk=chunk))
+  want_g = grad(ops.head_cross_entropy_reference)
+  for a, b in zip(got_g, want_g):
+    np.testing.assert_allclose(a, b, **F32)
+
+
+def test_head_cross_entropy_of_a_transposed_tied_table_under_jit():
+  h, w, t, m = _head_inputs()
+  embed_VxD = w.T
+  f = jax.jit(jax.value_and_grad(lambda h, e: ops.head_cross_entropy(h, e.T, t, m, chunk=128)[0], (0, 1)))
+  g = jax.value_and_grad(lambda h, e: ops.head_cross_entropy_reference(h, e.T, t, m)[0], (0, 1))
+  (va, ga), (vb, gb) = f(h, embed_VxD), g(h, embed_VxD)
+  np.testing.assert_allclose(va, vb, **F32)
+  for a, b in zip(ga, gb):
+    np.testing.assert_allclose(a, b, **F32)
+
+
+def test_head_cross_entropy_metrics_carry_no_gradient():
+  h, w, t, m = _head_inputs()
+  g = jax.grad(lambda h: ops.head_cross_entropy(h, w, t, m, 0.5)[1] + ops.head_cross_entropy(h, w, t, m, 0.5)[2])(h)
+  assert not np.any(np.asarray(g))
+
+
+@pytest.mark.parametrize('tie', [True, False])
+def test_lm_loss_with_fused_head_equals_the_logits_path(tie):
+  import flax.linen as nn
+  from lm import model as model_lib
+  from lm.steps import lm as lm_step
+  cfg = model_lib.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
+                              tie_embeddings=tie, max_seq_len=16)
+  model = model_lib.Transformer(cfg)
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 16), jnp.int32)))['params']
+  rng = np.random.default_rng(0)
+  batch = {'inputs': jnp.asarray(rng.integers(0, 64, (2, 16)), jnp.int32),
+           'targets': jnp.asarray(rng.integers(0, 64, (2, 16)), jnp.int32),
+           'loss_mask': jnp.asarray(rng.random((2, 16)) > 0.3, jnp.float32),
+           'positions': jnp.broadcast_to(jnp.arange(16, dtype=jnp.int32), (2, 16)),
+           'segment_ids': jnp.ones((2, 16), jnp.int32)}
+  results = []
+  for fused in (True, False):
+    f = jax.value_and_grad(lm_step.make_loss_sums(model, 1e-3, fused_head=fused), has_aux=True)
+    results.append(f(params, batch, None))
+  ((obj_a, sums_a), g_a), ((obj_b, sums_b), g_b) = results
+  np.testing.assert_allclose(obj_a, obj_b, **F32)
+  for k in sums_b:
+    np.testing.assert_allclose(sums_a[k], sums_b[k], **F32)
+  for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
