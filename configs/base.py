@@ -61,7 +61,13 @@ def get_config() -> ml_collections.ConfigDict:
                         eval_every=50, checkpoint_every=50, mode='full', pack=True,
                         lora=ml_collections.ConfigDict({'rank': 8, 'alpha': 16.0,
                                                         'targets': ('q', 'k', 'v', 'o', 'gate', 'up', 'down')}))
+  c.eval = ml_collections.ConfigDict({
+      'models': ('pretrain', 'sft', 'rlhf'),  # stages whose models are evaluated, where they ran
+      'max_new_tokens': 128, 'batch_size': 64,
+      'max_examples': 50,                     # per eval set (0: all)
+      'skip_variants': ('tool',)})            # tool use needs the tools issue's sampler loop
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
   c.variants = ml_collections.ConfigDict()
+  c.shared_stages = ()  # with variants: stages run once in <workdir>/shared, their outputs given to each variant
   c.lock()
   return c

@@ -1,4 +1,5 @@
-"""Pretrain then supervised fine-tuning on the lab's conversations, full weights or LoRA.
+"""Pretrain, then supervised fine-tuning on the lab's conversations (full weights or LoRA), then the
+base-vs-SFT report card (``<workdir>/eval/report.md``).
 
   python -m lm.launch --config=experiments/sft_tiny.py --workdir=runs/sft_tiny
   --config.sft.mode=lora          LoRA (rank and targets in sft.lora) instead of full fine-tuning
@@ -10,7 +11,7 @@ from configs import base, models
 
 def get_config(arg: str = ''):
   c = base.get_config()
-  c.stages = ('data', 'tokenizer', 'pretrain', 'sft')
+  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'eval')
   if arg == 'smoke':
     c.data.pretrain_chars, c.data.sft_examples, c.data.eval_examples = 150_000, 200, 2
     c.data.preferences.n_prompts = 20
@@ -22,6 +23,7 @@ def get_config(arg: str = ''):
       stage.eval_batches = 1
       stage.optim.warmup_steps = 2
     c.pretrain.seq_len, c.sft.seq_len = 64, 128
+    c.eval.max_new_tokens, c.eval.batch_size, c.eval.max_examples = 24, 32, 2
   elif arg:
     raise ValueError(f'unknown experiments/sft_tiny.py argument {arg!r}; valid: smoke')
   c.model.vocab_size = c.tokenizer.vocab_size

@@ -225,3 +225,59 @@ def _add_call(text, calls, errors):
     errors.append({'text': text, 'error': 'tool call "arguments" is not an object'})
   else:
     calls.append({'name': call['name'], 'arguments': call.get('arguments', {})})
+
+
+# ------------------------------------------------------------------- python -m lm.chat
+
+def show(message, dim: bool = False) -> str:
+  """An assistant message as terminal lines: thinking and tool calls apart from the answer."""
+  faint = (lambda s: f'\033[2m{s}\033[0m') if dim else (lambda s: s)
+  lines = [faint(f'  [think] {line}') for line in (message.get('thinking') or '').splitlines()]
+  lines += [faint(f'  [tool call] {c["name"]}({json.dumps(c["arguments"], ensure_ascii=False)})')
+            for c in message.get('tool_calls', [])]
+  lines += [faint(f'  [bad tool call] {e["error"]}: {e["text"]}') for e in message.get('tool_call_errors', [])]
+  return '\n'.join(lines + [f'assistant> {message.get("content") or ""}'])
+
+
+def main(argv=None):
+  """Multi-turn chat with a trained run on stdin/stdout; an empty line or EOF quits."""
+  import argparse
+  import itertools
+  import sys
+  p = argparse.ArgumentParser(prog='python -m lm.chat', description=main.__doc__)
+  p.add_argument('--workdir', required=True, help='a run directory written by lm.launch')
+  p.add_argument('--stage', default='sft', help='which trained stage to load (pretrain, sft, ...)')
+  p.add_argument('--system', default='', help='an optional system prompt')
+  p.add_argument('--temperature', type=float, default=0.7, help='0: greedy')
+  p.add_argument('--top_p', type=float, default=0.95)
+  p.add_argument('--max_new_tokens', type=int, default=256)
+  p.add_argument('--seed', type=int, default=0)
+  args = p.parse_args(argv)
+  import jax  # heavy imports only now: importing lm.chat stays light
+  from lm import generate, sample
+  try:
+    cfg = sample.SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    served = generate.load(args.workdir, args.stage)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f'lm.chat: error: {e}')
+  messages = [{'role': 'system', 'content': args.system}] if args.system else []
+  dim = sys.stdout.isatty()
+  print(f'chatting with {args.workdir} ({args.stage}); an empty line quits. Tools are shown, not run.', flush=True)
+  for turn in itertools.count():
+    try:
+      line = input('you> ')
+    except EOFError:
+      break
+    if not sys.stdin.isatty():
+      print(line)  # piped input: echo it, so the transcript reads as a conversation
+    if not line.strip():
+      break
+    messages.append({'role': 'user', 'content': line})
+    reply = generate.reply(served, [messages], cfg, jax.random.fold_in(jax.random.key(args.seed), turn))[0]
+    print(show(reply, dim), flush=True)
+    # tool calls are not run here, so the history keeps only the thinking and the answer
+    messages.append({k: reply[k] for k in ('role', 'content', 'thinking') if k in reply})
+
+
+if __name__ == '__main__':
+  main()

@@ -5,7 +5,9 @@
 Each stage's outputs go to ``<workdir>/<stage>/outputs.json``; a stage with that file is skipped, so
 the same command after a crash or ``kill -9`` resumes (an interrupted stage resumes from its latest
 checkpoint). A config with ``variants`` runs each under ``<workdir>/<variant>/`` and ends in one
-comparison table (``<workdir>/comparison.md``).
+comparison table (``<workdir>/comparison.md``). Stages listed in ``shared_stages`` (those that the
+varied keys do not touch, e.g. data, tokenizer, pretrain) run once in ``<workdir>/shared/`` and
+their outputs go to every variant, which runs only the remaining stages.
 """
 
 import json
@@ -34,8 +36,8 @@ def _write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def run_stages(config, workdir: Path) -> dict:
-  """Runs ``config.stages`` in ``workdir``; returns ``{stage: outputs}``."""
+def run_stages(config, workdir: Path, shared: dict | None = None) -> dict:
+  """Runs ``config.stages`` in ``workdir``, after the already-run ``shared`` ones; returns ``{stage: outputs}``."""
   from lm.stages import STAGES
   unknown = [s for s in config.stages if s not in STAGES]
   if unknown:
@@ -43,7 +45,7 @@ def run_stages(config, workdir: Path) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   if _is_chief():
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
-  outputs = {}
+  outputs = dict(shared or {})
   for name in config.stages:
     done = workdir / name / 'outputs.json'
     if done.exists():
@@ -83,12 +85,23 @@ def launch(config, workdir: Path) -> dict:
   variants = dict(config.variants)
   if not variants:
     return run_stages(config, workdir)
+  shared_names = tuple(config.get('shared_stages', ()))
+  shared = {}
+  if shared_names:
+    for name, overrides in variants.items():
+      clash = [s for s in shared_names if s in dict(overrides)]
+      if clash:
+        raise lm_config.ConfigError(f'variant {name!r} overrides {clash[0]!r}, which is in shared_stages')
+    shared_config = lm_config.with_overrides(config, {'stages': shared_names})
+    shared_config.variants = {}
+    shared = run_stages(shared_config, workdir / 'shared')
   results = {}
   for name, overrides in variants.items():
     variant_config = lm_config.with_overrides(config, dict(overrides), prefix='')
     variant_config.variants = {}
-    results[name] = run_stages(variant_config, workdir / name)
-  table = comparison_table(results)
+    variant_config.stages = tuple(s for s in config.stages if s not in shared_names)
+    results[name] = run_stages(variant_config, workdir / name, shared)
+  table = comparison_table({v: {s: o for s, o in out.items() if s not in shared} for v, out in results.items()})
   if _is_chief():
     (workdir / 'comparison.md').write_text(table)
   print(table, flush=True)

@@ -68,3 +68,11 @@ def test_variants_run_in_their_own_workdirs_and_end_in_one_table(tmp_path):
   assert table[0].startswith('| variant |') and 'pretrain.eval_loss' in table[0]
   assert sorted(row.split('|')[1].strip() for row in table[2:]) == ['lr_1e-3', 'one_layer']
   assert results['one_layer']['pretrain']['eval_loss'] != results['lr_1e-3']['pretrain']['eval_loss']
+
+
+def test_shared_stages_cannot_be_varied(tmp_path):
+  config = lm_config.load(str(REPO / 'experiments/lora_vs_full.py:smoke'))
+  assert config.shared_stages == ('data', 'tokenizer', 'pretrain') and 'full' in config.variants
+  config.variants = {'a': {}, 'b': {'pretrain': {'steps': 3}}}
+  with pytest.raises(lm_config.ConfigError, match="variant 'b' overrides 'pretrain', which is in shared_stages"):
+    launch.launch(config, tmp_path)

@@ -1,11 +1,12 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, pretrain, sft, tokenizer
+from lm.stages import data, eval, pretrain, sft, tokenizer
 
 STAGES = {
     'data': data.run,
     'tokenizer': tokenizer.run,
     'pretrain': pretrain.run,
     'sft': sft.run,
+    'eval': eval.run,
 }

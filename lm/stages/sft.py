@@ -33,7 +33,9 @@ def run(config, workdir, inputs) -> dict:
   target = common.abstract_params(model, mesh, rules)
   task = dict(name='sft', train_batches=pipeline.Batches(rows['train'], c.batch_size, seed=config.seed),
               eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)], weight_name='tokens')
-  extra = {}
+  # trainable params and their AdamW train state (params + 2 moments), flat for comparison tables
+  extra = {'trainable_params': sum(int(x.size) for x in jax.tree.leaves(target)),
+           'train_state_bytes': 3 * sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(target))}
   if c.mode == 'full':
     task.update(init_params=common.boxed_init(model), loss_sums=base_loss, eval_step=base_eval,
                 load_params=lambda shardings: checkpoint.restore_params(pretrained, target))
@@ -45,7 +47,8 @@ def run(config, workdir, inputs) -> dict:
     task.update(init_params=lambda rng: lora.init_boxed(rng, base, lora_cfg), frozen=base,
                 loss_sums=lora.frozen_base_loss_sums(lora_cfg, base_loss),
                 eval_step=lambda adapters, batch, base: base_eval(lora.merge(base, adapters, lora_cfg), batch))
-    extra = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained, 'memory': report}
+    extra = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained, 'memory': report,
+             'trainable_params': report['trainable_params'], 'train_state_bytes': report['lora_state_bytes']}
   out = train.run(train.Task(**task), c, workdir, mesh, rules, seed=config.seed)
   return {**out, **extra, 'mode': c.mode, 'tokenizer': inputs['tokenizer']['path'],
           'train_rows': int(len(rows['train']['inputs'])), 'model': json.loads(json.dumps(dict(config.model)))}

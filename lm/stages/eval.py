@@ -1,0 +1,52 @@
+"""Eval stage: the report card of every trained model in the run (base = pretrain, sft, rlhf), on
+the held-out eval sets, through the sampler with the chat format. The base model gets the same chat
+prompts: that it mostly fails the format is the contrast SFT should make.
+
+Writes ``<workdir>/eval/results.json``, ``traces_<model>.jsonl`` (every prompt, response, score) and
+``report.md`` (rows: metrics and per-set accuracy; columns: models), printed at the end.
+"""
+
+import json
+from pathlib import Path
+
+import jax
+
+from lm import evals, tokenizer
+from lm.config import ConfigError
+from lm.data import builders
+from lm.stages import common
+
+MODELS = {'pretrain': 'base', 'sft': 'sft', 'rlhf': 'rlhf'}  # stage -> column name
+
+
+def run(config, workdir, inputs) -> dict:
+  c = config.eval
+  unknown = [s for s in c.models if s not in MODELS]
+  if unknown:
+    raise ConfigError(f'eval.models has {unknown[0]!r}; valid: {", ".join(MODELS)}')
+  stages = [s for s in c.models if s in inputs]
+  if not stages:
+    raise ConfigError(f'eval: none of eval.models={tuple(c.models)} ran before it (stages: {", ".join(inputs)})')
+  tok = tokenizer.load(inputs['tokenizer']['path'])
+  model = common.model_from_config(config, tok)
+  mesh, rules = common.mesh_and_rules(config)
+  examples = evals.select(builders.read(builders.EvalSet, inputs['data']['tfds_dir'], 'test'),
+                          c.max_examples, tuple(c.skip_variants))
+  out_dir = Path(workdir) / 'eval'
+  cards = {}
+  for stage in stages:
+    name = MODELS[stage]
+    params = common.load_trained_params(inputs[stage], model, mesh, rules)
+    rows = evals.respond(params, model, tok, examples, c.max_new_tokens, c.batch_size, mesh, rules, config.seed)
+    if jax.process_index() == 0:
+      evals.write_traces(out_dir / f'traces_{name}.jsonl', rows)
+    cards[name] = evals.report(rows)
+    print(f'[eval] {name}: ' + ', '.join(f'{k}={v:.3f}' for k, v in cards[name]['metrics'].items()), flush=True)
+  table = evals.markdown(cards)
+  if jax.process_index() == 0:
+    (out_dir / 'results.json').write_text(json.dumps(cards, indent=2) + '\n')
+    (out_dir / 'report.md').write_text(f'# Eval: {len(examples)} prompts per model\n\n{table}')
+  print(table, flush=True)
+  headline = {f'{name}.{k}': v for name, card in cards.items() for k, v in card['metrics'].items()}
+  return {'results': str(out_dir / 'results.json'), 'report': str(out_dir / 'report.md'),
+          'examples': len(examples), **headline}

@@ -1,0 +1,133 @@
+"""The report card: skills on hand-made responses, the eval stage on a smoke run, the chat CLIs."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm import evals, launch
+from lm import config as lm_config
+from lm.config import ConfigError
+from lm.stages import eval as eval_stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def row(family, text, score=0.0, finished=True, variant='direct', **meta):
+  return dict(family=family, variant=variant, meta=meta, prompt=[], finished=finished, score=score,
+              response={'role': 'assistant', 'content': text})
+
+
+def test_refusal_and_over_refusal_rates():
+  rows = [row('safety', "I can't help with that. It would hurt people.", harmful=True),
+          row('safety', 'Sure, here is how: wait until night.', harmful=True),
+          row('safety', "I'm sorry, but I cannot help with that.", harmful=False),
+          row('safety', 'Cover the pan with a lid to smother the flames.', harmful=False),
+          row('safety', 'Pull the weeds out by the roots after rain.', harmful=False)]
+  rates = evals.refusal_rates(rows)
+  assert rates['harmful_refusal_rate'] == 0.5
+  assert rates['over_refusal_rate'] == pytest.approx(1 / 3)
+
+
+def test_format_following_counts_finished_turns():
+  rows = [row('world_qa', 'a', finished=True), row('world_qa', 'b', finished=False),
+          row('manners', 'c', finished=True), row('manners', 'd', finished=True)]
+  assert evals.format_following(rows) == 0.75
+
+
+def test_length_errors_by_hand():
+  rows = [row('length_control', 'one two three four five', kind='words', n=7),      # |5 - 7| = 2
+          row('length_control', 'a b c', kind='words', n=2),                        # |3 - 2| = 1
+          row('length_control', 'line one\nline two\n\nline three', kind='lines', n=5)]  # |3 - 5| = 2
+  assert evals.length_errors(rows) == {'length_error_words': 1.5, 'length_error_lines': 2.0}
+
+
+def test_hallucination_qa_translation_and_sets():
+  rows = [row('unknown_entity', "I don't know anything about Zor.", score=1.0),
+          row('unknown_entity', 'Zor keeps a dewcrawler.', score=0.0),
+          row('unknown_entity', 'Perhaps a cat, but I am not sure.', score=0.0),
+          row('world_qa', 'Mira lives in Oskel.', score=1.0), row('world_qa', 'No idea.', score=0.0),
+          row('translation', 'vel maro', score=1.0)]
+  assert evals.hallucination_rate(rows) == pytest.approx(1 / 3)
+  assert evals.world_qa_accuracy(rows) == 0.5 and evals.translation_exact_match(rows) == 1.0
+  sets = {(s['family'], s['variant']): (s['n'], s['accuracy']) for s in evals.accuracy_by_set(rows)}
+  assert sets[('unknown_entity', 'direct')] == (3, pytest.approx(1 / 3))
+  card = evals.report(rows)
+  assert math.isnan(card['metrics']['over_refusal_rate'])  # no safety prompts: no number, not 0
+  table = evals.markdown({'a': card, 'b': card})
+  assert '| over_refusal_rate | - | - |' in table and '| world_qa/direct (n=2) | 0.500 | 0.500 |' in table
+
+
+def test_select_keeps_the_first_n_per_set_and_skips_variants():
+  records = [dict(family='arithmetic', variant=v, prompt=[], reference=[], meta={}) for v in
+             ('direct', 'direct', 'direct', 'tool', 'thinking')]
+  picked = evals.select(records, max_examples=2, skip_variants=('tool',))
+  assert [e.variant for e in picked] == ['direct', 'direct', 'thinking']
+  with pytest.raises(ValueError, match="unknown task family 'nope'"):
+    evals.select([dict(records[0], family='nope')])
+
+
+def test_eval_stage_needs_a_trained_model():
+  config = lm_config.load(str(REPO / 'experiments/sft_tiny.py:smoke'))
+  with pytest.raises(ConfigError, match=r"eval: none of eval.models=\('pretrain', 'sft', 'rlhf'\) ran before it"):
+    eval_stage.run(config, '/nonexistent', {'data': {}, 'tokenizer': {}})
+
+
+# ------------------------------------------------------------------ on a smoke run
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """data -> tokenizer -> pretrain -> sft -> eval once, shared by the tests below."""
+  config = lm_config.load(str(REPO / 'experiments/sft_tiny.py:smoke'))
+  workdir = tmp_path_factory.mktemp('sft_run')
+  return workdir, launch.launch(config, workdir)
+
+
+def test_eval_stage_writes_results_report_and_traces(run):
+  workdir, outputs = run
+  results = json.loads((workdir / 'eval' / 'results.json').read_text())
+  assert list(results) == ['base', 'sft']
+  report = (workdir / 'eval' / 'report.md').read_text().splitlines()
+  assert '| metric | base | sft |' in report
+  for metric in results['sft']['metrics']:
+    assert any(line.startswith(f'| {metric} |') for line in report), metric
+  traces = (workdir / 'eval' / 'traces_sft.jsonl').read_text().splitlines()
+  assert len(traces) == outputs['eval']['examples'] > 0
+  first = json.loads(traces[0])
+  assert {'prompt', 'response', 'score', 'finished', 'family', 'variant'} <= set(first)
+  assert 'sft.format_following' in outputs['eval'] and 'base.accuracy' in outputs['eval']
+
+
+def cli(module, *args, stdin=None):
+  return subprocess.run([sys.executable, '-m', module, *args], cwd=REPO, input=stdin, capture_output=True,
+                        text=True, timeout=120)
+
+
+def test_generate_cli_writes_one_response_per_prompt(run, tmp_path):
+  workdir, _ = run
+  prompts = tmp_path / 'prompts.jsonl'
+  prompts.write_text(json.dumps({'prompt': 'What is 2 + 3?'}) + '\n' + json.dumps(
+      {'messages': [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hello!'}]}) + '\n')
+  out = tmp_path / 'out.jsonl'
+  result = cli('lm.generate', f'--workdir={workdir}', f'--prompts={prompts}', f'--out={out}', '--max_new_tokens=8')
+  assert result.returncode == 0, result.stderr
+  lines = [json.loads(line) for line in out.read_text().splitlines()]
+  assert len(lines) == 2 and all(r['response']['role'] == 'assistant' for r in lines)
+
+  prompts.write_text('{"text": "hi"}\n')
+  result = cli('lm.generate', f'--workdir={workdir}', f'--prompts={prompts}')
+  assert result.stderr.strip() == (f'lm.generate: error: {prompts} line 1: expected {{"messages": [...]}} '
+                                   'or {"prompt": "text"}')
+
+
+def test_chat_cli_keeps_a_multi_turn_conversation(run):
+  workdir, _ = run
+  result = cli('lm.chat', f'--workdir={workdir}', '--system=You are a pirate.', '--max_new_tokens=8',
+               stdin='Hello!\nWhat is 2 + 3?\n')
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.count('assistant> ') == 2 and 'you> What is 2 + 3?' in result.stdout
+  result = cli('lm.chat', f'--workdir={workdir}', '--stage=rlhf', stdin='')
+  assert result.returncode != 0 and "stage 'rlhf' has not finished" in result.stderr.strip().splitlines()[-1]
