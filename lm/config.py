@@ -1,6 +1,7 @@
 """Loading experiment configs, and one-line errors for keys that do not exist."""
 
 import copy
+import dataclasses
 import difflib
 import importlib.util
 import sys
@@ -21,6 +22,17 @@ def _unknown_key(prefix: str, key: str, valid) -> ConfigError:
   hint = f' (did you mean {prefix + "." if prefix else ""}{close[0]}?)' if close else ''
   return ConfigError(f'unknown config key {name}{hint}; valid keys{" in " + prefix if prefix else ""}: '
                      f'{", ".join(sorted(valid))}')
+
+
+def dataclass_from(cls, cfg, section: str):
+  """``cls(**cfg)`` for a config section (ConfigDict or dict); an unknown key is a one-line error
+  naming it and the valid ones."""
+  items = dict(cfg.items()) if hasattr(cfg, 'items') else dict(cfg)
+  valid = [f.name for f in dataclasses.fields(cls)]
+  unknown = sorted(set(items) - set(valid))
+  if unknown:
+    raise ConfigError(f'unknown config key {section}.{unknown[0]}; valid keys: {", ".join(valid)}')
+  return cls(**items)
 
 
 def check_key(config: ml_collections.ConfigDict, dotted: str) -> None:

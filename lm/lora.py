@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm import config as lm_config
 from lm import sharding
 
 TARGETS = ('q', 'k', 'v', 'o', 'gate', 'up', 'down')
@@ -55,12 +56,8 @@ class LoraConfig:
 
   @classmethod
   def from_config(cls, cfg) -> 'LoraConfig':
-    items = dict(cfg.items()) if hasattr(cfg, 'items') else dict(cfg)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(items) - set(valid))
-    if unknown:
-      raise ValueError(f'unknown config key lora.{unknown[0]}; valid keys: {", ".join(valid)}')
-    return cls(**items)
+    """From a ConfigDict / dict; an unknown key is a one-line error naming it and the valid ones."""
+    return lm_config.dataclass_from(cls, cfg, 'lora')
 
   @property
   def scale(self) -> float:

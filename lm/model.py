@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm import config as lm_config
 from lm import ops
 
 REMAT_POLICIES = {
@@ -64,12 +65,7 @@ class ModelConfig:
   @classmethod
   def from_config(cls, cfg) -> 'ModelConfig':
     """From a ConfigDict / dict; an unknown key is a one-line error naming it and the valid ones."""
-    items = dict(cfg.items()) if hasattr(cfg, 'items') else dict(cfg)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(items) - set(valid))
-    if unknown:
-      raise ValueError(f'unknown config key model.{unknown[0]}; valid keys: {", ".join(valid)}')
-    return cls(**items)
+    return lm_config.dataclass_from(cls, cfg, 'model')
 
   @property
   def head_size(self) -> int:
