@@ -41,11 +41,13 @@ class SearchBackend(Protocol):
     ...
 
 
-def snippet(text: str, query: str, max_chars: int = 240) -> str:
-  """The sentence of ``text`` holding the most distinct query terms (the first on ties), cut to ``max_chars``."""
+def snippet(text: str, query: str, title: str = '', max_chars: int = 240) -> str:
+  """The sentence of ``text`` holding the most distinct query terms that are not in ``title``, then the most
+  query terms (the first on ties), cut to ``max_chars``."""
   wanted = set(terms(query))
+  new = wanted - set(terms(title))
   sentences = [s for s in re.split(r'(?<=[.!?])\s+', text.strip()) if s] or ['']
-  best = max(sentences, key=lambda s: len(wanted & set(terms(s))))
+  best = max(sentences, key=lambda s: (len(new & set(terms(s))), len(wanted & set(terms(s)))))
   return best if len(best) <= max_chars else best[:max_chars - 3].rstrip() + '...'
 
 
@@ -53,12 +55,15 @@ class LocalIndex:
   """BM25 over ``docs``: ``(title, text, url)`` triples."""
 
   def __init__(self, docs: list[tuple[str, str, str]]):
-    self.docs = [Hit(*d) for d in docs]
+    self.docs = [tuple(d) for d in docs]
     self.index = BM25Index([f'{title}\n{text}' for title, text, _ in self.docs])
 
   def search(self, query: str, k: int) -> list[Hit]:
-    return [Hit(self.docs[i].title, snippet(self.docs[i].snippet, query), self.docs[i].url)
-            for i, _ in self.index.top(query, k)]
+    hits = []
+    for i, _ in self.index.top(query, k):
+      title, text, url = self.docs[i]
+      hits.append(Hit(title, snippet(text, query, title), url))
+    return hits
 
   @classmethod
   def from_world(cls, world: World, include_held_out: bool = True) -> 'LocalIndex':
