@@ -13,13 +13,15 @@ What is enforced, and how (``sandbox_child.py`` does the work; Linux only):
               no user site, no PYTHON* variables, no script folder on ``sys.path``; standard library
               only), stdin from ``/dev/null``, a minimal environment.
   namespaces  new mount, network, pid, ipc and uts namespaces (``unshare``); as a non-root user also a
-              user namespace. Started as root the program runs as a uid of its own
-              (``UID_BASE`` + the launcher's pid) with no capabilities; in a user namespace as its
-              root with every capability dropped, the bounding set emptied and ``SECBIT_NOROOT``.
-              ``no_new_privs`` always.
+              user namespace. Started as root, the program runs as a uid of its own (``UID_BASE`` + the
+              launcher's pid) with no capabilities; in a user namespace as its root (the calling user
+              outside) with every capability dropped, the bounding set emptied and ``SECBIT_NOROOT``.
+              ``no_new_privs`` always. Root that may not unshare (a container without CAP_SYS_ADMIN)
+              gets "python sandbox unavailable": a user namespace would leave RLIMIT_NPROC unenforced.
   network     the new network namespace has only a loopback interface, and it is down: every
               connection, to 127.0.0.1 or elsewhere, fails with "Network is unreachable". Landlock
-              (ABI >= 4) additionally denies TCP bind and connect ("Permission denied" then comes first).
+              (ABI >= 4) additionally denies TCP bind and connect ("Permission denied" then comes first)
+              and (ABI >= 6) signals and abstract unix sockets beyond the sandbox.
   files       ``/`` is a fresh read-only tmpfs holding only read-only binds of the Python install
               (``sys.base_prefix``), the system library directories (``/usr/lib``, ``/lib``, ... as
               on the host, symlinks kept), ``/dev/null``, ``zero``, ``random``, ``urandom``, and the
@@ -77,8 +79,8 @@ def host_layout() -> dict:
 
 
 def enforcement() -> dict:
-  """What this machine enforces: namespace mode ('root' or 'user namespace') and the Landlock ABI."""
-  return dict(namespaces='root' if os.geteuid() == 0 else 'user namespace', landlock_abi=landlock.abi())
+  """Whether the sandbox starts as root (else it needs a user namespace) and the kernel's Landlock ABI (0: none)."""
+  return dict(root=os.geteuid() == 0, landlock_abi=landlock.abi())
 
 
 def _diagnose(outcome: dict, limits: dict) -> str | None:

@@ -150,7 +150,8 @@ def main():
       for name, text in (('setgroups', 'deny'), ('uid_map', f'0 {uid} 1'), ('gid_map', f'0 {gid} 1')):
         with open(f'/proc/self/{name}', 'w') as f:
           f.write(text)
-    cfg['uid'] = cfg['uid'] + os.getpid() if as_root else None  # a uid of its own: RLIMIT_NPROC counts per uid
+    # a uid of its own: RLIMIT_NPROC counts per uid and does not bind root
+    cfg['uid'] = cfg['uid'] + os.getpid() if as_root else None
   except Exception as e:
     report(fd, setup_error=str(e))
     return 0
