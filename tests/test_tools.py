@@ -168,6 +168,8 @@ def test_calculator_equals_fractions_on_random_expressions():
     ('7 ** 5000', 'result of the power at position 2 is too large (over 1000 digits)'),
     ('9' * 1001, 'number at position 0 is too large (over 1000 digits)'),
     ('10 ** 600 * 10 ** 600', 'intermediate result is too large (over 1000 digits)'),
+    ('(' * 150 + '1' + ')' * 150, 'expression is nested too deeply (over 100 levels) at position 100'),
+    ('-' * 500 + '1', 'expression is nested too deeply (over 100 levels) at position 100'),
 ])
 def test_calculator_errors(expression, message):
   assert Calculator()({'expression': expression}) == ToolResult(f'calculator: {message}', False)

@@ -12,13 +12,16 @@ Grammar (``**`` binds tighter than unary minus and is right-associative, as in P
 ``^`` is accepted as ``**``. Results print as an integer when whole, else as the reduced fraction
 ``p/q`` followed by a decimal approximation: ``1/3 (~0.3333333333)``. Errors (``CalcError``) name the
 problem and the character position: division by zero, unbalanced parentheses, unknown characters,
-exponents that are not integers or larger than ``max_exponent`` in size, numbers longer than
-``max_digits`` digits.
+exponents that are not integers or larger than ``max_exponent`` in size, numbers and results longer
+than ``max_digits`` digits, nesting deeper than ``MAX_DEPTH``.
 """
 
 from fractions import Fraction
 
 from lm.tools import Tool, ToolResult, error, register
+
+
+MAX_DEPTH = 100
 
 
 class CalcError(ValueError):
@@ -56,7 +59,7 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
 class _Parser:
 
   def __init__(self, text: str, max_digits: int, max_exponent: int):
-    self.tokens, self.i = _tokens(text), 0
+    self.tokens, self.i, self.depth = _tokens(text), 0, 0
     self.max_digits, self.max_exponent = max_digits, max_exponent
 
   def peek(self):
@@ -98,11 +101,17 @@ class _Parser:
     return value
 
   def unary(self) -> Fraction:
+    self.depth += 1  # every nested parenthesis or sign passes here
+    if self.depth > MAX_DEPTH:
+      raise CalcError(f'expression is nested too deeply (over {MAX_DEPTH} levels) at position {self.peek()[2]}')
     if self.peek()[0] == 'op' and self.peek()[1] in ('+', '-'):
       op = self.take()[1]
       value = self.unary()
-      return -value if op == '-' else value
-    return self.power()
+      value = -value if op == '-' else value
+    else:
+      value = self.power()
+    self.depth -= 1
+    return value
 
   def power(self) -> Fraction:
     base = self.atom()
