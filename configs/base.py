@@ -19,9 +19,10 @@ def train_section(steps: int, batch_size: int, seq_len: int, lr: float, warmup_s
 
 # (family, variant, weight): what SFT teaches, and in what proportion
 SFT_MIX = (
-    ('world_qa', 'direct', 3.0), ('unknown_entity', 'direct', 1.0),
+    ('world_qa', 'direct', 3.0), ('unknown_entity', 'direct', 1.0), ('unknown_entity', 'tool', 1.0),
     ('arithmetic', 'direct', 1.0), ('arithmetic', 'thinking', 1.0), ('arithmetic', 'tool', 1.0),
-    ('word_problem', 'thinking', 1.0), ('char_count', 'thinking', 1.0), ('char_count', 'tool', 0.5),
+    ('word_problem', 'thinking', 1.0), ('word_problem', 'tool', 0.5), ('char_count', 'thinking', 1.0),
+    ('char_count', 'tool', 0.5),
     ('spelling', 'direct', 0.5), ('translation', 'direct', 1.0), ('length_control', 'direct', 1.0),
     ('manners', 'direct', 1.0), ('safety', 'direct', 1.0), ('creative', 'direct', 0.5),
 )
@@ -59,13 +60,18 @@ def get_config() -> ml_collections.ConfigDict:
                              eval_every=50, checkpoint_every=50)
   c.sft = train_section(steps=150, batch_size=16, seq_len=256, lr=1e-3, warmup_steps=15,
                         eval_every=50, checkpoint_every=50, mode='full', pack=True,
+                        thinking=True,  # False: scratchpads stripped (thinking examples become direct ones)
+                        tools=True,     # False: conversations that offer or use tools are left out
                         lora=ml_collections.ConfigDict({'rank': 8, 'alpha': 16.0,
                                                         'targets': ('q', 'k', 'v', 'o', 'gate', 'up', 'down')}))
   c.eval = ml_collections.ConfigDict({
       'models': ('pretrain', 'sft', 'rlhf'),  # stages whose models are evaluated, where they ran
       'max_new_tokens': 128, 'batch_size': 64,
       'max_examples': 50,                     # per eval set (0: all)
-      'skip_variants': ('tool',)})            # tool use needs the tools issue's sampler loop
+      'skip_variants': (),
+      # prompts that offer tools run through lm.agent with these; () removes the offer, runs none
+      'tools': ('calculator', 'python', 'knowledge_base'), 'max_tool_calls': 3, 'result_tokens': 128,
+      'breakdowns': ()})                      # 'family:meta_key' (or 'family'): extra accuracy metrics
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
   c.variants = ml_collections.ConfigDict()
   c.shared_stages = ()  # with variants: stages run once in <workdir>/shared, their outputs given to each variant

@@ -55,7 +55,7 @@ import numpy as np
 
 from lm import chat, sample
 from lm import sharding as sharding_lib
-from lm.tokenizer import END_TOOL_CALL_ID, END_TOOL_RESULT_ID, TOOL_RESULT_ID
+from lm.tokenizer import END_ID, END_TOOL_CALL_ID, END_TOOL_RESULT_ID, TOOL_RESULT_ID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +185,9 @@ def run(params, model, tokenizer, prompt_BxP, prompt_mask_BxP, cfg: sample.Sampl
       if int(seg_tokens[b, n - 1]) != END_TOOL_CALL_ID:
         live[b] = False  # ended its turn
         continue
-      call, problem = _call_of(tokenizer, tokens[b, segment_start[b]:length[b]])
-      record = dict(call) if call else {'error': problem, 'text': tokenizer.decode(tokens[b, segment_start[b]:length[b]])}
+      segment = tokens[b, segment_start[b]:length[b]]
+      call, problem = _call_of(tokenizer, segment)
+      record = dict(call) if call else {'error': problem, 'text': tokenizer.decode(segment)}
       if len(calls[b]) >= agent_cfg.max_calls:
         calls[b].append({**record, 'executed': False})
         stopped[b], live[b] = 'tool_budget', False
@@ -210,15 +211,42 @@ def run(params, model, tokenizer, prompt_BxP, prompt_mask_BxP, cfg: sample.Sampl
           'state': out['state'], 'logits': out['logits']}
 
 
+def build_tools(names, world_config: dict | None = None) -> dict:
+  """``{name: lm.tools.get(name)}``; the knowledge base and the local search index cover the lab's
+  world built from ``world_config`` (a ``World.config``; None: the default world)."""
+  from lm import tools as tools_lib
+  from lm.data.world import World
+  out = {}
+  for name in names:
+    if name == 'knowledge_base':
+      out[name] = tools_lib.get(name, world_config=world_config or {})
+    elif name == 'search':
+      index = tools_lib.search.LocalIndex.from_world(World.from_config(world_config or {}))
+      out[name] = tools_lib.get(name, backend=index)
+    else:
+      out[name] = tools_lib.get(name)
+  return out
+
+
 def trace(tokenizer, ids, calls, stopped, stop_ids) -> dict:
   """One row's turn, structured: ``messages`` (``lm.chat.parse_turn``: assistant, tool, ...,
-  assistant), ``answer`` (the last assistant message: its content is what scorers read),
-  ``calls``, ``finished`` (ended at a stop id) and ``stopped``."""
+  assistant), ``answer`` (the last assistant message: its content is what scorers read), ``calls``,
+  ``finished`` (ended at a stop id), ``end_of_turn`` (ended with ``<|end|>``) and ``stopped``."""
   ids = [int(i) for i in ids]
   messages = chat.parse_turn(tokenizer, ids)
   answer = next((m for m in reversed(messages) if m['role'] == 'assistant'), {'role': 'assistant', 'content': ''})
   finished = bool(ids) and ids[-1] in stop_ids and ids[-1] != END_TOOL_CALL_ID
-  return {'messages': messages, 'answer': answer, 'calls': calls, 'finished': finished, 'stopped': stopped}
+  return {'messages': messages, 'answer': answer, 'calls': calls, 'finished': finished,
+          'end_of_turn': bool(ids) and ids[-1] == END_ID, 'stopped': stopped}
+
+
+def plain_turn(reply) -> dict:
+  """A ``lm.sample.complete_chats`` reply (no tools run) in the shape of a ``trace``."""
+  message = {k: v for k, v in reply.items() if k not in ('ids', 'finished')}
+  ids = [int(i) for i in reply['ids']]
+  return {'messages': [message], 'answer': message, 'calls': [], 'finished': reply['finished'],
+          'end_of_turn': reply['finished'] and bool(ids) and ids[-1] == END_ID,
+          'stopped': None if reply['finished'] else 'max_new_tokens'}
 
 
 def generate(params, model, tokenizer, prompts_ids, cfg: sample.SamplingConfig, rng, tools: dict,

@@ -231,12 +231,26 @@ def _add_call(text, calls, errors):
 
 def show(message, dim: bool = False) -> str:
   """An assistant message as terminal lines: thinking and tool calls apart from the answer."""
+  return show_turn([message], dim)
+
+
+def show_turn(messages, dim: bool = False) -> str:
+  """An assistant turn (assistant, tool, ..., assistant) as terminal lines: thinking, tool calls and
+  their results (faint on a terminal) apart from the answer, the last assistant message's content."""
   faint = (lambda s: f'\033[2m{s}\033[0m') if dim else (lambda s: s)
-  lines = [faint(f'  [think] {line}') for line in (message.get('thinking') or '').splitlines()]
-  lines += [faint(f'  [tool call] {c["name"]}({json.dumps(c["arguments"], ensure_ascii=False)})')
-            for c in message.get('tool_calls', [])]
-  lines += [faint(f'  [bad tool call] {e["error"]}: {e["text"]}') for e in message.get('tool_call_errors', [])]
-  return '\n'.join(lines + [f'assistant> {message.get("content") or ""}'])
+  lines, answer = [], ''
+  for m in messages:
+    if m['role'] == 'tool':
+      lines += [faint(f'  [tool result] {line}') for line in (m.get('content') or '').splitlines() or ['']]
+      continue
+    lines += [faint(f'  [think] {line}') for line in (m.get('thinking') or '').splitlines()]
+    if m.get('tool_calls') and m.get('content'):
+      lines.append(faint(f'  [before the call] {m["content"]}'))
+    lines += [faint(f'  [tool call] {c["name"]}({json.dumps(c["arguments"], ensure_ascii=False)})')
+              for c in m.get('tool_calls', [])]
+    lines += [faint(f'  [bad tool call] {e["error"]}: {e["text"]}') for e in m.get('tool_call_errors', [])]
+    answer = '' if m.get('tool_calls') else m.get('content') or ''
+  return '\n'.join(lines + [f'assistant> {answer}'])
 
 
 def main(argv=None):
@@ -252,17 +266,24 @@ def main(argv=None):
   p.add_argument('--top_p', type=float, default=0.95)
   p.add_argument('--max_new_tokens', type=int, default=256)
   p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--tools', default='calculator,python,knowledge_base', help='tools to run, comma-separated, or none')
+  p.add_argument('--max_tool_calls', type=int, default=3, help='tool calls per answer')
   args = p.parse_args(argv)
   import jax  # heavy imports only now: importing lm.chat stays light
-  from lm import generate, sample
+  from lm import agent, generate, sample
   try:
     cfg = sample.SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    agent_cfg = agent.AgentConfig(max_calls=args.max_tool_calls)
+    tools = generate.load_tools(args.workdir, generate.parse_tools(args.tools))
     served = generate.load(args.workdir, args.stage)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'lm.chat: error: {e}')
   messages = [{'role': 'system', 'content': args.system}] if args.system else []
+  if tools:
+    messages = generate.offer_tools(messages)
   dim = sys.stdout.isatty()
-  print(f'chatting with {args.workdir} ({args.stage}); an empty line quits. Tools are shown, not run.', flush=True)
+  print(f'chatting with {args.workdir} ({args.stage}); an empty line quits. '
+        f'Tools: {", ".join(tools) or "none"}.', flush=True)
   for turn in itertools.count():
     try:
       line = input('you> ')
@@ -273,10 +294,26 @@ def main(argv=None):
     if not line.strip():
       break
     messages.append({'role': 'user', 'content': line})
-    reply = generate.reply(served, [messages], cfg, jax.random.fold_in(jax.random.key(args.seed), turn))[0]
-    print(show(reply, dim), flush=True)
-    # tool calls are not run here, so the history keeps only the thinking and the answer
-    messages.append({k: reply[k] for k in ('role', 'content', 'thinking') if k in reply})
+    t = generate.reply(served, [messages], cfg, jax.random.fold_in(jax.random.key(args.seed), turn), tools,
+                       agent_cfg)[0]
+    print(show_turn(t['messages'], dim), flush=True)
+    messages += _history(t['messages'])
+
+
+def _history(turn) -> list[dict]:
+  """The messages of a generated turn that the conversation keeps: thinking, answers, and the calls
+  that ran with their results (a call that did not parse or was not run is dropped, with any result)."""
+  out = []
+  for i, m in enumerate(turn):
+    if m['role'] == 'tool':
+      if out and out[-1].get('tool_calls'):
+        out.append({'role': 'tool', 'content': m['content']})
+      continue
+    message = {k: m[k] for k in ('role', 'content', 'thinking') if k in m}
+    if m.get('tool_calls') and i + 1 < len(turn) and turn[i + 1]['role'] == 'tool':
+      message['tool_calls'] = m['tool_calls'][-1:]  # the sampler stops at the first closed call
+    out.append(message)
+  return out
 
 
 if __name__ == '__main__':

@@ -5,10 +5,16 @@
   card = report(rows)   # {'metrics': {name: value}, 'sets': [{family, variant, n, accuracy}]}
 
 A row is one scored response (the traces): ``family``, ``variant``, ``meta``, ``prompt``,
-``response`` (the parsed assistant message), ``finished`` (the turn ended with ``<|end|>`` before
-the token budget ran out) and ``score`` (``tasks.score``). Every skill below is a function of rows,
-so it can be checked on hand-made responses. Tools are not run here (they come with the tools
-issue): a tool-variant response is scored on the text the model wrote before its tool call.
+``response`` (the final assistant message: its ``content`` is the answer, its ``thinking`` apart),
+``turn`` (every message of the assistant's turn: with tools, assistant -> tool -> ... -> assistant),
+``calls`` (the tool calls with their results, ``lm.agent``), ``finished`` (the turn ended with
+``<|end|>`` before the token budget ran out) and ``score`` (``tasks.score`` of the turn: scorers read
+the last assistant message's content only, never the thinking or the tool results). Every skill
+below is a function of rows, so it can be checked on hand-made responses.
+
+Tools: prompts that offer them (``tasks.offers_tools``) run through ``lm.agent`` with the given
+``tools`` (calls executed, results read, then the answer); with no tools the offer is removed from
+the prompt and the plain sampler answers. Other prompts always use the plain sampler.
 """
 
 import json
@@ -18,9 +24,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lm import sample
+from lm import agent, sample
 from lm.data import tasks
-from lm.tokenizer import END_ID
 
 
 def select(records, max_examples: int = 0, skip_variants=()) -> list[tasks.Example]:
@@ -38,20 +43,27 @@ def select(records, max_examples: int = 0, skip_variants=()) -> list[tasks.Examp
 
 
 def respond(params, model, tok, examples, max_new_tokens: int, batch_size: int, mesh=None,
-            rules=None, seed: int = 0) -> list[dict]:
-  """Greedy responses to every example's prompt, scored: one row each (see the module doc)."""
+            rules=None, seed: int = 0, tools: dict | None = None,
+            agent_cfg: agent.AgentConfig = agent.AgentConfig()) -> list[dict]:
+  """Greedy responses to every example's prompt, scored: one row each, in order (see the module doc)."""
   cfg = sample.SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
   kwargs = {} if rules is None else {'rules': rules}
-  rows = []
-  for start in range(0, len(examples), batch_size):
-    batch = examples[start:start + batch_size]
-    replies = sample.complete_chats(params, model, tok, [e.prompt for e in batch], cfg,
-                                    jax.random.key(seed), mesh=mesh, **kwargs)
-    for ex, reply in zip(batch, replies):
-      finished = reply['finished'] and int(reply['ids'][-1]) == END_ID
-      message = {k: v for k, v in reply.items() if k not in ('ids', 'finished')}
-      rows.append(dict(family=ex.family, variant=ex.variant, meta=ex.meta, prompt=ex.prompt,
-                       response=message, finished=finished, score=tasks.score(ex, [message])))
+  rows = [None] * len(examples)
+  for use_tools in (False, True):
+    index = [i for i, e in enumerate(examples) if use_tools == (bool(tools) and tasks.offers_tools(e.prompt))]
+    for start in range(0, len(index), batch_size):
+      batch = index[start:start + batch_size]
+      prompts = [examples[i].prompt if use_tools else tasks.without_tools(examples[i].prompt) for i in batch]
+      rng = jax.random.key(seed)
+      if use_tools:
+        turns = agent.complete_chats(params, model, tok, prompts, cfg, rng, tools, agent_cfg, mesh=mesh, **kwargs)
+      else:
+        turns = map(agent.plain_turn, sample.complete_chats(params, model, tok, prompts, cfg, rng, mesh=mesh, **kwargs))
+      for i, prompt, t in zip(batch, prompts, turns):
+        ex = examples[i]
+        rows[i] = dict(family=ex.family, variant=ex.variant, meta=ex.meta, prompt=prompt, response=t['answer'],
+                       turn=t['messages'], calls=t['calls'], finished=t['end_of_turn'],
+                       score=tasks.score(ex, t['messages']))
   return rows
 
 
@@ -89,8 +101,9 @@ def world_qa_accuracy(rows) -> float:
 
 
 def hallucination_rate(rows) -> float:
-  """Fraction of questions about unknown (held-out) entities answered without saying "I don't know"."""
-  return _mean(not tasks.is_idk(_text(r)) for r in _of(rows, 'unknown_entity'))
+  """Fraction of questions about unknown (held-out) entities answered without saying "I don't know"
+  (without tools: the ``tool`` variant, where the model can look them up, is not counted)."""
+  return _mean(not tasks.is_idk(_text(r)) for r in _of(rows, 'unknown_entity') if r['variant'] != 'tool')
 
 
 def refusal_rates(rows) -> dict:
@@ -115,17 +128,42 @@ def translation_exact_match(rows) -> float:
   return _mean(r['score'] for r in _of(rows, 'translation'))
 
 
-def report(rows) -> dict:
-  """``{'metrics': headline skills (flat), 'sets': accuracy per (family, variant)}``."""
+def breakdown(rows, spec: str) -> dict:
+  """Accuracy of the rows that ``spec`` names: ``family``, ``family/variant``, either followed by
+  ``:meta_key`` for one value per distinct ``meta[meta_key]`` (e.g. ``arithmetic:digits``).
+
+  Keys: ``acc[<family>[/<variant>]]`` or ``acc[<family>[/<variant>]:<key>=<value>]``, values sorted.
+  """
+  where, _, key = spec.partition(':')
+  family, _, variant = where.partition('/')
+  if family not in tasks.TASKS:
+    raise ValueError(f'eval.breakdowns has {spec!r}: unknown task family {family!r}; valid: {", ".join(tasks.TASKS)}')
+  rows = [r for r in _of(rows, family) if variant in ('', r['variant'])]
+  if not key:
+    return {f'acc[{where}]': _mean(r['score'] for r in rows)}
+  groups = defaultdict(list)
+  for r in rows:
+    if key not in r['meta']:
+      raise ValueError(f'eval.breakdowns has {spec!r}: {family} examples have no meta {key!r} '
+                       f'(they have {", ".join(sorted(r["meta"]))})')
+    groups[r['meta'][key]].append(r['score'])
+  return {f'acc[{where}:{key}={value}]': _mean(groups[value]) for value in sorted(groups)}
+
+
+def report(rows, breakdowns=()) -> dict:
+  """``{'metrics': headline skills (flat) and each of ``breakdowns``, 'sets': accuracy per (family, variant)}``."""
   sets = accuracy_by_set(rows)
   metrics = {'accuracy': _mean(r['score'] for r in rows), 'format_following': format_following(rows),
              'world_qa_accuracy': world_qa_accuracy(rows), 'hallucination_rate': hallucination_rate(rows),
-             **refusal_rates(rows), **length_errors(rows), 'translation_exact_match': translation_exact_match(rows)}
+             **refusal_rates(rows), **length_errors(rows), 'translation_exact_match': translation_exact_match(rows),
+             'tool_calls_per_answer': _mean(len(r.get('calls', ())) for r in rows)}
+  for spec in breakdowns:
+    metrics.update(breakdown(rows, spec))
   return {'metrics': metrics, 'sets': sets}
 
 
 def write_traces(path, rows) -> None:
-  """One JSON line per row: prompt, response, finished, score, family, variant, meta."""
+  """One JSON line per row: prompt, response, turn, calls, finished, score, family, variant, meta."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open('w') as f:

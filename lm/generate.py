@@ -1,10 +1,14 @@
 """Batch generation from a trained run, and the loading that ``python -m lm.chat`` shares.
 
   python -m lm.generate --workdir=<run> --prompts=<file.jsonl> [--out=<file.jsonl>] [--stage sft]
+                        [--tools=calculator,python,knowledge_base | --tools=none]
 
 Each input line is ``{"messages": [...]}`` (a conversation, see ``lm.chat``) or ``{"prompt": "text"}``
-(one user message). Each output line (to ``--out``, else stdout) is ``{"response": the parsed
-assistant message, "finished": whether the turn ended before the token budget}``.
+(one user message). Each output line (to ``--out``, else stdout) is ``{"response": the final
+assistant message (answer in ``content``, ``thinking`` apart), "turn": every message of the turn
+(assistant, tool results, ...), "calls": the tool calls with their results, "finished": whether the
+turn ended before the token budget}``. With tools (the default: all the lab's), each conversation
+gets the tools offer (``lm.data.tasks.TOOLS_SYSTEM``) first and ``lm.agent`` runs the calls.
 """
 
 import argparse
@@ -43,11 +47,45 @@ def load(workdir, stage: str = 'sft') -> Served:
   return Served(params, model, tokenizer.load(outputs['tokenizer']), mesh, rules)
 
 
-def reply(served: Served, conversations, cfg, rng) -> list[dict]:
-  """The assistant's next message for each conversation (``lm.sample.complete_chats``)."""
-  from lm import sample
-  return sample.complete_chats(served.params, served.model, served.tokenizer, conversations, cfg, rng,
-                               mesh=served.mesh, rules=served.rules)
+def load_tools(workdir, names) -> dict:
+  """``lm.tools`` by name, the knowledge base and search over the run's world (its ``config.json``)."""
+  from lm import agent
+  if not names:
+    return {}
+  path = Path(workdir) / 'config.json'
+  if not path.is_file():
+    raise ValueError(f'{path} does not exist: the tools need the run\'s world (data.seed, data.world)')
+  data = json.loads(path.read_text())['data']
+  return agent.build_tools(names, dict(seed=data['seed'], **data['world']))
+
+
+def offer_tools(messages) -> list[dict]:
+  """``messages`` with the tools offer first (once)."""
+  from lm.data import tasks
+  return messages if tasks.offers_tools(messages) else [{'role': 'system', 'content': tasks.TOOLS_SYSTEM}, *messages]
+
+
+def reply(served: Served, conversations, cfg, rng, tools: dict | None = None, agent_cfg=None) -> list[dict]:
+  """The assistant's next turn for each conversation, as ``lm.agent.trace`` dicts (``messages``,
+  ``answer``, ``calls``, ``finished``, ...). With ``tools`` the calls are run (``lm.agent``); without,
+  the plain sampler answers (``lm.sample.complete_chats``) and a call is left as written."""
+  from lm import agent, sample
+  if tools:
+    return agent.complete_chats(served.params, served.model, served.tokenizer, conversations, cfg, rng, tools,
+                                agent_cfg or agent.AgentConfig(), mesh=served.mesh, rules=served.rules)
+  return [agent.plain_turn(r) for r in sample.complete_chats(served.params, served.model, served.tokenizer,
+                                                             conversations, cfg, rng, mesh=served.mesh,
+                                                             rules=served.rules)]
+
+
+def parse_tools(text: str) -> tuple[str, ...]:
+  """``--tools``: comma-separated names, or ``none``."""
+  from lm import tools as tools_lib
+  names = () if text.strip() in ('', 'none') else tuple(n.strip() for n in text.split(','))
+  unknown = [n for n in names if n not in tools_lib.available()]
+  if unknown:
+    raise ValueError(f'--tools has {unknown[0]!r}; available: {", ".join(tools_lib.available())} (or none)')
+  return names
 
 
 def read_prompts(path) -> list[list[dict]]:
@@ -82,12 +120,18 @@ def main(argv=None):
   p.add_argument('--max_new_tokens', type=int, default=256)
   p.add_argument('--batch_size', type=int, default=32)
   p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--tools', default='calculator,python,knowledge_base', help='tools to run, comma-separated, or none')
+  p.add_argument('--max_tool_calls', type=int, default=3, help='tool calls per answer')
   args = p.parse_args(argv)
   try:
     conversations = read_prompts(args.prompts)
     import jax
-    from lm import chat, sample
+    from lm import agent, chat, sample
     cfg = sample.SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    agent_cfg = agent.AgentConfig(max_calls=args.max_tool_calls)
+    tools = load_tools(args.workdir, parse_tools(args.tools))
+    if tools:
+      conversations = [offer_tools(m) for m in conversations]
     served = load(args.workdir, args.stage)
     for n, messages in enumerate(conversations, 1):
       try:
@@ -100,10 +144,9 @@ def main(argv=None):
   try:
     for start in range(0, len(conversations), args.batch_size):
       rng = jax.random.fold_in(jax.random.key(args.seed), start)
-      for r in reply(served, conversations[start:start + args.batch_size], cfg, rng):
-        finished = r.pop('finished')
-        r.pop('ids')
-        out.write(json.dumps({'response': r, 'finished': finished}, ensure_ascii=False) + '\n')
+      for t in reply(served, conversations[start:start + args.batch_size], cfg, rng, tools, agent_cfg):
+        line = {'response': t['answer'], 'turn': t['messages'], 'calls': t['calls'], 'finished': t['finished']}
+        out.write(json.dumps(line, ensure_ascii=False) + '\n')
       out.flush()
   finally:
     if args.out:

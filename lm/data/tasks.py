@@ -14,7 +14,10 @@ samples a response to ``example.prompt`` and calls ``score``. Each family is a `
                   that attribute is, and the answer is not "I don't know" or a refusal.
   unknown_entity  the same questions about held-out entities. 1 iff the answer says it does not know
                   (``IDK_PHRASES``) and states no value of the attribute (a hedged guess scores 0).
-  arithmetic      add / sub / mul of ``digits``-digit numbers (variants direct, thinking, tool).
+                  Variant ``tool``: the knowledge base is offered, and the reference looks the entity
+                  up and answers from the real tool's result; scored by the world_qa rule.
+  arithmetic      add / sub / mul of ``digits``-digit numbers (variants direct, thinking, tool; with
+                  tools offered, 1-digit sums are still answered directly).
   word_problem    multi-step problems about the world's people and towns (direct, thinking, tool).
                   Both: 1 iff the last number in the answer is the gold number.
   char_count      "how many r in strawberry?" (direct, thinking, tool); the last number (digits or
@@ -32,6 +35,9 @@ samples a response to ``example.prompt`` and calls ``score``. Each family is a `
   creative        a poem under constraints (N lines, mention a place, use 3 given words): the fraction
                   of the 5 constraints met.
 
+Variant ``tool`` prompts start with the system message ``TOOLS_SYSTEM``, which offers the tools
+(``lm.agent`` runs them); other prompts offer none. ``without_tools(prompt)`` removes the offer.
+
 ``Family.wrong(world, example, rng)`` gives labelled wrong responses (wrong number or entity, missing
 refusal, needless refusal, off length, ...) for tests and for ``lm.raters``.
 """
@@ -39,6 +45,7 @@ refusal, needless refusal, off length, ...) for tests and for ``lm.raters``.
 import copy
 import dataclasses
 import functools
+import json
 import random
 import re
 from typing import Callable
@@ -159,6 +166,25 @@ def tool_use(tool: str, arguments: dict, result: str, answer: str) -> list[dict]
 
 def user(text: str, system: str | None = None) -> list[dict]:
   return ([{'role': 'system', 'content': system}] if system else []) + [{'role': 'user', 'content': text}]
+
+
+TOOL_NAMES = ('calculator', 'python', 'knowledge_base')  # the lm.tools a tool-variant prompt offers
+TOOLS_SYSTEM = ('You can use tools: calculator {"expression"}, python {"code"}, '
+                'knowledge_base {"query", "k"}.')
+
+
+def ask(variant: str, text: str) -> list[dict]:
+  """The user's question, after the tools offer when ``variant == 'tool'``."""
+  return user(text, system=TOOLS_SYSTEM if variant == 'tool' else None)
+
+
+def offers_tools(messages) -> bool:
+  return any(m.get('role') == 'system' and m.get('content') == TOOLS_SYSTEM for m in messages)
+
+
+def without_tools(messages) -> list[dict]:
+  """``messages`` without the tools offer (the same question, no tools available)."""
+  return [m for m in messages if not (m.get('role') == 'system' and m.get('content') == TOOLS_SYSTEM)]
 
 
 def with_final(messages: list[dict], text: str) -> list[dict]:
@@ -329,17 +355,36 @@ class WorldQA:
             ('needless_refusal', needless_refusal('questions about people or places'))]
 
 
-@register('unknown_entity')
+@functools.lru_cache(maxsize=4)
+def _knowledge_base(world_key: str):
+  from lm import tools  # the real tool, so references show exactly what it returns
+  return tools.get('knowledge_base', world_config=json.loads(world_key))
+
+
+def look_up(world, subject: str) -> tuple[dict, str]:
+  """(the knowledge_base call for ``subject``, the tool's result text)."""
+  arguments = {'query': subject, 'k': 1}
+  return arguments, _knowledge_base(json.dumps(world.config, sort_keys=True))(arguments).text
+
+
+@register('unknown_entity', variants=('direct', 'tool'))
 class UnknownEntity:
   @staticmethod
   def make(world, rng, variant, kind=None):
-    q, _, meta = _qa_make(world, rng, held_out=True, kind=kind)
-    return Example('unknown_entity', variant, user(q), say(rng.choice(IDK_ANSWERS).format(s=_subject_phrase(meta))),
-                   meta)
+    q, a, meta = _qa_make(world, rng, held_out=True, kind=kind)
+    idk = rng.choice(IDK_ANSWERS).format(s=_subject_phrase(meta))
+    if variant == 'direct':
+      return Example('unknown_entity', variant, user(q), say(idk), meta)
+    arguments, result = look_up(world, meta['subject'])
+    found = contains(_without(result, meta['subject']), str(meta['answer']))
+    return Example('unknown_entity', variant, ask(variant, q), tool_use('knowledge_base', arguments, result,
+                                                                         a if found else idk), meta)
 
   @staticmethod
   def score(ex, response):
     text, m = final_text(response), ex.meta
+    if ex.variant == 'tool':
+      return qa_correct(m, text)
     if not is_idk(text):
       return 0.0
     text = _without(text, m['subject'])
@@ -352,6 +397,9 @@ class UnknownEntity:
   def wrong(world, ex, rng):
     m = ex.meta
     guess = _qa_sentence(_qa_template(m), m['subject'], _other_value(world, m, rng))
+    if ex.variant == 'tool':
+      return [('wrong_entity' if m['value_type'] == 'name' else 'wrong_number', with_final(ex.reference, guess)),
+              ('hallucination', say(guess)), ('idk', say(rng.choice(IDK_ANSWERS).format(s=_subject_phrase(m))))]
     return [('hallucination', say(guess)),
             ('hedged_hallucination', say(f"I'm not sure, but I think {guess[0].lower() + guess[1:]}")),
             ('needless_refusal', needless_refusal('that question'))]
@@ -388,8 +436,9 @@ class Arithmetic:
     sym, word = _OPS[op]
     q = rng.choice([f'What is {a} {sym} {b}?', f'Compute {a} {sym} {b}.', f'What is {a} {word} {b}?',
                     f'Calculate {a} {sym} {b}.'])
-    ref = _answer_messages(variant, f'{a} {sym} {b} = {ans}', scratchpad(a, b, op), f'{a}{sym}{b}', ans)
-    return Example('arithmetic', variant, user(q), ref, dict(op=op, a=a, b=b, digits=d, answer=ans))
+    how = 'direct' if variant == 'tool' and d == 1 else variant  # a 1-digit sum needs no calculator
+    ref = _answer_messages(how, f'{a} {sym} {b} = {ans}', scratchpad(a, b, op), f'{a}{sym}{b}', ans)
+    return Example('arithmetic', variant, ask(variant, q), ref, dict(op=op, a=a, b=b, digits=d, answer=ans))
 
   @staticmethod
   def score(ex, response):
@@ -446,7 +495,7 @@ class WordProblem:
     thinking = '\n'.join(f'Step {i + 1}: {e} = {v} ({note}).' for i, (e, v, note) in enumerate(steps))
     thinking += f'\nSo the answer is {ans}.'
     ref = _answer_messages(variant, sentence.format(ans=ans), thinking, expr, ans)
-    return Example('word_problem', variant, user(q), ref, dict(answer=ans, steps=len(steps), expression=expr))
+    return Example('word_problem', variant, ask(variant, q), ref, dict(answer=ans, steps=len(steps), expression=expr))
 
   score = Arithmetic.score
 
@@ -473,7 +522,7 @@ class CharCount:
     answer = f'The letter "{letter}" appears {n} time{"s" * (n != 1)} in "{w}".'
     ref = _answer_messages(variant, answer, spelled_count(w, letter), None, n, tool='python',
                            code=f'print("{w}".count("{letter}"))')
-    return Example('char_count', variant, user(q), ref, dict(word=w, letter=letter, answer=n))
+    return Example('char_count', variant, ask(variant, q), ref, dict(word=w, letter=letter, answer=n, length=len(w)))
 
   @staticmethod
   def score(ex, response):
@@ -501,7 +550,7 @@ class Spelling:
     thinking = '\n'.join(f'{i + 1}. {c}' for i, c in enumerate(w))
     ref = _answer_messages(variant, f'"{w}" is spelled {"-".join(w)}.', thinking, None, '-'.join(w),
                            tool='python', code=f'print("-".join("{w}"))')
-    return Example('spelling', variant, user(q), ref, dict(word=w, answer='-'.join(w)))
+    return Example('spelling', variant, ask(variant, q), ref, dict(word=w, answer='-'.join(w)))
 
   @staticmethod
   def score(ex, response):

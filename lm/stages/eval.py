@@ -2,8 +2,13 @@
 the held-out eval sets, through the sampler with the chat format. The base model gets the same chat
 prompts: that it mostly fails the format is the contrast SFT should make.
 
-Writes ``<workdir>/eval/results.json``, ``traces_<model>.jsonl`` (every prompt, response, score) and
-``report.md`` (rows: metrics and per-set accuracy; columns: models), printed at the end.
+Prompts that offer tools run through ``lm.agent`` with ``eval.tools`` (at most ``eval.max_tool_calls``
+calls per answer, each result cut to ``eval.result_tokens`` tokens); ``eval.tools=()`` removes the
+offer instead. ``eval.breakdowns`` adds accuracy by task metadata (``evals.breakdown``).
+
+Writes ``<workdir>/eval/results.json``, ``traces_<model>.jsonl`` (every prompt, response, tool call
+and result, score) and ``report.md`` (rows: metrics and per-set accuracy; columns: models), printed
+at the end.
 """
 
 import json
@@ -11,7 +16,8 @@ from pathlib import Path
 
 import jax
 
-from lm import evals, tokenizer
+from lm import agent, evals, tokenizer
+from lm import tools as tools_lib
 from lm.config import ConfigError
 from lm.data import builders
 from lm.stages import common
@@ -32,15 +38,23 @@ def run(config, workdir, inputs) -> dict:
   mesh, rules = common.mesh_and_rules(config)
   examples = evals.select(builders.read(builders.EvalSet, inputs['data']['tfds_dir'], 'test'),
                           c.max_examples, tuple(c.skip_variants))
+  for spec in c.breakdowns:
+    evals.breakdown([], spec)  # an unknown family fails now, not after the models ran
+  unknown = sorted(set(c.tools) - set(tools_lib.available()))
+  if unknown:
+    raise ConfigError(f'eval.tools has {unknown[0]!r}; valid: {", ".join(tools_lib.available())}')
+  tools = agent.build_tools(c.tools, dict(seed=config.data.seed, **config.data.world))
+  agent_cfg = agent.AgentConfig(max_calls=c.max_tool_calls, result_tokens=c.result_tokens)
   out_dir = Path(workdir) / 'eval'
   cards = {}
   for stage in stages:
     name = MODELS[stage]
     params = common.load_trained_params(inputs[stage], model, mesh, rules)
-    rows = evals.respond(params, model, tok, examples, c.max_new_tokens, c.batch_size, mesh, rules, config.seed)
+    rows = evals.respond(params, model, tok, examples, c.max_new_tokens, c.batch_size, mesh, rules, config.seed,
+                         tools, agent_cfg)
     if jax.process_index() == 0:
       evals.write_traces(out_dir / f'traces_{name}.jsonl', rows)
-    cards[name] = evals.report(rows)
+    cards[name] = evals.report(rows, tuple(c.breakdowns))
     print(f'[eval] {name}: ' + ', '.join(f'{k}={v:.3f}' for k, v in cards[name]['metrics'].items()), flush=True)
   table = evals.markdown(cards)
   if jax.process_index() == 0:

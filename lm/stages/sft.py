@@ -1,5 +1,6 @@
 """SFT stage: the pretrained model learns the chat format on the lab's conversations, with loss on
-assistant tokens only; full fine-tuning or LoRA (``sft.mode``)."""
+assistant tokens only; full fine-tuning or LoRA (``sft.mode``); with or without thinking and tools
+(``sft.thinking``, ``sft.tools``: see ``select``)."""
 
 import json
 
@@ -7,13 +8,27 @@ import jax
 
 from lm import chat, checkpoint, lora, tokenizer, train
 from lm.config import ConfigError
-from lm.data import builders, pipeline
+from lm.data import builders, pipeline, tasks
 from lm.stages import common
 from lm.steps import lm as lm_steps
 
 
-def conversation_rows(tok, tfds_dir, split, seq_len, pack=True):
-  rendered = [chat.render(tok, r['messages']) for r in builders.read(builders.SftConversations, tfds_dir, split)]
+def select(conversations, thinking: bool = True, tools: bool = True) -> list[list[dict]]:
+  """The conversations SFT trains on. ``thinking=False`` strips every scratchpad (a thinking example
+  becomes the direct example of the same prompt and answer); ``tools=False`` leaves out conversations
+  that offer or use tools (without the tool, their answers could not be known: stripping the lookup
+  from a knowledge-base answer would teach stating facts the model never saw)."""
+  out = []
+  for messages in conversations:
+    if not tools and (tasks.offers_tools(messages) or any(m['role'] == 'tool' for m in messages)):
+      continue
+    out.append(messages if thinking else [{k: v for k, v in m.items() if k != 'thinking'} for m in messages])
+  return out
+
+
+def conversation_rows(tok, tfds_dir, split, seq_len, pack=True, thinking=True, tools=True):
+  records = builders.read(builders.SftConversations, tfds_dir, split)
+  rendered = [chat.render(tok, m) for m in select((r['messages'] for r in records), thinking, tools)]
   return pipeline.pack_conversations(rendered, seq_len, tok.pad_id, one_per_row=not pack)
 
 
@@ -25,7 +40,8 @@ def run(config, workdir, inputs) -> dict:
   model = common.model_from_config(config, tok, c.seq_len)
   mesh, rules = common.mesh_and_rules(config)
   tfds_dir = inputs['data']['tfds_dir']
-  rows = {split: conversation_rows(tok, tfds_dir, split, c.seq_len, c.pack) for split in ('train', 'validation')}
+  rows = {split: conversation_rows(tok, tfds_dir, split, c.seq_len, c.pack, c.thinking, c.tools)
+          for split in ('train', 'validation')}
   eval_rows = pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False)
   base_loss = lm_steps.make_loss_sums(model, c.z_loss_weight)
   base_eval = lm_steps.make_eval_step(model)
