@@ -43,6 +43,8 @@ _CLOSERS = {END_THINK_ID: 'think', END_TOOL_CALL_ID: 'call'}  # a closer that ma
 
 def render(tokenizer, messages) -> tuple[np.ndarray, np.ndarray]:
   """``(ids int32 [L], loss_mask float32 [L])`` of a whole conversation (see the module doc)."""
+  if hasattr(tokenizer, 'chat_format'):  # an imported checkpoint's own format (lm.interop.chat_formats)
+    return tokenizer.chat_format.render(messages)
   ids, mask, _ = _render(tokenizer, messages)
   return np.asarray(ids, np.int32), np.asarray(mask, np.float32)
 
@@ -53,6 +55,8 @@ def render_prompt(tokenizer, messages) -> np.ndarray:
   That is a new ``[assistant]`` header, unless the conversation ends inside an assistant turn
   whose tool calls have all been answered: then the assistant continues that turn.
   """
+  if hasattr(tokenizer, 'chat_format'):
+    return tokenizer.chat_format.render_prompt(messages)
   ids, _, state = _render(tokenizer, messages)
   if state['pending_calls']:
     raise ValueError(f'message {len(messages) - 1}: conversation ends waiting for '
@@ -143,11 +147,15 @@ def parse(tokenizer, ids) -> dict:
   ``thinking`` if a think block was opened, ``tool_calls`` for the well-formed calls, and
   ``tool_call_errors`` (``[{"text", "error"}]``) for calls whose JSON is bad or unterminated.
   """
+  if hasattr(tokenizer, 'chat_format'):
+    return tokenizer.chat_format.parse(ids)
   return _parse_assistant(tokenizer, [int(i) for i in ids])[0]
 
 
 def parse_turn(tokenizer, ids) -> list[dict]:
   """All messages of a generated turn, tool results included: ``[assistant, tool, ..., assistant]``."""
+  if hasattr(tokenizer, 'chat_format'):
+    return [tokenizer.chat_format.parse(ids)]
   ids = [int(i) for i in ids]
   messages, pos = [], 0
   while True:

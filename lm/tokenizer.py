@@ -194,11 +194,15 @@ class CharTokenizer(_Ids):
     return self.alphabet[i - FIRST_TEXT_ID]
 
 
-def load(path) -> Tokenizer | CharTokenizer:
-  """Opens a tokenizer file of either kind (a CharTokenizer's is JSON, a sentencepiece model is not)."""
+def load(path):
+  """Opens a tokenizer file of either kind (a CharTokenizer's is JSON, a sentencepiece model is not),
+  or an imported checkpoint's ``lm_tokenizer.json`` (``lm.interop.hf_tokenizer``)."""
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f'tokenizer file {path} does not exist')
   with open(path, 'rb') as f:
     is_json = f.read(1) == b'{'
+  if is_json and json.loads(path.read_text()).get('kind') == 'hf_sentencepiece':
+    from lm.interop import hf_tokenizer  # an imported checkpoint's tokenizer
+    return hf_tokenizer.HfTokenizer(path)
   return CharTokenizer.load(path) if is_json else Tokenizer(path)

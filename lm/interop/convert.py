@@ -1,0 +1,112 @@
+"""Import a Hugging Face checkpoint into an lm workdir, and export a trained lm run to one.
+
+An imported workdir looks like a run whose ``import`` stage finished:
+``<workdir>/import/outputs.json`` (``checkpoint_dir``, ``model``, ``tokenizer``, ``family``), the
+params as an orbax checkpoint (step 0) and the tokenizer files, so ``lm.generate``, ``lm.chat``
+(``--stage import``) and later stages (``experiments/sft_from_hf.py``) read it like any other.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from lm import checkpoint, sharding
+from lm.interop import families, hf_tokenizer, safetensors_io, weights
+from lm.model import ModelConfig
+
+STAGE = 'import'
+EXPORT_STAGES = ('rlhf', 'sft', 'pretrain', 'import')  # the default export: the latest that finished
+
+
+def read_hf_config(hf_dir) -> dict:
+  path = Path(hf_dir) / 'config.json'
+  if not path.is_file():
+    raise FileNotFoundError(f'{path} does not exist: not a Hugging Face checkpoint directory')
+  return json.loads(path.read_text())
+
+
+def model_config(hf_dir, **overrides) -> tuple[str, ModelConfig]:
+  """``(family, ModelConfig)`` of the checkpoint in ``hf_dir``; ``overrides`` set e.g. ``dtype``,
+  ``scan_layers``, ``remat`` or a shorter ``max_seq_len``."""
+  family, fields = families.model_fields(read_hf_config(hf_dir), str(Path(hf_dir) / 'config.json'))
+  return family, ModelConfig(**{**fields, **overrides})
+
+
+def load(hf_dir, mesh=None, rules=sharding.DEFAULT_RULES, **overrides):
+  """``(family, ModelConfig, params on the mesh)`` of a Hugging Face checkpoint directory."""
+  family, cfg = model_config(hf_dir, **overrides)
+  mesh = sharding.make_mesh((-1, 1, 1)) if mesh is None else mesh
+  return family, cfg, weights.load_params(safetensors_io.Reader(hf_dir), cfg, family, mesh, rules)
+
+
+def import_checkpoint(hf_dir, workdir, mesh=None, rules=sharding.DEFAULT_RULES, **overrides) -> dict:
+  """Writes the checkpoint of ``hf_dir`` (params, tokenizer where sentencepiece) into
+  ``<workdir>/import``; returns the stage outputs (also written to ``outputs.json``)."""
+  family, cfg, params = load(hf_dir, mesh, rules, **overrides)
+  stage_dir = Path(workdir) / STAGE
+  ckpt_dir = stage_dir / 'checkpoints'
+  mgr = checkpoint.manager(ckpt_dir, keep=1, async_save=False)
+  checkpoint.save(mgr, 0, {'params': params}, {'source': str(Path(hf_dir).absolute()), 'family': family})
+  mgr.wait_until_finished()
+  mgr.close()
+  tok = None
+  if jax.process_index() == 0:
+    tok = hf_tokenizer.save(hf_dir, stage_dir / 'tokenizer', family)
+  hf_config = read_hf_config(hf_dir)
+  outputs = {
+      'checkpoint_dir': str(ckpt_dir), 'model': json.loads(json.dumps(dataclasses.asdict(cfg))), 'family': family,
+      'tokenizer': str(tok) if tok else '', 'hf_dir': str(Path(hf_dir).absolute()),
+      'token_ids': {k: hf_config[k] for k in ('bos_token_id', 'eos_token_id', 'pad_token_id') if k in hf_config},
+      'params': sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)),
+  }
+  if jax.process_index() == 0:
+    (stage_dir / 'outputs.json').write_text(json.dumps(outputs, indent=2) + '\n')
+  return outputs
+
+
+def _stage_outputs(workdir, stage: str | None) -> tuple[str, dict]:
+  workdir = Path(workdir)
+  stages = [stage] if stage else [s for s in EXPORT_STAGES if (workdir / s / 'outputs.json').is_file()]
+  if not stages or not (workdir / stages[0] / 'outputs.json').is_file():
+    done = sorted(p.parent.name for p in workdir.glob('*/outputs.json'))
+    raise FileNotFoundError(f'{workdir}: no finished {stage or "/".join(EXPORT_STAGES)} stage to export '
+                            f'(finished: {", ".join(done) or "none"})')
+  outputs = json.loads((workdir / stages[0] / 'outputs.json').read_text())
+  if 'model' not in outputs or 'checkpoint_dir' not in outputs:
+    raise ValueError(f'{workdir / stages[0] / "outputs.json"} is not a trained model stage\'s outputs')
+  return stages[0], outputs
+
+
+def export_checkpoint(workdir, out_dir, stage: str | None = None, dtype: str = 'float32',
+                      max_shard_bytes: int = 2 << 30) -> dict:
+  """Writes a trained stage of ``workdir`` (LoRA adapters merged) as a Hugging Face checkpoint:
+  ``config.json``, safetensors in ``dtype`` and, for an imported tokenizer, its files."""
+  from lm.model import Transformer
+  from lm.stages import common  # restores any stage's params, merging LoRA
+  stage, outputs = _stage_outputs(workdir, stage)
+  cfg = ModelConfig.from_config(outputs['model'])
+  family = families.family_of_model(cfg)
+  np_dtype = {'float32': np.float32, 'bfloat16': safetensors_io.DTYPES['BF16'], 'float16': np.float16}.get(dtype)
+  if np_dtype is None:
+    raise ValueError(f'--dtype={dtype!r}; valid: float32, bfloat16, float16')
+  mesh, rules = sharding.make_mesh((-1, 1, 1)), sharding.DEFAULT_RULES
+  params = common.load_trained_params(outputs, Transformer(cfg), mesh, rules)
+  out_dir = Path(out_dir)
+  token_ids = dict(outputs.get('token_ids') or {})
+  tok_path = outputs.get('tokenizer') or ''
+  if tok_path and Path(tok_path).name == hf_tokenizer.META_FILE:
+    for name in hf_tokenizer.COPIED:
+      if (Path(tok_path).parent / name).is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / name).write_bytes((Path(tok_path).parent / name).read_bytes())
+  elif not token_ids:
+    from lm import tokenizer as lm_tokenizer
+    token_ids = {'bos_token_id': lm_tokenizer.BOS_ID, 'eos_token_id': lm_tokenizer.EOS_ID,
+                 'pad_token_id': lm_tokenizer.PAD_ID}
+  hf_cfg = families.hf_config(cfg, family, {**token_ids, 'dtype': dtype})
+  files = safetensors_io.write(out_dir, weights.hf_tensors(params, cfg, family), np_dtype, max_shard_bytes)
+  (out_dir / 'config.json').write_text(json.dumps(hf_cfg, indent=2) + '\n')
+  return {'stage': stage, 'family': family, 'out': str(out_dir), 'files': [f.name for f in files]}

@@ -1,0 +1,116 @@
+"""A Hugging Face checkpoint's sentencepiece tokenizer (Llama 2, Gemma) behind lm's tokenizer interface.
+
+Import copies ``tokenizer.model`` (and the other tokenizer files, for export) into a folder and
+writes ``lm_tokenizer.json`` beside it: ``{"kind": "hf_sentencepiece", "chat_format": "gemma" |
+"llama2"}``; ``lm.tokenizer.load`` of that file gives an ``HfTokenizer``.
+
+Injection safety: ``encode`` never produces the id of a control or user-defined piece (``<s>``,
+``</s>``, ``<start_of_turn>``, ...), whatever the text. Sentencepiece already skips control pieces
+when encoding, but matches user-defined ones inside raw text (Gemma's turn markers are such), so a
+text's occurrences of them are spelled in byte pieces instead. Structure is inserted only by id
+(``lm.interop.chat_formats``).
+"""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
+
+META_FILE = 'lm_tokenizer.json'
+MODEL_FILE = 'tokenizer.model'
+COPIED = ('tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.json',
+          'generation_config.json')
+_TYPE = sentencepiece_model_pb2.ModelProto.SentencePiece.Type
+
+
+def chat_format_of(family: str) -> str:
+  return 'gemma' if family.startswith('gemma') else 'llama2'
+
+
+def save(hf_dir, out_dir, family: str) -> Path | None:
+  """Copies the sentencepiece tokenizer of ``hf_dir`` into ``out_dir``; the ``lm_tokenizer.json``
+  path, or None when the checkpoint has no ``tokenizer.model`` (Llama 3 and Qwen use BPE JSON)."""
+  hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+  if not (hf_dir / MODEL_FILE).is_file():
+    return None
+  out_dir.mkdir(parents=True, exist_ok=True)
+  for name in COPIED:
+    if (hf_dir / name).is_file():
+      shutil.copyfile(hf_dir / name, out_dir / name)
+  meta = out_dir / META_FILE
+  meta.write_text(json.dumps({'kind': 'hf_sentencepiece', 'family': family, 'chat_format': chat_format_of(family)}))
+  HfTokenizer(meta)  # fails now, naming what is missing, rather than at training time
+  return meta
+
+
+class HfTokenizer:
+  """``encode`` / ``decode`` / ids like ``lm.tokenizer.Tokenizer``, plus ``chat_format``."""
+
+  def __init__(self, meta_path):
+    from lm.interop import chat_formats
+    self.path = str(meta_path)
+    self.directory = Path(meta_path).parent
+    meta = json.loads(Path(meta_path).read_text())
+    model_file = self.directory / MODEL_FILE
+    if not model_file.is_file():
+      raise FileNotFoundError(f'{model_file} does not exist (needed by {meta_path})')
+    self.family = meta['family']
+    self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model_file.read_bytes())
+    types = [p.type for p in proto.pieces]
+    self.special_ids = {p.piece: i for i, p in enumerate(proto.pieces) if p.type in (_TYPE.CONTROL, _TYPE.USER_DEFINED)}
+    self.special_ids.update({self.sp.id_to_piece(i): i for i in range(len(types)) if types[i] == _TYPE.UNKNOWN})
+    user_defined = sorted((p.piece for p in proto.pieces if p.type == _TYPE.USER_DEFINED), key=len, reverse=True)
+    self._user_defined = re.compile('|'.join(map(re.escape, user_defined))) if user_defined else None
+    self._byte_ids = {p.piece: i for i, p in enumerate(proto.pieces) if p.type == _TYPE.BYTE}
+    self.bos_id, self.eos_id, self.unk_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id()
+    self.pad_id = self.sp.pad_id() if self.sp.pad_id() >= 0 else self.eos_id
+    self._specials = frozenset(self.special_ids.values())
+    self.chat_format = chat_formats.get(meta['chat_format'], self)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.sp.get_piece_size()
+
+  def token_id(self, piece: str) -> int:
+    if piece not in self.special_ids:
+      raise KeyError(f'{piece!r} is not a special piece of {self.directory / MODEL_FILE}')
+    return self.special_ids[piece]
+
+  def _spell(self, text: str) -> list[int]:
+    """``text`` without matching any piece whole: byte pieces, or one character at a time."""
+    if self._byte_ids:
+      return [self._byte_ids[f'<0x{b:02X}>'] for b in text.encode('utf-8')]
+    return [i for ch in text for i in self.sp.encode(ch)]
+
+  def encode(self, text: str) -> list[int]:
+    """Ids of plain ``text``; never a control or user-defined piece's id."""
+    if self._user_defined is None or not self._user_defined.search(text):
+      return self.sp.encode(text)
+    ids, start = [], 0
+    for m in self._user_defined.finditer(text):
+      ids += self.sp.encode(text[start:m.start()]) if m.start() > start else []
+      ids += self._spell(m.group())
+      start = m.end()
+    return ids + (self.sp.encode(text[start:]) if start < len(text) else [])
+
+  def decode(self, ids) -> str:
+    return self.sp.decode([int(i) for i in ids if int(i) not in self._specials])
+
+  def id_to_piece(self, i: int) -> str:
+    return self.sp.id_to_piece(int(i))
+
+  def display(self, ids) -> str:
+    """Text with special pieces written by name (``decode`` drops them)."""
+    out, run = [], []
+    for i in map(int, ids):
+      if i in self._specials:
+        out += [self.sp.decode(run), self.id_to_piece(i)]
+        run = []
+      else:
+        run.append(i)
+    return ''.join(out + [self.sp.decode(run)])
