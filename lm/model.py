@@ -113,12 +113,19 @@ class RMSNorm(nn.Module):
 def init_cache(config: ModelConfig, batch_size: int, max_len: int):
   """An empty KV cache: per-layer keys/values plus the segment ids and positions of each slot.
 
-  ``end`` is the next slot to write; slots with segment id 0 are empty and never attended to.
+  Keys and values are stored as attention reads them, ``[B, K, S, D]`` per layer: a tuple of
+  ``n_layers`` arrays for unrolled layers (each updated in place, nothing copied per step), one
+  ``[L, B, K, S, D]`` array under ``scan_layers``. ``end`` is the next slot to write; slots with
+  segment id 0 are empty and never attended to.
   """
-  kv_shape = (config.n_layers, batch_size, max_len, config.n_kv_heads, config.head_size)
+  kv_shape = (batch_size, config.n_kv_heads, max_len, config.head_size)
+  if config.scan_layers:
+    zeros = lambda: jnp.zeros((config.n_layers, *kv_shape), config.compute_dtype)
+  else:
+    zeros = lambda: tuple(jnp.zeros(kv_shape, config.compute_dtype) for _ in range(config.n_layers))
   return {
-      'k': jnp.zeros(kv_shape, config.compute_dtype),
-      'v': jnp.zeros(kv_shape, config.compute_dtype),
+      'k': zeros(),
+      'v': zeros(),
       'segment_ids': jnp.zeros((batch_size, max_len), jnp.int32),
       'positions': jnp.zeros((batch_size, max_len), jnp.int32),
       'end': jnp.zeros((), jnp.int32),
@@ -151,15 +158,20 @@ class Block(nn.Module):
     q_BxTxKxGxD = nn.with_logical_constraint(q_BxTxKxGxD, ('batch', 'length', 'act_kv_heads', None, None))
     k_BxTxKxD = nn.with_logical_constraint(k_BxTxKxD, ('batch', 'length', 'act_kv_heads', None))
 
+    k_BxKxTxD = jnp.transpose(k_BxTxKxD, (0, 2, 1, 3))
+    v_BxKxTxD = jnp.transpose(v_BxTxKxD, (0, 2, 1, 3))
     if kv is None:
-      keys, values, new_kv = k_BxTxKxD, v_BxTxKxD, None
+      keys_BxKxSxD, values_BxKxSxD, new_kv = k_BxKxTxD, v_BxKxTxD, None
     else:
       cache_k, cache_v = kv
-      keys = jax.lax.dynamic_update_slice_in_dim(cache_k, k_BxTxKxD.astype(cache_k.dtype), cache_end, axis=1)
-      values = jax.lax.dynamic_update_slice_in_dim(cache_v, v_BxTxKxD.astype(cache_v.dtype), cache_end, axis=1)
-      new_kv = (keys, values)
+      keys_BxKxSxD = jax.lax.dynamic_update_slice_in_dim(cache_k, k_BxKxTxD.astype(cache_k.dtype), cache_end, axis=2)
+      values_BxKxSxD = jax.lax.dynamic_update_slice_in_dim(cache_v, v_BxKxTxD.astype(cache_v.dtype), cache_end, axis=2)
+      new_kv = (keys_BxKxSxD, values_BxKxSxD)
 
-    out_BxTxKxGxD = ops.attention(q_BxTxKxGxD, keys, values, mask_BxTxS, dt)
+    if kv is None:
+      out_BxTxKxGxD = ops.attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, dt)
+    else:
+      out_BxTxKxGxD = ops.cached_attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, cache_end + T, dt)
     attn_BxTxD = ops.linear(out_BxTxKxGxD.reshape(B * T, c.n_heads * Hd), wo.reshape(-1, D), dt).reshape(B, T, D)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD + attn_BxTxD, ('batch', 'length', 'act_embed'))
 
@@ -222,13 +234,13 @@ class Transformer(nn.Module):
     x_BxTxD = jnp.take(lookup_VxD, tokens_BxT, axis=0)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'act_embed'))
 
-    kv_LxBxSxKxD = None if cache is None else (cache['k'], cache['v'])
+    kv_LxBxKxSxD = None if cache is None else (cache['k'], cache['v'])
     if c.scan_layers:
       stack = nn.scan(
           ScannedBlock, variable_axes={'params': 0}, split_rngs={'params': True},
           in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.n_layers,
           metadata_params={nn.PARTITION_NAME: 'layers'})
-      x_BxTxD, new_kv = stack(c, name='layers')(x_BxTxD, kv_LxBxSxKxD, positions_BxT, mask_BxTxS, cache_end)
+      x_BxTxD, new_kv = stack(c, name='layers')(x_BxTxD, kv_LxBxKxSxD, positions_BxT, mask_BxTxS, cache_end)
     else:
       new_k, new_v = [], []
       for i in range(c.n_layers):
@@ -237,7 +249,7 @@ class Transformer(nn.Module):
         if kv is not None:
           new_k.append(kv[0])
           new_v.append(kv[1])
-      new_kv = (jnp.stack(new_k), jnp.stack(new_v)) if cache is not None else None
+      new_kv = (tuple(new_k), tuple(new_v)) if cache is not None else None
 
     h_BxTxD = RMSNorm(c.norm_eps, name='final_norm')(x_BxTxD)
     out = {'hidden': h_BxTxD}

@@ -167,9 +167,10 @@ def _chunked_causal(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype, chunk)
   return jnp.concatenate(outs, axis=2)
 
 
-def attention(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, dtype=jnp.float32, chunk: int | None = None):
+def attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, chunk: int | None = None):
   """Grouped-query attention: G query heads share each of the K key/value heads.
 
+  Keys and values come head-major, ``[B, K, S, D]`` (the KV cache's layout, read without a copy).
   ``q`` is expected pre-scaled by 1/sqrt(D). Returns float32 ``[B, T, K, G, D]``. Exact for any
   mask. When queries and keys are the same sequence (T == S) and T > ``chunk`` (default
   ``ATTENTION_CHUNK``; 0 disables), query blocks skip the keys in their future, taken only when
@@ -177,9 +178,7 @@ def attention(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, dtype=jnp.float32, 
   """
   chunk = ATTENTION_CHUNK if chunk is None else chunk
   q_BxKxTxGxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4))
-  k_BxKxSxD = jnp.transpose(k_BxSxKxD, (0, 2, 1, 3))
-  v_BxKxSxD = jnp.transpose(v_BxSxKxD, (0, 2, 1, 3))
-  T, S = q_BxTxKxGxD.shape[1], k_BxSxKxD.shape[1]
+  T, S = q_BxTxKxGxD.shape[1], k_BxKxSxD.shape[2]
   args = (q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS)
   full = functools.partial(_attention_core, dtype=dtype)
   if chunk and T == S and T > chunk:
@@ -190,15 +189,59 @@ def attention(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, dtype=jnp.float32, 
   return jnp.transpose(out_BxKxTxGxD, (0, 2, 1, 3, 4))
 
 
-def attention_reference(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, dtype=jnp.float32):
-  """The plain formulation (autodiff backward); the tests hold ``attention`` to it."""
-  scores_BxKxGxTxS = jnp.einsum(
-      'btkgd,bskd->bkgts', q_BxTxKxGxD.astype(dtype), k_BxSxKxD.astype(dtype),
-      preferred_element_type=jnp.float32)
+KV_BLOCK = 128  # cache slots per block in cached_attention
+
+
+def cached_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_len, dtype=jnp.float32,
+                     block: int = KV_BLOCK):
+  """Attention of new tokens over a KV cache whose slots ``>= kv_len`` are empty (inference only).
+
+  Reads only the blocks of ``block`` slots that hold something (a ``while_loop`` to
+  ceil(kv_len / block), online softmax), so a decode step costs what the filled part of the cache
+  costs, not what its allocated length does. Equals ``attention`` wherever a query sees some key
+  below ``kv_len`` (up to float reassociation); a query that sees none (padding) gets zeros.
+  """
+  B, T, K, G, D = q_BxTxKxGxD.shape
+  S = k_BxKxSxD.shape[2]
+  block = min(block, S)
+  q_BxKxMxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4)).reshape(B, K, T * G, D)
+
+  def body(carry):
+    i, max_BxKxM, sum_BxKxM, acc_BxKxMxD = carry
+    start = jnp.minimum(i * block, S - block)  # the last block may overlap the one before it
+    k_BxKxCxD = jax.lax.dynamic_slice_in_dim(k_BxKxSxD, start, block, axis=2)
+    v_BxKxCxD = jax.lax.dynamic_slice_in_dim(v_BxKxSxD, start, block, axis=2)
+    fresh_C = start + jnp.arange(block) >= i * block  # slots not already counted
+    visible_BxTxC = jax.lax.dynamic_slice_in_dim(mask_BxTxS, start, block, axis=2) & fresh_C
+    scores_BxKxMxC = _dot(q_BxKxMxD, jnp.swapaxes(k_BxKxCxD, -1, -2), dtype).reshape(B, K, T, G, block)
+    scores_BxKxMxC = jnp.where(visible_BxTxC[:, None, :, None, :], scores_BxKxMxC, -jnp.inf).reshape(B, K, T * G, block)
+    new_max_BxKxM = jnp.maximum(max_BxKxM, jnp.max(scores_BxKxMxC, axis=-1))
+    safe_max = jnp.where(jnp.isfinite(new_max_BxKxM), new_max_BxKxM, 0.0)
+    p_BxKxMxC = jnp.exp(scores_BxKxMxC - safe_max[..., None])
+    rescale_BxKxM = jnp.exp(max_BxKxM - safe_max)
+    sum_BxKxM = sum_BxKxM * rescale_BxKxM + jnp.sum(p_BxKxMxC, axis=-1)
+    acc_BxKxMxD = acc_BxKxMxD * rescale_BxKxM[..., None] + _dot(p_BxKxMxC, v_BxKxCxD, dtype)
+    return i + 1, new_max_BxKxM, sum_BxKxM, acc_BxKxMxD
+
+  n_blocks = (jnp.minimum(kv_len, S) + block - 1) // block
+  init = (jnp.zeros((), jnp.int32), jnp.full((B, K, T * G), -jnp.inf, jnp.float32),
+          jnp.zeros((B, K, T * G), jnp.float32), jnp.zeros((B, K, T * G, D), jnp.float32))
+  _, _, sum_BxKxM, acc_BxKxMxD = jax.lax.while_loop(lambda c: c[0] < n_blocks, body, init)
+  out_BxKxMxD = acc_BxKxMxD / jnp.maximum(sum_BxKxM, 1e-30)[..., None]
+  return jnp.transpose(out_BxKxMxD.reshape(B, K, T, G, D), (0, 2, 1, 3, 4))
+
+
+def attention_reference(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32):
+  """The plain formulation (autodiff backward); the tests hold ``attention`` to it.
+
+  Operands are rounded to ``dtype`` and multiplied in float32: the same products as a ``dtype`` dot
+  with a float32 result (exact in float32), on any dot this jaxlib's CPU backend supports.
+  """
+  rounded = lambda x: x.astype(dtype).astype(jnp.float32)
+  scores_BxKxGxTxS = jnp.einsum('btkgd,bksd->bkgts', rounded(q_BxTxKxGxD), rounded(k_BxKxSxD))
   scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, NEG_INF)
   probs = jax.nn.softmax(scores_BxKxGxTxS, axis=-1)
-  return jnp.einsum('bkgts,bskd->btkgd', probs.astype(dtype), v_BxSxKxD.astype(dtype),
-                    preferred_element_type=jnp.float32)
+  return jnp.einsum('bkgts,bksd->btkgd', rounded(probs), rounded(v_BxKxSxD))
 
 
 # ----------------------------------------------------------------------- head + cross-entropy

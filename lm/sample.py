@@ -4,8 +4,8 @@ Layout of a batch: prompts are LEFT-padded to a static bucket length ``P`` (``pr
 that the last column holds every row's last prompt token. Pad slots get segment id 0 (never
 attended to); real tokens get segment 1 and positions counting from 0 at the first real token. The
 cache holds ``P + max_new_tokens`` slots (plus optional room for later ``extend`` calls); each
-decode step writes one slot at ``cache['end']`` and attends over all slots, so the cost of a step
-does not grow as the generation goes on.
+decode step writes one slot at ``cache['end']`` in place and attends over the filled blocks of
+slots only (``lm.ops.cached_attention``), so a step costs the weights plus what has been written.
 
 One compiled function per (model, sampling config, batch, prompt bucket, cache length):
 ``_compiled`` is an ``lru_cache`` over those, and ``compile_count()`` says how many were built.
@@ -148,10 +148,11 @@ def decode_loop(step_fn: Callable, logits_BxV, state, rng, cfg: SamplingConfig, 
 # A decode state is {'cache': the model's cache, 'positions': [B] position of each row's next token}.
 
 def _constrain_cache(cache):
-  kv_axes = (None, 'batch', 'length', 'act_kv_heads', None)
+  def kv(x):  # [B, K, S, D] per layer, or [L, B, K, S, D] stacked
+    return nn.with_logical_constraint(x, (None,) * (x.ndim - 4) + ('batch', 'act_kv_heads', 'length', None))
   return {**cache,
-          'k': nn.with_logical_constraint(cache['k'], kv_axes),
-          'v': nn.with_logical_constraint(cache['v'], kv_axes),
+          'k': jax.tree.map(kv, cache['k']),
+          'v': jax.tree.map(kv, cache['v']),
           'segment_ids': nn.with_logical_constraint(cache['segment_ids'], ('batch', 'length')),
           'positions': nn.with_logical_constraint(cache['positions'], ('batch', 'length'))}
 

@@ -19,7 +19,7 @@ def _normal(rng, shape):
 
 def _qkv(B, T, S, K, G, D, seed=0):
   rng = np.random.default_rng(seed)
-  return (_normal(rng, (B, T, K, G, D)) * D ** -0.5, _normal(rng, (B, S, K, D)), _normal(rng, (B, S, K, D)))
+  return (_normal(rng, (B, T, K, G, D)) * D ** -0.5, _normal(rng, (B, K, S, D)), _normal(rng, (B, K, S, D)))
 
 
 def _packed(B, lengths):
@@ -100,6 +100,29 @@ def test_prefill_chunk_against_a_longer_cache():
   q_pos = jnp.arange(7, 12)[None]
   mask = ops.attention_mask(jnp.ones((1, T), jnp.int32), kv_seg, q_pos, jnp.arange(S)[None])
   _check(q, k, v, mask, chunk=2)
+
+
+@pytest.mark.parametrize('S,block,kv_len,T', [(24, 8, 10, 1), (40, 8, 17, 3), (30, 8, 27, 3), (30, 8, 30, 2), (16, 64, 5, 1)])
+def test_cached_attention_reads_only_filled_blocks_and_matches(S, block, kv_len, T):
+  """Blocks past kv_len are skipped (filled with NaN here to prove it); the last block may overlap."""
+  q, k, v = _qkv(2, T, S, 2, 2, 8)
+  filled_S = np.arange(S) < kv_len
+  unread_S = np.arange(S) >= -(-kv_len // block) * block
+  k, v = (jnp.where(unread_S[:, None], jnp.nan, x) for x in (k, v))
+  kv_seg = jnp.asarray(np.tile(filled_S, (2, 1)), jnp.int32)
+  q_pos = jnp.broadcast_to(jnp.arange(kv_len - T, kv_len), (2, T))
+  mask = ops.attention_mask(jnp.ones((2, T), jnp.int32), kv_seg, q_pos, jnp.broadcast_to(jnp.arange(S), (2, S)))
+  got = jax.jit(ops.cached_attention, static_argnames='block')(q, k, v, mask, jnp.int32(kv_len), block=block)
+  k0, v0 = jnp.nan_to_num(k), jnp.nan_to_num(v)
+  np.testing.assert_allclose(got, ops.attention_reference(q, k0, v0, mask), **F32)
+
+
+def test_cached_attention_gives_zeros_to_a_query_that_sees_nothing():
+  q, k, v = _qkv(1, 2, 16, 2, 2, 8)
+  mask = jnp.asarray([[[True] * 4 + [False] * 12, [False] * 16]])
+  got = ops.cached_attention(q, k, v, mask, jnp.int32(4), block=8)
+  np.testing.assert_allclose(got[:, 0], ops.attention_reference(q, k, v, mask)[:, 0], **F32)
+  assert np.all(np.asarray(got[:, 1]) == 0)
 
 
 def test_bfloat16_attention_is_close():
