@@ -97,7 +97,7 @@ def test_eval_stage_writes_results_report_and_traces(run):
   traces = (workdir / 'eval' / 'traces_sft.jsonl').read_text().splitlines()
   assert len(traces) == outputs['eval']['examples'] > 0
   first = json.loads(traces[0])
-  assert {'prompt', 'response', 'score', 'finished', 'family', 'variant'} <= set(first)
+  assert {'prompt', 'response', 'turn', 'calls', 'score', 'finished', 'family', 'variant'} <= set(first)
   assert 'sft.format_following' in outputs['eval'] and 'base.accuracy' in outputs['eval']
 
 

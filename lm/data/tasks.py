@@ -169,8 +169,7 @@ def user(text: str, system: str | None = None) -> list[dict]:
 
 
 TOOL_NAMES = ('calculator', 'python', 'knowledge_base')  # the lm.tools a tool-variant prompt offers
-TOOLS_SYSTEM = ('You can use tools: calculator {"expression"}, python {"code"}, '
-                'knowledge_base {"query", "k"}.')
+TOOLS_SYSTEM = 'Tools: ' + ', '.join(TOOL_NAMES) + '.'
 
 
 def ask(variant: str, text: str) -> list[dict]:
