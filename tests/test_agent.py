@@ -41,16 +41,18 @@ AGENT = agent.AgentConfig(max_calls=2, result_tokens=12)
 
 class Scripted:
   """The real model, with ``BIAS`` added at every position p of row b to the logit of ``script[b, p]``
-  (-1: nothing). The same function of (row, position) in the sampler and in a full forward."""
+  (-1: nothing). The same function of (row, position) in the sampler and in a full forward. Its
+  params are ``{'model': the real model's, 'script': int32 [B, S]}``, so a new script compiles nothing."""
 
-  def __init__(self, model, script_BxS):
-    self.model, self.config, self.script = model, model.config, jnp.asarray(script_BxS)
+  def __init__(self, model):
+    self.model, self.config = model, model.config
 
   def apply(self, variables, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, cache=None):
+    params = variables['params']
     if positions_BxT is None:
       positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1], dtype=jnp.int32), tokens_BxT.shape)
-    out = self.model.apply(variables, tokens_BxT, positions_BxT, segment_ids_BxT, cache=cache)
-    forced_BxT = jnp.take_along_axis(self.script, positions_BxT, axis=1)
+    out = self.model.apply({'params': params['model']}, tokens_BxT, positions_BxT, segment_ids_BxT, cache=cache)
+    forced_BxT = jnp.take_along_axis(params['script'], positions_BxT, axis=1)
     bias_BxTxV = jax.nn.one_hot(forced_BxT, self.config.vocab_size) * BIAS  # one_hot(-1) is all zeros
     return {**out, 'logits': out['logits'] + bias_BxTxV}
 
@@ -78,21 +80,25 @@ TURNS = [
 PROMPT_LENS = (5, 11, 3, 16, 8)
 
 
-@pytest.fixture(scope='module')
-def setup(make_config):
-  config = make_config(max_seq_len=256)
-  base = Transformer(config)
-  params = nn.unbox(jax.jit(base.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
-  rng = np.random.default_rng(0)
-  prompts = [rng.integers(14, 14 + len(ALPHABET), n).astype(np.int32) for n in PROMPT_LENS]
+def script_of(prompts, turns):
+  """int32 [8, 256]: at each position, the token the model should write next (-1: none)."""
   script = np.full((8, 256), -1, np.int32)
-  for b, (prompt, turn) in enumerate(zip(prompts, TURNS)):
+  for b, (prompt, turn) in enumerate(zip(prompts, turns)):
     pos = len(prompt)
     for ids, by_model in turn:
       if by_model:
         script[b, pos - 1:pos - 1 + len(ids)] = ids  # the logits at p predict the token at p + 1
       pos += len(ids)
-  return Scripted(base, script), params, prompts
+  return jnp.asarray(script)
+
+
+@pytest.fixture(scope='module')
+def setup(make_config):
+  base = Transformer(make_config(max_seq_len=256))
+  params = nn.unbox(jax.jit(base.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  rng = np.random.default_rng(0)
+  prompts = [rng.integers(14, 14 + len(ALPHABET), n).astype(np.int32) for n in PROMPT_LENS]
+  return Scripted(base), {'model': params, 'script': script_of(prompts, TURNS)}, prompts
 
 
 def test_rows_calling_at_different_steps_resume_as_if_prefilled(setup):
@@ -148,20 +154,18 @@ def test_rows_calling_at_different_steps_resume_as_if_prefilled(setup):
 
 
 def test_the_budget_stops_a_model_that_loops_on_calls(setup):
+  """Every row calls again after each result, from its first token or after some text: each is
+  stopped at its third call (budget 2) and the loop ends after three rounds."""
   model, params, prompts = setup
-  model = Scripted(model.model, model.script[3:4])  # row 3 alone: it calls and calls
-  out = agent.generate(params, model, TOK, prompts[3:4], CFG, jax.random.key(3), TOOLS,
-                       agent.AgentConfig(max_calls=1, result_tokens=12))
-  t = out['traces'][0]
-  assert t['stopped'] == 'tool_budget' and not t['finished']
-  assert [c['executed'] for c in t['calls']] == [True, False]
-  n = out['lengths'][0]  # the call, its result, 'again', the second call, then nothing
-  assert n == len(call_ids('a')) + len(result_ids('aa')) + len(TOK.encode('again')) + len(call_ids('b'))
-  assert out['tokens'][0, n - 1] == END_TOOL_CALL_ID
-
-  out = agent.generate(params, model, TOK, prompts[3:4], CFG, jax.random.key(3), TOOLS,
-                       agent.AgentConfig(max_calls=0, result_tokens=12))
-  assert out['lengths'][0] == len(call_ids('a')) and out['traces'][0]['calls'][0]['executed'] is False
+  loops = [[(TOK.encode('x' * b), 1)] + [(call_ids('q'), 1), (result_ids('qq'), 0)] * 2 + [(call_ids('q'), 1)]
+           for b in range(len(prompts))]
+  out = agent.generate(params | {'script': script_of(prompts, loops)}, model, TOK, prompts, CFG, jax.random.key(3),
+                       TOOLS, AGENT)
+  for b, (t, turn) in enumerate(zip(out['traces'], loops)):
+    assert t['stopped'] == 'tool_budget' and not t['finished'] and not t['end_of_turn']
+    assert [c['executed'] for c in t['calls']] == [True, True, False]
+    np.testing.assert_array_equal(out['tokens'][b, :out['lengths'][b]], np.concatenate([ids for ids, _ in turn]))
+    assert out['tokens'][b, out['lengths'][b] - 1] == END_TOOL_CALL_ID
 
 
 TURN_MESSAGES = [{'role': 'assistant', 'content': '', 'tool_calls': [{'name': 'echo', 'arguments': {'t': 'ab'}}]},
