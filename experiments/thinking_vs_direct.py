@@ -32,7 +32,7 @@ def get_config(arg: str = ''):
   else:
     c.model.max_seq_len = 512
     c.data.sft_examples, c.data.eval_examples, c.eval.max_examples = 6000, 150, 150
-    c.sft.seq_len, c.sft.steps = 384, 300  # the longest scratchpads (5-digit subtraction) are ~300 tokens
-    c.eval.max_new_tokens = 320
+    c.sft.seq_len, c.sft.steps = 320, 300  # the longest scratchpads (5-digit subtraction): ~280 tokens
+    c.eval.max_new_tokens = 256
   c.variants = {'direct': {'sft': {'thinking': False}}, 'thinking': {'sft': {'thinking': True}}}
   return c

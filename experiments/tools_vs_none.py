@@ -36,9 +36,8 @@ def get_config(arg: str = ''):
   if arg == 'smoke':
     c.eval.max_new_tokens = 32
   else:
-    c.model.max_seq_len = 512
     c.data.sft_examples, c.data.eval_examples, c.eval.max_examples = 6000, 100, 100
-    c.sft.seq_len, c.sft.steps = 384, 300  # a lookup (system offer, call, article, answer) is ~250 tokens
+    c.sft.steps = 300  # the longest conversation, a lookup (offer, call, article, answer), is ~200 tokens
     c.eval.max_new_tokens = 64
   c.variants = {'none': {'sft': {'tools': False}, 'eval': {'tools': ()}}, 'tools': {'sft': {'tools': True}}}
   return c
