@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
                         tools=True,     # False: conversations that offer or use tools are left out
                         lora=ml_collections.ConfigDict({'rank': 8, 'alpha': 16.0,
                                                         'targets': ('q', 'k', 'v', 'o', 'gate', 'up', 'down')}))
+  c.interop = ml_collections.ConfigDict({'hf_dir': ''})  # the import stage's Hugging Face checkpoint
   c.eval = ml_collections.ConfigDict({
       'models': ('pretrain', 'sft', 'rlhf'),  # stages whose models are evaluated, where they ran
       'max_new_tokens': 128, 'batch_size': 64,

@@ -13,9 +13,19 @@ key/value groups and every projection is one 2-D matmul:
   wo          [heads, head_dim, embed]            head h = kv_head * G + g
   w_gate_up   [embed, mlp, gate_up]               gate_up = (gate, up)
   w_down      [mlp, embed]
+
+Features of other Llama-family checkpoints (``lm.interop``), each off by default so that the model
+and its params are exactly the plain one: biases on q, k, v (``qkv_bias``: ``bqkv [kv_heads, qkv,
+head_dim]``); RMSNorm of each query and key head (``qk_norm``: ``q_norm``, ``k_norm``); embeddings
+times sqrt(d_model) and norms that multiply by ``norm_offset + scale`` (Gemma stores ``scale - 1``);
+GeGLU (``mlp_activation``); a query scale other than 1/sqrt(head_dim); tanh softcapping of attention
+scores and of the final logits; norms after attention and after the MLP (``post_norms``:
+``post_attn_norm``, ``post_mlp_norm``); a sliding attention window on some layers; RoPE
+frequencies scaled as in Llama 3.1 (``rope_scaling='llama3'``) or linearly.
 """
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -51,8 +61,36 @@ class ModelConfig:
   scan_layers: bool = False
   remat: str = 'none'        # one of REMAT_POLICIES
   max_seq_len: int = 256     # longest sequence trained on; the default KV cache length
+  # Other Llama-family architectures (see the module doc); the defaults are the plain model.
+  qkv_bias: bool = False
+  qk_norm: bool = False
+  norm_offset: float = 0.0         # RMSNorm multiplies by (norm_offset + scale)
+  scale_embeddings: bool = False   # token embeddings times sqrt(d_model)
+  mlp_activation: str = 'silu'     # gate activation: silu (SwiGLU), gelu_tanh or gelu (GeGLU)
+  query_pre_attn_scalar: float = 0.0  # queries times this ** -0.5 (0: head_size)
+  attn_softcap: float = 0.0        # scores -> c * tanh(scores / c) (0: off)
+  final_softcap: float = 0.0       # logits -> c * tanh(logits / c) (0: off)
+  post_norms: bool = False         # RMSNorm of the attention and MLP outputs before the residual add
+  sliding_window: int = 0          # layers in sliding_layers see only the last sliding_window positions
+  sliding_layers: tuple = ()
+  rope_scaling: str = 'none'       # none, linear or llama3
+  rope_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
 
   def __post_init__(self):
+    object.__setattr__(self, 'sliding_layers', tuple(int(i) for i in self.sliding_layers))
+    if self.mlp_activation not in ACTIVATIONS:
+      raise ValueError(f'model.mlp_activation={self.mlp_activation!r}; valid: {", ".join(ACTIVATIONS)}')
+    if self.rope_scaling not in ('none', 'linear', 'llama3'):
+      raise ValueError(f'model.rope_scaling={self.rope_scaling!r}; valid: none, linear, llama3')
+    if self.sliding_layers and self.sliding_window <= 0:
+      raise ValueError(f'model.sliding_layers={self.sliding_layers} needs model.sliding_window > 0')
+    if any(not 0 <= i < self.n_layers for i in self.sliding_layers):
+      raise ValueError(f'model.sliding_layers={self.sliding_layers}: layers are 0..{self.n_layers - 1}')
+    if self.sliding_layers and self.scan_layers:
+      raise ValueError('model.sliding_layers with model.scan_layers: scanned layers share one mask; unroll them')
     if self.n_heads % self.n_kv_heads:
       raise ValueError(f'model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}')
     if self.remat not in REMAT_POLICIES:
@@ -82,6 +120,8 @@ class ModelConfig:
   def n_params(self, include_embedding: bool = True) -> int:
     d, f, hd = self.d_model, self.d_ff, self.head_size
     per_layer = 2 * d + d * (self.n_heads + 2 * self.n_kv_heads) * hd + self.n_heads * hd * d + 3 * d * f
+    per_layer += self.qkv_bias * (self.n_heads + 2 * self.n_kv_heads) * hd + self.qk_norm * 2 * hd
+    per_layer += self.post_norms * 2 * d
     total = self.n_layers * per_layer + d
     if include_embedding:
       total += self.vocab_size * d
@@ -101,13 +141,44 @@ def _dense_init(in_axis, out_axis, scale=1.0):
 
 
 class RMSNorm(nn.Module):
+  """Over the last axis; multiplies by ``offset + scale`` (scale starts at ``1 - offset``)."""
   eps: float
+  offset: float = 0.0
 
   @nn.compact
   def __call__(self, x_BxTxD):
-    scale_D = _param(self, 'scale', nn.initializers.ones, (x_BxTxD.shape[-1],), ('norm',))
+    init = nn.initializers.constant(1.0 - self.offset)
+    scale_D = _param(self, 'scale', init, (x_BxTxD.shape[-1],), ('norm',))
     var_BxTx1 = jnp.mean(jnp.square(x_BxTxD), axis=-1, keepdims=True)
-    return x_BxTxD * jax.lax.rsqrt(var_BxTx1 + self.eps) * scale_D
+    normed = x_BxTxD * jax.lax.rsqrt(var_BxTx1 + self.eps)
+    return normed * (scale_D + self.offset) if self.offset else normed * scale_D
+
+
+ACTIVATIONS = {
+    'silu': nn.silu,
+    'gelu_tanh': lambda x: nn.gelu(x, approximate=True),
+    'gelu': lambda x: nn.gelu(x, approximate=False),
+}
+
+
+def rope_frequencies(config: ModelConfig):
+  """The ``head_size / 2`` RoPE inverse frequencies, scaled as ``config.rope_scaling`` says (float32)."""
+  d_half = config.head_size // 2
+  inv_freq_F = 1.0 / (config.rope_theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
+  if config.rope_scaling == 'linear':
+    return inv_freq_F / config.rope_factor
+  if config.rope_scaling == 'llama3':
+    # Llama 3.1: long wavelengths slowed by ``rope_factor``, short ones kept, a smooth ramp between.
+    low_freq_wavelen = config.rope_original_max_len / config.rope_low_freq_factor
+    high_freq_wavelen = config.rope_original_max_len / config.rope_high_freq_factor
+    wavelen_F = 2 * math.pi / inv_freq_F
+    scaled_F = jnp.where(wavelen_F > low_freq_wavelen, inv_freq_F / config.rope_factor, inv_freq_F)
+    smooth_F = ((config.rope_original_max_len / wavelen_F - config.rope_low_freq_factor)
+                / (config.rope_high_freq_factor - config.rope_low_freq_factor))
+    smoothed_F = (1 - smooth_F) * scaled_F / config.rope_factor + smooth_F * scaled_F
+    medium_F = (wavelen_F >= high_freq_wavelen) & (wavelen_F <= low_freq_wavelen)
+    return jnp.where(medium_F, smoothed_F, scaled_F)
+  return inv_freq_F
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int):
@@ -133,7 +204,8 @@ def init_cache(config: ModelConfig, batch_size: int, max_len: int):
 
 
 class Block(nn.Module):
-  """Pre-norm attention + SwiGLU MLP. ``kv`` is this layer's (k, v) cache or None."""
+  """Pre-norm attention + gated MLP. ``kv`` is this layer's (k, v) cache or None; ``mask_BxTxS``
+  already holds this layer's sliding window, if any."""
   config: ModelConfig
 
   @nn.compact
@@ -147,14 +219,20 @@ class Block(nn.Module):
     wo = _param(self, 'wo', _dense_init((0, 1), 2, 1.0 / (2 * c.n_layers)), (c.n_heads, Hd, D), ('heads', 'head_dim', 'embed'))
     w_gate_up = _param(self, 'w_gate_up', _dense_init(0, (1, 2)), (D, F, 2), ('embed', 'mlp', 'gate_up'))
     w_down = _param(self, 'w_down', _dense_init(0, 1, 1.0 / (2 * c.n_layers)), (F, D), ('mlp', 'embed'))
+    norm = lambda name: RMSNorm(c.norm_eps, c.norm_offset, name=name)  # noqa: E731
 
-    h_BxTxD = RMSNorm(c.norm_eps, name='attn_norm')(x_BxTxD)
+    h_BxTxD = norm('attn_norm')(x_BxTxD)
     qkv = ops.linear(h_BxTxD.reshape(B * T, D), wqkv.reshape(D, -1), dt).reshape(B, T, K, G + 2, Hd)
+    if c.qkv_bias:
+      qkv = qkv + _param(self, 'bqkv', nn.initializers.zeros, (K, G + 2, Hd), ('kv_heads', 'qkv', 'head_dim'))
     q_BxTxKxGxD = qkv[:, :, :, :G]
     k_BxTxKxD, v_BxTxKxD = qkv[:, :, :, G], qkv[:, :, :, G + 1]
-    q_BxTxKxGxD = ops.rope(q_BxTxKxGxD.reshape(B, T, K * G, Hd), positions_BxT, c.rope_theta)
-    q_BxTxKxGxD = (q_BxTxKxGxD * Hd ** -0.5).reshape(B, T, K, G, Hd)
-    k_BxTxKxD = ops.rope(k_BxTxKxD, positions_BxT, c.rope_theta)
+    if c.qk_norm:
+      q_BxTxKxGxD, k_BxTxKxD = norm('q_norm')(q_BxTxKxGxD), norm('k_norm')(k_BxTxKxD)
+    inv_freq_F = rope_frequencies(c) if c.rope_scaling != 'none' else None
+    q_BxTxKxGxD = ops.rope(q_BxTxKxGxD.reshape(B, T, K * G, Hd), positions_BxT, c.rope_theta, inv_freq_F)
+    q_BxTxKxGxD = (q_BxTxKxGxD * (c.query_pre_attn_scalar or Hd) ** -0.5).reshape(B, T, K, G, Hd)
+    k_BxTxKxD = ops.rope(k_BxTxKxD, positions_BxT, c.rope_theta, inv_freq_F)
     q_BxTxKxGxD = nn.with_logical_constraint(q_BxTxKxGxD, ('batch', 'length', 'act_kv_heads', None, None))
     k_BxTxKxD = nn.with_logical_constraint(k_BxTxKxD, ('batch', 'length', 'act_kv_heads', None))
 
@@ -169,17 +247,22 @@ class Block(nn.Module):
       new_kv = (keys_BxKxSxD, values_BxKxSxD)
 
     if kv is None:
-      out_BxTxKxGxD = ops.attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, dt)
+      out_BxTxKxGxD = ops.attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, dt, softcap=c.attn_softcap)
     else:
-      out_BxTxKxGxD = ops.cached_attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, cache_end + T, dt)
+      out_BxTxKxGxD = ops.cached_attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, cache_end + T, dt,
+                                           softcap=c.attn_softcap)
     attn_BxTxD = ops.linear(out_BxTxKxGxD.reshape(B * T, c.n_heads * Hd), wo.reshape(-1, D), dt).reshape(B, T, D)
+    if c.post_norms:
+      attn_BxTxD = norm('post_attn_norm')(attn_BxTxD)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD + attn_BxTxD, ('batch', 'length', 'act_embed'))
 
-    h_BxTxD = RMSNorm(c.norm_eps, name='mlp_norm')(x_BxTxD)
+    h_BxTxD = norm('mlp_norm')(x_BxTxD)
     gate_up = ops.linear(h_BxTxD.reshape(B * T, D), w_gate_up.reshape(D, 2 * F), dt).reshape(B * T, F, 2)
-    hidden_MxF = nn.silu(gate_up[..., 0]) * gate_up[..., 1]
+    hidden_MxF = ACTIVATIONS[c.mlp_activation](gate_up[..., 0]) * gate_up[..., 1]
     hidden_MxF = nn.with_logical_constraint(hidden_MxF, ('batch', 'act_mlp'))
     mlp_BxTxD = ops.linear(hidden_MxF, w_down, dt).reshape(B, T, D)
+    if c.post_norms:
+      mlp_BxTxD = norm('post_mlp_norm')(mlp_BxTxD)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD + mlp_BxTxD, ('batch', 'length', 'act_embed'))
     return x_BxTxD, new_kv
 
@@ -220,18 +303,23 @@ class Transformer(nn.Module):
 
     if cache is None:
       mask_BxTxS = ops.attention_mask(segment_ids_BxT, segment_ids_BxT, positions_BxT, positions_BxT)
-      cache_end = None
+      kv_positions_BxS, cache_end = positions_BxT, None
     else:
       cache_end = cache['end']
       kv_segments_BxS = jax.lax.dynamic_update_slice_in_dim(cache['segment_ids'], segment_ids_BxT, cache_end, 1)
       kv_positions_BxS = jax.lax.dynamic_update_slice_in_dim(cache['positions'], positions_BxT, cache_end, 1)
       mask_BxTxS = ops.attention_mask(segment_ids_BxT, kv_segments_BxS, positions_BxT, kv_positions_BxS)
+    if c.sliding_layers:  # keys less than sliding_window positions back
+      recent_BxTxS = positions_BxT[:, :, None] - kv_positions_BxS[:, None, :] < c.sliding_window
+      sliding_mask_BxTxS = mask_BxTxS & recent_BxTxS
 
     embed_VxD = _param(self, 'embed', nn.initializers.normal(0.02), (c.vocab_size, c.d_model), ('vocab', 'embed'))
     # Gather the table's embed axis first: a lookup from an fsdp-sharded embed axis would give
     # activations split by feature that XLA must fully re-gather to split by batch.
     lookup_VxD = nn.with_logical_constraint(embed_VxD, ('vocab', None))
     x_BxTxD = jnp.take(lookup_VxD, tokens_BxT, axis=0)
+    if c.scale_embeddings:
+      x_BxTxD = x_BxTxD * jnp.float32(math.sqrt(c.d_model))
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'act_embed'))
 
     kv_LxBxKxSxD = None if cache is None else (cache['k'], cache['v'])
@@ -245,13 +333,14 @@ class Transformer(nn.Module):
       new_k, new_v = [], []
       for i in range(c.n_layers):
         kv = None if cache is None else (cache['k'][i], cache['v'][i])
-        x_BxTxD, kv = block_class(c)(c, name=f'layer_{i}')(x_BxTxD, positions_BxT, mask_BxTxS, kv, cache_end)
+        layer_mask_BxTxS = sliding_mask_BxTxS if i in c.sliding_layers else mask_BxTxS
+        x_BxTxD, kv = block_class(c)(c, name=f'layer_{i}')(x_BxTxD, positions_BxT, layer_mask_BxTxS, kv, cache_end)
         if kv is not None:
           new_k.append(kv[0])
           new_v.append(kv[1])
       new_kv = (tuple(new_k), tuple(new_v)) if cache is not None else None
 
-    h_BxTxD = RMSNorm(c.norm_eps, name='final_norm')(x_BxTxD)
+    h_BxTxD = RMSNorm(c.norm_eps, c.norm_offset, name='final_norm')(x_BxTxD)
     out = {'hidden': h_BxTxD}
     h_MxD = h_BxTxD.reshape(B * T, c.d_model)
     if c.lm_head:
@@ -260,6 +349,8 @@ class Transformer(nn.Module):
       else:
         head_DxV = _param(self, 'head', _dense_init(0, 1), (c.d_model, c.vocab_size), ('embed', 'vocab'))
       logits = ops.linear(h_MxD, head_DxV, c.compute_dtype).reshape(B, T, c.vocab_size)
+      if c.final_softcap:
+        logits = c.final_softcap * jnp.tanh(logits / c.final_softcap)
       out['logits'] = nn.with_logical_constraint(logits, ('batch', 'length', 'act_vocab'))
     if c.scalar_head:
       w_D = _param(self, 'scalar_head', nn.initializers.zeros, (c.d_model,), ('embed',))

@@ -65,10 +65,14 @@ def linear_reference(x_MxK, w_KxN, dtype=jnp.float32):
 
 # -------------------------------------------------------------------------------------------- rope
 
-def rope(x_BxTxNxD, positions_BxT, theta: float):
-  """Rotary position embedding, rotate-half convention (as in Llama / Hugging Face)."""
+def rope(x_BxTxNxD, positions_BxT, theta: float, inv_freq_F=None):
+  """Rotary position embedding, rotate-half convention (as in Llama / Hugging Face).
+
+  ``inv_freq_F`` (``D / 2`` frequencies) replaces the default ``theta ** (-2i / D)``, e.g. when scaled.
+  """
   d_half = x_BxTxNxD.shape[-1] // 2
-  inv_freq_F = 1.0 / (theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
+  if inv_freq_F is None:
+    inv_freq_F = 1.0 / (theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
   angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_F
   sin = jnp.sin(angles_BxTxF)[:, :, None, :]
   cos = jnp.cos(angles_BxTxF)[:, :, None, :]
@@ -89,20 +93,31 @@ def attention_mask(q_segment_ids_BxT, kv_segment_ids_BxS, q_positions_BxT, kv_po
 # The core works on q as [B, K, T, G, D] -> rows M = T*G per key/value head, so that every dot is a
 # batched 2-D matmul over (B, K). The mask [B, T, S] is shared by the G query heads of a group.
 
-def _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype):
+def _scores(q_BxKxTxGxD, k_BxKxSxD, dtype):
   B, K, T, G, D = q_BxKxTxGxD.shape
-  scores_BxKxMxS = _dot(q_BxKxTxGxD.reshape(B, K, T * G, D), jnp.swapaxes(k_BxKxSxD, -1, -2), dtype)
+  return _dot(q_BxKxTxGxD.reshape(B, K, T * G, D), jnp.swapaxes(k_BxKxSxD, -1, -2), dtype)
+
+
+def _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype, softcap):
+  B, K, T, G, D = q_BxKxTxGxD.shape
+  scores_BxKxMxS = _scores(q_BxKxTxGxD, k_BxKxSxD, dtype)
+  if softcap:
+    scores_BxKxMxS = softcap * jnp.tanh(scores_BxKxMxS / softcap)
   scores_BxKxTxGxS = scores_BxKxMxS.reshape(B, K, T, G, -1)
   scores_BxKxTxGxS = jnp.where(mask_BxTxS[:, None, :, None, :], scores_BxKxTxGxS, NEG_INF)
   return jax.nn.softmax(scores_BxKxTxGxS, axis=-1).reshape(B, K, T * G, -1)
 
 
 @functools.lru_cache(maxsize=None)
-def _attention_core_fn(dtype, q_dtype, k_dtype, v_dtype):
-  """softmax(q k^T, masked) v with a backward pass made of fast-path dots only."""
+def _attention_core_fn(dtype, q_dtype, k_dtype, v_dtype, softcap):
+  """softmax(q k^T, masked) v with a backward pass made of fast-path dots only.
+
+  With ``softcap`` the scores are ``softcap * tanh(q k^T / softcap)`` (Gemma 2); the backward
+  recomputes ``q k^T`` for the tanh's derivative rather than keeping another [M, S] residual.
+  """
 
   def forward(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS):
-    probs_BxKxMxS = _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype)
+    probs_BxKxMxS = _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype, softcap)
     out_BxKxMxD = _dot(probs_BxKxMxS, v_BxKxSxD, dtype)
     return out_BxKxMxD.reshape(q_BxKxTxGxD.shape), probs_BxKxMxS
 
@@ -126,6 +141,9 @@ def _attention_core_fn(dtype, q_dtype, k_dtype, v_dtype):
     # row that sees no key, whose uniform probs are otherwise nonzero at masked keys.
     dscores_BxKxMxS = jnp.where(mask[:, None, :, None, :], dscores_BxKxMxS.reshape(B, K, T, G, -1), 0.0)
     dscores_BxKxMxS = dscores_BxKxMxS.reshape(B, K, T * G, -1)
+    if softcap:
+      capped_BxKxMxS = jnp.tanh(_scores(q_BxKxTxGxD, k_BxKxSxD, dtype) / softcap)
+      dscores_BxKxMxS = dscores_BxKxMxS * (1.0 - jnp.square(capped_BxKxMxS))
     dq_BxKxMxD = _dot(dscores_BxKxMxS, k_BxKxSxD, dtype)
     dk_BxKxSxD = _dot(_transposed(dscores_BxKxMxS), q_BxKxMxD, dtype)
     return (dq_BxKxMxD.reshape(B, K, T, G, D).astype(q_dtype), dk_BxKxSxD.astype(k_dtype),
@@ -135,8 +153,8 @@ def _attention_core_fn(dtype, q_dtype, k_dtype, v_dtype):
   return f
 
 
-def _attention_core(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype):
-  fn = _attention_core_fn(jnp.dtype(dtype), q_BxKxTxGxD.dtype, k_BxKxSxD.dtype, v_BxKxSxD.dtype)
+def _attention_core(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype, softcap=0.0):
+  fn = _attention_core_fn(jnp.dtype(dtype), q_BxKxTxGxD.dtype, k_BxKxSxD.dtype, v_BxKxSxD.dtype, float(softcap))
   return fn(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS)
 
 
@@ -159,15 +177,16 @@ def causal_chunks_are_exact(mask_BxTxS, chunk: int):
   return no_skipped_key_visible & every_row_sees_a_key
 
 
-def _chunked_causal(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype, chunk):
+def _chunked_causal(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype, chunk, softcap=0.0):
   outs = []
   for t0, t1 in _chunk_bounds(q_BxKxTxGxD.shape[2], chunk):
     outs.append(_attention_core(q_BxKxTxGxD[:, :, t0:t1], k_BxKxSxD[:, :, :t1], v_BxKxSxD[:, :, :t1],
-                                mask_BxTxS[:, t0:t1, :t1], dtype))
+                                mask_BxTxS[:, t0:t1, :t1], dtype, softcap))
   return jnp.concatenate(outs, axis=2)
 
 
-def attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, chunk: int | None = None):
+def attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, chunk: int | None = None,
+              softcap: float = 0.0):
   """Grouped-query attention: G query heads share each of the K key/value heads.
 
   Keys and values come head-major, ``[B, K, S, D]`` (the KV cache's layout, read without a copy).
@@ -175,14 +194,15 @@ def attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, 
   mask. When queries and keys are the same sequence (T == S) and T > ``chunk`` (default
   ``ATTENTION_CHUNK``; 0 disables), query blocks skip the keys in their future, taken only when
   ``causal_chunks_are_exact`` holds for this mask (a ``lax.cond``; otherwise one full block).
+  ``softcap`` > 0 caps the scores at +-softcap with a tanh before the mask and softmax.
   """
   chunk = ATTENTION_CHUNK if chunk is None else chunk
   q_BxKxTxGxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4))
   T, S = q_BxTxKxGxD.shape[1], k_BxKxSxD.shape[2]
   args = (q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS)
-  full = functools.partial(_attention_core, dtype=dtype)
+  full = functools.partial(_attention_core, dtype=dtype, softcap=softcap)
   if chunk and T == S and T > chunk:
-    blocked = functools.partial(_chunked_causal, dtype=dtype, chunk=chunk)
+    blocked = functools.partial(_chunked_causal, dtype=dtype, chunk=chunk, softcap=softcap)
     out_BxKxTxGxD = jax.lax.cond(causal_chunks_are_exact(mask_BxTxS, chunk), blocked, full, *args)
   else:
     out_BxKxTxGxD = full(*args)
@@ -193,7 +213,7 @@ KV_BLOCK = 128  # cache slots per block in cached_attention
 
 
 def cached_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_len, dtype=jnp.float32,
-                     block: int = KV_BLOCK):
+                     block: int = KV_BLOCK, softcap: float = 0.0):
   """Attention of new tokens over a KV cache whose slots ``>= kv_len`` are empty (inference only).
 
   Reads only the blocks of ``block`` slots that hold something (a ``while_loop`` to
@@ -214,6 +234,8 @@ def cached_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_len, dtyp
     fresh_C = start + jnp.arange(block) >= i * block  # slots not already counted
     visible_BxTxC = jax.lax.dynamic_slice_in_dim(mask_BxTxS, start, block, axis=2) & fresh_C
     scores_BxKxMxC = _dot(q_BxKxMxD, jnp.swapaxes(k_BxKxCxD, -1, -2), dtype).reshape(B, K, T, G, block)
+    if softcap:
+      scores_BxKxMxC = softcap * jnp.tanh(scores_BxKxMxC / softcap)
     scores_BxKxMxC = jnp.where(visible_BxTxC[:, None, :, None, :], scores_BxKxMxC, -jnp.inf).reshape(B, K, T * G, block)
     new_max_BxKxM = jnp.maximum(max_BxKxM, jnp.max(scores_BxKxMxC, axis=-1))
     safe_max = jnp.where(jnp.isfinite(new_max_BxKxM), new_max_BxKxM, 0.0)
@@ -231,7 +253,7 @@ def cached_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_len, dtyp
   return jnp.transpose(out_BxKxMxD.reshape(B, K, T, G, D), (0, 2, 1, 3, 4))
 
 
-def attention_reference(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32):
+def attention_reference(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, softcap: float = 0.0):
   """The plain formulation (autodiff backward); the tests hold ``attention`` to it.
 
   Operands are rounded to ``dtype`` and multiplied in float32: the same products as a ``dtype`` dot
@@ -239,6 +261,8 @@ def attention_reference(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp
   """
   rounded = lambda x: x.astype(dtype).astype(jnp.float32)
   scores_BxKxGxTxS = jnp.einsum('btkgd,bksd->bkgts', rounded(q_BxTxKxGxD), rounded(k_BxKxSxD))
+  if softcap:
+    scores_BxKxGxTxS = softcap * jnp.tanh(scores_BxKxGxTxS / softcap)
   scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, NEG_INF)
   probs = jax.nn.softmax(scores_BxKxGxTxS, axis=-1)
   return jnp.einsum('bkgts,bksd->btkgd', rounded(probs), rounded(v_BxKxSxD))

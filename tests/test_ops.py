@@ -240,3 +240,26 @@ def test_lm_loss_with_fused_head_equals_the_logits_path(tie):
     np.testing.assert_allclose(sums_a[k], sums_b[k], **F32)
   for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('chunk', [0, 8])
+def test_softcapped_attention_matches_reference_values_and_gradients(chunk):
+  """Gemma 2's scores softcap * tanh(s / softcap): the hand-written backward against autodiff."""
+  q, k, v = _qkv(2, 20, 20, 2, 2, 8)
+  q = q * 3.0  # scores of several units, where the tanh bends
+  pos = jnp.broadcast_to(jnp.arange(20), (2, 20))
+  seg = jnp.ones((2, 20), jnp.int32)
+  mask = ops.attention_mask(seg, seg, pos, pos)
+  cot = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), jnp.float32)
+
+  def grads(fn):
+    return jax.jit(jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * cot), (0, 1, 2)))(q, k, v)
+
+  fast = lambda q, k, v: ops.attention(q, k, v, mask, chunk=chunk, softcap=1.5)  # noqa: E731
+  ref = lambda q, k, v: ops.attention_reference(q, k, v, mask, softcap=1.5)  # noqa: E731
+  np.testing.assert_allclose(fast(q, k, v), ref(q, k, v), **F32)
+  for g, w in zip(grads(fast), grads(ref)):
+    np.testing.assert_allclose(g, w, **F32)
+  assert np.abs(np.asarray(ref(q, k, v) - ops.attention_reference(q, k, v, mask))).max() > 0.1  # the cap matters
+  got = ops.cached_attention(q[:, -3:], k, v, mask[:, -3:], jnp.int32(20), block=8, softcap=1.5)
+  np.testing.assert_allclose(got, ref(q, k, v)[:, -3:], **F32)

@@ -80,33 +80,46 @@ def _stage_outputs(workdir, stage: str | None) -> tuple[str, dict]:
   return stages[0], outputs
 
 
-def export_checkpoint(workdir, out_dir, stage: str | None = None, dtype: str = 'float32',
-                      max_shard_bytes: int = 2 << 30) -> dict:
-  """Writes a trained stage of ``workdir`` (LoRA adapters merged) as a Hugging Face checkpoint:
-  ``config.json``, safetensors in ``dtype`` and, for an imported tokenizer, its files."""
-  from lm.model import Transformer
-  from lm.stages import common  # restores any stage's params, merging LoRA
-  stage, outputs = _stage_outputs(workdir, stage)
-  cfg = ModelConfig.from_config(outputs['model'])
+def save_hf(params, cfg, out_dir, dtype: str = 'float32', token_ids: dict | None = None, tokenizer_dir=None,
+            max_shard_bytes: int = 2 << 30) -> dict:
+  """Writes ``params`` of ``Transformer(cfg)`` as a Hugging Face checkpoint: ``config.json``,
+  safetensors in ``dtype`` and the tokenizer files found in ``tokenizer_dir``, if any."""
   family = families.family_of_model(cfg)
   np_dtype = {'float32': np.float32, 'bfloat16': safetensors_io.DTYPES['BF16'], 'float16': np.float16}.get(dtype)
   if np_dtype is None:
     raise ValueError(f'--dtype={dtype!r}; valid: float32, bfloat16, float16')
-  mesh, rules = sharding.make_mesh((-1, 1, 1)), sharding.DEFAULT_RULES
-  params = common.load_trained_params(outputs, Transformer(cfg), mesh, rules)
   out_dir = Path(out_dir)
+  files = safetensors_io.write(out_dir, weights.hf_tensors(params, cfg, family), np_dtype, max_shard_bytes)
+  hf_cfg = families.hf_config(cfg, family, {**(token_ids or {}), 'dtype': dtype})
+  (out_dir / 'config.json').write_text(json.dumps(hf_cfg, indent=2) + '\n')
+  for name in hf_tokenizer.COPIED if tokenizer_dir else ():
+    if (Path(tokenizer_dir) / name).is_file():
+      (out_dir / name).write_bytes((Path(tokenizer_dir) / name).read_bytes())
+  return {'family': family, 'out': str(out_dir), 'files': [f.name for f in files]}
+
+
+def export_checkpoint(workdir, out_dir, stage: str | None = None, dtype: str = 'float32',
+                      max_shard_bytes: int = 2 << 30) -> dict:
+  """Writes a trained stage of ``workdir`` (LoRA adapters merged) as a Hugging Face checkpoint
+  (``save_hf``); an imported tokenizer goes along. Returns ``{stage, family, out, files}``."""
+  from lm.model import Transformer
+  from lm.stages import common  # restores any stage's params, merging LoRA
+  stage, outputs = _stage_outputs(workdir, stage)
+  cfg = ModelConfig.from_config(outputs['model'])
+  families.family_of_model(cfg)  # an unexportable model fails before anything is restored
+  params = common.load_trained_params(outputs, Transformer(cfg), sharding.make_mesh((-1, 1, 1)), sharding.DEFAULT_RULES)
   token_ids = dict(outputs.get('token_ids') or {})
-  tok_path = outputs.get('tokenizer') or ''
-  if tok_path and Path(tok_path).name == hf_tokenizer.META_FILE:
-    for name in hf_tokenizer.COPIED:
-      if (Path(tok_path).parent / name).is_file():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / name).write_bytes((Path(tok_path).parent / name).read_bytes())
+  tok_path = Path(outputs.get('tokenizer') or '.')
+  tokenizer_dir = tok_path.parent if tok_path.name == hf_tokenizer.META_FILE else None
+  if not token_ids and tokenizer_dir is not None:
+    token_ids = _token_ids(tokenizer_dir)
   elif not token_ids:
-    from lm import tokenizer as lm_tokenizer
+    from lm import tokenizer as lm_tokenizer  # lm's own tokenizer (not exported): its fixed ids
     token_ids = {'bos_token_id': lm_tokenizer.BOS_ID, 'eos_token_id': lm_tokenizer.EOS_ID,
                  'pad_token_id': lm_tokenizer.PAD_ID}
-  hf_cfg = families.hf_config(cfg, family, {**token_ids, 'dtype': dtype})
-  files = safetensors_io.write(out_dir, weights.hf_tensors(params, cfg, family), np_dtype, max_shard_bytes)
-  (out_dir / 'config.json').write_text(json.dumps(hf_cfg, indent=2) + '\n')
-  return {'stage': stage, 'family': family, 'out': str(out_dir), 'files': [f.name for f in files]}
+  return {'stage': stage, **save_hf(params, cfg, out_dir, dtype, token_ids, tokenizer_dir, max_shard_bytes)}
+
+
+def _token_ids(tokenizer_dir) -> dict:
+  tok = hf_tokenizer.HfTokenizer(Path(tokenizer_dir) / hf_tokenizer.META_FILE)
+  return {'bos_token_id': tok.bos_id, 'eos_token_id': tok.eos_id, 'pad_token_id': tok.pad_id}

@@ -1,12 +1,13 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, eval, pretrain, sft, tokenizer
+from lm.stages import data, eval, hf_import, pretrain, sft, tokenizer
 
 STAGES = {
     'data': data.run,
     'tokenizer': tokenizer.run,
     'pretrain': pretrain.run,
+    'import': hf_import.run,
     'sft': sft.run,
     'eval': eval.run,
 }

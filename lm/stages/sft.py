@@ -32,11 +32,23 @@ def conversation_rows(tok, tfds_dir, split, seq_len, pack=True, thinking=True, t
   return pipeline.pack_conversations(rendered, seq_len, tok.pad_id, one_per_row=not pack)
 
 
+def starting_point(inputs) -> dict:
+  """The outputs of the stage SFT starts from: ``pretrain``, or ``import`` (a Hugging Face checkpoint)."""
+  for name in ('pretrain', 'import'):
+    if name in inputs:
+      if not inputs[name].get('tokenizer'):
+        raise ConfigError(f'sft: the {name} stage has no tokenizer lm can read (the {inputs[name].get("family")} '
+                          f'checkpoint has no sentencepiece tokenizer.model)')
+      return inputs[name]
+  raise ConfigError(f'sft needs a pretrain or import stage before it (ran: {", ".join(inputs) or "none"})')
+
+
 def run(config, workdir, inputs) -> dict:
   c = config.sft
   if c.mode not in ('full', 'lora'):
     raise ConfigError(f'sft.mode={c.mode!r}; valid: full, lora')
-  tok = tokenizer.load(inputs['tokenizer']['path'])
+  start = starting_point(inputs)
+  tok = tokenizer.load(start['tokenizer'])
   model = common.model_from_config(config, tok, c.seq_len)
   mesh, rules = common.mesh_and_rules(config)
   tfds_dir = inputs['data']['tfds_dir']
@@ -45,7 +57,7 @@ def run(config, workdir, inputs) -> dict:
   eval_rows = pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False)
   base_loss = lm_steps.make_loss_sums(model, c.z_loss_weight)
   base_eval = lm_steps.make_eval_step(model)
-  pretrained = inputs['pretrain']['checkpoint_dir']
+  pretrained = start['checkpoint_dir']
   target = common.abstract_params(model, mesh, rules)
   task = dict(name='sft', train_batches=pipeline.Batches(rows['train'], c.batch_size, seed=config.seed),
               eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)], weight_name='tokens')
@@ -66,5 +78,5 @@ def run(config, workdir, inputs) -> dict:
     extra = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained, 'memory': report,
              'trainable_params': report['trainable_params'], 'train_state_bytes': report['lora_state_bytes']}
   out = train.run(train.Task(**task), c, workdir, mesh, rules, seed=config.seed)
-  return {**out, **extra, 'mode': c.mode, 'tokenizer': inputs['tokenizer']['path'],
+  return {**out, **extra, 'mode': c.mode, 'tokenizer': start['tokenizer'],
           'train_rows': int(len(rows['train']['inputs'])), 'model': json.loads(json.dumps(dict(config.model)))}

@@ -44,7 +44,7 @@ def make_loss_sums(model, z_loss_weight: float = 0.0, fused_head: bool = True):
   def loss_sums(params, batch, rng):
     del rng
     out = model.apply({'params': params}, batch['inputs'], batch['positions'], batch['segment_ids'])
-    if fused_head:
+    if fused_head and not model.config.final_softcap:  # the fused head has no softcap
       return fused_next_token_loss(model, params, out['hidden'], batch['targets'], batch['loss_mask'],
                                    z_loss_weight)
     return next_token_loss(out['logits'], batch['targets'], batch['loss_mask'], z_loss_weight)
