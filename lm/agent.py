@@ -101,7 +101,7 @@ def _programs(model, cfg, agent_cfg, batch: int, prompt_len: int, mesh, rules):
   """(start, resume), jitted once per shape (the key); each round and each call reuses them."""
   del batch, prompt_len
   start = jax.jit(functools.partial(_start, model=model, cfg=cfg, agent_cfg=agent_cfg))
-  resume = jax.jit(functools.partial(_resume, model=model, cfg=cfg))
+  resume = jax.jit(functools.partial(_resume, model=model, cfg=cfg), donate_argnums=(1,))  # the cache, in place
   if mesh is None:
     return start, resume
 
