@@ -138,7 +138,7 @@ def test_reference_scores_one_and_wrong_answers_less(world, family, variant):
   for ex in tasks.sample(world, family, 40, seed=0, variant=variant):
     assert tasks.score(ex, ex.reference) == 1.0, (ex.prompt, ex.reference)
     assert ex.prompt[-1]['role'] == 'user' and ex.reference[-1]['role'] == 'assistant'
-    if variant == 'tool':
+    if variant == 'tool' and ex.meta.get('digits') != 1:  # a 1-digit sum is answered without a call
       assert ex.reference[0]['tool_calls'] and ex.reference[1]['role'] == 'tool'
     if variant == 'thinking':
       assert ex.reference[-1]['thinking']
