@@ -282,6 +282,9 @@ def complete_chats(params, model, tokenizer, conversations, cfg: SamplingConfig,
   and ``finished`` (True when the row ended with a stop id rather than running out of tokens).
   """
   from lm import chat  # chat sits beside the model; import here to keep sample importable alone
+  chat_format = getattr(tokenizer, 'chat_format', None)  # an imported checkpoint's (lm.interop)
+  if chat_format is not None and cfg.stop_ids == SamplingConfig.stop_ids:  # lm's ids mean nothing there
+    cfg = dataclasses.replace(cfg, stop_ids=chat_format.stop_ids, pad_id=tokenizer.pad_id)
   prompts = [chat.render_prompt(tokenizer, messages) for messages in conversations]
   out = generate(params, model, tokenizer, prompts, cfg, rng, mesh=mesh, rules=rules)
   results = []

@@ -245,7 +245,7 @@ def test_chat_format_renders_the_family_template_by_id_and_is_injection_safe(fam
 def test_lora_sft_from_an_imported_gemma_exports_merged_weights_transformers_reads(tmp_path):
   """experiments/sft_from_hf.py:smoke: data -> import -> LoRA SFT in the Gemma chat format; the
   export (adapters merged) computes in transformers what lm computes with the merged params."""
-  from lm import config as lm_config, launch, metrics
+  from lm import chat, config as lm_config, launch, metrics, tokenizer
   from lm.stages import common
   hf = write_sentencepiece(tmp_path / 'hf', 'gemma')
   torch.manual_seed(0)
@@ -267,3 +267,15 @@ def test_lora_sft_from_an_imported_gemma_exports_merged_weights_transformers_rea
   assert np.abs(lm_logits(cfg.config, merged, tokens) - hf_logits(exported, tokens)).max() <= 1e-4
   assert np.abs(hf_logits(exported, tokens) - hf_logits(model, tokens)).max() > 1e-3  # the adapters moved it
   assert (tmp_path / 'export' / 'tokenizer.model').read_bytes() == (hf / 'tokenizer.model').read_bytes()
+
+  # chatting with it: the prompt in Gemma's format, greedy, stopping at <end_of_turn> or <eos>
+  tok = tokenizer.load(out['sft']['tokenizer'])
+  conversation = [{'role': 'user', 'content': 'What is 12 + 30?'}]
+  reply = sample.complete_chats(merged, cfg, tok, [conversation], sample.SamplingConfig(temperature=0.0, max_new_tokens=8),
+                                jax.random.key(0))[0]
+  prompt = chat.render_prompt(tok, conversation)
+  with torch.no_grad():
+    theirs = exported.generate(torch.as_tensor(prompt[None], dtype=torch.long), max_new_tokens=8, do_sample=False,
+                               eos_token_id=list(tok.chat_format.stop_ids), pad_token_id=tok.pad_id)
+  np.testing.assert_array_equal(reply['ids'], theirs[0, len(prompt):].numpy())
+  assert reply['content'] == tok.decode(reply['ids']).strip()
