@@ -1,0 +1,116 @@
+"""Rollouts for RL from human feedback: prompts -> sampled responses -> proxy and gold scores.
+
+  prompt_BxP, mask_BxP = encode_prompts(tok, [e.prompt for e in examples], P)
+  out = sample.sample_jit(params['policy'], model, prompt_BxP, mask_BxP, rng, sampling_cfg)
+  batch, stats = score(params, ref_params, rm_params, prompt_BxP, mask_BxP, out, kl_coef)
+  rows = gold_rows(tok, examples, out)        # the lab's gold scorers, as lm.evals rows
+
+``make_score`` builds ``score`` (jittable): the policy's and the reference's log-probs of the sampled
+tokens (training forward, at the sampling temperature), the value model's estimates, the reward
+model's score at the last token (normalised by the reward stage; unfinished responses penalised),
+the per-token KL and, given an estimator (``lm.steps.advantages``), advantages and returns: the
+train batch of ``lm.steps.ppo.make_loss_sums``. ``stats`` are per-row numbers for the metrics.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm import chat, evals
+from lm.data import tasks
+from lm.steps import advantages as advantages_lib
+from lm.steps import ppo
+from lm.tokenizer import PAD_ID
+
+
+def encode_prompts(tok, prompts, length: int) -> tuple[np.ndarray, np.ndarray]:
+  """Chat prompts (message lists) LEFT-padded to ``length``: ``(tokens int32 [B, P], mask int32 [B, P])``."""
+  tokens = np.full((len(prompts), length), PAD_ID, np.int32)
+  mask = np.zeros((len(prompts), length), np.int32)
+  for b, messages in enumerate(prompts):
+    ids = chat.render_prompt(tok, messages)
+    if len(ids) > length:
+      raise ValueError(f'prompt {b} has {len(ids)} tokens, more than rlhf.max_prompt_len={length}')
+    tokens[b, length - len(ids):] = ids
+    mask[b, length - len(ids):] = 1
+  return tokens, mask
+
+
+def make_score(policy_model, value_model, reward_fn, estimator: advantages_lib.Estimator | None,
+               estimator_cfg: advantages_lib.EstimatorConfig = advantages_lib.EstimatorConfig(),
+               temperature: float = 1.0, unfinished_penalty: float | None = None, group_size: int = 1):
+  """``score(params, ref_params, rm_params, prompt_BxP, prompt_mask_BxP, sampled, kl_coef) -> (batch, stats)``.
+
+  ``params`` is ``{'policy'}`` plus ``'value'`` when the estimator needs a critic; ``sampled`` is
+  the sampler's output (``tokens``, ``mask``, ``done``, ``logprobs``). Without an estimator the batch
+  has no advantages (measurement only). ``stats`` (all ``[B]``): ``proxy_reward`` (the reward
+  model's normalised score), ``score`` (after the unfinished penalty), ``kl`` and ``kl_k3`` (summed
+  over the response), ``response_length``, ``finished``, ``sampler_logprob_gap`` (mean |sampler -
+  training| log-prob per token: 0 up to numerics at temperature 1).
+  """
+  critic = estimator is not None and estimator.critic
+  if critic and value_model is None:
+    raise ValueError(f'estimator {estimator.name!r} needs a value model')
+
+  def score(params, ref_params, rm_params, prompt_BxP, prompt_mask_BxP, sampled, kl_coef):
+    mask_BxN = sampled['mask'].astype(jnp.float32)
+    seq = ppo.layout(prompt_BxP, prompt_mask_BxP, sampled['tokens'], sampled['mask'])
+    args = (seq['tokens'], seq['segment_ids'], seq['positions'])
+    P = prompt_BxP.shape[1]
+    logp, _ = ppo.response_logprobs(policy_model, params['policy'], *args, P, temperature)
+    ref_logp, _ = ppo.response_logprobs(policy_model, ref_params, *args, P, temperature)
+    logp, ref_logp = logp * mask_BxN, ref_logp * mask_BxN
+    reward_B = reward_fn(rm_params, *args, seq['last_index'])
+    score_B = ppo.penalize_unfinished(reward_B, sampled['done'], unfinished_penalty)
+    kl_BxN = ppo.kl_k1(logp, ref_logp) * mask_BxN
+    lengths = jnp.sum(mask_BxN, axis=1)
+    stats = {'proxy_reward': reward_B, 'score': score_B, 'kl': jnp.sum(kl_BxN, axis=1),
+             'kl_k3': jnp.sum(ppo.kl_k3(logp, ref_logp) * mask_BxN, axis=1), 'response_length': lengths,
+             'finished': sampled['done'].astype(jnp.float32),
+             'sampler_logprob_gap': jnp.sum(jnp.abs(sampled['logprobs'] - logp) * mask_BxN, axis=1)
+                                    / jnp.maximum(lengths, 1.0)}
+    batch = {'tokens': seq['tokens'], 'segment_ids': seq['segment_ids'], 'positions': seq['positions'],
+             'mask': mask_BxN, 'old_logprobs': logp, 'ref_logprobs': ref_logp}
+    if estimator is None:
+      return batch, stats
+    values = ppo.response_values(value_model, params['value'], *args, P) * mask_BxN if critic else None
+    rollout = advantages_lib.Rollout(score_B, kl_BxN, mask_BxN, values, kl_coef, group_size)
+    advantages, returns = estimator.fn(rollout, estimator_cfg)
+    loss_kl = kl_coef if estimator.kl == 'loss' else 0.0
+    batch.update(advantages=advantages, kl_coef=jnp.full(score_B.shape, loss_kl, jnp.float32))
+    if critic:
+      batch.update(old_values=values, returns=returns)
+    return batch, stats
+
+  return score
+
+
+def gold_rows(tok, examples, tokens_BxN, lengths_B, finished_B) -> list[dict]:
+  """Each response parsed and scored by the lab's gold scorer, as ``lm.evals`` rows (``family``,
+  ``variant``, ``meta``, ``prompt``, ``response``, ``finished``, ``score``); ``finished`` is True when
+  the turn ended within the budget."""
+  rows = []
+  for ex, tokens, n, done in zip(examples, np.asarray(tokens_BxN), np.asarray(lengths_B), np.asarray(finished_B)):
+    message = chat.parse(tok, tokens[:int(n)])
+    rows.append(dict(family=ex.family, variant=ex.variant, meta=ex.meta, prompt=ex.prompt, response=message,
+                     finished=bool(done), score=tasks.score(ex, [message])))
+  return rows
+
+
+def metrics(rows, stats) -> dict:
+  """One flat dict for a batch of rollouts: means of ``stats`` (proxy reward, KL, length, ...), the
+  gold reward, refusal and over-refusal rates and accuracy per task family."""
+  out = {k: float(np.mean(np.asarray(v))) for k, v in stats.items()}
+  out['gold_reward'] = float(np.mean([r['score'] for r in rows]))
+  out.update(evals.refusal_rates(rows))
+  families = sorted({r['family'] for r in rows})
+  out.update({f'acc[{f}]': float(np.mean([r['score'] for r in rows if r['family'] == f])) for f in families})
+  return out
+
+
+def to_host(x) -> np.ndarray:
+  """A global array as numpy on every process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

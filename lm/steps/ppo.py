@@ -1,0 +1,227 @@
+"""PPO for RLHF: log-probs of responses, KL to a frozen reference, GAE, the clipped objective.
+
+A rollout row is a prompt (LEFT-padded to a static ``P``) followed by the sampled response
+(``N`` slots, right-padded): ``tokens_BxT`` with ``T = P + N``, ``segment_ids`` 1 on real tokens, 0
+on padding, and ``positions`` counting from the first real token (``layout``). Per-token arrays of
+the response are ``[B, N]`` and ``mask_BxN`` is 1 on generated tokens. Token ``t`` of the response
+is scored with the logits (and the value) of the position before it.
+
+Implementation details adopted from "The N implementation details of RLHF with PPO" (Huang et al.
+2024) and Ziegler et al. 2019 / Stiennon et al. 2020:
+  - the reward is the reward model's score at the response's last token minus ``kl_coef`` times the
+    per-token KL estimate ``k1 = logp - ref_logp`` at every token (``token_rewards``); the reward
+    model is normalised on reference-policy samples (mean 0, std 1), rewards are not whitened;
+  - a response that never ends (no stop token within the budget) has its score replaced by a fixed
+    penalty (``penalize_unfinished``), the "EOS trick";
+  - ``kl_coef`` fixed, or adapted by Ziegler's proportional controller (``adaptive_kl_coef``);
+  - old log-probs are recomputed with the training forward pass (not taken from the sampler), at the
+    sampling temperature (logits divided by it in both, ``response_logprobs``);
+  - GAE over the response mask (terminal after the last token), advantages whitened over the
+    masked tokens of the whole rollout batch (``whiten``), returns = advantages + values before
+    whitening;
+  - the value model is a separate transformer with a scalar head initialised from the reward model,
+    trained jointly with the policy (one pytree ``{'policy', 'value'}``, one optimiser);
+  - clipped surrogate policy loss, clipped value loss (``0.5 * max`` of the two squared errors),
+    optional entropy bonus; every token-level term is a masked mean over the minibatch's response
+    tokens (the ``weight``), so microbatching gives the same update;
+  - several epochs of shuffled minibatches per rollout batch (``make_update``);
+  - no dropout anywhere (the model has none).
+A KL term in the loss (``kl_coef`` per row, with the ``k3`` estimator) serves GRPO (DeepSeekMath);
+it is zero for PPO, whose KL is in the reward.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm.steps import common
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  clip_ratio: float = 0.2     # policy ratio clipped to [1 - c, 1 + c]
+  value_clip: float = 0.2     # value moves at most this far from the rollout's value (0: no clipping)
+  vf_coef: float = 0.1        # weight of the value loss
+  entropy_coef: float = 0.0   # weight of the entropy bonus
+  temperature: float = 1.0    # sampling temperature: log-probs are of logits / temperature
+
+
+# ------------------------------------------------------------------------------ sequences
+
+def layout(prompt_BxP, prompt_mask_BxP, response_BxN, response_mask_BxN) -> dict:
+  """Prompt + response rows: ``tokens``, ``segment_ids``, ``positions`` ``[B, P + N]`` and
+  ``last_index`` ``[B]`` (the response's last token; where the reward is read)."""
+  P = prompt_BxP.shape[1]
+  tokens_BxT = jnp.concatenate([prompt_BxP, response_BxN], axis=1).astype(jnp.int32)
+  segment_ids_BxT = jnp.concatenate([prompt_mask_BxP, response_mask_BxN], axis=1).astype(jnp.int32)
+  positions_BxT = jnp.maximum(jnp.cumsum(segment_ids_BxT, axis=1) - 1, 0) * segment_ids_BxT
+  lengths_B = jnp.sum(response_mask_BxN.astype(jnp.int32), axis=1)
+  return {'tokens': tokens_BxT, 'segment_ids': segment_ids_BxT, 'positions': positions_BxT.astype(jnp.int32),
+          'last_index': P + jnp.maximum(lengths_B, 1) - 1}
+
+
+def response_logprobs(model, params, tokens_BxT, segment_ids_BxT, positions_BxT, start: int,
+                      temperature: float = 1.0):
+  """``(logp_BxN, entropy_BxN)`` of ``tokens[:, start:]`` (``N = T - start``) under the model:
+  log-softmax of the logits one position earlier, divided by ``temperature``."""
+  out = model.apply({'params': params}, tokens_BxT, positions_BxT, segment_ids_BxT)
+  logits_BxNxV = out['logits'][:, start - 1:-1] / temperature
+  logp_BxNxV = jax.nn.log_softmax(logits_BxNxV, axis=-1)
+  logp_BxN = jnp.take_along_axis(logp_BxNxV, tokens_BxT[:, start:, None], axis=-1)[..., 0]
+  entropy_BxN = -jnp.sum(jnp.exp(logp_BxNxV) * logp_BxNxV, axis=-1)
+  return logp_BxN, entropy_BxN
+
+
+def response_values(value_model, params, tokens_BxT, segment_ids_BxT, positions_BxT, start: int):
+  """The value model's estimate before each response token: ``scalar`` one position earlier, ``[B, N]``."""
+  out = value_model.apply({'params': params}, tokens_BxT, positions_BxT, segment_ids_BxT)
+  return out['scalar'][:, start - 1:-1]
+
+
+# ------------------------------------------------------------------------------ KL and rewards
+
+def kl_k1(logp_BxN, ref_logp_BxN):
+  """``log p - log q`` of the sampled token: unbiased for KL(p || q), per token."""
+  return logp_BxN - ref_logp_BxN
+
+
+def kl_k3(logp_BxN, ref_logp_BxN):
+  """``(r - 1) - log r`` with ``r = q / p``: unbiased, never negative, lower variance (Schulman)."""
+  log_r = ref_logp_BxN - logp_BxN
+  return jnp.expm1(log_r) - log_r
+
+
+def penalize_unfinished(scores_B, finished_B, penalty: float | None):
+  """Scores with those of unfinished responses replaced by ``penalty`` (None: unchanged)."""
+  if penalty is None:
+    return scores_B
+  return jnp.where(finished_B, scores_B, jnp.asarray(penalty, scores_B.dtype))
+
+
+def token_rewards(scores_B, kl_BxN, mask_BxN, kl_coef):
+  """``-kl_coef * kl`` at every response token, plus the score at the last one. ``kl_coef``: scalar or [B]."""
+  mask = mask_BxN.astype(jnp.float32)
+  lengths_B = jnp.sum(mask, axis=1).astype(jnp.int32)
+  last_BxN = jax.nn.one_hot(jnp.maximum(lengths_B, 1) - 1, mask.shape[1]) * mask
+  kl_coef_B = jnp.broadcast_to(jnp.asarray(kl_coef, jnp.float32), scores_B.shape)
+  return (-kl_coef_B[:, None] * kl_BxN + scores_B[:, None] * last_BxN) * mask
+
+
+def adaptive_kl_coef(kl_coef, kl, n_samples: int, target: float, horizon: float):
+  """Ziegler et al.'s controller: ``coef *= 1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon``."""
+  error = jnp.clip(kl / target - 1.0, -0.2, 0.2)
+  return kl_coef * (1.0 + error * n_samples / horizon)
+
+
+# ------------------------------------------------------------------------------ advantages
+
+def gae(rewards_BxN, values_BxN, mask_BxN, gamma: float, lam: float):
+  """Generalised advantage estimation over each row's response; ``(advantages, returns)`` [B, N].
+
+  ``delta_t = r_t + gamma * V_{t+1} - V_t`` with ``V`` zero after the last token (terminal),
+  ``A_t = delta_t + gamma * lam * A_{t+1}``, computed backwards by ``lax.scan``; returns ``A + V``.
+  Both are 0 where the mask is 0.
+  """
+  mask = mask_BxN.astype(jnp.float32)
+  values = values_BxN * mask
+  next_values = jnp.concatenate([values[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
+  deltas_BxN = (rewards_BxN + gamma * next_values - values) * mask
+
+  def back(next_adv_B, xs):
+    delta_B, m_B = xs
+    adv_B = (delta_B + gamma * lam * next_adv_B) * m_B
+    return adv_B, adv_B
+
+  _, adv_NxB = jax.lax.scan(back, jnp.zeros(mask.shape[:1]), (deltas_BxN.T, mask.T), reverse=True)
+  advantages = adv_NxB.T
+  return advantages, (advantages + values) * mask
+
+
+def whiten(x_BxN, mask_BxN, shift_mean: bool = True, eps: float = 1e-8):
+  """``(x - mean) / std`` over the masked entries (mean kept when not ``shift_mean``); 0 off the mask."""
+  mask = mask_BxN.astype(jnp.float32)
+  n = jnp.maximum(jnp.sum(mask), 1.0)
+  mean = jnp.sum(x_BxN * mask) / n
+  var = jnp.sum(jnp.square(x_BxN - mean) * mask) / n
+  out = (x_BxN - mean) * jax.lax.rsqrt(var + eps)
+  return (out if shift_mean else out + mean) * mask
+
+
+# ------------------------------------------------------------------------------ losses (per token)
+
+def policy_loss(logp_BxN, old_logp_BxN, advantages_BxN, clip_ratio: float):
+  """Clipped surrogate ``max(-A r, -A clip(r))`` per token, and whether the clip was active."""
+  ratio = jnp.exp(logp_BxN - old_logp_BxN)
+  unclipped = -advantages_BxN * ratio
+  clipped = -advantages_BxN * jnp.clip(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+  return jnp.maximum(unclipped, clipped), (clipped > unclipped).astype(jnp.float32)
+
+
+def value_loss(values_BxN, old_values_BxN, returns_BxN, value_clip: float):
+  """``0.5 * max((V - R)^2, (V_clipped - R)^2)`` per token, ``V_clipped`` within ``value_clip`` of the old value."""
+  unclipped = jnp.square(values_BxN - returns_BxN)
+  if not value_clip:
+    return 0.5 * unclipped
+  v_clipped = old_values_BxN + jnp.clip(values_BxN - old_values_BxN, -value_clip, value_clip)
+  return 0.5 * jnp.maximum(unclipped, jnp.square(v_clipped - returns_BxN))
+
+
+def make_loss_sums(policy_model, value_model, cfg: LossConfig):
+  """``loss_sums(params, batch, rng)`` of a rollout minibatch for ``lm.steps.common.make_train_step``.
+
+  ``params``: ``{'policy'}``, plus ``'value'`` when ``value_model`` is given. ``batch``: ``tokens``,
+  ``segment_ids``, ``positions`` [B, T]; ``mask``, ``old_logprobs``, ``advantages`` [B, N]; with a
+  value model ``old_values``, ``returns`` [B, N]; ``ref_logprobs`` [B, N] and ``kl_coef`` [B] for a
+  KL term in the loss (k3; zero coefficient for PPO). The weight is the number of response tokens.
+  """
+
+  def loss_sums(params, batch, rng):
+    del rng
+    mask = batch['mask'].astype(jnp.float32)
+    start = batch['tokens'].shape[1] - mask.shape[1]
+    seq = (batch['tokens'], batch['segment_ids'], batch['positions'])
+    logp, entropy = response_logprobs(policy_model, params['policy'], *seq, start, cfg.temperature)
+    pg, clipped = policy_loss(logp, batch['old_logprobs'], batch['advantages'], cfg.clip_ratio)
+    kl_loss = batch['kl_coef'][:, None] * kl_k3(logp, batch['ref_logprobs'])
+    per_token = pg - cfg.entropy_coef * entropy + kl_loss
+    sums = {'policy_loss': jnp.sum(pg * mask), 'entropy': jnp.sum(entropy * mask),
+            'clip_fraction': jnp.sum(clipped * mask),
+            'approx_kl': jnp.sum(0.5 * jnp.square(logp - batch['old_logprobs']) * mask),
+            'kl_loss': jnp.sum(kl_loss * mask)}
+    if value_model is not None:
+      values = response_values(value_model, params['value'], *seq, start)
+      vf = value_loss(values, batch['old_values'], batch['returns'], cfg.value_clip)
+      per_token = per_token + cfg.vf_coef * vf
+      sums['value_loss'] = jnp.sum(vf * mask)
+    objective = jnp.sum(per_token * mask)
+    return objective, {**sums, 'loss': objective, 'weight': jnp.sum(mask)}
+
+  return loss_sums
+
+
+# ------------------------------------------------------------------------------ the update
+
+def make_update(loss_sums, tx, schedule, minibatch_size: int, epochs: int, microbatches: int = 1):
+  """``update(state, batch, rng) -> (state, metrics)``: ``epochs`` passes over the rollout batch in
+  shuffled minibatches of ``minibatch_size`` rows, one optimiser step each (``lax.scan``, one
+  program); metrics are the mean over the steps."""
+  step = common.make_train_step(loss_sums, tx, schedule, microbatches)
+
+  def update(state, batch, rng):
+    B = next(iter(jax.tree.leaves(batch))).shape[0]
+    if B % minibatch_size:
+      raise ValueError(f'rollout batch {B} is not divisible by minibatch_size={minibatch_size}')
+    per_epoch = B // minibatch_size
+    perms = jnp.stack([jax.random.permutation(jax.random.fold_in(rng, e), B) for e in range(epochs)])
+    order_SxM = perms.reshape(epochs * per_epoch, minibatch_size)
+
+    def one(state, rows_M):
+      mb = jax.tree.map(lambda x: nn.with_logical_constraint(x[rows_M], ('batch',) + (None,) * (x.ndim - 1)), batch)
+      return step(state, mb)
+
+    state, metrics = jax.lax.scan(one, state, order_SxM)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  return update
