@@ -52,9 +52,10 @@ def import_checkpoint(hf_dir, workdir, mesh=None, rules=sharding.DEFAULT_RULES, 
   checkpoint.save(mgr, 0, {'params': params}, {'source': str(Path(hf_dir).absolute()), 'family': family})
   mgr.wait_until_finished()
   mgr.close()
-  tok = None
-  if jax.process_index() == 0:
-    tok = hf_tokenizer.save(hf_dir, stage_dir / 'tokenizer', family)
+  tok = hf_tokenizer.save(hf_dir, stage_dir / 'tokenizer', family, write=jax.process_index() == 0)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices('import')  # the tokenizer files exist for every process
   hf_config = read_hf_config(hf_dir)
   outputs = {
       'checkpoint_dir': str(ckpt_dir), 'model': json.loads(json.dumps(dataclasses.asdict(cfg))), 'family': family,

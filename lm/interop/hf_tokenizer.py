@@ -30,12 +30,15 @@ def chat_format_of(family: str) -> str:
   return 'gemma' if family.startswith('gemma') else 'llama2'
 
 
-def save(hf_dir, out_dir, family: str) -> Path | None:
+def save(hf_dir, out_dir, family: str, write: bool = True) -> Path | None:
   """Copies the sentencepiece tokenizer of ``hf_dir`` into ``out_dir``; the ``lm_tokenizer.json``
-  path, or None when the checkpoint has no ``tokenizer.model`` (Llama 3 and Qwen use BPE JSON)."""
+  path, or None when the checkpoint has no ``tokenizer.model`` (Llama 3 and Qwen use BPE JSON).
+  ``write=False`` only says where it goes (the other processes of a multi-host import)."""
   hf_dir, out_dir = Path(hf_dir), Path(out_dir)
   if not (hf_dir / MODEL_FILE).is_file():
     return None
+  if not write:
+    return out_dir / META_FILE
   out_dir.mkdir(parents=True, exist_ok=True)
   for name in COPIED:
     if (hf_dir / name).is_file():
