@@ -38,7 +38,7 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       pretrain_tfds='',  # e.g. 'tiny_shakespeare' or 'c4:train:text' instead of the world's text ([tf] extra)
       sft_examples=4000, sft_mix=SFT_MIX,
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
-      preferences=dict(n_prompts=500, k=4, mix=SFT_MIX,
+      preferences=dict(n_prompts=500, k=4, mix=SFT_MIX, validation_fraction=0.1,  # held-out rankings
                        panel=dict(n_raters=5, length_bias=0.0, confidence_bias=0.0, position_bias=0.0,
                                   noise=0.1, seed=0)),
   )
@@ -65,6 +65,12 @@ def get_config() -> ml_collections.ConfigDict:
                         lora=ml_collections.ConfigDict({'rank': 8, 'alpha': 16.0,
                                                         'targets': ('q', 'k', 'v', 'o', 'gate', 'up', 'down')}))
   c.interop = ml_collections.ConfigDict({'hf_dir': ''})  # the import stage's Hugging Face checkpoint
+  # reward model on the panel's rankings (batch_size counts prompts, each with data.preferences.k responses)
+  c.reward = train_section(steps=100, batch_size=8, seq_len=256, lr=3e-4, warmup_steps=10, eval_every=50,
+                           checkpoint_every=50, eval_batches=8,
+                           loss='plackett_luce',  # or 'bradley_terry'
+                           margin=0.0,
+                           normalize_prompts=64, normalize_temperature=1.0, normalize_max_new_tokens=64)
   c.eval = ml_collections.ConfigDict({
       'models': ('pretrain', 'sft', 'rlhf'),  # stages whose models are evaluated, where they ran
       'max_new_tokens': 128, 'batch_size': 64,

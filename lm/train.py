@@ -99,7 +99,8 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
 
     host_slice = sharding.host_batch_slice(cfg.batch_size)
     example = task.train_batches.host_batch(start, host_slice)
-    tokens_per_step = cfg.batch_size * int(np.prod(example['inputs'].shape[1:]))
+    token_rows = example['inputs'] if 'inputs' in example else example['tokens']  # [B, T] or [B, K, T]
+    tokens_per_step = cfg.batch_size * int(np.prod(token_rows.shape[1:]))
     t0 = time.time()
     compiled = step_fn.lower(state, sharding.place_batch(example, mesh), frozen).compile()
     compile_s = time.time() - t0
@@ -125,7 +126,7 @@ class _Loop:
     self.pending = []
     self.last = {}  # final metrics; a resumed run starts from what it logged before
     for row in metrics.read(workdir, task.name):
-      self.last.update({k: row[k] for k in ('loss', 'tokens_per_s', 'eval_loss') if k in row})
+      self.last.update({k: v for k, v in row.items() if k in ('loss', 'tokens_per_s') or k.startswith('eval_')})
     self.stop_requested = False
     self.bar = tqdm(total=cfg.steps, initial=start, desc=task.name, disable=jax.process_index() != 0,
                     dynamic_ncols=True)
@@ -183,14 +184,17 @@ class _Loop:
     self.bar.set_postfix(loss=f'{row["loss"]:.3f}', tok_s=f'{row["tokens_per_s"]:.0f}')
 
   def _evaluate(self, step, params):
-    totals = {'loss': 0.0, 'weight': 0.0}
+    """Pools the eval step's sums over the eval batches: ``eval_<k>`` = sum of k / sum of
+    ``<k>_weight`` where the step returns one (e.g. pairs for an accuracy), else of ``weight``."""
+    totals = {}
     for global_batch in self.task.eval_batches:
       host_batch = {k: v[sharding.host_batch_slice(len(v))] for k, v in global_batch.items()}
       sums = jax.device_get(self.eval_fn(params, sharding.place_batch(host_batch, self.mesh), self.frozen))
-      totals = {k: totals[k] + float(sums[k]) for k in totals}
-    eval_loss = totals['loss'] / max(totals['weight'], 1.0)
-    self.writer.write(step, {'eval_loss': eval_loss})
-    self.last['eval_loss'] = eval_loss
+      totals = {k: totals.get(k, 0.0) + float(v) for k, v in sums.items()}
+    row = {f'eval_{k}': v / max(totals.get(f'{k}_weight', totals['weight']), 1.0)
+           for k, v in totals.items() if k != 'weight' and not k.endswith('_weight')}
+    self.writer.write(step, row)
+    self.last.update(row)
     self.t_last = time.time()  # eval time is not training throughput
 
   def close(self):

@@ -1,7 +1,7 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, eval, hf_import, pretrain, sft, tokenizer
+from lm.stages import data, eval, hf_import, pretrain, reward, sft, tokenizer
 
 STAGES = {
     'data': data.run,
@@ -9,5 +9,6 @@ STAGES = {
     'pretrain': pretrain.run,
     'import': hf_import.run,
     'sft': sft.run,
+    'reward': reward.run,
     'eval': eval.run,
 }

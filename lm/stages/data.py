@@ -87,7 +87,7 @@ def run(config, workdir, inputs) -> dict:
     p = c.preferences
     prompts = mixture(world, p.mix, p.n_prompts, c.seed + 1, exclude=held)
     prefs = raters.preference_records(world, prompts, raters.Panel(**p.panel), p.k, seed=c.seed)
-    builders.build(builders.PreferenceRankings, out, _split(prefs, c.validation_fraction))
+    builders.build(builders.PreferenceRankings, out, _split(prefs, p.validation_fraction))
     counts = {'pretrain_documents': len(docs), 'pretrain_chars': sum(len(d['text']) for d in docs),
               'sft_conversations': len(sft), 'preference_prompts': len(prefs), 'eval_examples': len(evals)}
   _sync('data')
