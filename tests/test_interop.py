@@ -24,7 +24,8 @@ SMALL = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_lay
 FAMILIES = {
     'llama2': lambda: transformers.LlamaConfig(**SMALL),
     # Llama 3.1 RoPE scaling (wavelengths below, inside and above the ramp at this head size) and a tied head (3.2)
-    'llama3': lambda: transformers.LlamaConfig(**{**SMALL, 'max_position_embeddings': 512}, tie_word_embeddings=True, rope_parameters=dict(
+    'llama3': lambda: transformers.LlamaConfig(
+        **{**SMALL, 'max_position_embeddings': 512}, tie_word_embeddings=True, rope_parameters=dict(
         rope_type='llama3', rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
         original_max_position_embeddings=256)),
     # q/k/v biases; a sliding window on layer 1
@@ -76,7 +77,8 @@ def test_import_matches_transformers_and_export_round_trips(family, tmp_path):
   fam, cfg, params = convert.load(tmp_path / 'hf', mesh)
   assert fam == {'llama2': 'llama', 'llama3': 'llama'}.get(family, family)
   assert params['embed'].sharding.spec == jax.sharding.PartitionSpec('tensor', 'fsdp')
-  assert len(params['layer_0']['wqkv'].addressable_shards[0].data.shape) == 4
+  shard = params['layer_0']['wqkv'].addressable_shards[0].data  # each device holds only its slice
+  assert shard.shape[:2] == (cfg.d_model // mesh.shape['fsdp'], cfg.n_kv_heads // mesh.shape['tensor'])
   got = lm_logits(cfg, params, TOKENS)
   assert np.abs(got - expected).max() <= 1e-4
 
@@ -137,9 +139,10 @@ def test_unsupported_architecture_and_missing_tensor_are_one_line_errors(tmp_pat
       ['import', f'--hf-dir={tmp_path / "missing"}', f'--out={tmp_path / "run"}'])
 
   config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
-  for key, value, expected in [('architectures', ['MixtralForCausalLM'], 'unsupported architecture MixtralForCausalLM'),
-                               ('rope_parameters', {'rope_type': 'yarn', 'factor': 4.0}, "unsupported rope_type 'yarn'"),
-                               ('attention_bias', True, 'unsupported attention_bias=True')]:
+  for key, value, expected in [
+      ('architectures', ['MixtralForCausalLM'], 'unsupported architecture MixtralForCausalLM'),
+      ('rope_parameters', {'rope_type': 'yarn', 'factor': 4.0}, "unsupported rope_type 'yarn'"),
+      ('attention_bias', True, 'unsupported attention_bias=True')]:
     (tmp_path / 'hf' / 'config.json').write_text(json.dumps({**config, key: value}))
     assert expected in _error(['import', f'--hf-dir={tmp_path / "hf"}', f'--out={tmp_path / "run"}'])
   assert 'no finished' in _error(['export', f'--workdir={tmp_path / "nothing"}', f'--out={tmp_path / "x"}'])
@@ -271,8 +274,8 @@ def test_lora_sft_from_an_imported_gemma_exports_merged_weights_transformers_rea
   # chatting with it: the prompt in Gemma's format, greedy, stopping at <end_of_turn> or <eos>
   tok = tokenizer.load(out['sft']['tokenizer'])
   conversation = [{'role': 'user', 'content': 'What is 12 + 30?'}]
-  reply = sample.complete_chats(merged, cfg, tok, [conversation], sample.SamplingConfig(temperature=0.0, max_new_tokens=8),
-                                jax.random.key(0))[0]
+  greedy = sample.SamplingConfig(temperature=0.0, max_new_tokens=8)
+  reply = sample.complete_chats(merged, cfg, tok, [conversation], greedy, jax.random.key(0))[0]
   prompt = chat.render_prompt(tok, conversation)
   with torch.no_grad():
     theirs = exported.generate(torch.as_tensor(prompt[None], dtype=torch.long), max_new_tokens=8, do_sample=False,

@@ -20,7 +20,8 @@ def main(argv=None):
   exp = sub.add_parser('export', help='a trained lm run -> a Hugging Face checkpoint directory')
   exp.add_argument('--workdir', required=True, help='a run written by lm.launch or by import')
   exp.add_argument('--out', required=True, help='the directory to write')
-  exp.add_argument('--stage', default=None, help='which trained stage (default: the latest of rlhf, sft, pretrain, import)')
+  exp.add_argument('--stage', default=None, 
+                   help='which trained stage (default: the latest of rlhf, sft, pretrain, import)')
   exp.add_argument('--dtype', default='float32', help='float32, bfloat16 or float16')
   args = p.parse_args(argv)
 

@@ -166,7 +166,8 @@ def hf_config(cfg, family: str, extra: dict | None = None) -> dict:
       raise UnsupportedError(f'model.sliding_layers={cfg.sliding_layers}: {family} slides on the last layers only')
   if family == 'gemma2':
     scalar = cfg.query_pre_attn_scalar or hd
-    out.update(query_pre_attn_scalar=int(scalar) if float(scalar).is_integer() else scalar, sliding_window=cfg.sliding_window or None,
+    out.update(query_pre_attn_scalar=int(scalar) if float(scalar).is_integer() else scalar,
+               sliding_window=cfg.sliding_window or None,
                layer_types=types, attn_logit_softcapping=cfg.attn_softcap or None,
                final_logit_softcapping=cfg.final_softcap or None)
   out.update(extra or {})

@@ -93,7 +93,8 @@ class Reader:
 def _file_bytes(tensors: list[tuple[str, np.ndarray]]) -> tuple[bytes, int]:
   header, offset = {'__metadata__': {'format': 'pt'}}, 0
   for name, array in tensors:
-    header[name] = {'dtype': CODES[array.dtype], 'shape': list(array.shape), 'data_offsets': [offset, offset + array.nbytes]}
+    header[name] = {'dtype': CODES[array.dtype], 'shape': list(array.shape),
+                    'data_offsets': [offset, offset + array.nbytes]}
     offset += array.nbytes
   text = json.dumps(header, separators=(',', ':')).encode()
   text += b' ' * (-len(text) % 8)  # tensor data starts 8-byte aligned
