@@ -111,9 +111,12 @@ def test_reward_model_learns_the_lab_rankings_well_above_chance(lab_rankings):
 
 def test_reward_stage_starts_from_sft_and_normalises_on_reference_samples(tmp_path):
   config = lm_config.load(str(REPO / 'experiments/rlhf_tiny.py:smoke'))
-  config.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'reward')
+  config.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward')
+  config.data.preferences.panel.length_bias = 2.0  # the preferences stage re-ranks with this panel
   out = launch.launch(config, tmp_path)
   rw, sft = out['reward'], out['sft']
+  assert out['preferences']['panel']['length_bias'] == 2.0
+  assert rw['length_correlation_panel'] > 0.3 > rw['length_correlation_gold']  # the panel likes length, gold not
   assert rw['model']['scalar_head'] and not rw['model']['lm_head']
   assert 0.0 <= rw['eval_gold_accuracy'] <= 1.0 and 0.0 <= rw['eval_panel_accuracy'] <= 1.0
   mesh, rules = common.mesh_and_rules(config)
@@ -128,5 +131,6 @@ def test_reward_stage_starts_from_sft_and_normalises_on_reference_samples(tmp_pa
   prompts = [reward_stage.tasks.without_tools(r['prompt']) for r in records[:config.reward.normalize_prompts]]
   samples = reward_stage.reference_samples(config, tok, common.model_from_config(config, tok), policy, prompts,
                                            mesh, rules)
-  rewards = reward_stage.batched_rewards(reward_fn, params, samples, config.reward.seq_len, 16, mesh, rules)
+  rows = reward_stage.score_rows(samples, config.reward.seq_len, tok.pad_id)
+  rewards = reward_stage.batched_rewards(reward_fn, params, rows, 16, mesh, rules)
   np.testing.assert_allclose([rewards.mean(), rewards.std()], [0.0, 1.0], atol=1e-3)

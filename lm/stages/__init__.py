@@ -1,7 +1,7 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, eval, hf_import, pretrain, reward, sft, tokenizer
+from lm.stages import data, eval, hf_import, preferences, pretrain, reward, sft, tokenizer
 
 STAGES = {
     'data': data.run,
@@ -9,6 +9,7 @@ STAGES = {
     'pretrain': pretrain.run,
     'import': hf_import.run,
     'sft': sft.run,
+    'preferences': preferences.run,
     'reward': reward.run,
     'eval': eval.run,
 }

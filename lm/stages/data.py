@@ -63,6 +63,20 @@ def _prompt_key(prompt) -> str:
   return json.dumps(prompt, sort_keys=True)
 
 
+def build_preferences(world, c, held: frozenset, out) -> list[dict]:
+  """``PreferenceRankings`` under ``out``: ``data.preferences.n_prompts`` prompts (none of them an
+  eval prompt), K candidates each, ranked by the configured panel."""
+  p = c.preferences
+  prompts = mixture(world, p.mix, p.n_prompts, c.seed + 1, exclude=held)
+  prefs = raters.preference_records(world, prompts, raters.Panel(**p.panel), p.k, seed=c.seed)
+  builders.build(builders.PreferenceRankings, out, _split(prefs, p.validation_fraction))
+  return prefs
+
+
+def eval_prompt_keys(tfds_dir) -> frozenset:
+  return frozenset(_prompt_key(r['prompt']) for r in builders.read(builders.EvalSet, tfds_dir, 'test'))
+
+
 def run(config, workdir, inputs) -> dict:
   del inputs
   c = config.data
@@ -84,17 +98,14 @@ def run(config, workdir, inputs) -> dict:
         [{'messages': e.prompt + e.reference, 'family': e.family, 'variant': e.variant} for e in sft],
         c.validation_fraction))
 
-    p = c.preferences
-    prompts = mixture(world, p.mix, p.n_prompts, c.seed + 1, exclude=held)
-    prefs = raters.preference_records(world, prompts, raters.Panel(**p.panel), p.k, seed=c.seed)
-    builders.build(builders.PreferenceRankings, out, _split(prefs, p.validation_fraction))
+    prefs = build_preferences(world, c, held, out)
     counts = {'pretrain_documents': len(docs), 'pretrain_chars': sum(len(d['text']) for d in docs),
               'sft_conversations': len(sft), 'preference_prompts': len(prefs), 'eval_examples': len(evals)}
-  _sync('data')
+  sync('data')
   return {'tfds_dir': str(out), **counts}
 
 
-def _sync(name):
+def sync(name):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)

@@ -19,11 +19,11 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from lm import chat, checkpoint, sample, sharding, tokenizer, train
+from lm import chat, checkpoint, raters, sample, sharding, tokenizer, train
 from lm.config import ConfigError
 from lm.data import builders, pipeline, tasks
 from lm.model import ModelConfig, Transformer
-from lm.stages import common
+from lm.stages import common, preferences
 from lm.steps import reward as reward_steps
 
 
@@ -69,6 +69,20 @@ def preference_rows(tok, records, seq_len: int) -> dict[str, np.ndarray]:
           'gold_utilities': np.stack([np.asarray(r['gold_utilities'], np.float32) for r in records])}
 
 
+def _within_prompt_correlation(x_NxK, y_NxK) -> float:
+  x, y = x_NxK - x_NxK.mean(1, keepdims=True), y_NxK - y_NxK.mean(1, keepdims=True)
+  return float(np.sum(x * y) / max(np.sqrt(np.sum(x * x) * np.sum(y * y)), 1e-12))
+
+
+def length_correlations(rewards_NxK, records, rows) -> dict[str, float]:
+  """How much each judge likes length: the within-prompt correlation of log(1 + words) with the
+  reward model's reward, the panel's preference (minus its rank) and the gold utility."""
+  words_NxK = np.log1p([[raters.features(resp)['n_words'] for resp in r['responses']] for r in records])
+  return {'length_correlation_reward': _within_prompt_correlation(words_NxK, np.asarray(rewards_NxK)),
+          'length_correlation_panel': _within_prompt_correlation(words_NxK, -rows['ranks'].astype(np.float64)),
+          'length_correlation_gold': _within_prompt_correlation(words_NxK, rows['gold_utilities'])}
+
+
 def _with_scalar_head(policy_params, init_params):
   """The policy's trunk under the reward model's param tree (its LM head dropped, the scalar head new)."""
   return {k: policy_params[k] if k in policy_params else v for k, v in init_params.items()}
@@ -101,11 +115,10 @@ def reference_samples(config, tok, policy_model, policy_params, prompts, mesh, r
   return ids
 
 
-def batched_rewards(reward_fn, params, ids_list, seq_len: int, batch_size: int, mesh, rules, pad_id: int = 0):
-  """``reward_fn`` over token lists, in fixed-size batches (one compile), as a numpy array."""
-  rows = score_rows(ids_list, seq_len, pad_id)
+def batched_rewards(reward_fn, params, rows, batch_size: int, mesh, rules):
+  """``reward_fn`` over ``score_rows``-style rows, in fixed-size batches (one compile), as numpy."""
   fn = jax.jit(lambda p, b: reward_fn(p, b['tokens'], b['segment_ids'], b['positions'], b['last_index']))
-  N, out = len(ids_list), []
+  N, out = len(rows['tokens']), []
   with sharding.use_mesh(mesh, rules):
     for start in range(0, N, batch_size):
       idx = np.arange(start, start + batch_size) % N  # the last batch wraps around to a full one
@@ -123,7 +136,7 @@ def run(config, workdir, inputs) -> dict:
   policy_model = common.model_from_config(config, tok, c.seq_len)
   model = Transformer(reward_model_config(policy_model.config))
   mesh, rules = common.mesh_and_rules(config)
-  tfds_dir = inputs['data']['tfds_dir']
+  tfds_dir = preferences.preferences_dir(inputs)
   records = {split: builders.read(builders.PreferenceRankings, tfds_dir, split) for split in ('train', 'validation')}
   rows = {split: preference_rows(tok, recs, c.seq_len) for split, recs in records.items()}
   eval_rows = pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False)
@@ -144,12 +157,17 @@ def run(config, workdir, inputs) -> dict:
   prompts = [tasks.without_tools(r['prompt']) for r in records['train'][:c.normalize_prompts]]
   samples = reference_samples(config, tok, policy_model, policy_params, prompts, mesh, rules)
   raw_fn = lambda p, *rows: reward_steps.sequence_rewards(model, p, *rows)
-  raw = batched_rewards(raw_fn, params, samples, c.seq_len, c.batch_size * 4, mesh, rules, tok.pad_id)
+  raw = batched_rewards(raw_fn, params, score_rows(samples, c.seq_len, tok.pad_id), c.batch_size * 4, mesh, rules)
   mean, std = float(np.mean(raw)), float(np.std(raw) + 1e-6)
+  held_out = {k: v.reshape(-1, *v.shape[2:]) for k, v in rows['validation'].items()
+              if k in ('tokens', 'segment_ids', 'positions', 'last_index')}
+  held_out_NxK = batched_rewards(raw_fn, params, held_out, c.batch_size * 4, mesh, rules).reshape(
+      rows['validation']['ranks'].shape)
+  lengths = length_correlations(held_out_NxK, records['validation'], rows['validation'])
   print(f'[reward] panel accuracy {out.get("eval_panel_accuracy", float("nan")):.3f}, gold accuracy '
-        f'{out.get("eval_gold_accuracy", float("nan")):.3f}; reference rewards mean {mean:.3f} std {std:.3f}',
-        flush=True)
-  return {**out, 'tokenizer': sft['tokenizer'], 'reward_mean': mean, 'reward_std': std,
+        f'{out.get("eval_gold_accuracy", float("nan")):.3f}; reference rewards mean {mean:.3f} std {std:.3f}; '
+        + ', '.join(f'{k} {v:.3f}' for k, v in lengths.items()), flush=True)
+  return {**out, **lengths, 'tokenizer': sft['tokenizer'], 'reward_mean': mean, 'reward_std': std,
           'model': json.loads(json.dumps(dataclasses.asdict(model.config))),
           'train_prompts': int(len(rows['train']['tokens']))}
 

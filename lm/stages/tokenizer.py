@@ -7,7 +7,7 @@ import jax
 from lm import tokenizer
 from lm.config import ConfigError
 from lm.data import builders
-from lm.stages.data import _sync
+from lm.stages.data import sync
 
 
 def training_texts(tfds_dir) -> list[str]:
@@ -32,5 +32,5 @@ def run(config, workdir, inputs) -> dict:
         tokenizer.train(texts, path, c.vocab_size, split_digits=c.split_digits)
       except RuntimeError as e:
         raise ConfigError(f'tokenizer.vocab_size={c.vocab_size}: {str(e).splitlines()[-1].split("] ")[-1]}') from None
-  _sync('tokenizer')
+  sync('tokenizer')
   return {'path': str(path), 'vocab_size': tokenizer.load(path).vocab_size}
