@@ -17,6 +17,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lm import comparison
 from lm import config as lm_config
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config: path/to/file.py[:arg].')
@@ -26,6 +27,12 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and 
 def _is_chief() -> bool:
   import jax
   return jax.process_index() == 0
+
+
+def _say(message: str) -> None:
+  """A progress line, from process 0 only (every host runs the same stages)."""
+  if _is_chief():
+    print(message, flush=True)
 
 
 def _write_json(path: Path, obj) -> None:
@@ -50,31 +57,12 @@ def run_stages(config, workdir: Path, shared: dict | None = None) -> dict:
     done = workdir / name / 'outputs.json'
     if done.exists():
       outputs[name] = json.loads(done.read_text())
-      print(f'[{name}] already complete in {done.parent}: skipped', flush=True)
+      _say(f'[{name}] already complete in {done.parent}: skipped')
       continue
-    print(f'[{name}] running in {workdir}', flush=True)
+    _say(f'[{name}] running in {workdir}')
     outputs[name] = STAGES[name](config, workdir, outputs)
     _write_json(done, outputs[name])
   return outputs
-
-
-def comparison_table(results: dict) -> str:
-  """Markdown: one row per variant, one column per scalar stage output."""
-  columns = []
-  for outputs in results.values():
-    for stage, out in outputs.items():
-      for key, value in out.items():
-        if isinstance(value, (int, float)) and f'{stage}.{key}' not in columns:
-          columns.append(f'{stage}.{key}')
-  lines = ['| variant | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
-  for variant, outputs in results.items():
-    cells = []
-    for col in columns:
-      stage, key = col.split('.', 1)
-      value = outputs.get(stage, {}).get(key)
-      cells.append('' if value is None else f'{value:.4g}' if isinstance(value, float) else str(value))
-    lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n'
 
 
 def launch(config, workdir: Path) -> dict:
@@ -101,10 +89,13 @@ def launch(config, workdir: Path) -> dict:
     variant_config.variants = {}
     variant_config.stages = tuple(s for s in config.stages if s not in shared_names)
     results[name] = run_stages(variant_config, workdir / name, shared)
-  table = comparison_table({v: {s: o for s, o in out.items() if s not in shared} for v, out in results.items()})
+  own = {v: {s: o for s, o in out.items() if s not in shared} for v, out in results.items()}
+  table = comparison.table(own, config.comparison.columns)
   if _is_chief():
     (workdir / 'comparison.md').write_text(table)
-  print(table, flush=True)
+    if config.comparison.plot:
+      comparison.plot(own, *config.comparison.plot, workdir / 'comparison.png')
+  _say(table)
   return results
 
 
@@ -113,6 +104,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if _WORKDIR.value is None:
     raise app.UsageError('--workdir is required')
+  if '://' in _WORKDIR.value:
+    sys.exit(f'lm.launch: error: --workdir={_WORKDIR.value}: a local or mounted path, not a URL (on TPU VMs '
+             'tpu/tpu.py launch mounts gs://BUCKET with gcsfuse and passes the mount)')
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   from lm import train
   try:

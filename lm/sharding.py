@@ -5,6 +5,7 @@ Mesh axes are ``('data', 'fsdp', 'tensor')``. Params and activations carry logic
 """
 
 import contextlib
+import glob
 import math
 import os
 
@@ -36,11 +37,28 @@ DEFAULT_RULES = (
 )
 
 
+# PCI device ids of Google TPUs (v3, v4, v5p, v5e, v6e, 7x), as jax's own hardware check lists them
+TPU_PCI_DEVICE_IDS = ('0x0027', '0x0056', '0x005e', '0x0062', '0x0063', '0x006f', '0x0076')
+
+
+def on_cloud_tpu_vm() -> bool:
+  """True on a Cloud TPU VM: a Google TPU among the PCI devices (read before jax starts a backend)."""
+  for device in glob.glob('/sys/bus/pci/devices/*'):
+    try:
+      with open(f'{device}/vendor') as v, open(f'{device}/device') as d:
+        if v.read().strip() == '0x1ae0' and d.read().strip() in TPU_PCI_DEVICE_IDS:
+          return True
+    except OSError:
+      pass
+  return False
+
+
 def maybe_initialize_distributed(cfg=None):
   """``jax.distributed.initialize()`` when several processes run (TPU pods, or explicit settings).
 
-  ``cfg`` may hold ``coordinator_address``, ``num_processes`` and ``process_id``; on TPU VMs and
-  under SLURM / Open MPI jax finds them itself.
+  ``cfg`` may hold ``coordinator_address``, ``num_processes`` and ``process_id``; on TPU VMs (every
+  worker of a slice, found from the VM's metadata) and on GKE jax finds them itself. Initialising
+  on a TPU VM also starts jax's preemption service, through which all hosts stop at one step.
   """
   if jax.distributed.is_initialized():
     return
@@ -48,7 +66,7 @@ def maybe_initialize_distributed(cfg=None):
   explicit = {k: v for k, v in cfg.items() if v not in (None, '', -1)}
   if explicit.get('num_processes', 1) > 1:
     jax.distributed.initialize(**explicit)
-  elif any(v in os.environ for v in ('TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS')):
+  elif any(v in os.environ for v in ('TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS')) or on_cloud_tpu_vm():
     jax.distributed.initialize()
 
 

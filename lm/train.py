@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from lm import checkpoint, metrics, optim, sharding
@@ -56,15 +57,36 @@ def _with_frozen(fn, frozen):
   return fn
 
 
+def abstract_state(task: Task, tx, mesh, rules, seed: int = 0):
+  """The train state without allocating it: ``(init, abstract_state, state_shardings)``, where
+  ``abstract_state`` holds ShapeDtypeStructs carrying the shardings the rules give."""
+  init = lambda rng: _new_state(task.init_params(rng), tx, rng)
+  abstract_boxed = jax.eval_shape(init, jax.random.key(seed))
+  state_shardings = nn.unbox(sharding.logical_shardings(abstract_boxed, mesh, rules))
+  return init, checkpoint.abstract_like(nn.unbox(abstract_boxed), state_shardings), state_shardings
+
+
+def jit_train_step(task: Task, cfg, tx, schedule, mesh, state_shardings):
+  """The step the loop compiles once: ``(state, batch, frozen) -> (state, metrics)``, jitted with
+  the state's and the batch's shardings, the state donated. (``benchmarks/aot_plan.py`` lowers
+  the same function on abstract arguments.)"""
+  frozen_shardings = jax.tree.map(lambda x: x.sharding, task.frozen)
+  loss_sums = _with_frozen(task.loss_sums, task.frozen)
+
+  def step(state, batch, frozen):
+    objective = lambda params, b, rng: loss_sums(params, b, rng, frozen)
+    return make_train_step(objective, tx, schedule, cfg.microbatches, task.weight_name)(state, batch)
+
+  return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh), frozen_shardings),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
 def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
   """Trains ``task`` for ``cfg.steps`` steps and returns its outputs (checkpoint dir, final metrics)."""
   stage_dir = Path(workdir) / task.name
   tx, schedule = optim.make_optimizer(cfg.optim, cfg.steps)
-  init = lambda rng: _new_state(task.init_params(rng), tx, rng)
   rng = jax.random.key(seed)
-  abstract_boxed = jax.eval_shape(init, rng)
-  state_shardings = nn.unbox(sharding.logical_shardings(abstract_boxed, mesh, rules))
-  abstract_state = checkpoint.abstract_like(nn.unbox(abstract_boxed), state_shardings)
+  init, abstract, state_shardings = abstract_state(task, tx, mesh, rules, seed)
 
   mgr = checkpoint.manager(stage_dir / 'checkpoints', keep=cfg.keep_checkpoints)
   start = mgr.latest_step()
@@ -77,21 +99,14 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
         params = task.load_params(state_shardings['params'])
         state = jax.jit(lambda p, r: _new_state(p, tx, r), out_shardings=state_shardings)(params, rng)
     else:
-      state, meta = checkpoint.restore(mgr, start, abstract_state)
+      state, meta = checkpoint.restore(mgr, start, abstract)
       start = int(meta['data_position'])
 
     # The frozen params are a jit argument with their own shardings, not a constant in the program.
     frozen = task.frozen
     frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
-    loss_sums = _with_frozen(task.loss_sums, frozen)
-
-    def step(state, batch, frozen):
-      objective = lambda params, b, rng: loss_sums(params, b, rng, frozen)
-      return make_train_step(objective, tx, schedule, cfg.microbatches, task.weight_name)(state, batch)
-
+    step_fn = jit_train_step(task, cfg, tx, schedule, mesh, state_shardings)
     batch_shard = sharding.batch_sharding(mesh)
-    step_fn = jax.jit(step, in_shardings=(state_shardings, batch_shard, frozen_shardings),
-                      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
     eval_fn = None
     if task.eval_step is not None and task.eval_batches:
       eval_fn = jax.jit(_with_frozen(task.eval_step, frozen),
@@ -132,13 +147,19 @@ class _Loop:
                     dynamic_ncols=True)
 
   def train(self, compiled, state, host_slice):
-    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    # One process: a SIGTERM handler sets the flag. Under jax.distributed, jax's preemption service
+    # catches SIGTERM on any host and names one step at which every host stops and saves (a host
+    # stopping alone would leave the others waiting in the checkpoint's collectives).
+    synced = jax.distributed.is_initialized()
+    previous = None if synced else signal.signal(signal.SIGTERM, self._on_sigterm)
     try:
       self.t_last = time.time()
       for i in range(self.start, self.cfg.steps):
         batch = sharding.place_batch(self.task.train_batches.host_batch(i, host_slice), self.mesh)
         state, step_metrics = compiled(state, batch, self.frozen)
         step = i + 1
+        if synced and multihost_utils.reached_preemption_sync_point(step):
+          self.stop_requested = True
         self.pending.append((step, step_metrics))
         last = step == self.cfg.steps
         if len(self.pending) >= self.cfg.log_every or last:
@@ -152,7 +173,8 @@ class _Loop:
           raise Preempted(f'{self.task.name}: SIGTERM at step {step}; checkpoint saved in {self.mgr.directory}; '
                           'run the same command again to resume')
     finally:
-      signal.signal(signal.SIGTERM, previous)
+      if not synced:
+        signal.signal(signal.SIGTERM, previous)
     return state
 
   def _on_sigterm(self, *_):

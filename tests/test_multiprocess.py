@@ -1,15 +1,20 @@
 """Two local processes joined by jax.distributed (4 CPU devices each) take the same train step as
-one process with 8 devices: same loss, gradient norm, gradients and updated params."""
+one process with 8 devices: same loss, gradient norm, gradients and updated params. And
+``lm.train.run`` across them: a SIGTERM to one host stops every host at one step with one
+checkpoint, the run resumes, only process 0 writes metrics, and the losses are those of one
+uninterrupted 8-device process."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 
-from multiprocess_worker import one_step
+from multiprocess_worker import one_step, train_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT_S = 180
@@ -79,3 +84,67 @@ def test_two_processes_match_one(tmp_path, make_batch):
   _assert_close(p0, ref, RTOL, ATOL, 'two processes vs one')
   errs = {k: float(np.max(np.abs(np.subtract(p0[k], ref[k])))) for k in ('loss', 'grad_norm', 'param_sum', 'grad_sum')}
   print('two processes vs one, max abs diff:', errs)
+
+
+def _spawn(args: list[str], n: int = 2) -> list[subprocess.Popen]:
+  port = _free_port()
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get('PYTHONPATH', '')]))
+  return [subprocess.Popen([sys.executable, os.path.join(HERE, 'multiprocess_worker.py'), str(i), str(n), str(port),
+                            '4', *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+          for i in range(n)]
+
+
+def _results(procs, meanwhile=lambda: None):
+  """Each worker's RESULT (after ``meanwhile()`` runs here); kills the workers on the way out."""
+  outputs = []
+  try:
+    local = meanwhile()
+    for p in procs:
+      out, err = p.communicate(timeout=TIMEOUT_S)
+      outputs.append((p.returncode, out, err))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  results = []
+  for i, (rc, out, err) in enumerate(outputs):
+    lines = [l for l in out.splitlines() if l.startswith('RESULT ')]
+    assert rc == 0 and len(lines) == 1, f'worker {i} exited {rc}:\n{out}\n{err[-4000:]}'
+    results.append(json.loads(lines[0][len('RESULT '):]))
+  return results, local
+
+
+def _losses(workdir) -> dict[int, float]:
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  steps = [r['step'] for r in rows if 'loss' in r]
+  assert len(steps) == len(set(steps)), f'a step was logged twice: {steps}'  # process 0 alone writes
+  return {r['step']: r['loss'] for r in rows if 'loss' in r}
+
+
+def test_sigterm_to_one_host_stops_all_at_one_step_and_the_resumed_run_matches_one_process(tmp_path):
+  steps = 40
+  multi = tmp_path / 'multi'
+  procs = _spawn(['train', str(multi), str(steps)])
+  metrics = multi / 'metrics.jsonl'
+  deadline = time.time() + TIMEOUT_S
+  try:
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+      assert time.time() < deadline and all(p.poll() is None for p in procs), 'the workers did not start training'
+      time.sleep(0.1)
+    procs[1].send_signal(signal.SIGTERM)  # not process 0: the host that writes nothing still stops everyone
+  finally:
+    first, _ = _results(procs)
+  assert [r['status'] for r in first] == ['preempted', 'preempted']
+  stopped = first[0]['step']
+  assert first[1]['step'] == stopped and 3 <= stopped < steps  # one step, one checkpoint, for both
+
+  single = tmp_path / 'single'  # the uninterrupted reference, here in one 8-device process
+  second, reference = _results(_spawn(['train', str(multi), str(steps)]),
+                               meanwhile=lambda: train_run(str(single), steps))
+  assert [r['status'] for r in second] == ['done', 'done'] and reference['status'] == 'done'
+  assert second[0]['step'] == second[1]['step'] == reference['step'] == steps
+  got, want = _losses(multi), _losses(single)
+  assert sorted(got) == sorted(want) == list(range(1, steps + 1))
+  np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)], rtol=1e-5, atol=0)
+  assert want[steps] < 0.8 * want[1]  # it trained
