@@ -276,15 +276,30 @@ def attention_reference(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp
 # dw = h^T @ dlogits, all fast-path dots; the backward only scales them by the cotangent.
 
 HEAD_CHUNK = 1024  # rows per chunk in head_cross_entropy
+HEAD_MAX_CHUNKS = 8  # at most this many chunks: big batches get bigger chunks
+
+
+def _head_chunk_count(M: int, chunk: int) -> int:
+  """ceil(M / chunk) chunks, at most ``HEAD_MAX_CHUNKS``, lowered to a divisor of M."""
+  n = min(-(-M // chunk), HEAD_MAX_CHUNKS)
+  while M % n:
+    n -= 1
+  return n
 
 
 def _head_chunks(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight, dtype, chunk, with_grad):
-  M = h_MxD.shape[0]
+  # A scan over chunks: one chunk's logits and one [D, V] gradient accumulator are live at a time.
+  # Chunk j holds rows j, n+j, 2n+j, ...: with rows sharded over devices (the batch axis), every
+  # chunk keeps that spread, so each device works on its own rows in every chunk (a contiguous
+  # chunk would sit on a few devices and leave the rest to wait, or be replicated).
+  M, D = h_MxD.shape
   V = w_DxV.shape[1]
-  nll, z = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-  dh_parts, dw_DxV = [], None
-  for r0, r1 in _chunk_bounds(M, chunk):
-    h_CxD, t_C, m_C = h_MxD[r0:r1], targets_M[r0:r1], mask_M[r0:r1]
+  n = _head_chunk_count(M, chunk)
+  strided = lambda x: jnp.swapaxes(x.reshape(M // n, n, *x.shape[1:]), 0, 1)  # noqa: E731  [n, M/n, ...]
+
+  def body(carry, xs):
+    nll, z, dw_DxV = carry
+    h_CxD, t_C, m_C = xs
     logits_CxV = _dot(h_CxD, w_DxV, dtype)
     max_C = jax.lax.stop_gradient(jnp.max(logits_CxV, axis=-1))
     exp_CxV = jnp.exp(logits_CxV - max_C[:, None])
@@ -294,13 +309,19 @@ def _head_chunks(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight, dtype, chunk, w
     target_C = jnp.sum(jnp.where(onehot_CxV, logits_CxV, 0.0), axis=-1)
     nll = nll + jnp.sum((lse_C - target_C) * m_C)
     z = z + jnp.sum(jnp.square(lse_C) * m_C)
-    if with_grad:
-      scale_C = m_C * (1.0 + 2.0 * z_loss_weight * lse_C) / sum_C
-      dlogits_CxV = exp_CxV * scale_C[:, None] - jnp.where(onehot_CxV, m_C[:, None], 0.0)
-      dh_parts.append(_dot(dlogits_CxV, w_DxV.T, dtype))          # rhs-transposed: fast path
-      dw = _dot(_transposed(h_CxD), dlogits_CxV, dtype)           # [D, V]
-      dw_DxV = dw if dw_DxV is None else dw_DxV + dw
-  grads = (jnp.concatenate(dh_parts, axis=0), dw_DxV) if with_grad else None
+    if not with_grad:
+      return (nll, z, dw_DxV), None
+    scale_C = m_C * (1.0 + 2.0 * z_loss_weight * lse_C) / sum_C
+    dlogits_CxV = exp_CxV * scale_C[:, None] - jnp.where(onehot_CxV, m_C[:, None], 0.0)
+    dh_CxD = _dot(dlogits_CxV, w_DxV.T, dtype)                     # rhs-transposed: fast path
+    dw_DxV = dw_DxV + _dot(_transposed(h_CxD), dlogits_CxV, dtype)  # lhs needs a physical transpose
+    return (nll, z, dw_DxV), dh_CxD
+
+  zero = jnp.zeros((), jnp.float32)
+  dw0 = jnp.zeros((D, V) if with_grad else (), jnp.float32)
+  (nll, z, dw_DxV), dh_NxCxD = jax.lax.scan(body, (zero, zero, dw0), (strided(h_MxD), strided(targets_M),
+                                                                      strided(mask_M)))
+  grads = (jnp.swapaxes(dh_NxCxD, 0, 1).reshape(M, D), dw_DxV) if with_grad else None
   return nll + z_loss_weight * z, nll, z, grads
 
 
