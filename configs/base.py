@@ -46,6 +46,32 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(cfg)
 
 
+RLHF_MIX = tuple((f, v, w) for f, v, w in SFT_MIX if v != 'tool')  # RL prompts: no tools offered
+
+
+def rlhf_section(**overrides) -> ml_collections.ConfigDict:
+  """The rlhf stage (lm/stages/rlhf.py): the algorithm by name and its knobs."""
+  cfg = dict(
+      algorithm='ppo',               # ppo, grpo, rloo (online); dpo, ipo (offline, from the rankings); best_of_n
+      iterations=50, prompts_per_iteration=16,
+      group_size=1,                  # responses per prompt in a rollout (grpo, rloo: >= 2)
+      n_prompts=2000, prompt_mix=RLHF_MIX, eval_prompts=64, eval_every=10,
+      max_prompt_len=64, max_new_tokens=64, temperature=1.0,
+      epochs=4, minibatch_size=16, microbatches=1,
+      optim=optim.adamw(1e-4, warmup_steps=0, weight_decay=0.0, min_lr_ratio=1.0),
+      kl_coef=0.05,                  # initial KL coefficient (beta)
+      kl_target=0.0, kl_horizon=10000.0,  # kl_target > 0: Ziegler's adaptive controller
+      penalize_unfinished=True, unfinished_penalty=-1.0,  # replaces the score of a response that never ends
+      ppo=dict(clip_ratio=0.2, value_clip=0.2, vf_coef=0.1, entropy_coef=0.0, gamma=1.0, lam=0.95,
+               whiten_advantages=True),
+      grpo=dict(scale_by_std=True),
+      preference=dict(beta=0.1, pairs='all', ranking='panel', seq_len=256, batch_size=16, steps_per_iteration=10),
+      best_of_n=(1, 2, 4, 8, 16),
+      checkpoint_every=10, keep_checkpoints=3)
+  cfg.update(overrides)
+  return ml_collections.ConfigDict(cfg)
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -79,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
       # prompts that offer tools run through lm.agent with these; () removes the offer, runs none
       'tools': ('calculator', 'python', 'knowledge_base'), 'max_tool_calls': 3, 'result_tokens': 128,
       'breakdowns': ()})                      # 'family:meta_key' (or 'family'): extra accuracy metrics
+  c.rlhf = rlhf_section()
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
   c.variants = ml_collections.ConfigDict()
   c.shared_stages = ()  # with variants: stages run once in <workdir>/shared, their outputs given to each variant

@@ -13,7 +13,7 @@ from lm.steps import advantages
 def test_registry_names_critics_and_kl_placement():
   assert set(advantages.ESTIMATORS) >= {'gae', 'grpo', 'rloo'}
   assert advantages.get('gae').critic and not advantages.get('grpo').critic and not advantages.get('rloo').critic
-  assert (advantages.get('gae').kl, advantages.get('grpo').kl, advantages.get('rloo').kl) == ('reward', 'loss', 'reward')
+  assert [advantages.get(n).kl for n in ('gae', 'grpo', 'rloo')] == ['reward', 'loss', 'reward']
   with pytest.raises(ValueError, match="unknown advantage estimator 'ppo2'; valid: gae, grpo, rloo"):
     advantages.get('ppo2')
 
@@ -22,7 +22,8 @@ def test_grpo_by_hand():
   r = jnp.array([1.0, 0.0, 0.0, 1.0, 2.0, 4.0, 6.0, 8.0])  # two groups of 4
   got = np.asarray(advantages.grpo_advantages(r, 4, eps=0.0))
   s1, s2 = np.std([1, 0, 0, 1], ddof=1), np.std([2, 4, 6, 8], ddof=1)
-  np.testing.assert_allclose(got, [0.5 / s1, -0.5 / s1, -0.5 / s1, 0.5 / s1, -3 / s2, -1 / s2, 1 / s2, 3 / s2], rtol=1e-6)
+  want = np.array([0.5 / s1, -0.5 / s1, -0.5 / s1, 0.5 / s1, -3 / s2, -1 / s2, 1 / s2, 3 / s2])
+  np.testing.assert_allclose(got, want, rtol=1e-6)
   np.testing.assert_allclose(advantages.grpo_advantages(r, 4, scale_by_std=False), [.5, -.5, -.5, .5, -3, -1, 1, 3])
   # a group where every response scores the same has no signal
   np.testing.assert_array_equal(advantages.grpo_advantages(jnp.ones(4), 4), 0.0)

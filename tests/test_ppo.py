@@ -92,8 +92,9 @@ def test_kl_estimates_are_zero_for_identical_policies_and_k3_is_unbiased():
 
 def test_adaptive_kl_controller_follows_ziegler():
   # KL above target by more than 20%: the error is clipped at 0.2
-  assert float(ppo.adaptive_kl_coef(0.1, 12.0, 64, target=6.0, horizon=10000)) == pytest.approx(0.1 * (1 + 0.2 * 64 / 1e4))
-  assert float(ppo.adaptive_kl_coef(0.1, 5.4, 64, target=6.0, horizon=10000)) == pytest.approx(0.1 * (1 - 0.1 * 64 / 1e4))
+  coef = lambda kl: float(ppo.adaptive_kl_coef(0.1, kl, 64, target=6.0, horizon=10000))
+  assert coef(12.0) == pytest.approx(0.1 * (1 + 0.2 * 64 / 1e4))
+  assert coef(5.4) == pytest.approx(0.1 * (1 - 0.1 * 64 / 1e4))
 
 
 def test_clipped_losses_by_hand():
@@ -127,8 +128,10 @@ def policy():
   return model, _init(model, 0)
 
 
-def test_response_logprobs_match_the_model_logits(policy):
-  model, params = policy
+@pytest.mark.parametrize('head', [{}, {'tie_embeddings': False, 'final_softcap': 5.0}])
+def test_response_logprobs_match_the_model_logits(head):
+  model = Transformer(tiny_config(n_layers=1, **head))
+  params = _init(model, 0)
   rng = np.random.default_rng(2)
   tokens = jnp.asarray(rng.integers(0, 128, (2, 10)), jnp.int32)
   seg, pos = jnp.ones((2, 10), jnp.int32), jnp.broadcast_to(jnp.arange(10), (2, 10))
@@ -169,8 +172,9 @@ def test_at_ratio_one_the_clipped_loss_is_the_policy_gradient_loss(policy):
 
 def test_ppo_raises_the_probability_of_the_best_response():
   """A one-token bandit: reward 1 for token 20 as the whole response, 0 otherwise."""
-  cfg = tiny_config(vocab_size=32)
-  model, value_model = Transformer(cfg), Transformer(tiny_config(vocab_size=32, lm_head=False, scalar_head=True))
+  cfg = tiny_config(vocab_size=32, n_layers=1)
+  model, value_model = Transformer(cfg), Transformer(tiny_config(vocab_size=32, n_layers=1, lm_head=False,
+                                                                 scalar_head=True))
   ref = _init(model, 0)
   target, B, P = 20, 32, 4
   prompt, pmask = jnp.tile(jnp.array([[0, 5, 9, 6]], jnp.int32), (B, 1)), jnp.tile(jnp.array([[0, 1, 1, 1]]), (B, 1))

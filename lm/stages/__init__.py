@@ -1,7 +1,7 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, eval, hf_import, preferences, pretrain, reward, sft, tokenizer
+from lm.stages import data, eval, hf_import, preferences, pretrain, reward, rlhf, sft, tokenizer
 
 STAGES = {
     'data': data.run,
@@ -11,5 +11,6 @@ STAGES = {
     'sft': sft.run,
     'preferences': preferences.run,
     'reward': reward.run,
+    'rlhf': rlhf.run,
     'eval': eval.run,
 }

@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm import ops
 from lm.steps import common
 
 
@@ -65,9 +66,20 @@ def layout(prompt_BxP, prompt_mask_BxP, response_BxN, response_mask_BxN) -> dict
 def response_logprobs(model, params, tokens_BxT, segment_ids_BxT, positions_BxT, start: int,
                       temperature: float = 1.0):
   """``(logp_BxN, entropy_BxN)`` of ``tokens[:, start:]`` (``N = T - start``) under the model:
-  log-softmax of the logits one position earlier, divided by ``temperature``."""
+  log-softmax of the logits one position earlier, divided by ``temperature``.
+
+  The vocab head runs on the response positions only (the model's own logits over all T
+  positions are never used, so XLA drops them): the same head as ``lm.model``'s, softcap included.
+  """
+  c = model.config
   out = model.apply({'params': params}, tokens_BxT, positions_BxT, segment_ids_BxT)
-  logits_BxNxV = out['logits'][:, start - 1:-1] / temperature
+  h_BxNxD = out['hidden'][:, start - 1:-1]
+  B, N, D = h_BxNxD.shape
+  head_DxV = params['embed'].T if c.tie_embeddings else params['head']
+  logits_BxNxV = ops.linear(h_BxNxD.reshape(B * N, D), head_DxV, c.compute_dtype).reshape(B, N, -1)
+  if c.final_softcap:
+    logits_BxNxV = c.final_softcap * jnp.tanh(logits_BxNxV / c.final_softcap)
+  logits_BxNxV = nn.with_logical_constraint(logits_BxNxV, ('batch', 'length', 'act_vocab')) / temperature
   logp_BxNxV = jax.nn.log_softmax(logits_BxNxV, axis=-1)
   logp_BxN = jnp.take_along_axis(logp_BxNxV, tokens_BxT[:, start:, None], axis=-1)[..., 0]
   entropy_BxN = -jnp.sum(jnp.exp(logp_BxNxV) * logp_BxNxV, axis=-1)

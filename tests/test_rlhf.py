@@ -1,0 +1,129 @@
+"""The rlhf stage on a tiny world: every arm runs, logs its metrics and report, and PPO resumes.
+
+The SFT policy and the reward model are randomly initialised tiny transformers saved as their
+stages would save them (the scalar head made non-zero so that rewards differ).
+"""
+
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import base, models
+from lm import checkpoint, launch, metrics
+from lm import config as lm_config
+from lm.config import ConfigError
+from lm.model import ModelConfig, Transformer
+from lm.stages import common, rlhf
+
+
+def _save(directory, params):
+  mgr = checkpoint.manager(directory)
+  checkpoint.save(mgr, 1, {'params': params}, {'step': 1})
+  mgr.wait_until_finished()
+  mgr.close()
+  return str(directory)
+
+
+def _config():
+  c = base.get_config()
+  c.data.pretrain_chars, c.data.sft_examples, c.data.eval_examples = 30_000, 100, 2
+  c.data.preferences.n_prompts = 24
+  c.tokenizer.vocab_size = 512
+  c.model = models.get('test', vocab_size=512, n_layers=1, max_seq_len=128)
+  c.rlhf = base.rlhf_section(iterations=2, prompts_per_iteration=8, n_prompts=80, eval_prompts=8, eval_every=2,
+                             max_prompt_len=48, max_new_tokens=8, epochs=1, minibatch_size=8, checkpoint_every=1,
+                             best_of_n=(1, 2), preference=dict(beta=0.1, pairs='all', ranking='panel', seq_len=128,
+                                                               batch_size=8, steps_per_iteration=2))
+  return c
+
+
+@pytest.fixture(scope='module')
+def inputs(tmp_path_factory):
+  """data and tokenizer stages, plus SFT and reward outputs holding random tiny models."""
+  config = _config()
+  config.stages = ('data', 'tokenizer')
+  root = tmp_path_factory.mktemp('rlhf_inputs')
+  outputs = launch.run_stages(config, root)
+  policy = Transformer(ModelConfig.from_config(config.model))
+  init = lambda m, seed: jax.jit(lambda r: nn.unbox(m.init(r, jnp.zeros((1, 8), jnp.int32))['params']))(
+      jax.random.key(seed))
+  rm_config = dict(config.model, lm_head=False, scalar_head=True)
+  rm_params = init(Transformer(ModelConfig.from_config(rm_config)), 1)
+  rm_params['scalar_head'] = jax.random.normal(jax.random.key(2), rm_params['scalar_head'].shape)
+  tok_path = outputs['tokenizer']['path']
+  outputs['sft'] = {'checkpoint_dir': _save(root / 'sft', init(policy, 0)), 'tokenizer': tok_path,
+                    'model': dict(config.model)}
+  outputs['reward'] = {'checkpoint_dir': _save(root / 'reward', rm_params), 'tokenizer': tok_path,
+                       'model': rm_config, 'reward_mean': 0.5, 'reward_std': 2.0}
+  return outputs
+
+
+def _run(inputs, workdir, **overrides):
+  config = lm_config.with_overrides(_config(), {'rlhf': overrides})
+  return config, rlhf.run(config, workdir, inputs)
+
+
+def test_ppo_logs_every_measure_and_writes_a_report(inputs, tmp_path):
+  config, out = _run(inputs, tmp_path)
+  rows = metrics.read(tmp_path, 'rlhf')
+  assert [r['step'] for r in rows] == [1, 2]
+  first = rows[0]
+  for key in ('proxy_reward', 'gold_reward', 'kl', 'kl_k3', 'response_length', 'finished', 'harmful_refusal_rate',
+              'over_refusal_rate', 'policy_loss', 'value_loss', 'entropy', 'clip_fraction', 'kl_coef', 'sample_s',
+              'score_s', 'update_s', 'tokens_per_s'):
+    assert key in first, key
+  assert any(k.startswith('acc[') for k in first)
+  assert 'eval_gold_reward' in rows[1] and 'eval_gold_reward' not in rows[0]
+  # the first rollouts come from the reference itself: no KL, and the sampler agrees with the training forward
+  assert first['kl'] == 0.0 and first['kl_k3'] == 0.0 and first['sampler_logprob_gap'] < 1e-4
+  assert rows[1]['kl'] != 0.0  # the policy moved
+  report = (tmp_path / 'rlhf' / 'report.md').read_text()
+  assert '| proxy_reward |' in report and '![rlhf](rlhf.png)' in report
+  assert (tmp_path / 'rlhf' / 'rlhf.png').stat().st_size > 0
+  # the eval stage loads the policy like an SFT model's
+  model = common.model_from_config(config)
+  mesh, rules = common.mesh_and_rules(config)
+  policy = common.load_trained_params(out, model, mesh, rules)
+  ref = common.load_trained_params(inputs['sft'], model, mesh, rules)
+  assert not np.allclose(policy['layer_0']['wo'], ref['layer_0']['wo'])
+  assert out['algorithm'] == 'ppo' and out['tokenizer'] == inputs['sft']['tokenizer'] and 'gold_reward' in out
+  json.dumps(out)
+
+
+def test_grpo_resumes_from_its_last_checkpoint(inputs, tmp_path):
+  _, first = _run(inputs, tmp_path, algorithm='grpo', iterations=1, group_size=2, eval_every=0)
+  logged = metrics.read(tmp_path, 'rlhf')
+  _, again = _run(inputs, tmp_path, algorithm='grpo', iterations=2, group_size=2, eval_every=0)
+  rows = metrics.read(tmp_path, 'rlhf')
+  assert [r['step'] for r in rows] == [1, 2] and rows[0] == logged[0] and again['iterations'] == 2
+  assert rows[1]['kl'] != 0.0 and rows[1]['kl_loss'] != 0.0  # GRPO's KL is a loss term
+  assert checkpoint.manager(again['checkpoint_dir']).all_steps() == [1, 2]
+
+
+@pytest.mark.parametrize('algorithm', ['dpo', 'best_of_n'])
+def test_offline_arms_run(inputs, tmp_path, algorithm):
+  _, out = _run(inputs, tmp_path, algorithm=algorithm, iterations=1, eval_every=0)
+  rows = metrics.read(tmp_path, 'rlhf')
+  if algorithm == 'best_of_n':
+    assert [r['n'] for r in rows] == [1, 2] and rows[1]['kl'] == pytest.approx(np.log(2) - 0.5)
+    assert rows[1]['proxy_reward'] >= rows[0]['proxy_reward']   # the best of 2 includes the first
+    assert out['checkpoint_dir'] == inputs['sft']['checkpoint_dir']
+  else:
+    assert [r['step'] for r in rows] == [1] and rows[0]['loss'] > 0 and 0 <= rows[0]['accuracy'] <= 1
+    assert out['preference_records_dropped'] >= 0
+  assert out['algorithm'] == algorithm and (tmp_path / 'rlhf' / 'report.md').exists()
+
+
+def test_config_errors_name_the_key(inputs, tmp_path):
+  with pytest.raises(ConfigError, match="rlhf.algorithm='ppo2'; valid: ppo, grpo, rloo, dpo, ipo, best_of_n"):
+    _run(inputs, tmp_path, algorithm='ppo2')
+  with pytest.raises(ConfigError, match='rlhf.algorithm=rloo needs rlhf.group_size >= 2'):
+    _run(inputs, tmp_path, algorithm='rloo')
+  with pytest.raises(ConfigError, match=r'rollout batch 12 .* multiples of the mesh batch shards \(8\)'):
+    _run(inputs, tmp_path, prompts_per_iteration=12)
+  with pytest.raises(ConfigError, match='rlhf needs the reward stage'):
+    rlhf.run(_config(), tmp_path, {k: v for k, v in inputs.items() if k != 'reward'})
