@@ -12,6 +12,7 @@ their outputs go to every variant, which runs only the remaining stages.
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -43,6 +44,18 @@ def _write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def _devices() -> dict:
+  import jax
+  return {'count': jax.device_count(), 'kind': jax.devices()[0].device_kind}
+
+
+def _report(workdir: Path) -> None:
+  """``workdir``'s report card (``lm.report``), written by process 0."""
+  if _is_chief():
+    from lm import report
+    _say(f'[report] {report.write(workdir)}')
+
+
 def run_stages(config, workdir: Path, shared: dict | None = None) -> dict:
   """Runs ``config.stages`` in ``workdir``, after the already-run ``shared`` ones; returns ``{stage: outputs}``."""
   from lm.stages import STAGES
@@ -60,7 +73,9 @@ def run_stages(config, workdir: Path, shared: dict | None = None) -> dict:
       _say(f'[{name}] already complete in {done.parent}: skipped')
       continue
     _say(f'[{name}] running in {workdir}')
+    t0 = time.time()
     outputs[name] = STAGES[name](config, workdir, outputs)
+    outputs[name].update(wall_s=time.time() - t0, devices=_devices())  # for the report's time table
     _write_json(done, outputs[name])
   return outputs
 
@@ -72,7 +87,9 @@ def launch(config, workdir: Path) -> dict:
   sharding.mesh_shape(config.mesh.shape, jax.device_count())  # a mesh that cannot fit fails now
   variants = dict(config.variants)
   if not variants:
-    return run_stages(config, workdir)
+    outputs = run_stages(config, workdir)
+    _report(workdir)
+    return outputs
   shared_names = tuple(config.get('shared_stages', ()))
   shared = {}
   if shared_names:
@@ -96,6 +113,9 @@ def launch(config, workdir: Path) -> dict:
     if config.comparison.plot:
       comparison.plot(own, *config.comparison.plot, workdir / 'comparison.png')
   _say(table)
+  for name in (['shared'] if shared_names else []) + list(variants):
+    _report(workdir / name)
+  _report(workdir)
   return results
 
 

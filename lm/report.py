@@ -1,0 +1,561 @@
+"""The report card of a run: ``<workdir>/report.md``, its PNG plots, and ``report.html`` (self-contained).
+
+  python -m lm.report --workdir=<run> [--peak_flops=<FLOP/s of all the run's devices together>]
+
+It reads what the run left: ``config.json``, each stage's ``outputs.json`` (final metrics, ``wall_s``,
+``devices``), ``metrics.jsonl``, and ``eval/results.json`` with ``eval/traces_<model>.jsonl``. A
+variant of a sweep also reads the stages it shares from ``<sweep>/shared``. Sections, always present
+(one line saying so when a section has no data):
+
+  Run                   stages, model size, devices, total wall time
+  Loss curves           train and eval loss per training stage (``loss_curves.png``)
+  Skills                the eval's report card across models (base, SFT, RLHF, ...), arithmetic by
+                        digit count and letter counting by word length (from the traces)
+  Reward model          held-out pairwise accuracy against the panel and gold, length correlations
+  RLHF                  proxy and gold reward and KL over iterations, per-task accuracy, refusals (``rlhf.png``)
+  Synthetic data        acceptance per family; what continued SFT on original + synthetic data adds
+  Time and throughput   wall time per stage and its share, tokens/s, model FLOPs/token and MFU
+
+A sweep's directory (``comparison.md``, no ``config.json``) gets the comparison table and links to
+each variant's report. The launcher writes the reports at the end of every run.
+"""
+
+import argparse
+import base64
+import dataclasses
+import html
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from lm import metrics as metrics_lib
+from lm.model import ModelConfig
+
+SECTIONS = ('Run', 'Loss curves', 'Skills', 'Reward model', 'RLHF', 'Synthetic data', 'Time and throughput')
+
+SKILLS = (  # label, eval metric (lm.evals.report) or family accuracy ('family:<name>'), better when
+    ('format following (ends its turn)', 'format_following', 'higher'),
+    ('mean gold accuracy', 'accuracy', 'higher'),
+    ('world questions', 'world_qa_accuracy', 'higher'),
+    ('hallucination: unknown entities answered without "I don\'t know"', 'hallucination_rate', 'lower'),
+    ('refusal of harmful requests', 'harmful_refusal_rate', 'higher'),
+    ('over-refusal of benign near-misses', 'over_refusal_rate', 'lower'),
+    ('length-control error (words)', 'length_error_words', 'lower'),
+    ('length-control error (lines)', 'length_error_lines', 'lower'),
+    ('translation exact match', 'translation_exact_match', 'higher'),
+    ('arithmetic', 'family:arithmetic', 'higher'),
+    ('word problems', 'family:word_problem', 'higher'),
+    ('character counting', 'family:char_count', 'higher'),
+    ('tool calls per answer', 'tool_calls_per_answer', ''),
+)
+BREAKDOWNS = (('arithmetic', 'digits', 'Arithmetic by digit count'),
+              ('char_count', 'length', 'Character counting by word length'))
+REWARD_KEYS = (('eval_panel_accuracy', 'held-out pairwise accuracy against the panel'),
+               ('eval_gold_accuracy', 'held-out pairwise accuracy against gold'),
+               ('length_correlation_reward', 'length correlation: reward model'),
+               ('length_correlation_panel', 'length correlation: panel'),
+               ('length_correlation_gold', 'length correlation: gold'),
+               ('eval_loss', 'held-out ranking loss'), ('reward_mean', 'raw reward mean on reference samples'),
+               ('reward_std', 'raw reward std on reference samples'), ('train_prompts', 'training prompts'))
+RLHF_KEYS = ('proxy_reward', 'gold_reward', 'kl', 'kl_k3', 'response_length', 'finished', 'harmful_refusal_rate',
+             'over_refusal_rate', 'eval_proxy_reward', 'eval_gold_reward', 'eval_kl', 'kl_coef')
+NOT_TRAINING = ('rlhf', 'overoptimization')  # stages whose metrics rows are not a train/eval loss loop
+# Dense bf16 peak FLOP/s of one jax device, by device_kind (TPU v2/v3 devices are cores, later ones chips).
+PEAK_FLOPS = {'TPU v2': 22.5e12, 'TPU v3': 61.5e12, 'TPU v4': 275e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12,
+              'TPU v5p': 459e12, 'TPU v5': 459e12, 'TPU v6 lite': 918e12, 'TPU v6e': 918e12,
+              'NVIDIA H100': 989e12, 'NVIDIA H200': 989e12, 'NVIDIA A100': 312e12}
+
+
+# ------------------------------------------------------------------------------ reading a run
+
+@dataclasses.dataclass
+class Run:
+  workdir: Path
+  config: dict
+  outputs: dict   # stage -> outputs.json, in the order the stages ran (shared ones first)
+  rows: list      # metrics.jsonl rows (shared stages' first)
+
+
+def _json(path: Path):
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON ({e})') from None
+
+
+def load(workdir) -> Run:
+  """Everything the report reads from ``workdir`` (and from ``../shared`` for a sweep's variant)."""
+  workdir = Path(workdir)
+  if not (workdir / 'config.json').is_file():
+    raise ValueError(f'{workdir / "config.json"} not found: not a run directory (nor a sweep with comparison.md)')
+  config = _json(workdir / 'config.json')
+  dirs = []
+  shared = workdir.parent / 'shared'
+  if config.get('shared_stages') and shared.is_dir() and shared != workdir:
+    dirs.append((shared, list(config['shared_stages'])))
+  dirs.append((workdir, list(config.get('stages', ()))))
+  outputs, rows = {}, []
+  for d, stages in dirs:
+    for stage in stages:
+      if (d / stage / 'outputs.json').is_file():
+        outputs[stage] = _json(d / stage / 'outputs.json')
+    rows += [r for r in metrics_lib.read(d) if r.get('stage') in stages]
+  return Run(workdir, config, outputs, rows)
+
+
+def _stage_rows(run: Run, stage: str) -> list[dict]:
+  return [r for r in run.rows if r.get('stage') == stage]
+
+
+def _traces(run: Run, name: str) -> list[dict]:
+  path = run.workdir / 'eval' / f'traces_{name}.jsonl'
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------ numbers
+
+def flops_per_token(model: ModelConfig, seq_len: int) -> int:
+  """Model FLOPs of one trained token (forward + backward), the PaLM appendix B count that
+  ``benchmarks/train_step.py`` uses: ``6 N + 12 L T d_attn``, N the params in matmuls (the layers
+  and the head; a tied embedding counted once, as the head), T the sequence length."""
+  n_matmul = model.n_params(include_embedding=False)
+  if model.lm_head and model.tie_embeddings:
+    n_matmul += model.d_model * model.vocab_size
+  return 6 * n_matmul + 12 * model.n_layers * seq_len * model.n_heads * model.head_size
+
+
+def measured_cpu_peak(dtype: str = 'float32', n: int = 1024, reps: int = 5) -> float:
+  """FLOP/s of a ``n^3`` matmul on this host's CPU (best of ``reps``): the CPU's practical peak."""
+  import jax
+  import jax.numpy as jnp
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+  f(a, a).block_until_ready()
+  best = math.inf
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    f(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n ** 3 / best
+
+
+def peak_of(devices: dict | None, dtype: str, peak_flops: float | None = None) -> tuple[float | None, str]:
+  """``(peak FLOP/s of all the run's devices, how it was obtained)``; None when unknown."""
+  if peak_flops:
+    return peak_flops, f'peak {peak_flops:.3g} FLOP/s (given)'
+  if not devices:
+    return None, 'MFU not computed: the run did not record its devices'
+  kind, count = str(devices.get('kind', '')), int(devices.get('count', 1))
+  match = max((k for k in PEAK_FLOPS if kind.lower().startswith(k.lower())), key=len, default=None)
+  if match:
+    return PEAK_FLOPS[match] * count, (f'peak {PEAK_FLOPS[match]:.3g} FLOP/s per device ({match}, dense bf16) '
+                                       f'x {count} devices')
+  if kind.lower() == 'cpu':
+    import jax
+    if jax.default_backend() != 'cpu':
+      return None, 'MFU not computed: a CPU run reported on another backend (give --peak_flops)'
+    peak = measured_cpu_peak(dtype)
+    return peak, (f'peak {peak:.3g} FLOP/s: a 1024^3 {dtype} matmul on this host\'s CPU, measured now (the '
+                  f'{count} CPU devices share the host\'s cores, so this is the peak of all of them)')
+  return None, f'MFU not computed: no peak known for device kind {kind!r} (give --peak_flops)'
+
+
+def _fmt(v, digits: int = 3) -> str:
+  if v is None or (isinstance(v, float) and not math.isfinite(v)):
+    return '-'
+  if isinstance(v, bool) or isinstance(v, int):
+    return str(v)
+  return f'{v:.{digits}f}'
+
+
+def _family_accuracy(card: dict, family: str):
+  sets = [s for s in card.get('sets', ()) if s['family'] == family]
+  n = sum(s['n'] for s in sets)
+  return sum(s['accuracy'] * s['n'] for s in sets) / n if n else None
+
+
+def skill_value(card: dict, key: str):
+  """One skill of an eval card (``results.json`` entry): a metric, or ``family:<name>`` accuracy."""
+  if key.startswith('family:'):
+    return _family_accuracy(card, key.split(':', 1)[1])
+  return card.get('metrics', {}).get(key)
+
+
+def breakdown_table(traces: dict, family: str, key: str) -> list[tuple[str, list]]:
+  """Rows ``(label, [accuracy per model])`` of ``family``'s accuracy by ``meta[key]``, per variant."""
+  values = {}  # (variant, value) -> {model: [scores]}
+  for name, rows in traces.items():
+    for r in rows:
+      if r.get('family') == family and key in r.get('meta', {}):
+        values.setdefault((r['variant'], r['meta'][key]), {}).setdefault(name, []).append(r['score'])
+  out = []
+  for variant, value in sorted(values):
+    cells = values[(variant, value)]
+    n = len(next(iter(cells.values())))
+    out.append((f'{variant}, {key} {value} (n={n})',
+                [statistics.fmean(cells[m]) if m in cells else None for m in traces]))
+  return out
+
+
+# ------------------------------------------------------------------------------ document
+
+@dataclasses.dataclass
+class Section:
+  title: str
+  blocks: list = dataclasses.field(default_factory=list)  # ('text', s) | ('table', header, rows) | ('image', file)
+
+  def text(self, s: str):
+    self.blocks.append(('text', s))
+
+  def table(self, header, rows):
+    self.blocks.append(('table', list(header), [list(r) for r in rows]))
+
+  def image(self, name: str):
+    self.blocks.append(('image', name))
+
+
+def _figure(path: Path, panels, xlabel: str = 'step') -> None:
+  """One PNG, a plot per panel: ``[(title, [(label, xs, ys, style)], xlabel or None)]``."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  cols = min(len(panels), 2)
+  nrows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 3.6 * nrows), squeeze=False)
+  for ax, (title, series, panel_xlabel) in zip(axes.flat, panels):
+    for label, xs, ys, style in series:
+      ax.plot(xs, ys, style, label=label, markersize=4)
+    ax.set_title(title)
+    ax.set_xlabel(panel_xlabel or xlabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  for ax in list(axes.flat)[len(panels):]:
+    ax.axis('off')
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def _series(rows, key):
+  pts = [(r['step'], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+  return [p[0] for p in pts], [p[1] for p in pts]
+
+
+# ------------------------------------------------------------------------------ sections
+
+def run_section(run: Run) -> Section:
+  s = Section('Run')
+  c = run.config
+  s.text(f'Stages: {", ".join(run.outputs) or "none finished"}.')
+  model = _model_of(run, None)
+  if model is not None:
+    s.text(f'Model: {model.n_params():,} params ({model.n_params(include_embedding=False):,} without the embedding), '
+           f'{model.n_layers} layers, d_model {model.d_model}, vocab {model.vocab_size}, {model.dtype}.')
+  devices = next((o['devices'] for o in run.outputs.values() if 'devices' in o), None)
+  if devices:
+    s.text(f'Devices: {devices["count"]} x {devices["kind"]}.')
+  walls = [o['wall_s'] for o in run.outputs.values() if 'wall_s' in o]
+  if walls:
+    s.text(f'Wall time of the stages: {sum(walls):.1f} s ({sum(walls) / 60:.1f} min).')
+  if c.get('seed') is not None:
+    s.text(f'Seed {c["seed"]}; the resolved config is config.json.')
+  return s
+
+
+def loss_section(run: Run, out_dir: Path) -> Section:
+  s = Section('Loss curves')
+  stages = [st for st in dict.fromkeys(r['stage'] for r in run.rows) if st not in NOT_TRAINING]
+  panels, table = [], []
+  for st in stages:
+    rows = _stage_rows(run, st)
+    train, held = _series(rows, 'loss'), _series(rows, 'eval_loss')
+    if not train[0] and not held[0]:
+      continue
+    series = [(f'{st} train', *train, '-')] if train[0] else []
+    series += [(f'{st} eval', *held, 'o--')] if held[0] else []
+    panels.append((f'{st} loss', series, None))
+    table.append([st, _fmt(train[1][0] if train[1] else None), _fmt(train[1][-1] if train[1] else None),
+                  _fmt(held[1][0] if held[1] else None), _fmt(held[1][-1] if held[1] else None)])
+  if not panels:
+    s.text('No training stage logged losses in this run.')
+    return s
+  s.table(['stage', 'first train loss', 'last train loss', 'first eval loss', 'last eval loss'], table)
+  _figure(out_dir / 'loss_curves.png', panels)
+  s.image('loss_curves.png')
+  return s
+
+
+def skills_section(run: Run) -> Section:
+  s = Section('Skills')
+  path = run.workdir / 'eval' / 'results.json'
+  if 'eval' not in run.outputs or not path.is_file():
+    s.text('No eval stage in this run.')
+    return s
+  cards = _json(path)
+  names = list(cards)
+  n = run.outputs['eval'].get('examples')
+  s.text(f'Held-out eval prompts{f" ({n} per model)" if n else ""}, greedy, scored by the lab\'s gold scorers; '
+         'columns are the models evaluated (base = pretrained, sft, rlhf, ...).')
+  rows = []
+  for label, key, better in SKILLS:
+    values = [skill_value(cards[m], key) for m in names]
+    if all(v is None or v != v for v in values):
+      continue
+    rows.append([label + (f' ({better} is better)' if better else '')] + [_fmt(v) for v in values])
+  s.table(['skill'] + names, rows)
+  traces = {m: _traces(run, m) for m in names}
+  for family, key, title in BREAKDOWNS:
+    table = breakdown_table(traces, family, key)
+    if table:
+      s.text(f'{title} (accuracy; variant and {key}):')
+      s.table([f'{family}'] + names, [[label] + [_fmt(v) for v in values] for label, values in table])
+    else:
+      s.text(f'{title}: no {family} prompts in the eval traces.')
+  sets = {m: {(x['family'], x['variant']): x for x in cards[m].get('sets', ())} for m in names}
+  keys = sorted({k for v in sets.values() for k in v})
+  if keys:
+    s.text('Accuracy per eval set:')
+    s.table(['set (n)'] + names, [[f'{f}/{v} ({next(sets[m][(f, v)]["n"] for m in names if (f, v) in sets[m])})']
+                                  + [_fmt(sets[m].get((f, v), {}).get('accuracy')) for m in names] for f, v in keys])
+  return s
+
+
+def reward_section(run: Run) -> Section:
+  s = Section('Reward model')
+  out = run.outputs.get('reward')
+  if out is None:
+    s.text('No reward stage in this run.')
+    return s
+  s.text('Pairwise accuracy on held-out rankings (the panel\'s and the gold one); length correlations are within '
+         'prompt, of log(1 + words) with each judge\'s preference (> 0: the judge likes longer responses).')
+  s.table(['metric', 'value'], [[label, _fmt(out.get(key), 4)] for key, label in REWARD_KEYS if key in out])
+  return s
+
+
+def rlhf_section(run: Run, out_dir: Path) -> Section:
+  s = Section('RLHF')
+  out, rows = run.outputs.get('rlhf'), _stage_rows(run, 'rlhf')
+  if out is None and not rows:
+    s.text('No rlhf stage in this run.')
+    return s
+  algorithm = (out or {}).get('algorithm', run.config.get('rlhf', {}).get('algorithm', '?'))
+  if not rows:
+    s.text(f'The rlhf stage ({algorithm}) logged no metrics.')
+    return s
+  if algorithm == 'best_of_n':
+    s.text('Best-of-n against the reward model: no training; KL = log n - (n - 1) / n.')
+    s.table(['n', 'KL (nats)', 'proxy reward', 'gold reward'],
+            [[r['step'], _fmt(r.get('kl')), _fmt(r.get('proxy_reward')), _fmt(r.get('gold_reward'))] for r in rows])
+    root_kl = [math.sqrt(r['kl']) for r in rows]
+    _figure(out_dir / 'rlhf.png', [('best-of-n', [('proxy', root_kl, [r['proxy_reward'] for r in rows], 'o-'),
+                                                  ('gold', root_kl, [r['gold_reward'] for r in rows], 'o-')],
+                                    'sqrt(KL) (nats^0.5)')])
+    s.image('rlhf.png')
+    return s
+  first, last = rows[0], rows[-1]
+  s.text(f'{algorithm}: {len(rows)} iterations logged (step {first["step"]} to {last["step"]}). Proxy = the reward '
+         'model (normalised on reference samples), gold = the lab\'s scorers; KL to the SFT reference, summed over '
+         'the response (nats).')
+  keys = [k for k in RLHF_KEYS if k in last or k in first]
+  keys += sorted({k for r in (first, last) for k in r if k.startswith('acc[')})
+  s.table(['metric', f'iteration {first["step"]}', f'iteration {last["step"]}'],
+          [[k, _fmt(first.get(k)), _fmt(last.get(k))] for k in keys])
+  panels = []
+  for title, keys_ in (('proxy vs gold reward', ('proxy_reward', 'gold_reward', 'eval_proxy_reward', 'eval_gold_reward')),
+                       ('KL to the reference (nats)', ('kl', 'eval_kl')),
+                       ('response length (tokens)', ('response_length', 'eval_response_length')),
+                       ('refusals', ('harmful_refusal_rate', 'over_refusal_rate')),
+                       ('gold accuracy per task family', sorted({k for r in rows for k in r if k.startswith('acc[')}))):
+    series = [(k, *_series(rows, k), 'o-' if len(rows) < 30 else '-') for k in keys_]
+    series = [x for x in series if x[1]]
+    if series:
+      panels.append((title, series, 'iteration'))
+  kl, proxy, gold = (_series(rows, k)[1] for k in ('kl', 'proxy_reward', 'gold_reward'))
+  if kl and len(kl) == len(proxy) == len(gold):
+    panels.append(('reward against KL (one point per iteration)', [('proxy', kl, proxy, 'o'), ('gold', kl, gold, 'o')],
+                   'KL (nats)'))
+  _figure(out_dir / 'rlhf.png', panels, 'iteration')
+  s.image('rlhf.png')
+  return s
+
+
+def synthetic_section(run: Run) -> Section:
+  s = Section('Synthetic data')
+  out = run.outputs.get('synthetic')
+  if out is None:
+    s.text('No synthetic stage in this run.')
+    return s
+  s.text(f'{out.get("samples", "?")} responses sampled by the {out.get("source", "?")} model to '
+         f'{out.get("prompts", "?")} new prompts, judged by {out.get("judge", "?")} (threshold '
+         f'{out.get("threshold", "?")}); {out.get("kept", "?")} kept as SFT conversations '
+         f'(acceptance {_fmt(out.get("acceptance_rate"))}).')
+  fams = sorted(k[len('acceptance['):-1] for k in out if k.startswith('acceptance['))
+  if fams:
+    s.table(['family', 'acceptance rate', 'kept'],
+            [[f, _fmt(out[f'acceptance[{f}]']), _fmt(out.get(f'kept[{f}]'))] for f in fams])
+  path = run.workdir / 'eval' / 'results.json'
+  cards = _json(path) if path.is_file() else {}
+  if 'sft+synth' in cards and 'sft+orig' in cards:
+    s.text('What the synthetic data adds: continued SFT on original + synthetic data against continued SFT on the '
+           'original data only, for the same steps.')
+    rows = []
+    for label, key, better in SKILLS:
+      a, b = skill_value(cards['sft+orig'], key), skill_value(cards['sft+synth'], key)
+      if a is not None and b is not None and a == a and b == b:
+        rows.append([label + (f' ({better} is better)' if better else ''), _fmt(a), _fmt(b), _fmt(b - a)])
+    s.table(['skill', 'sft+orig', 'sft+synth', 'difference'], rows)
+  else:
+    s.text('No eval of both sft+orig and sft+synth in this run.')
+  return s
+
+
+def _model_of(run: Run, stage: str | None) -> ModelConfig | None:
+  fields = (run.outputs.get(stage) or {}).get('model') if stage else None
+  fields = fields or run.config.get('model')
+  if not fields:
+    return None
+  known = {f.name for f in dataclasses.fields(ModelConfig)}
+  return ModelConfig(**{k: v for k, v in fields.items() if k in known})
+
+
+def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
+  s = Section('Time and throughput')
+  if not run.outputs:
+    s.text('No stage finished in this run.')
+    return s
+  total = sum(o.get('wall_s', 0.0) for o in run.outputs.values())
+  devices = next((o['devices'] for o in run.outputs.values() if 'devices' in o), None)
+  model = _model_of(run, None)
+  peak, peak_note = None, ''
+  table, has_mfu = [], False
+  for stage, out in run.outputs.items():
+    rows = [r for r in _stage_rows(run, stage) if 'tokens_per_s' in r]
+    tps = statistics.median(r['tokens_per_s'] for r in rows) if rows else None
+    compile_s = next((r['compile_s'] for r in rows if 'compile_s' in r), None)
+    fpt = mfu = None
+    section = run.config.get(stage)
+    seq_len = out.get('seq_len') or (section.get('seq_len') if isinstance(section, dict) else None)
+    if tps and seq_len and 'model' in out and stage not in NOT_TRAINING:
+      fpt = flops_per_token(_model_of(run, stage), seq_len)
+      if peak is None and not peak_note:
+        peak, peak_note = peak_of(devices, model.dtype if model else 'float32', peak_flops)
+      mfu = tps * fpt / peak if peak else None
+      has_mfu = True
+    wall = out.get('wall_s')
+    table.append([stage, _fmt(wall, 1), _fmt(wall / total if wall is not None and total else None),
+                  _fmt(out.get('step', out.get('iterations'))), _fmt(tps, 0), _fmt(compile_s, 1),
+                  f'{fpt:,}' if fpt else '-', f'{mfu:.2%}' if mfu is not None else '-'])
+  recorded = any('wall_s' in o for o in run.outputs.values())
+  s.text((f'Total wall time of the stages: {total:.1f} s. ' if recorded else 'The stages did not record their wall '
+          'time (a run from before the launcher kept it). ') + 'tokens/s is the median over logged intervals (padding '
+         'included; rlhf: response tokens per second of sampling, scoring and updating). FLOPs/token = 6 N + 12 L T '
+         'd_attn (PaLM appendix B; N = params in matmuls, T = the stage\'s sequence length).')
+  if has_mfu:
+    s.text(f'MFU = tokens/s x FLOPs/token / peak; {peak_note}.')
+  s.table(['stage', 'wall s', 'share', 'steps', 'tokens/s', 'compile s', 'FLOPs/token', 'MFU'], table)
+  return s
+
+
+# ------------------------------------------------------------------------------ writing
+
+def _markdown(title: str, sections) -> str:
+  lines = [f'# {title}', '']
+  for sec in sections:
+    lines += [f'## {sec.title}', '']
+    for block in sec.blocks:
+      if block[0] == 'text':
+        lines += [block[1], '']
+      elif block[0] == 'table':
+        header, rows = block[1], block[2]
+        lines += ['| ' + ' | '.join(map(str, header)) + ' |', '|---' * len(header) + '|']
+        lines += ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows] + ['']
+      elif block[0] == 'image':
+        lines += [f'![{block[1][:-4]}]({block[1]})', '']
+      elif block[0] == 'links':
+        lines += [f'- [{text}]({href})' for text, href in block[1]] + ['']
+  return '\n'.join(lines)
+
+
+def _html(title: str, sections, out_dir: Path) -> str:
+  e = html.escape
+  parts = [f'<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title><style>'
+           'body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}'
+           'table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;'
+           'text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}</style></head><body>',
+           f'<h1>{e(title)}</h1>']
+  for sec in sections:
+    parts.append(f'<h2>{e(sec.title)}</h2>')
+    for block in sec.blocks:
+      if block[0] == 'text':
+        parts.append(f'<p>{e(block[1])}</p>')
+      elif block[0] == 'table':
+        head = ''.join(f'<th>{e(str(h))}</th>' for h in block[1])
+        body = ''.join('<tr>' + ''.join(f'<td>{e(str(c))}</td>' for c in r) + '</tr>' for r in block[2])
+        parts.append(f'<table><tr>{head}</tr>{body}</table>')
+      elif block[0] == 'image':
+        data = base64.b64encode((out_dir / block[1]).read_bytes()).decode('ascii')
+        parts.append(f'<img alt="{e(block[1])}" src="data:image/png;base64,{data}">')
+      elif block[0] == 'links':
+        parts.append('<ul>' + ''.join(f'<li><a href="{e(h)}">{e(t)}</a></li>' for t, h in block[1]) + '</ul>')
+  return '\n'.join(parts) + '\n</body></html>\n'
+
+
+def _write(out_dir: Path, title: str, sections) -> str:
+  (out_dir / 'report.md').write_text(_markdown(title, sections))
+  (out_dir / 'report.html').write_text(_html(title, sections, out_dir))
+  return str(out_dir / 'report.md')
+
+
+def _sweep_sections(workdir: Path) -> list[Section]:
+  comparison = Section('Comparison')
+  lines = [line for line in (workdir / 'comparison.md').read_text().splitlines() if line.startswith('|')]
+  if len(lines) >= 2:
+    cells = lambda line: [c.strip() for c in line.strip().strip('|').split('|')]
+    comparison.table(cells(lines[0]), [cells(line) for line in lines[2:]])
+  else:
+    comparison.text('comparison.md has no table.')
+  if (workdir / 'comparison.png').is_file():
+    comparison.image('comparison.png')
+  variants = Section('Variants')
+  links, walls = [], []
+  for d in sorted(p.parent for p in workdir.glob('*/config.json')):
+    outputs = [_json(p) for p in d.glob('*/outputs.json')]
+    walls.append([d.name, _fmt(sum(o.get('wall_s', 0.0) for o in outputs), 1)])
+    if (d / 'report.md').is_file():
+      links.append((f'{d.name}: report', f'{d.name}/report.html'))
+  variants.blocks.append(('links', links))
+  variants.table(['run', 'wall s of its stages'], walls)
+  return [comparison, variants]
+
+
+def write(workdir, peak_flops: float | None = None) -> str:
+  """Writes ``report.md``, its PNGs and ``report.html`` in ``workdir``; returns the report's path."""
+  workdir = Path(workdir)
+  if not (workdir / 'config.json').is_file() and (workdir / 'comparison.md').is_file():
+    return _write(workdir, f'Sweep: {workdir.name}', _sweep_sections(workdir))
+  run = load(workdir)
+  sections = [run_section(run), loss_section(run, workdir), skills_section(run), reward_section(run),
+              rlhf_section(run, workdir), synthetic_section(run), throughput_section(run, peak_flops)]
+  return _write(workdir, f'Report: {workdir.name}', sections)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog='python -m lm.report', description='Writes <workdir>/report.md, PNGs, report.html.')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--peak_flops', type=float, default=None,
+                 help='peak FLOP/s of all the run\'s devices together, for MFU (default: known accelerator peaks; '
+                      'on CPU a matmul measured now)')
+  args = p.parse_args(argv)
+  try:
+    print(write(args.workdir, args.peak_flops))
+  except ValueError as e:
+    sys.exit(f'lm.report: error: {e}')
+
+
+if __name__ == '__main__':
+  main()
