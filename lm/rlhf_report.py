@@ -67,12 +67,12 @@ def write(workdir, stage_dir, algorithm: str) -> str:
   lines = [f'# RLHF: {algorithm}', '']
   images = []
   if algorithm == 'best_of_n':
-    lines += ['| n | KL (nats) | proxy reward | gold reward |', '|---|---|---|---|']
-    lines += [f'| {r["n"]} | {r["kl"]:.3f} | {_fmt(r["proxy_reward"])} | {_fmt(r["gold_reward"])} |' for r in rows]
+    keys = [k for k in ('proxy_reward', 'gold_reward', 'eval_proxy_reward', 'eval_gold_reward') if rows and k in rows[0]]
+    lines += ['| n | KL (nats) | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 2) + '|']
+    lines += [f'| {r["n"]} | {r["kl"]:.3f} | ' + ' | '.join(_fmt(r[k]) for k in keys) + ' |' for r in rows]
     root_kl = [np.sqrt(r['kl']) for r in rows]
-    _figure(stage_dir / 'best_of_n.png', [('best-of-n against the reward model', [
-        ('proxy', root_kl, [r['proxy_reward'] for r in rows]), ('gold', root_kl, [r['gold_reward'] for r in rows])])],
-            'sqrt(KL) (nats^0.5)')
+    _figure(stage_dir / 'best_of_n.png', [('best-of-n against the reward model',
+                                           [(k, root_kl, [r[k] for r in rows]) for k in keys])], 'sqrt(KL) (nats^0.5)')
     images.append('best_of_n.png')
   elif rows:
     first, last = rows[0], rows[-1]

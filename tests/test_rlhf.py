@@ -106,12 +106,14 @@ def test_grpo_resumes_from_its_last_checkpoint(inputs, tmp_path):
 
 @pytest.mark.parametrize('algorithm', ['dpo', 'best_of_n'])
 def test_offline_arms_run(inputs, tmp_path, algorithm):
-  _, out = _run(inputs, tmp_path, algorithm=algorithm, iterations=1, eval_every=0)
+  _, out = _run(inputs, tmp_path, algorithm=algorithm, iterations=1, eval_every=int(algorithm == 'best_of_n'))
   rows = metrics.read(tmp_path, 'rlhf')
   if algorithm == 'best_of_n':
     assert [r['n'] for r in rows] == [1, 2] and rows[1]['kl'] == pytest.approx(np.log(2) - 0.5)
-    assert rows[1]['proxy_reward'] >= rows[0]['proxy_reward']   # the best of 2 includes the first
+    for prefix in ('', 'eval_'):  # the best of 2 includes the first
+      assert rows[1][f'{prefix}proxy_reward'] >= rows[0][f'{prefix}proxy_reward']
     assert out['checkpoint_dir'] == inputs['sft']['checkpoint_dir']
+    assert out['eval_kl'] == rows[1]['kl'] and out['eval_gold_reward'] == rows[1]['eval_gold_reward']
   else:
     assert [r['step'] for r in rows] == [1] and rows[0]['loss'] > 0 and 0 <= rows[0]['accuracy'] <= 1
     assert out['preference_records_dropped'] >= 0

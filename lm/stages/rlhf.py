@@ -9,7 +9,8 @@
               ``lm.steps.preference``;
               ``rlhf.preference``: beta, pairs all / best, panel or gold ranking)
   best_of_n   no training: ``max(rlhf.best_of_n)`` samples per prompt, the reward model keeps the
-              best of the first n for each n; KL = log n - (n - 1) / n (``lm.best_of_n``)
+              best of the first n for each n; KL = log n - (n - 1) / n (``lm.best_of_n``); measured
+              on ``rlhf.iterations`` batches of training prompts and on the eval prompts
 The policy and the frozen reference both start from the SFT stage's model; the reward model (and
 its normalisation on reference samples) comes from the reward stage. Prompts: ``rlhf.n_prompts``
 drawn from the lab's ``rlhf.prompt_mix`` (tools not offered), never an eval prompt; the last
@@ -151,7 +152,7 @@ def run(config, workdir, inputs) -> dict:
   base = {'tokenizer': sft['tokenizer'], 'model': json.loads(json.dumps(dict(config.model))),
           'algorithm': c.algorithm}
   if c.algorithm == 'best_of_n':
-    out = _run_best_of_n(c, config.seed, workdir, rollout, train_examples)
+    out = _run_best_of_n(c, config.seed, workdir, rollout, train_examples, eval_examples if c.eval_every else [])
     passed = {k: sft[k] for k in ('checkpoint_dir', 'lora', 'base_checkpoint_dir') if k in sft}
     result = {**base, **passed, **out}
   else:
@@ -199,26 +200,39 @@ class _Rollout:
     return batch, stats, rows, seconds
 
 
-def _run_best_of_n(c, seed, workdir, rollout, examples) -> dict:
-  """Proxy and gold reward of best-of-n for each n in ``rlhf.best_of_n`` over ``rlhf.iterations``
-  prompt batches; metrics rows have step = n."""
+def _run_best_of_n(c, seed, workdir, rollout, examples, eval_examples) -> dict:
+  """Proxy and gold reward of best-of-n for each n in ``rlhf.best_of_n``, over ``rlhf.iterations``
+  batches of training prompts and over the fixed eval prompts (``eval_*``); metrics rows have
+  step = n; the outputs are those of the largest n (plus ``n<k>.*`` for every n)."""
+
+  def collect(batches, key):
+    proxy, gold, length = [], [], []
+    for i, batch_examples in enumerate(batches):
+      _, stats, rows, _ = rollout({'policy': rollout.ref}, batch_examples, jax.random.fold_in(key, i), train=False)
+      proxy.append(stats['score'].reshape(-1, rollout.group))
+      gold.append(np.array([r['score'] for r in rows]).reshape(-1, rollout.group))
+      length.append(stats['response_length'].reshape(-1, rollout.group))
+    return np.concatenate(proxy), np.concatenate(gold), np.concatenate(length)
+
   prompts = pipeline.Batches({'index': np.arange(len(examples))}, c.prompts_per_iteration, seed=seed)
-  proxy, gold = [], []
-  for it in range(c.iterations):
-    batch_examples = [examples[i] for i in prompts.host_batch(it)['index']]
-    _, stats, rows, _ = rollout({'policy': rollout.ref}, batch_examples, jax.random.key(seed + it), train=False)
-    proxy.append(stats['score'].reshape(-1, rollout.group))
-    gold.append(np.array([r['score'] for r in rows]).reshape(-1, rollout.group))
-  proxy, gold = np.concatenate(proxy), np.concatenate(gold)
+  train = collect([[examples[i] for i in prompts.host_batch(it)['index']] for it in range(c.iterations)],
+                  jax.random.key(seed))
+  held = collect([eval_examples], jax.random.key(seed + 1)) if eval_examples else None
   writer = metrics.Writer(workdir, 'rlhf')
   out = {}
   for n in sorted(c.best_of_n):
-    row = {'n': n, 'kl': best_of_n.kl(n), 'proxy_reward': float(np.mean(best_of_n.select(proxy, proxy, n))),
-           'gold_reward': float(np.mean(best_of_n.select(gold, proxy, n)))}
+    row = {'n': n, 'kl': best_of_n.kl(n)}
+    for prefix, measured in (('', train), ('eval_', held)):
+      if measured is not None:
+        proxy, gold, length = measured
+        row.update({f'{prefix}proxy_reward': float(np.mean(best_of_n.select(proxy, proxy, n))),
+                    f'{prefix}gold_reward': float(np.mean(best_of_n.select(gold, proxy, n))),
+                    f'{prefix}response_length': float(np.mean(best_of_n.select(length, proxy, n))),
+                    f'{prefix}kl': best_of_n.kl(n)})
     writer.write(n, row)
-    out.update({f'n{n}.proxy_reward': row['proxy_reward'], f'n{n}.gold_reward': row['gold_reward']})
+    out.update({f'n{n}.{k}': v for k, v in row.items() if k != 'n'})
   writer.close()
-  return out
+  return {**out, **{k: v for k, v in row.items() if k != 'n'}, 'n': max(c.best_of_n)}
 
 
 class _Loop:
