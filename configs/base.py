@@ -29,6 +29,10 @@ SFT_MIX = (
 EVAL_SETS = tuple(sorted({(f, v) for f, v, _ in SFT_MIX}))
 
 
+# the simulated rater panel (lm.raters.Panel): biases 0 and no noise would reproduce the gold ranking
+PANEL = dict(n_raters=5, length_bias=0.0, confidence_bias=0.0, position_bias=0.0, noise=0.1, seed=0)
+
+
 def data_section(**overrides) -> ml_collections.ConfigDict:
   """The lab's world and how much of each dataset the data stage generates."""
   cfg = dict(
@@ -39,8 +43,7 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       sft_examples=4000, sft_mix=SFT_MIX,
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
       preferences=dict(n_prompts=500, k=4, mix=SFT_MIX, validation_fraction=0.1,  # held-out rankings
-                       panel=dict(n_raters=5, length_bias=0.0, confidence_bias=0.0, position_bias=0.0,
-                                  noise=0.1, seed=0)),
+                       panel=PANEL),
   )
   cfg.update(overrides)
   return ml_collections.ConfigDict(cfg)
@@ -105,9 +108,13 @@ def get_config() -> ml_collections.ConfigDict:
       # prompts that offer tools run through lm.agent with these; () removes the offer, runs none
       'tools': ('calculator', 'python', 'knowledge_base'), 'max_tool_calls': 3, 'result_tokens': 128,
       'breakdowns': ()})                      # 'family:meta_key' (or 'family'): extra accuracy metrics
+  # the panel of the preferences stage, which re-ranks the data stage's candidates (vary raters here)
+  c.raters = ml_collections.ConfigDict({'panel': dict(PANEL)})
   c.rlhf = rlhf_section()
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
   c.variants = ml_collections.ConfigDict()
   c.shared_stages = ()  # with variants: stages run once in <workdir>/shared, their outputs given to each variant
+  # with variants: the comparison table's 'stage.key' columns (() = all) and an optional (x, y) scatter
+  c.comparison = ml_collections.ConfigDict({'columns': (), 'plot': ()})
   c.lock()
   return c

@@ -1,31 +1,18 @@
-"""Pretrain -> SFT -> reward model on the panel's rankings -> RLHF (PPO by default) -> the report card
-of base, SFT and RLHF models (``<workdir>/eval/report.md``).
+"""Pretrain -> SFT -> reward model on the panel's rankings -> RLHF -> the SFT-vs-RLHF report card
+(``<workdir>/eval/report.md``): the lifecycle (experiments/lifecycle.py) with the eval on the two
+models RLHF is about, and the arm picked on the command line.
 
   python -m lm.launch --config=experiments/rlhf_tiny.py --workdir=runs/rlhf_tiny
-  --config.rlhf.algorithm=grpo     another RL arm (see lm/stages/rlhf.py)
-  ...:smoke                        a seconds-long version for tests
+  --config.rlhf.algorithm=grpo --config.rlhf.group_size=4    another arm (see lm/stages/rlhf.py)
+  ...:smoke                                                    a minutes-long version for tests
 """
 
-from configs import base, models
+from experiments import lifecycle
 
 
 def get_config(arg: str = ''):
-  c = base.get_config()
-  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'reward', 'rlhf', 'eval')
-  if arg == 'smoke':
-    c.data.pretrain_chars, c.data.sft_examples, c.data.eval_examples = 150_000, 200, 2
-    c.data.preferences.n_prompts = 48
-    c.tokenizer.vocab_size = 512
-    c.model = models.get('test', max_seq_len=128)
-    for stage in (c.pretrain, c.sft, c.reward):
-      stage.steps, stage.batch_size = 12, 8
-      stage.log_every = stage.eval_every = stage.checkpoint_every = 4
-      stage.eval_batches = 1
-      stage.optim.warmup_steps = 2
-    c.pretrain.seq_len, c.sft.seq_len, c.reward.seq_len = 64, 128, 128
-    c.reward.normalize_prompts, c.reward.normalize_max_new_tokens = 8, 16
-    c.eval.max_new_tokens, c.eval.batch_size, c.eval.max_examples = 24, 32, 2
-  elif arg:
+  if arg not in ('', 'smoke'):
     raise ValueError(f'unknown experiments/rlhf_tiny.py argument {arg!r}; valid: smoke')
-  c.model.vocab_size = c.tokenizer.vocab_size
+  c = lifecycle.get_config(arg)
+  c.eval.models = ('sft', 'rlhf')
   return c

@@ -112,7 +112,7 @@ def test_reward_model_learns_the_lab_rankings_well_above_chance(lab_rankings):
 def test_reward_stage_starts_from_sft_and_normalises_on_reference_samples(tmp_path):
   config = lm_config.load(str(REPO / 'experiments/rlhf_tiny.py:smoke'))
   config.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward')
-  config.data.preferences.panel.length_bias = 2.0  # the preferences stage re-ranks with this panel
+  config.raters.panel.length_bias = 2.0  # the preferences stage re-ranks with this panel
   out = launch.launch(config, tmp_path)
   rw, sft = out['reward'], out['sft']
   assert out['preferences']['panel']['length_bias'] == 2.0

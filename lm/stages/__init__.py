@@ -1,7 +1,7 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, eval, hf_import, preferences, pretrain, reward, rlhf, sft, tokenizer
+from lm.stages import data, eval, hf_import, overoptimization, preferences, pretrain, reward, rlhf, sft, tokenizer
 
 STAGES = {
     'data': data.run,
@@ -12,5 +12,6 @@ STAGES = {
     'preferences': preferences.run,
     'reward': reward.run,
     'rlhf': rlhf.run,
+    'overoptimization': overoptimization.run,
     'eval': eval.run,
 }

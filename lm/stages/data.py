@@ -63,12 +63,12 @@ def _prompt_key(prompt) -> str:
   return json.dumps(prompt, sort_keys=True)
 
 
-def build_preferences(world, c, held: frozenset, out) -> list[dict]:
+def build_preferences(world, c, held: frozenset, out, panel: dict) -> list[dict]:
   """``PreferenceRankings`` under ``out``: ``data.preferences.n_prompts`` prompts (none of them an
-  eval prompt), K candidates each, ranked by the configured panel."""
+  eval prompt), K candidates each, ranked by ``panel``."""
   p = c.preferences
   prompts = mixture(world, p.mix, p.n_prompts, c.seed + 1, exclude=held)
-  prefs = raters.preference_records(world, prompts, raters.Panel(**p.panel), p.k, seed=c.seed)
+  prefs = raters.preference_records(world, prompts, raters.Panel(**panel), p.k, seed=c.seed)
   builders.build(builders.PreferenceRankings, out, _split(prefs, p.validation_fraction))
   return prefs
 
@@ -98,7 +98,7 @@ def run(config, workdir, inputs) -> dict:
         [{'messages': e.prompt + e.reference, 'family': e.family, 'variant': e.variant} for e in sft],
         c.validation_fraction))
 
-    prefs = build_preferences(world, c, held, out)
+    prefs = build_preferences(world, c, held, out, c.preferences.panel)
     counts = {'pretrain_documents': len(docs), 'pretrain_chars': sum(len(d['text']) for d in docs),
               'sft_conversations': len(sft), 'preference_prompts': len(prefs), 'eval_examples': len(evals)}
   sync('data')

@@ -1,9 +1,9 @@
-"""Preferences stage: the rankings again, by this run's rater panel, in a dataset of their own.
+"""Preferences stage: the rankings again, by the ``raters.panel`` of this config, in a dataset of their own.
 
-The data stage already ranks ``data.preferences`` with its panel; this stage re-ranks the same
-prompts and candidates (same seeds) with the panel of the current config, so that variants of an
-experiment can share data, tokenizer, pretraining and SFT and differ only in who ranks (e.g. a
-length-biased panel against an unbiased one). Later stages read ``preferences_dir(inputs)``.
+The data stage ranks ``data.preferences`` with ``data.preferences.panel``; this stage re-ranks the
+same prompts and candidates (same seeds) with ``raters.panel``, so that variants of an experiment
+can share data, tokenizer, pretraining and SFT and differ only in who ranks (e.g. a length-biased
+panel against an unbiased one). Later stages read ``preferences_dir(inputs)``.
 """
 
 from pathlib import Path
@@ -25,6 +25,7 @@ def run(config, workdir, inputs) -> dict:
   n = 0
   if jax.process_index() == 0:
     world = World(seed=c.seed, **c.world)
-    n = len(data.build_preferences(world, c, data.eval_prompt_keys(inputs['data']['tfds_dir']), out))
+    held = data.eval_prompt_keys(inputs['data']['tfds_dir'])
+    n = len(data.build_preferences(world, c, held, out, config.raters.panel))
   data.sync('preferences')
-  return {'tfds_dir': str(out), 'preference_prompts': n, 'panel': dict(c.preferences.panel)}
+  return {'tfds_dir': str(out), 'preference_prompts': n, 'panel': dict(config.raters.panel)}

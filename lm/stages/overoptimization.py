@@ -1,0 +1,73 @@
+"""Over-optimisation stage: fits Gao et al.'s curves to the rlhf stage's gold and proxy rewards.
+
+Reads ``<workdir>/rlhf`` metrics: for PPO (and the other online arms) the eval rows (fixed eval
+prompts: ``eval_kl``, ``eval_gold_reward``, ``eval_proxy_reward``), for best-of-n its row per n
+(``kl`` = log n - (n - 1)/n). Gains are over the first point (the initial policy). Fits the RL form
+to online arms and the best-of-n form to best-of-n (``lm.overoptimization``), for gold and for proxy,
+and writes ``<workdir>/overoptimization/curves.png`` (points and fitted curves against sqrt(KL)).
+Outputs: ``gold_alpha``, ``gold_beta``, ``gold_kl_peak``, ``gold_r2``, the same for ``proxy_``, the
+largest KL reached and the gold/proxy gains there.
+"""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from lm import metrics, overoptimization
+from lm.config import ConfigError
+
+
+def points(rows: list[dict], algorithm: str) -> dict[str, np.ndarray]:
+  """``{'kl', 'gold', 'proxy'}`` series from the rlhf metrics rows, sorted by KL."""
+  if algorithm == 'best_of_n':
+    series = [(r['kl'], r['gold_reward'], r['proxy_reward']) for r in rows if 'n' in r]
+  else:
+    series = [(r['eval_kl'], r['eval_gold_reward'], r['eval_proxy_reward']) for r in rows if 'eval_kl' in r]
+  if len(series) < 3:
+    raise ConfigError(f'overoptimization: the rlhf stage logged {len(series)} points; it needs >= 3 '
+                      '(more rlhf.best_of_n values, or rlhf.eval_every smaller than rlhf.iterations)')
+  kl, gold, proxy = (np.asarray(x, np.float64) for x in zip(*sorted(series)))
+  return {'kl': np.maximum(kl, 0.0), 'gold': gold, 'proxy': proxy}
+
+
+def _plot(path, d, series: dict, fits: dict, form: str):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  grid = np.linspace(max(d.max(), 1e-3) / 200, d.max() * 1.5 + 1e-3, 200)
+  for name, gain in series.items():
+    line = ax.plot(d, gain, 'o', label=f'{name} (measured)')[0]
+    f = fits[name]
+    ax.plot(grid, overoptimization.curve(grid, f['alpha'], f['beta'], form), '-', color=line.get_color(),
+            label=f'{name} fit: a={f["alpha"]:.2f}, b={f["beta"]:.2f}')
+  ax.set_xlabel('d = sqrt(KL to the initial policy)')
+  ax.set_ylabel('reward gain over the initial policy')
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def run(config, workdir, inputs) -> dict:
+  if 'rlhf' not in inputs:
+    raise ConfigError(f'overoptimization needs the rlhf stage before it (ran: {", ".join(inputs) or "none"})')
+  algorithm = inputs['rlhf']['algorithm']
+  form = 'bon' if algorithm == 'best_of_n' else 'rl'
+  p = points(metrics.read(workdir, 'rlhf'), algorithm)
+  d = np.sqrt(p['kl'])
+  gains = {'gold': p['gold'] - p['gold'][0], 'proxy': p['proxy'] - p['proxy'][0]}
+  fits = {name: overoptimization.fit(d, gain, form) for name, gain in gains.items()}
+  out_dir = Path(workdir) / 'overoptimization'
+  if jax.process_index() == 0:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _plot(out_dir / 'curves.png', d, gains, fits, form)
+  out = {'form': form, 'points': int(len(d)), 'kl_max': float(p['kl'][-1]),
+         'gold_gain_at_kl_max': float(gains['gold'][-1]), 'proxy_gain_at_kl_max': float(gains['proxy'][-1]),
+         'gold_gain_best': float(gains['gold'].max()), 'kl_at_gold_best': float(p['kl'][int(np.argmax(gains['gold']))])}
+  for name, f in fits.items():
+    out.update({f'{name}_{k}': v for k, v in f.items()})
+  print('[overoptimization] ' + ', '.join(f'{k}={v:.3g}' for k, v in out.items() if isinstance(v, float)), flush=True)
+  return out

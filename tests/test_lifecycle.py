@@ -1,0 +1,75 @@
+"""The lifecycle end to end (smoke sizes) and the RLHF claim experiments, each ending in its table.
+
+One lifecycle smoke run (data -> tokenizer -> pretrain -> SFT -> reward -> PPO -> eval) serves every
+test: the claim experiments' ``<workdir>/shared`` is seeded with its stages (the launcher skips a
+stage whose outputs.json exists), so only their variants run here.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lm import config as lm_config
+from lm import launch, metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def lifecycle(tmp_path_factory):
+  config = lm_config.load(str(REPO / 'experiments/lifecycle.py:smoke'))
+  workdir = tmp_path_factory.mktemp('lifecycle')
+  return config, workdir, launch.launch(config, workdir)
+
+
+def test_lifecycle_runs_every_stage_and_reports_every_model(lifecycle):
+  config, workdir, out = lifecycle
+  assert tuple(out) == config.stages
+  for stage in config.stages:
+    assert (workdir / stage / 'outputs.json').exists(), stage
+  for stage in ('pretrain', 'sft', 'reward'):
+    assert out[stage]['step'] == getattr(config, stage).steps
+  assert 0 <= out['reward']['eval_gold_accuracy'] <= 1
+  assert [r['step'] for r in metrics.read(workdir, 'rlhf')] == list(range(1, config.rlhf.iterations + 1))
+  report = (workdir / 'eval' / 'report.md').read_text()
+  header = next(line for line in report.splitlines() if line.startswith('|'))
+  for column in ('base', 'sft', 'rlhf'):
+    assert f' {column} ' in header, header
+  for row in ('format', 'harmful'):
+    assert row in report, row
+
+
+def _claim(name, lifecycle, tmp_path):
+  _, shared_run, _ = lifecycle
+  config = lm_config.load(str(REPO / f'experiments/{name}.py:smoke'))
+  for stage in config.shared_stages:
+    shutil.copytree(shared_run / stage, tmp_path / 'shared' / stage)
+  results = launch.launch(config, tmp_path)
+  rows = (tmp_path / 'comparison.md').read_text().splitlines()
+  assert rows[0] == '| variant | ' + ' | '.join(config.comparison.columns) + ' |'
+  return results, {r.split('|')[1].strip() for r in rows[2:]}
+
+
+def test_overoptimization_fits_both_forms(lifecycle, tmp_path):
+  results, variants = _claim('overoptimization', lifecycle, tmp_path)
+  assert variants == {'ppo', 'best_of_n'}
+  assert results['ppo']['overoptimization']['form'] == 'rl'
+  assert results['best_of_n']['overoptimization']['form'] == 'bon'
+  assert (tmp_path / 'best_of_n' / 'overoptimization' / 'curves.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_ppo_vs_dpo_vs_grpo_plots_the_frontier(lifecycle, tmp_path):
+  results, variants = _claim('ppo_vs_dpo_vs_grpo', lifecycle, tmp_path)
+  assert variants == {'ppo_weak_kl', 'dpo_weak_kl', 'best_of_4'}
+  assert results['dpo_weak_kl']['rlhf']['algorithm'] == 'dpo'
+  assert (tmp_path / 'comparison.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_rater_bias_panels_differ_on_the_same_candidates(lifecycle, tmp_path):
+  results, _ = _claim('rater_bias', lifecycle, tmp_path)
+  biased, unbiased = results['length_biased'], results['unbiased']
+  assert biased['preferences']['panel']['length_bias'] == 1.0 and unbiased['preferences']['panel']['length_bias'] == 0
+  # the same candidates: a panel that likes length prefers the longer answers more
+  assert biased['reward']['length_correlation_panel'] > unbiased['reward']['length_correlation_panel']
+  assert biased['reward']['length_correlation_gold'] == pytest.approx(unbiased['reward']['length_correlation_gold'])
