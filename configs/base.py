@@ -75,6 +75,23 @@ def rlhf_section(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(cfg)
 
 
+def synthetic_section(**overrides) -> ml_collections.ConfigDict:
+  """The synthetic stage (lm/stages/synthetic.py): rejection sampling from a trained model; and the
+  continued SFT passes after it (sft_original, sft_synthetic: the sft section with sft_steps, sft_lr)."""
+  cfg = dict(
+      model='latest',               # whose samples: sft, rlhf, or latest (rlhf when it ran, else sft)
+      n_prompts=500, mix=SFT_MIX, seed=100,  # new prompts (data.seed + seed), never an eval or SFT prompt
+      samples_per_prompt=4, temperature=1.0, max_new_tokens=128, batch_size=64,
+      # tool prompts run through lm.agent with these; () removes the offer, runs none
+      tools=('calculator', 'python', 'knowledge_base'), max_tool_calls=3, result_tokens=128,
+      judge='gold',                 # gold: the lab's score >= gold_threshold; reward: the reward model's
+      gold_threshold=1.0, reward_threshold=0.5,  # normalised reward (std units over the reference) >= this
+      keep_per_prompt=1,            # distinct accepted responses kept per prompt
+      sft_steps=100, sft_lr=3e-4)
+  cfg.update(overrides)
+  return ml_collections.ConfigDict(cfg)
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -111,6 +128,7 @@ def get_config() -> ml_collections.ConfigDict:
   # the panel of the preferences stage, which re-ranks the data stage's candidates (vary raters here)
   c.raters = ml_collections.ConfigDict({'panel': dict(PANEL)})
   c.rlhf = rlhf_section()
+  c.synthetic = synthetic_section()
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
   c.variants = ml_collections.ConfigDict()
   c.shared_stages = ()  # with variants: stages run once in <workdir>/shared, their outputs given to each variant

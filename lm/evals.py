@@ -44,9 +44,10 @@ def select(records, max_examples: int = 0, skip_variants=()) -> list[tasks.Examp
 
 def respond(params, model, tok, examples, max_new_tokens: int, batch_size: int, mesh=None,
             rules=None, seed: int = 0, tools: dict | None = None,
-            agent_cfg: agent.AgentConfig = agent.AgentConfig()) -> list[dict]:
-  """Greedy responses to every example's prompt, scored: one row each, in order (see the module doc)."""
-  cfg = sample.SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
+            agent_cfg: agent.AgentConfig = agent.AgentConfig(), temperature: float = 0.0) -> list[dict]:
+  """Responses to every example's prompt, scored: one row each, in order (see the module doc).
+  Greedy by default; at ``temperature > 0`` each batch samples with its own key from ``seed``."""
+  cfg = sample.SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
   kwargs = {} if rules is None else {'rules': rules}
   rows = [None] * len(examples)
   for use_tools in (False, True):
@@ -54,7 +55,7 @@ def respond(params, model, tok, examples, max_new_tokens: int, batch_size: int, 
     for start in range(0, len(index), batch_size):
       batch = index[start:start + batch_size]
       prompts = [examples[i].prompt if use_tools else tasks.without_tools(examples[i].prompt) for i in batch]
-      rng = jax.random.key(seed)
+      rng = jax.random.fold_in(jax.random.key(seed), 2 * start + use_tools)
       if use_tools:
         turns = agent.complete_chats(params, model, tok, prompts, cfg, rng, tools, agent_cfg, mesh=mesh, **kwargs)
       else:

@@ -62,6 +62,10 @@ REWARD_KEYS = (('eval_panel_accuracy', 'held-out pairwise accuracy against the p
                ('reward_std', 'raw reward std on reference samples'), ('train_prompts', 'training prompts'))
 RLHF_KEYS = ('proxy_reward', 'gold_reward', 'kl', 'kl_k3', 'response_length', 'finished', 'harmful_refusal_rate',
              'over_refusal_rate', 'eval_proxy_reward', 'eval_gold_reward', 'eval_kl', 'kl_coef')
+RLHF_PANELS = (('proxy vs gold reward', ('proxy_reward', 'gold_reward', 'eval_proxy_reward', 'eval_gold_reward')),
+               ('KL to the reference (nats)', ('kl', 'eval_kl')),
+               ('response length (tokens)', ('response_length', 'eval_response_length')),
+               ('refusals', ('harmful_refusal_rate', 'over_refusal_rate')))
 NOT_TRAINING = ('rlhf', 'overoptimization')  # stages whose metrics rows are not a train/eval loss loop
 # Dense bf16 peak FLOP/s of one jax device, by device_kind (TPU v2/v3 devices are cores, later ones chips).
 PEAK_FLOPS = {'TPU v2': 22.5e12, 'TPU v3': 61.5e12, 'TPU v4': 275e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12,
@@ -160,8 +164,8 @@ def peak_of(devices: dict | None, dtype: str, peak_flops: float | None = None) -
     if jax.default_backend() != 'cpu':
       return None, 'MFU not computed: a CPU run reported on another backend (give --peak_flops)'
     peak = measured_cpu_peak(dtype)
-    return peak, (f'peak {peak:.3g} FLOP/s: a 1024^3 {dtype} matmul on this host\'s CPU, measured now (the '
-                  f'{count} CPU devices share the host\'s cores, so this is the peak of all of them)')
+    return peak, (f'peak {peak:.3g} FLOP/s: a 1024^3 {dtype} matmul on this host\'s CPU, measured now (the run\'s '
+                  f'{count} CPU device(s) share the host\'s cores: this is their peak together)')
   return None, f'MFU not computed: no peak known for device kind {kind!r} (give --peak_flops)'
 
 
@@ -366,11 +370,8 @@ def rlhf_section(run: Run, out_dir: Path) -> Section:
   s.table(['metric', f'iteration {first["step"]}', f'iteration {last["step"]}'],
           [[k, _fmt(first.get(k)), _fmt(last.get(k))] for k in keys])
   panels = []
-  for title, keys_ in (('proxy vs gold reward', ('proxy_reward', 'gold_reward', 'eval_proxy_reward', 'eval_gold_reward')),
-                       ('KL to the reference (nats)', ('kl', 'eval_kl')),
-                       ('response length (tokens)', ('response_length', 'eval_response_length')),
-                       ('refusals', ('harmful_refusal_rate', 'over_refusal_rate')),
-                       ('gold accuracy per task family', sorted({k for r in rows for k in r if k.startswith('acc[')}))):
+  for title, keys_ in RLHF_PANELS + (('gold accuracy per task family',
+                                      sorted({k for r in rows for k in r if k.startswith('acc[')})),):
     series = [(k, *_series(rows, k), 'o-' if len(rows) < 30 else '-') for k in keys_]
     series = [x for x in series if x[1]]
     if series:
@@ -447,7 +448,7 @@ def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
       mfu = tps * fpt / peak if peak else None
       has_mfu = True
     wall = out.get('wall_s')
-    table.append([stage, _fmt(wall, 1), _fmt(wall / total if wall is not None and total else None),
+    table.append([stage, _fmt(wall, 1), f'{wall / total:.1%}' if wall is not None and total else '-',
                   _fmt(out.get('step', out.get('iterations'))), _fmt(tps, 0), _fmt(compile_s, 1),
                   f'{fpt:,}' if fpt else '-', f'{mfu:.2%}' if mfu is not None else '-'])
   recorded = any('wall_s' in o for o in run.outputs.values())

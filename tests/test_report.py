@@ -171,7 +171,7 @@ def test_time_throughput_and_mfu_by_hand(full):
   total = sum(WALL.values())
   assert f'Total wall time of the stages: {total:.1f} s.' in secs['Time and throughput'][0]
   for stage, wall in WALL.items():
-    assert times[stage][:2] == [f'{wall:.1f}', f'{wall / total:.3f}'], stage
+    assert times[stage][:2] == [f'{wall:.1f}', f'{wall / total:.1%}'], stage
   # the test model: per layer 2*64 norms + 64*(4+2*2)*16 qkv + 4*16*64 out + 3*64*128 mlp = 36,992;
   # 2 layers + final norm = 74,048, + the tied head 64*512 = 106,816 params in matmuls
   n_policy, n_reward = 2 * 36_992 + 64 + 64 * 512, 2 * 36_992 + 64 + 65

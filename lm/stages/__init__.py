@@ -1,7 +1,8 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import data, eval, hf_import, overoptimization, preferences, pretrain, reward, rlhf, sft, tokenizer
+from lm.stages import (data, eval, hf_import, overoptimization, preferences, pretrain, reward, rlhf, sft, synthetic,
+                       tokenizer)
 
 STAGES = {
     'data': data.run,
@@ -13,5 +14,8 @@ STAGES = {
     'reward': reward.run,
     'rlhf': rlhf.run,
     'overoptimization': overoptimization.run,
+    'synthetic': synthetic.run,
+    'sft_original': sft.run_original,
+    'sft_synthetic': sft.run_synthetic,
     'eval': eval.run,
 }

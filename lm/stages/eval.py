@@ -1,4 +1,4 @@
-"""Eval stage: the report card of every trained model in the run (base = pretrain, sft, rlhf), on
+"""Eval stage: the report card of every trained model in the run (base = pretrain, sft, rlhf, ...), on
 the held-out eval sets, through the sampler with the chat format. The base model gets the same chat
 prompts: that it mostly fails the format is the contrast SFT should make.
 
@@ -22,7 +22,8 @@ from lm.config import ConfigError
 from lm.data import builders
 from lm.stages import common
 
-MODELS = {'pretrain': 'base', 'sft': 'sft', 'rlhf': 'rlhf'}  # stage -> column name
+MODELS = {'pretrain': 'base', 'sft': 'sft', 'rlhf': 'rlhf',  # stage -> column name
+          'sft_original': 'sft+orig', 'sft_synthetic': 'sft+synth'}  # continued SFT without / with synthetic data
 
 
 def run(config, workdir, inputs) -> dict:

@@ -1,12 +1,19 @@
 """SFT stage: the pretrained model learns the chat format on the lab's conversations, with loss on
 assistant tokens only; full fine-tuning or LoRA (``sft.mode``); with or without thinking and tools
-(``sft.thinking``, ``sft.tools``: see ``select``)."""
+(``sft.thinking``, ``sft.tools``: see ``select``).
+
+Continued SFT after the synthetic stage (``run_synthetic``, ``run_original``: stages ``sft_synthetic``
+and ``sft_original``): the sft stage's model (LoRA merged) trains on, full weights, for
+``synthetic.sft_steps`` steps at peak learning rate ``synthetic.sft_lr`` (the rest as in ``sft``), the
+original conversations plus the synthetic stage's, or the original ones only: the control with the
+same steps, so that a difference between the two is what the synthetic data adds."""
 
 import json
 
 import jax
 
 from lm import chat, checkpoint, lora, tokenizer, train
+from lm import config as lm_config
 from lm.config import ConfigError
 from lm.data import builders, pipeline, tasks
 from lm.stages import common
@@ -26,8 +33,10 @@ def select(conversations, thinking: bool = True, tools: bool = True) -> list[lis
   return out
 
 
-def conversation_rows(tok, tfds_dir, split, seq_len, pack=True, thinking=True, tools=True):
-  records = builders.read(builders.SftConversations, tfds_dir, split)
+def conversation_rows(tok, tfds_dir, split, seq_len, pack=True, thinking=True, tools=True, extra_dirs=()):
+  """The conversations of ``split`` (SftConversations in ``tfds_dir``, then in each of ``extra_dirs``),
+  rendered and packed."""
+  records = [r for d in (tfds_dir, *extra_dirs) for r in builders.read(builders.SftConversations, d, split)]
   rendered = [chat.render(tok, m) for m in select((r['messages'] for r in records), thinking, tools)]
   return pipeline.pack_conversations(rendered, seq_len, tok.pad_id, one_per_row=not pack)
 
@@ -80,3 +89,40 @@ def run(config, workdir, inputs) -> dict:
   out = train.run(train.Task(**task), c, workdir, mesh, rules, seed=config.seed)
   return {**out, **extra, 'mode': c.mode, 'tokenizer': start['tokenizer'],
           'train_rows': int(len(rows['train']['inputs'])), 'model': json.loads(json.dumps(dict(config.model)))}
+
+
+def _continued(config, workdir, inputs, name: str, with_synthetic: bool) -> dict:
+  needs = ('data', 'sft') + (('synthetic',) if with_synthetic else ())
+  missing = [stage for stage in needs if stage not in inputs]
+  if missing:
+    raise ConfigError(f'{name} needs the {missing[0]} stage before it (ran: {", ".join(inputs) or "none"})')
+  c = lm_config.with_overrides(config, {'sft': {'steps': config.synthetic.sft_steps,
+                                                'optim': {'lr': config.synthetic.sft_lr}}}).sft
+  sft = inputs['sft']
+  tok = tokenizer.load(sft['tokenizer'])
+  model = common.model_from_config(config, tok, c.seq_len)
+  mesh, rules = common.mesh_and_rules(config)
+  original = inputs['data']['tfds_dir']
+  synthetic = [inputs['synthetic']['tfds_dir']] if with_synthetic else []
+  train_rows = conversation_rows(tok, original, 'train', c.seq_len, c.pack, c.thinking, c.tools, synthetic)
+  eval_rows = pipeline.Batches(conversation_rows(tok, original, 'validation', c.seq_len, c.pack, c.thinking, c.tools),
+                               c.batch_size, seed=0, shuffle=False)
+  start = common.load_trained_params(sft, model, mesh, rules)  # LoRA merged; outside the loop's mesh context
+  task = train.Task(name=name, init_params=common.boxed_init(model), weight_name='tokens',
+                    loss_sums=lm_steps.make_loss_sums(model, c.z_loss_weight), eval_step=lm_steps.make_eval_step(model),
+                    train_batches=pipeline.Batches(train_rows, c.batch_size, seed=config.seed),
+                    eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)],
+                    load_params=lambda shardings: start)
+  out = train.run(task, c, workdir, mesh, rules, seed=config.seed)
+  return {**out, 'mode': 'full', 'tokenizer': sft['tokenizer'], 'train_rows': int(len(train_rows['inputs'])),
+          'seq_len': c.seq_len, 'model': json.loads(json.dumps(dict(config.model)))}
+
+
+def run_synthetic(config, workdir, inputs) -> dict:
+  """Stage ``sft_synthetic``: continued SFT on the original and the synthetic conversations."""
+  return _continued(config, workdir, inputs, 'sft_synthetic', with_synthetic=True)
+
+
+def run_original(config, workdir, inputs) -> dict:
+  """Stage ``sft_original``: continued SFT on the original conversations only (the control)."""
+  return _continued(config, workdir, inputs, 'sft_original', with_synthetic=False)
