@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm import attention
 from lm import config as lm_config
 from lm import ops
 
@@ -78,6 +79,7 @@ class ModelConfig:
   rope_low_freq_factor: float = 1.0
   rope_high_freq_factor: float = 4.0
   rope_original_max_len: int = 8192
+  attention: str = 'auto'          # training attention kernel: auto, xla, chunked, dot_product, cudnn, splash
 
   def __post_init__(self):
     object.__setattr__(self, 'sliding_layers', tuple(int(i) for i in self.sliding_layers))
@@ -99,6 +101,7 @@ class ModelConfig:
       raise ValueError(f'model.dtype={self.dtype!r}; valid: float32, bfloat16, float16')
     if not (self.lm_head or self.scalar_head):
       raise ValueError('model needs at least one of model.lm_head, model.scalar_head')
+    attention.check(self)
 
   @classmethod
   def from_config(cls, cfg) -> 'ModelConfig':
@@ -247,7 +250,7 @@ class Block(nn.Module):
       new_kv = (keys_BxKxSxD, values_BxKxSxD)
 
     if kv is None:
-      out_BxTxKxGxD = ops.attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, dt, softcap=c.attn_softcap)
+      out_BxTxKxGxD = attention.attend(c, q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, dt)
     else:
       out_BxTxKxGxD = ops.cached_attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, cache_end + T, dt,
                                            softcap=c.attn_softcap)
@@ -302,7 +305,7 @@ class Transformer(nn.Module):
       segment_ids_BxT = jnp.ones((B, T), jnp.int32)
 
     if cache is None:
-      mask_BxTxS = ops.attention_mask(segment_ids_BxT, segment_ids_BxT, positions_BxT, positions_BxT)
+      mask_BxTxS = attention.self_mask(c, segment_ids_BxT, positions_BxT)  # dense, or the segment ids
       kv_positions_BxS, cache_end = positions_BxT, None
     else:
       cache_end = cache['end']

@@ -209,6 +209,32 @@ def attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, 
   return jnp.transpose(out_BxKxTxGxD, (0, 2, 1, 3, 4))
 
 
+MAX_CAUSAL_BLOCKS = 16  # segment_causal_attention: long sequences get bigger query blocks, not more
+
+
+def segment_causal_attention(q_BxTxKxGxD, k_BxKxTxD, v_BxKxTxD, segment_ids_BxT, dtype=jnp.float32,
+                             chunk: int | None = None, softcap: float = 0.0):
+  """Self-attention of packed rows: each query sees the keys at or before it (by index) in its segment.
+
+  The mask is built per query block from the segment ids ([block, keys so far]), never [T, T], and
+  block [t0, t1) reads keys [0, t1) only: exact for this mask by construction (a query always sees
+  itself), so no check and no full-size fallback. Blocks of ``chunk`` rows (default
+  ``ATTENTION_CHUNK``), at most ``MAX_CAUSAL_BLOCKS`` of them. For rows whose positions count up
+  from 0 in each segment (``lm.data.pipeline``), this is ``attention`` with ``attention_mask``.
+  """
+  T = q_BxTxKxGxD.shape[1]
+  chunk = max(ATTENTION_CHUNK if chunk is None else chunk, -(-T // MAX_CAUSAL_BLOCKS))
+  q_BxKxTxGxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4))
+  index_T = jnp.arange(T)
+  outs = []
+  for t0, t1 in _chunk_bounds(T, chunk):
+    same_BxCxS = segment_ids_BxT[:, t0:t1, None] == segment_ids_BxT[:, None, :t1]
+    mask_BxCxS = same_BxCxS & (index_T[None, :t1] <= index_T[t0:t1, None])
+    outs.append(_attention_core(q_BxKxTxGxD[:, :, t0:t1], k_BxKxTxD[:, :, :t1], v_BxKxTxD[:, :, :t1], mask_BxCxS,
+                                dtype, softcap))
+  return jnp.transpose(jnp.concatenate(outs, axis=2), (0, 2, 1, 3, 4))
+
+
 KV_BLOCK = 128  # cache slots per block in cached_attention
 
 
