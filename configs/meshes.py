@@ -11,6 +11,12 @@ SHAPES = {
     'fsdp_tp4': (1, -1, 4),    # e.g. 8B on v5p-64: fsdp 16 x tensor 4
     'fsdp_tp8': (1, -1, 8),    # e.g. 70B on v5p-256 / v6e-256
     'test_2x2x2': (2, 2, 2),   # every axis in play on 8 CPU devices
+    # TPU slices (one device per chip; configs/plans.py says which model each is sized for)
+    'v5e-8': (1, 8, 1),        # 1B: FSDP over the 8 chips of one host
+    'v5p-32': (1, 16, 1),      # 8B: FSDP over 16 chips (4 hosts)
+    'v5p-64': (1, 32, 1),      # 8B: FSDP over 32 chips
+    'v5p-256': (1, 32, 4),     # 70B: FSDP 32 x tensor 4 (128 chips)
+    'v6e-256': (1, 32, 8),     # 70B: FSDP 32 x tensor 8 (256 chips of 32 GB)
 }
 
 
