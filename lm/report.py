@@ -382,6 +382,8 @@ def rlhf_section(run: Run, out_dir: Path) -> Section:
                    'KL (nats)'))
   _figure(out_dir / 'rlhf.png', panels, 'iteration')
   s.image('rlhf.png')
+  if (out or {}).get('report'):
+    s.text(f'The stage\'s own report: {out["report"]}.')
   return s
 
 
@@ -452,8 +454,9 @@ def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
                   _fmt(out.get('step', out.get('iterations'))), _fmt(tps, 0), _fmt(compile_s, 1),
                   f'{fpt:,}' if fpt else '-', f'{mfu:.2%}' if mfu is not None else '-'])
   recorded = any('wall_s' in o for o in run.outputs.values())
-  s.text((f'Total wall time of the stages: {total:.1f} s. ' if recorded else 'The stages did not record their wall '
-          'time (a run from before the launcher kept it). ') + 'tokens/s is the median over logged intervals (padding '
+  s.text((f'Total wall time of the stages: {total:.1f} s (a resumed stage counts its last attempt). ' if recorded
+          else 'The stages did not record their wall time (a run from before the launcher kept it). ')
+         + 'tokens/s is the median over logged intervals (padding '
          'included; rlhf: response tokens per second of sampling, scoring and updating). FLOPs/token = 6 N + 12 L T '
          'd_attn (PaLM appendix B; N = params in matmuls, T = the stage\'s sequence length).')
   if has_mfu:
