@@ -1,17 +1,22 @@
 """Synthetic data by rejection sampling: the judge by hand, config errors, and the experiment end to end
 (synthetic stage, continued SFT with and without it, eval columns, the report card of the run)."""
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
 
+import flax.linen as nn
+import jax
+import numpy as np
 import pytest
 
+from lm import chat, checkpoint, launch, tokenizer
 from lm import config as lm_config
-from lm import launch
 from lm.config import ConfigError
 from lm.data import builders, tasks
-from lm.stages import STAGES, synthetic
+from lm.model import Transformer
+from lm.stages import STAGES, common, reward, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,7 +131,7 @@ def test_continued_sft_with_and_without_synthetic_data_is_evaluated(run):
 
 def test_the_run_ends_with_its_report_card(run):
   from lm import report
-  from tests.test_report import sections, table
+  from tests.test_report import sections, table  # the markdown readers
   _, workdir, outputs = run
   secs = sections((workdir / 'report.md').read_text())
   assert list(secs) == list(report.SECTIONS)
@@ -144,3 +149,36 @@ def test_the_run_ends_with_its_report_card(run):
     assert times[stage][0] == f'{out["wall_s"]:.1f}'
   assert (workdir / 'loss_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert 'data:image/png;base64,' in (workdir / 'report.html').read_text()
+
+
+def test_the_reward_judge_scores_prompt_and_turn_at_its_last_token(run, tmp_path):
+  config, _, outputs = run
+  tok = tokenizer.load(outputs['sft']['tokenizer'])
+  rows = [json.loads(line) for line in Path(outputs['synthetic']['samples_file']).read_text().splitlines()][:6]
+  full = [chat.render(tok, r['prompt'] + r['turn'])[0] for r in rows]
+  T = sorted(len(x) for x in full)[len(full) // 2]  # the reward model's seq_len: longer ones keep their last T
+  config = lm_config.with_overrides(config, {'reward': {'seq_len': T, 'batch_size': 2}})
+  model = Transformer(reward.reward_model_config(common.model_from_config(config, tok).config))
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), np.zeros((1, 8), np.int32))['params'])
+  noise = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: (np.asarray(x) + 0.05 * noise.normal(size=x.shape)).astype(np.float32), params)
+  mgr = checkpoint.manager(tmp_path / 'checkpoints')
+  checkpoint.save(mgr, 1, {'params': params}, {'step': 1})
+  mgr.wait_until_finished()
+  mgr.close()
+  inputs = {'reward': {'model': dataclasses.asdict(model.config), 'checkpoint_dir': str(tmp_path / 'checkpoints'),
+                       'reward_mean': 0.5, 'reward_std': 2.0}}
+  mesh, rules = common.mesh_and_rules(config)
+  got = synthetic._rewards(config, inputs, tok, rows, mesh, rules)
+  # by hand: each conversation's last T tokens, right-padded, the scalar head at its last real token
+  ids = [x[-T:] for x in full]
+  tokens = np.zeros((len(ids), T), np.int32)
+  segments = np.zeros((len(ids), T), np.int32)
+  for b, x in enumerate(ids):
+    tokens[b, :len(x)], segments[b, :len(x)] = x, 1
+  positions = np.tile(np.arange(T), (len(ids), 1))
+  scalar = np.asarray(jax.jit(model.apply)({'params': params}, tokens, positions, segments)['scalar'])
+  expected = [(scalar[b, len(x) - 1] - 0.5) / 2.0 for b, x in enumerate(ids)]
+  assert max(len(x) for x in ids) == T > min(len(x) for x in ids)  # some cut, some padded
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+  assert np.ptp(got) > 0
