@@ -7,7 +7,9 @@ the same command after a crash or ``kill -9`` resumes (an interrupted stage resu
 checkpoint). A config with ``variants`` runs each under ``<workdir>/<variant>/`` and ends in one
 comparison table (``<workdir>/comparison.md``). Stages listed in ``shared_stages`` (those that the
 varied keys do not touch, e.g. data, tokenizer, pretrain) run once in ``<workdir>/shared/`` and
-their outputs go to every variant, which runs only the remaining stages.
+their outputs go to every variant, which runs only the remaining stages. Each stage's outputs also
+record its ``wall_s`` and ``devices``; every run ends with its report card (``lm.report``:
+``report.md``, PNGs, ``report.html``), a sweep with one per variant and one linking them.
 """
 
 import json
