@@ -280,7 +280,7 @@ def loss_section(run: Run, out_dir: Path) -> Section:
     train, held = _series(rows, 'loss'), _series(rows, 'eval_loss')
     if not train[0] and not held[0]:
       continue
-    series = [(f'{st} train', *train, '-')] if train[0] else []
+    series = [(f'{st} train', *train, '-' if len(train[0]) >= 30 else '.-')] if train[0] else []
     series += [(f'{st} eval', *held, 'o--')] if held[0] else []
     panels.append((f'{st} loss', series, None))
     table.append([st, _fmt(train[1][0] if train[1] else None), _fmt(train[1][-1] if train[1] else None),
