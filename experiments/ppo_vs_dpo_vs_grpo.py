@@ -3,7 +3,7 @@ RLOO (online, against the reward model) and DPO and IPO (offline, from the same 
 a weak and a strong KL strength (kl_coef 0.02 / 0.2; DPO/IPO beta 0.05 / 0.5), plus best-of-16 as the no-training reference point.
 
   python -m lm.launch --config=experiments/ppo_vs_dpo_vs_grpo.py --workdir=runs/ppo_vs_dpo_vs_grpo
-  ...:smoke    a minutes-long version for tests (PPO, DPO, best-of-4)
+  ...:smoke    a minutes-long version for tests (PPO and DPO)
 
 data .. reward run once in ``<workdir>/shared``; ``<workdir>/comparison.md`` has one row per arm and
 strength (gold and proxy reward and KL on the fixed eval prompts, response length) and
@@ -37,8 +37,8 @@ def get_config(arg: str = ''):
       if algorithm in ('grpo', 'rloo'):
         rl.update(group_size=group, prompts_per_iteration=c.rlhf.prompts_per_iteration // group * 2)
       variants[f'{algorithm}_{strength}'] = {'rlhf': rl}
-  variants['best_of_16' if arg != 'smoke' else 'best_of_4'] = {
-      'rlhf': {'algorithm': 'best_of_n', 'best_of_n': (16,) if arg != 'smoke' else (4,), 'iterations': 4}}
+  if arg != 'smoke':
+    variants['best_of_16'] = {'rlhf': {'algorithm': 'best_of_n', 'best_of_n': (16,), 'iterations': 4}}
   c.variants = variants
   c.comparison.columns = COLUMNS
   c.comparison.plot = ('rlhf.eval_kl', 'rlhf.eval_gold_reward')
