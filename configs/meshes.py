@@ -15,7 +15,9 @@ SHAPES = {
     'v5e-8': (1, 8, 1),        # 1B: FSDP over the 8 chips of one host
     'v5p-32': (1, 16, 1),      # 8B: FSDP over 16 chips (4 hosts)
     'v5p-64': (1, 32, 1),      # 8B: FSDP over 32 chips
+    'v5p-128': (1, 64, 1),     # 8B: FSDP over 64 chips
     'v5p-256': (1, 32, 4),     # 70B: FSDP 32 x tensor 4 (128 chips)
+    'v5p-512': (1, 64, 4),     # 70B: FSDP 64 x tensor 4 (256 chips)
     'v6e-256': (1, 32, 8),     # 70B: FSDP 32 x tensor 8 (256 chips of 32 GB)
 }
 
