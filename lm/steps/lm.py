@@ -57,7 +57,10 @@ def make_eval_step(model):
 
   def eval_step(params, batch):
     out = model.apply({'params': params}, batch['inputs'], batch['positions'], batch['segment_ids'])
-    _, sums = next_token_loss(out['logits'], batch['targets'], batch['loss_mask'])
+    if model.config.final_softcap:  # the fused head has no softcap
+      _, sums = next_token_loss(out['logits'], batch['targets'], batch['loss_mask'])
+    else:  # no [B, T, V] logits (at 70B and 8192 tokens a row, those are 4 GiB per row)
+      _, sums = fused_next_token_loss(model, params, out['hidden'], batch['targets'], batch['loss_mask'])
     return {'loss': sums['loss'], 'weight': sums['weight']}
 
   return eval_step
