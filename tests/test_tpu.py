@@ -125,3 +125,14 @@ def test_cli_dry_run_runs_nothing():
   assert result.returncode == 0, result.stderr
   assert result.stdout == ('gcloud compute tpus tpu-vm create lm --zone=us-east5-a --accelerator-type=v5p-32 '
                            '--version=v2-alpha-tpuv5\n')
+
+
+def test_launcher_refuses_a_url_workdir():
+  """Workers get the gcsfuse mount; a gs:// workdir given to lm.launch directly is a one-line error."""
+  result = subprocess.run([sys.executable, '-m', 'lm.launch', '--config=experiments/pretrain_tiny.py:smoke',
+                           '--workdir=gs://lm-runs/x'], cwd=REPO, capture_output=True, text=True)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      'lm.launch: error: --workdir=gs://lm-runs/x: a local or mounted path, not a URL (on TPU VMs tpu/tpu.py '
+      'launch mounts gs://BUCKET with gcsfuse and passes the mount)']
+  assert not (REPO / 'gs:').exists()
