@@ -8,7 +8,8 @@
                (GPU, bfloat16/float16), causal with the segments as a mask
   splash       Pallas TPU splash attention with segment ids and a causal mask (TPU; elsewhere it
                runs in Pallas interpret mode, which is slow and meant for tests)
-  auto         splash on TPU, cudnn on GPU (bfloat16/float16), xla otherwise
+  auto         splash on TPU (chunked for lengths that are not multiples of 128), cudnn on GPU
+               (bfloat16/float16), xla otherwise
 
 In training (no KV cache) a query sees the keys of its segment (segment ids; 0 is padding) that
 are not after it. ``xla`` and ``dot_product`` take that as the dense ``[B, T, S]`` mask of
@@ -79,6 +80,8 @@ def attend(config, q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask, dtype):
   """Training attention by ``config.attention``; ``mask`` comes from ``self_mask``."""
   impl = resolve(config)
   softcap = config.attn_softcap
+  if impl == 'splash' and config.attention == 'auto' and q_BxTxKxGxD.shape[1] % 128:
+    impl = 'chunked'  # splash takes multiples of 128 tokens; both take the segment ids
   if impl == 'xla':
     return ops.attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask, dtype, softcap=softcap)
   if impl == 'chunked':
