@@ -148,10 +148,10 @@ def plan(model_cfg, mesh, batch_size: int, seq_len: int, microbatches: int = 1, 
   import jax.numpy as jnp
   import ml_collections
 
-  from configs import optim as optim_presets
   from lm import optim as lm_optim
   from lm import sharding, train
-  from lm.model import Transformer
+  from lm.configs import optim as optim_presets
+  from lm.model.transformer import Transformer
   from lm.steps import lm as lm_steps
 
   rules = sharding.DEFAULT_RULES if rules is None else rules
@@ -192,9 +192,9 @@ def run_one(name: str) -> dict:
   """One named plan in this process (jax must see the plan's device count)."""
   import jax
 
-  from configs import plans
   from lm import sharding
-  from lm.model import ModelConfig
+  from lm.configs import plans
+  from lm.model.transformer import ModelConfig
 
   p = plans.get(name)
   if jax.device_count() != p.chips:
@@ -228,7 +228,7 @@ def main():
   parser.add_argument('plans', nargs='*', help='plan names (default: all)')
   parser.add_argument('--one', help='run this plan in this process and print its JSON')
   args = parser.parse_args()
-  from configs import plans
+  from lm.configs import plans
   if args.one:
     print('PLAN ' + json.dumps(run_one(args.one)), flush=True)
     return

@@ -36,10 +36,10 @@ def main():
                       help='seconds per tiny train step to compare with (benchmarks/train_step.py measures it)')
   args = parser.parse_args()
 
-  from configs import base
   from lm import tokenizer
+  from lm.configs import base
   from lm.data import pipeline
-  from lm.data.world import World
+  from lm.lab.world import World
   from lm.stages import data as data_stage
 
   rows = []
@@ -81,6 +81,7 @@ def main():
 
 def _config(data_cfg, **overrides):
   import ml_collections
+
   from lm import config as lm_config
   return ml_collections.ConfigDict({'data': lm_config.with_overrides(data_cfg, overrides)})
 

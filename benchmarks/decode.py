@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import sample as S
-from lm.model import ModelConfig, Transformer
+from lm.inference import sample as S
+from lm.model.transformer import ModelConfig, Transformer
 
 
 def timed(fn, repeats):
@@ -102,7 +102,7 @@ def main():
     same = np.array_equal(np.asarray(naive(params, tokens_BxP, mask_BxP)), np.asarray(cached['tokens']))
     rows.append((f'no cache, N={N}', P + N, float('nan'), B * N / t_naive, 1e3 * t_naive / N, float('nan')))
 
-  print(f'\n| variant | cache slots | prefill tok/s | decode tok/s | ms / decode step | compile s |')
+  print('\n| variant | cache slots | prefill tok/s | decode tok/s | ms / decode step | compile s |')
   print('|---|---|---|---|---|---|')
   for name, slots, pre, dec, ms, comp in rows:
     print(f'| {name} | {slots} | {pre:,.0f} | {dec:,.0f} | {ms:.2f} | {comp:.1f} |')

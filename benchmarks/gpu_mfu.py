@@ -37,11 +37,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-
 from aot_plan import model_flops  # noqa: E402
-from configs import models, optim as optim_presets  # noqa: E402
-from lm import attention, optim as lm_optim, sample as S, sharding, train  # noqa: E402
-from lm.model import ModelConfig, Transformer  # noqa: E402
+
+from lm import optim as lm_optim
+from lm import sharding, train
+from lm.configs import models  # noqa: E402
+from lm.configs import optim as optim_presets
+from lm.inference import sample as S  # noqa: E402
+from lm.model import attention
+from lm.model.transformer import ModelConfig, Transformer  # noqa: E402
 from lm.steps import lm as lm_steps  # noqa: E402
 
 CHIPS = (  # (device kind contains, dense bf16 FLOP/s, HBM bytes/s); first match wins

@@ -42,10 +42,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import models, optim as optim_presets
-from lm import optim, rollouts, sample
-from lm.model import ModelConfig, Transformer
-from lm.steps import advantages, ppo
+from lm import optim
+from lm.configs import models
+from lm.configs import optim as optim_presets
+from lm.inference import sample
+from lm.model.transformer import ModelConfig, Transformer
+from lm.rl import advantages, ppo, rollouts
 from lm.steps import reward as reward_steps
 from lm.steps.common import init_state
 

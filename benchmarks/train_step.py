@@ -63,8 +63,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lm import model as model_lib
 from lm import optim
+from lm.model import transformer as model_lib
 from lm.steps import common
 from lm.steps import lm as lm_step
 
@@ -79,7 +79,7 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--size', default='tiny', choices=sorted(SIZES))
   for d in DIMS:
-    p.add_argument(f'--{d}', type=int, default=None, help=f'overrides the size preset')
+    p.add_argument(f'--{d}', type=int, default=None, help='overrides the size preset')
   p.add_argument('--steps', type=int, default=5, help='steps per timed block')
   p.add_argument('--blocks', type=int, default=3, help='timed blocks per variant (interleaved)')
   p.add_argument('--warmup', type=int, default=2, help='untimed steps per variant after compiling')
@@ -266,7 +266,7 @@ def main(argv=None):
   if torch_note:
     print(torch_note)
   tps = {}
-  print(f'\n| variant | ms/step | tokens/s | params | FLOPs/token | achieved FLOP/s | MFU | × torch same precision |')
+  print('\n| variant | ms/step | tokens/s | params | FLOPs/token | achieved FLOP/s | MFU | × torch same precision |')
   print('|---|---|---|---|---|---|---|---|')
   for name, (_, n, dt) in variants.items():
     ms = statistics.median(times[name]) * 1e3

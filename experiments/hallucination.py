@@ -11,8 +11,8 @@ the default SFT mix, which answers questions about held-out entities with "I don
 known ones (the cost of saying "I don't know" too often) and overall accuracy.
 """
 
-from configs import base
 from experiments import sft_tiny
+from lm.configs import base
 
 COLUMNS = ('eval.sft.hallucination_rate', 'eval.sft.world_qa_accuracy', 'eval.sft.accuracy')
 

@@ -10,7 +10,7 @@ Ends with ``<workdir>/eval/report.md`` (the skills table) and the run's report c
 (``<workdir>/report.md``, ``report.html``, plots) when ``lm.report`` is present.
 """
 
-from configs import base, models
+from lm.configs import base, models
 
 BREAKDOWNS = ('arithmetic:digits', 'char_count:length')
 

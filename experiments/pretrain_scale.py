@@ -10,7 +10,7 @@ per chip. Text: ``c4/en`` validation split (0.36M documents): ``lm.data.builders
 a whole split into memory, so the 365M-document train split needs a streaming reader first.
 """
 
-from configs import base, plans
+from lm.configs import base, plans
 
 
 def get_config(arg: str = '1b_v5e8'):

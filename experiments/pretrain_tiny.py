@@ -5,7 +5,7 @@
   ...:ablate   a sweep over depth and learning rate, ending in one comparison table
 """
 
-from configs import base, models
+from lm.configs import base, models
 
 
 def get_config(arg: str = ''):

@@ -14,7 +14,7 @@ import dataclasses
 
 import ml_collections
 
-from configs import base
+from lm.configs import base
 from lm.interop import convert
 
 

@@ -6,7 +6,7 @@ base-vs-SFT report card (``<workdir>/eval/report.md``).
   ...:smoke                       a seconds-long version for tests
 """
 
-from configs import base, models
+from lm.configs import base, models
 
 
 def get_config(arg: str = ''):

@@ -4,13 +4,9 @@ import copy
 import dataclasses
 import difflib
 import importlib.util
-import sys
 from pathlib import Path
 
 import ml_collections
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 class ConfigError(ValueError):
   """A config that cannot run: the message names the key and what would be valid."""
@@ -75,8 +71,6 @@ def load(spec: str) -> ml_collections.ConfigDict:
   path, _, arg = spec.partition(':')
   if not Path(path).is_file():
     raise ConfigError(f'config file {path} does not exist')
-  if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # experiments import the pieces in configs/
   module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
   module = importlib.util.module_from_spec(module_spec)
   try:

@@ -24,8 +24,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lm import agent, sample
-from lm.data import tasks
+from lm.inference import agent, sample
+from lm.lab import tasks
 
 
 def select(records, max_examples: int = 0, skip_variants=()) -> list[tasks.Example]:

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from lm import hf_tokenizer
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ('<pad>', '<unk>', '<s>', '</s>')
 CONTROL_TOKENS = ('<|system|>', '<|user|>', '<|assistant|>', '<|end|>', '<|think|>', '<|/think|>',
@@ -196,13 +198,12 @@ class CharTokenizer(_Ids):
 
 def load(path):
   """Opens a tokenizer file of either kind (a CharTokenizer's is JSON, a sentencepiece model is not),
-  or an imported checkpoint's ``lm_tokenizer.json`` (``lm.interop.hf_tokenizer``)."""
+  or an imported checkpoint's ``lm_tokenizer.json`` (``lm.hf_tokenizer``)."""
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f'tokenizer file {path} does not exist')
   with open(path, 'rb') as f:
     is_json = f.read(1) == b'{'
   if is_json and json.loads(path.read_text()).get('kind') == 'hf_sentencepiece':
-    from lm.interop import hf_tokenizer  # an imported checkpoint's tokenizer
     return hf_tokenizer.HfTokenizer(path)
   return CharTokenizer.load(path) if is_json else Tokenizer(path)

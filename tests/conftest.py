@@ -24,7 +24,7 @@ os.environ['JAX_PLATFORMS'] = 'cpu'
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lm.model import ModelConfig  # noqa: E402
+from lm.model.transformer import ModelConfig  # noqa: E402
 
 TINY = dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=64)
 

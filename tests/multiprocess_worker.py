@@ -25,10 +25,10 @@ MESH_SHAPE = (2, 2, 2)
 def one_step(global_batch: dict) -> dict:
   import jax
   import jax.numpy as jnp
-  import flax.linen as nn
-  from lm import sharding as shd
-  from lm.model import ModelConfig
   from test_sharding import setup
+
+  from lm import sharding as shd
+  from lm.model.transformer import ModelConfig
 
   config = ModelConfig(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=64)
   mesh = shd.make_mesh(MESH_SHAPE)  # all global devices
@@ -74,10 +74,12 @@ def train_run(workdir: str, steps: int) -> dict:
   import jax
   import ml_collections
   import numpy as np
-  from configs import optim
-  from lm import checkpoint, sharding as shd, train
+
+  from lm import checkpoint, train
+  from lm import sharding as shd
+  from lm.configs import optim
   from lm.data import pipeline
-  from lm.model import ModelConfig, Transformer
+  from lm.model.transformer import ModelConfig, Transformer
   from lm.steps import lm as lm_steps
 
   rng = np.random.default_rng(0)  # documents that count up from a random start: learnable in a few steps

@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import best_of_n
-from lm.steps import advantages
+from lm.rl import advantages, best_of_n
 
 
 def test_registry_names_critics_and_kl_placement():

@@ -8,11 +8,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import agent, chat, tools
-from lm import sample as S
-from lm.model import Transformer
-from lm.tokenizer import (END_ID, END_THINK_ID, END_TOOL_CALL_ID, END_TOOL_RESULT_ID, THINK_ID, TOOL_CALL_ID,
-                          TOOL_RESULT_ID)
+from lm import tools
+from lm.data import chat
+from lm.inference import agent
+from lm.inference import sample as S
+from lm.model.transformer import Transformer
+from lm.tokenizer import (
+  END_ID,
+  END_THINK_ID,
+  END_TOOL_CALL_ID,
+  END_TOOL_RESULT_ID,
+  THINK_ID,
+  TOOL_CALL_ID,
+  TOOL_RESULT_ID,
+)
+from lm.tools import base as tool_base
 
 ALPHABET = ' abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789{}":,.-_?[]()\'=+*/'
 
@@ -66,7 +76,7 @@ def result_ids(text):
 
 
 BAD_CALL = [TOOL_CALL_ID, *TOK.encode('{"name": echo}'), END_TOOL_CALL_ID]
-BAD_RESULT = tools.error(f'invalid tool call: {agent._call_of(TOK, BAD_CALL)[1]}').text
+BAD_RESULT = tool_base.error(f'invalid tool call: {agent._call_of(TOK, BAD_CALL)[1]}').text
 # each row's turn: (ids, written by the model?) pieces; rows call at different steps, or never
 TURNS = [
     [(call_ids('ab'), 1), (result_ids('abab'), 0), (TOK.encode('ok'), 1), ([END_ID], 1)],

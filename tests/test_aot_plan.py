@@ -16,7 +16,9 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks'))
 
 import aot_plan  # noqa: E402
-from lm import ops, sharding  # noqa: E402
+
+from lm import sharding  # noqa: E402
+from lm.model import ops
 
 B, T = 8, 32  # T <= ops.ATTENTION_CHUNK: attention is one full T x T block
 

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import attention, ops, sharding
-from lm.model import ModelConfig, Transformer
+from lm import sharding
+from lm.model import attention, ops
+from lm.model.transformer import ModelConfig, Transformer
 
 CPU_IMPLEMENTATIONS = ('xla', 'chunked', 'dot_product', 'splash')  # splash in Pallas interpret mode
 F32 = dict(rtol=2e-5, atol=2e-5)

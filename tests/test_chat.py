@@ -5,11 +5,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lm import chat, tokenizer
-from lm.data.world import World
-from lm.tokenizer import (ASSISTANT_ID, CONTROL_IDS, CONTROL_TOKENS, END_ID, END_THINK_ID, END_TOOL_CALL_ID,
-                          END_TOOL_RESULT_ID, EOS_ID, SPECIAL_TOKENS, SYSTEM_ID, THINK_ID, TOOL_CALL_ID,
-                          TOOL_RESULT_ID, USER_ID)
+from lm import tokenizer
+from lm.data import chat
+from lm.lab.world import World
+from lm.tokenizer import (
+  ASSISTANT_ID,
+  CONTROL_IDS,
+  CONTROL_TOKENS,
+  END_ID,
+  END_THINK_ID,
+  END_TOOL_CALL_ID,
+  END_TOOL_RESULT_ID,
+  EOS_ID,
+  SPECIAL_TOKENS,
+  SYSTEM_ID,
+  THINK_ID,
+  TOOL_CALL_ID,
+  TOOL_RESULT_ID,
+  USER_ID,
+)
 
 
 @pytest.fixture(scope='module')

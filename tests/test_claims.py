@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lm import claims
+from lm.cli import claims
 
 
 def test_single_run_claims_read_the_eval_headline():

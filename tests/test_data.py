@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from lm import tokenizer
 from lm import config as lm_config
 from lm import tokenizer
-from lm.data import builders, pipeline
+from lm.data import builders, datasets, pipeline
+from lm.lab import tasks
+from lm.lab.world import World
 from lm.stages import data as data_stage
 from lm.stages import tokenizer as tokenizer_stage
 
@@ -57,10 +58,10 @@ def test_data_and_tokenizer_stages_are_deterministic_and_keep_evals_apart(tmp_pa
   config = _smoke_config()
   out_a = data_stage.run(config, tmp_path / 'a', {})
   out_b = data_stage.run(config, tmp_path / 'b', {})
-  a, b = _all_records(out_a['tfds_dir']), _all_records(out_b['tfds_dir'])
+  a, b = _all_records(out_a.tfds_dir), _all_records(out_b.tfds_dir)
   assert json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
-  assert out_a['pretrain_chars'] >= config.data.pretrain_chars
-  assert len(a['EvalSet']['test']) == out_a['eval_examples'] > 0
+  assert out_a.get('pretrain_chars') >= config.data.pretrain_chars
+  assert len(a['EvalSet']['test']) == out_a.get('eval_examples') > 0
   eval_prompts = {json.dumps(r['prompt'], sort_keys=True) for r in a['EvalSet']['test']}
   for split in ('train', 'validation'):
     for r in a['SftConversations'][split]:
@@ -68,22 +69,21 @@ def test_data_and_tokenizer_stages_are_deterministic_and_keep_evals_apart(tmp_pa
       assert json.dumps(r['messages'][:n_prompt], sort_keys=True) not in eval_prompts
 
   other = lm_config.with_overrides(config, {'data': {'seed': 1}})
-  c = _all_records(data_stage.run(other, tmp_path / 'c', {})['tfds_dir'])
+  c = _all_records(data_stage.run(other, tmp_path / 'c', {}).tfds_dir)
   assert c['PretrainCorpus'] != a['PretrainCorpus']
 
   tok_a = tokenizer_stage.run(config, tmp_path / 'a', {'data': out_a})
   tok_b = tokenizer_stage.run(config, tmp_path / 'b', {'data': out_b})
-  assert tok_a['vocab_size'] == config.tokenizer.vocab_size
-  assert open(tok_a['path'], 'rb').read() == open(tok_b['path'], 'rb').read()
-  tok = tokenizer.load(tok_a['path'])
+  assert tok_a.vocab_size == config.tokenizer.vocab_size
+  assert open(tok_a.path, 'rb').read() == open(tok_b.path, 'rb').read()
+  tok = tokenizer.load(tok_a.path)
   text = a['PretrainCorpus']['train'][0]['text']
   assert tok.decode(tok.encode(text)) == text
 
 
 def test_unknown_family_in_the_mix_is_named():
-  from lm.data.world import World
   with pytest.raises(ValueError, match="data mix: unknown task family 'world_q'"):
-    data_stage.mixture(World(seed=0), [('world_q', 'direct', 1.0)], 4, seed=0)
+    tasks.mixture(World(seed=0), [('world_q', 'direct', 1.0)], 4, seed=0)
 
 
 def test_a_public_tfds_dataset_replaces_the_world_text(monkeypatch):
@@ -95,7 +95,7 @@ def test_a_public_tfds_dataset_replaces_the_world_text(monkeypatch):
 
   monkeypatch.setattr(builders, 'read_named', fake_read_named)
   c = lm_config.with_overrides(_smoke_config().data, {'pretrain_tfds': 'tiny_shakespeare'})
-  pieces = data_stage.pretraining_texts(None, c)
+  pieces = datasets.pretraining_texts(None, c)
   assert calls == [('tiny_shakespeare', 'train', 'text')]
   assert ''.join(pieces) == fake_read_named(None, None, None)[0]
   assert len(pieces) > 1 and all(len(p) <= 4000 for p in pieces)

@@ -15,9 +15,12 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-from lm import sample, sharding  # noqa: E402
-from lm.interop import __main__ as cli, convert, safetensors_io  # noqa: E402
-from lm.model import Transformer  # noqa: E402
+from lm import sharding  # noqa: E402
+from lm.cli import interop as cli  # noqa: E402
+from lm.data import chat_formats
+from lm.inference import sample
+from lm.interop import convert, safetensors_io
+from lm.model.transformer import Transformer  # noqa: E402
 
 SMALL = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5)
@@ -136,7 +139,7 @@ def test_unsupported_architecture_and_missing_tensor_are_one_line_errors(tmp_pat
   safetensors_io.write(tmp_path / 'missing', kept)
   (tmp_path / 'missing' / 'config.json').write_bytes((tmp_path / 'hf' / 'config.json').read_bytes())
   assert 'missing tensor model.layers.1.self_attn.k_norm.weight' in _error(
-      ['import', f'--hf-dir={tmp_path / "missing"}', f'--out={tmp_path / "run"}'])
+      ['import', f'--hf_dir={tmp_path / "missing"}', f'--out={tmp_path / "run"}'])
 
   config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
   for key, value, expected in [
@@ -144,7 +147,7 @@ def test_unsupported_architecture_and_missing_tensor_are_one_line_errors(tmp_pat
       ('rope_parameters', {'rope_type': 'yarn', 'factor': 4.0}, "unsupported rope_type 'yarn'"),
       ('attention_bias', True, 'unsupported attention_bias=True')]:
     (tmp_path / 'hf' / 'config.json').write_text(json.dumps({**config, key: value}))
-    assert expected in _error(['import', f'--hf-dir={tmp_path / "hf"}', f'--out={tmp_path / "run"}'])
+    assert expected in _error(['import', f'--hf_dir={tmp_path / "hf"}', f'--out={tmp_path / "run"}'])
   assert 'no finished' in _error(['export', f'--workdir={tmp_path / "nothing"}', f'--out={tmp_path / "x"}'])
 
 
@@ -176,6 +179,7 @@ def write_sentencepiece(directory, family: str, vocab_size: int = 320) -> Path:
   """A small sentencepiece model laid out like the family's (ids of the specials, turn markers as
   user-defined pieces for Gemma, dummy prefix for Llama 2) in ``directory/tokenizer.model``."""
   import io
+
   import sentencepiece as spm
   ids = (dict(pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece='<pad>', eos_piece='<eos>', bos_piece='<bos>',
               user_defined_symbols=['<start_of_turn>', '<end_of_turn>'], add_dummy_prefix=False)
@@ -206,8 +210,8 @@ CONVERSATION = [{'role': 'user', 'content': ' What is 12 + 30? '}, {'role': 'ass
 
 @pytest.mark.parametrize('family', ['gemma', 'llama'])
 def test_chat_format_renders_the_family_template_by_id_and_is_injection_safe(family, tmp_path):
-  from lm import chat, tokenizer
-  from lm.interop import hf_tokenizer
+  from lm import hf_tokenizer, tokenizer
+  from lm.data import chat
   meta = hf_tokenizer.save(write_sentencepiece(tmp_path / 'hf', family), tmp_path / 'tok', family)
   tok = tokenizer.load(meta)
   assert isinstance(tok, hf_tokenizer.HfTokenizer)
@@ -248,7 +252,10 @@ def test_chat_format_renders_the_family_template_by_id_and_is_injection_safe(fam
 def test_lora_sft_from_an_imported_gemma_exports_merged_weights_transformers_reads(tmp_path):
   """experiments/sft_from_hf.py:smoke: data -> import -> LoRA SFT in the Gemma chat format; the
   export (adapters merged) computes in transformers what lm computes with the merged params."""
-  from lm import chat, config as lm_config, launch, metrics, tokenizer
+  from lm import config as lm_config
+  from lm import metrics, tokenizer
+  from lm.cli import launch
+  from lm.data import chat
   from lm.stages import common
   hf = write_sentencepiece(tmp_path / 'hf', 'gemma')
   torch.manual_seed(0)
@@ -259,26 +266,26 @@ def test_lora_sft_from_an_imported_gemma_exports_merged_weights_transformers_rea
   config = lm_config.with_overrides(config, {'sft': {'mode': 'lora'}, 'mesh': {'shape': (4, 2, 1)}})
   out = launch.launch(config, tmp_path / 'run')
   losses = [r['eval_loss'] for r in metrics.read(tmp_path / 'run', 'sft') if 'eval_loss' in r]
-  assert out['import']['tokenizer'] and losses[-1] < losses[0]
+  assert out['import'].tokenizer and losses[-1] < losses[0]
 
   assert cli.main(['export', f'--workdir={tmp_path / "run"}', f'--out={tmp_path / "export"}']) is None
   exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / 'export', attn_implementation='eager')
   cfg = Transformer(convert.model_config(tmp_path / 'export')[1])
   mesh, rules = common.mesh_and_rules(config)
-  merged = common.load_trained_params(out['sft'], cfg, mesh, rules)
+  merged = common.load_params(out['sft'], cfg, mesh, rules)
   tokens = np.random.default_rng(1).integers(0, 320, (2, 12))
   assert np.abs(lm_logits(cfg.config, merged, tokens) - hf_logits(exported, tokens)).max() <= 1e-4
   assert np.abs(hf_logits(exported, tokens) - hf_logits(model, tokens)).max() > 1e-3  # the adapters moved it
   assert (tmp_path / 'export' / 'tokenizer.model').read_bytes() == (hf / 'tokenizer.model').read_bytes()
 
   # chatting with it: the prompt in Gemma's format, greedy, stopping at <end_of_turn> or <eos>
-  tok = tokenizer.load(out['sft']['tokenizer'])
+  tok = tokenizer.load(out['sft'].tokenizer)
   conversation = [{'role': 'user', 'content': 'What is 12 + 30?'}]
   greedy = sample.SamplingConfig(temperature=0.0, max_new_tokens=8)
   reply = sample.complete_chats(merged, cfg, tok, [conversation], greedy, jax.random.key(0))[0]
   prompt = chat.render_prompt(tok, conversation)
   with torch.no_grad():
     theirs = exported.generate(torch.as_tensor(prompt[None], dtype=torch.long), max_new_tokens=8, do_sample=False,
-                               eos_token_id=list(tok.chat_format.stop_ids), pad_token_id=tok.pad_id)
+                               eos_token_id=list(chat_formats.of(tok).stop_ids), pad_token_id=tok.pad_id)
   np.testing.assert_array_equal(reply['ids'], theirs[0, len(prompt):].numpy())
   assert reply['content'] == tok.decode(reply['ids']).strip()

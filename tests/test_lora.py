@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from configs import base as base_config
-from lm import checkpoint, lora, optim, sharding, train
-from lm.model import Transformer
+from lm import checkpoint, optim, sharding, train
+from lm.configs import base as base_config
+from lm.model import lora
+from lm.model.transformer import Transformer
 from lm.steps import common
 from lm.steps import lm as lm_steps
 

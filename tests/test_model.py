@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import ops
-from lm.model import ModelConfig, RMSNorm, Transformer, init_cache
+from lm.model import ops
+from lm.model.transformer import ModelConfig, RMSNorm, Transformer, init_cache
 from lm.steps.lm import make_loss_sums
 
 B, T = 2, 16

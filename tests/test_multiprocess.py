@@ -13,7 +13,6 @@ import sys
 import time
 
 import numpy as np
-
 from multiprocess_worker import one_step, train_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import ops
+from lm.model import ops
 
 F32 = dict(rtol=1e-5, atol=1e-5)
 BF16 = dict(rtol=5e-2, atol=5e-2)
@@ -218,7 +218,8 @@ def test_head_cross_entropy_metrics_carry_no_gradient():
 @pytest.mark.parametrize('tie', [True, False])
 def test_lm_loss_with_fused_head_equals_the_logits_path(tie):
   import flax.linen as nn
-  from lm import model as model_lib
+
+  from lm.model import transformer as model_lib
   from lm.steps import lm as lm_step
   cfg = model_lib.ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
                               tie_embeddings=tie, max_seq_len=16)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lm import overoptimization as oo
 from lm.config import ConfigError
+from lm.rl import overoptimization as oo
 from lm.stages import overoptimization as stage
 
 

@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import optim as optim_presets
-from lm import optim, rollouts, sample
-from lm.model import Transformer
-from lm.steps import advantages, ppo
+from lm import optim
+from lm.configs import optim as optim_presets
+from lm.inference import sample
+from lm.model.transformer import Transformer
+from lm.rl import advantages, ppo, rollouts
 from lm.steps.common import init_state
 from tests.conftest import tiny_config
 

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import optim as optim_presets
 from lm import optim
-from lm.model import Transformer
-from lm.steps import preference
+from lm.configs import optim as optim_presets
+from lm.model.transformer import Transformer
+from lm.rl import preference
 from lm.steps.common import init_state, make_train_step
 from tests.conftest import tiny_config
 

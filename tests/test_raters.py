@@ -7,9 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from lm import raters
-from lm.data import tasks
-from lm.data.world import World
+from lm.lab import raters, tasks
+from lm.lab.world import World
 
 K = 4
 

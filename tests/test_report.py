@@ -9,7 +9,9 @@ import statistics
 import numpy as np
 import pytest
 
-from lm import report
+from lm import outputs as lm_outputs
+from lm.cli import report as report_cli
+from lm.report import card as report
 
 MODEL = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=128)
 DEVICES = {'count': 8, 'kind': 'cpu'}
@@ -59,15 +61,21 @@ def write_run(workdir, stages=tuple(WALL)):
   config = {'seed': 0, 'stages': list(stages), 'model': MODEL, 'pretrain': {'seq_len': 64},
             'sft': {'seq_len': 128}, 'reward': {'seq_len': 128}, 'rlhf': {'algorithm': 'ppo'}}
   (workdir / 'config.json').write_text(json.dumps(config))
-  extra = {'pretrain': {'model': MODEL, 'step': 12}, 'sft': {'model': MODEL, 'step': 8},
-           'reward': {'model': {**MODEL, 'lm_head': False, 'scalar_head': True}, 'step': 4, **REWARD},
-           'rlhf': {'algorithm': 'ppo', 'iterations': 4}, 'synthetic': SYNTHETIC,
-           'eval': {'examples': 12}}
+  trained = dict(checkpoint_dir='', tokenizer='', model=MODEL)
+  outs = {'data': lm_outputs.Data(tfds_dir=''), 'tokenizer': lm_outputs.Tokenizer(path='', vocab_size=512),
+          'pretrain': lm_outputs.Model(**trained, metrics={'step': 12}),
+          'sft': lm_outputs.Model(**trained, metrics={'step': 8}),
+          'reward': lm_outputs.Reward(**dict(trained, model={**MODEL, 'lm_head': False, 'scalar_head': True}),
+                                      reward_mean=0.0, reward_std=1.0, metrics={'step': 4, **REWARD}),
+          'rlhf': lm_outputs.Rlhf(**trained, algorithm='ppo', metrics={'iterations': 4}),
+          'synthetic': lm_outputs.Synthetic(tfds_dir='', samples_file='', metrics=SYNTHETIC),
+          'sft_original': lm_outputs.Model(**trained), 'sft_synthetic': lm_outputs.Model(**trained),
+          'eval': lm_outputs.Eval(results='', report='', metrics={'examples': 12})}
   rows = []
   for stage in stages:
-    out = {'wall_s': WALL[stage], 'devices': DEVICES, **extra.get(stage, {})}
-    (workdir / stage).mkdir(exist_ok=True)
-    (workdir / stage / 'outputs.json').write_text(json.dumps(out))
+    out = outs[stage]
+    out.wall_s, out.devices = WALL[stage], DEVICES
+    lm_outputs.save(out, workdir / stage / 'outputs.json')
     if stage in TRAIN_TPS:
       rows += _train_rows(stage, TRAIN_TPS[stage])
     if stage == 'rlhf':
@@ -243,4 +251,4 @@ def test_a_sweep_links_its_variants_and_shared_stages_feed_each_variant(tmp_path
 
 def test_not_a_run_is_a_one_line_error(tmp_path, capsys):
   with pytest.raises(SystemExit, match=f'lm.report: error: {tmp_path / "config.json"} not found: not a run directory'):
-    report.main([f'--workdir={tmp_path}'])
+    report_cli.main([f'--workdir={tmp_path}'])

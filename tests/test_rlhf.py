@@ -12,11 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base, models
-from lm import checkpoint, launch, metrics
+from lm import checkpoint, metrics
 from lm import config as lm_config
+from lm import outputs as lm_outputs
+from lm.cli import launch
 from lm.config import ConfigError
-from lm.model import ModelConfig, Transformer
+from lm.configs import base, models
+from lm.model.transformer import ModelConfig, Transformer
 from lm.stages import common, rlhf
 
 
@@ -54,11 +56,11 @@ def inputs(tmp_path_factory):
   rm_config = dict(config.model, lm_head=False, scalar_head=True)
   rm_params = init(Transformer(ModelConfig.from_config(rm_config)), 1)
   rm_params['scalar_head'] = jax.random.normal(jax.random.key(2), rm_params['scalar_head'].shape)
-  tok_path = outputs['tokenizer']['path']
-  outputs['sft'] = {'checkpoint_dir': _save(root / 'sft', init(policy, 0)), 'tokenizer': tok_path,
-                    'model': dict(config.model)}
-  outputs['reward'] = {'checkpoint_dir': _save(root / 'reward', rm_params), 'tokenizer': tok_path,
-                       'model': rm_config, 'reward_mean': 0.5, 'reward_std': 2.0}
+  tok_path = outputs['tokenizer'].path
+  outputs['sft'] = lm_outputs.Model(checkpoint_dir=_save(root / 'sft', init(policy, 0)), tokenizer=tok_path,
+                                    model=dict(config.model))
+  outputs['reward'] = lm_outputs.Reward(checkpoint_dir=_save(root / 'reward', rm_params), tokenizer=tok_path,
+                                        model=rm_config, reward_mean=0.5, reward_std=2.0)
   return outputs
 
 
@@ -87,11 +89,11 @@ def test_ppo_logs_every_measure_and_writes_a_report(inputs, tmp_path):
   # the eval stage loads the policy like an SFT model's
   model = common.model_from_config(config)
   mesh, rules = common.mesh_and_rules(config)
-  policy = common.load_trained_params(out, model, mesh, rules)
-  ref = common.load_trained_params(inputs['sft'], model, mesh, rules)
+  policy = common.load_params(out, model, mesh, rules)
+  ref = common.load_params(inputs['sft'], model, mesh, rules)
   assert not np.allclose(policy['layer_0']['wo'], ref['layer_0']['wo'])
-  assert out['algorithm'] == 'ppo' and out['tokenizer'] == inputs['sft']['tokenizer'] and 'gold_reward' in out
-  json.dumps(out)
+  assert out.algorithm == 'ppo' and out.tokenizer == inputs['sft'].tokenizer and 'gold_reward' in out.metrics
+  json.dumps(lm_outputs.to_json(out))
 
 
 def test_grpo_resumes_from_its_last_checkpoint(inputs, tmp_path):
@@ -99,9 +101,9 @@ def test_grpo_resumes_from_its_last_checkpoint(inputs, tmp_path):
   logged = metrics.read(tmp_path, 'rlhf')
   _, again = _run(inputs, tmp_path, algorithm='grpo', iterations=2, group_size=2, eval_every=0)
   rows = metrics.read(tmp_path, 'rlhf')
-  assert [r['step'] for r in rows] == [1, 2] and rows[0] == logged[0] and again['iterations'] == 2
+  assert [r['step'] for r in rows] == [1, 2] and rows[0] == logged[0] and again.get('iterations') == 2
   assert rows[1]['kl'] != 0.0 and rows[1]['kl_loss'] != 0.0  # GRPO's KL is a loss term
-  assert checkpoint.manager(again['checkpoint_dir']).all_steps() == [1, 2]
+  assert checkpoint.manager(again.checkpoint_dir).all_steps() == [1, 2]
 
 
 @pytest.mark.parametrize('algorithm', ['dpo', 'best_of_n'])
@@ -112,12 +114,11 @@ def test_offline_arms_run(inputs, tmp_path, algorithm):
     assert [r['n'] for r in rows] == [1, 2] and rows[1]['kl'] == pytest.approx(np.log(2) - 0.5)
     for prefix in ('', 'eval_'):  # the best of 2 includes the first
       assert rows[1][f'{prefix}proxy_reward'] >= rows[0][f'{prefix}proxy_reward']
-    assert out['checkpoint_dir'] == inputs['sft']['checkpoint_dir']
-    assert out['eval_kl'] == rows[1]['kl'] and out['eval_gold_reward'] == rows[1]['eval_gold_reward']
+    assert out.checkpoint_dir == inputs['sft'].checkpoint_dir
+    assert out.get('eval_kl') == rows[1]['kl'] and out.get('eval_gold_reward') == rows[1]['eval_gold_reward']
   else:
     assert [r['step'] for r in rows] == [1] and rows[0]['loss'] > 0 and 0 <= rows[0]['accuracy'] <= 1
-    assert out['preference_records_dropped'] >= 0
-  assert out['algorithm'] == algorithm and (tmp_path / 'rlhf' / 'report.md').exists()
+  assert out.algorithm == algorithm and (tmp_path / 'rlhf' / 'report.md').exists()
 
 
 def test_config_errors_name_the_key(inputs, tmp_path):

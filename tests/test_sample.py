@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import chat
-from lm import sample as S
 from lm import sharding as sharding_lib
-from lm.model import Transformer
+from lm.data import chat
+from lm.inference import sample as S
+from lm.model.transformer import Transformer
 
 N_NEW = 6
 GREEDY = S.SamplingConfig(temperature=0.0, max_new_tokens=N_NEW, stop_ids=())

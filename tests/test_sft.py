@@ -1,6 +1,5 @@
 """SFT: assistant-only loss, full fine-tuning and LoRA from a pretrained checkpoint, param loading."""
 
-import json
 from pathlib import Path
 
 import flax.linen as nn
@@ -9,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import checkpoint, launch, lora, metrics
+from lm import checkpoint, metrics
 from lm import config as lm_config
+from lm.cli import launch
 from lm.stages import common, sft
 from lm.steps import lm as lm_steps
 
@@ -39,27 +39,27 @@ def test_full_sft_learns_and_starts_from_the_pretrained_weights(pretrained, tmp_
   # step-0 weights are the pretrained ones: the first SFT loss equals the pretrained model's loss
   model = common.model_from_config(config)
   mesh, rules = common.mesh_and_rules(config)
-  params = common.load_trained_params(inputs['pretrain'], model, mesh, rules)
+  params = common.load_params(inputs['pretrain'], model, mesh, rules)
   from lm import tokenizer
-  tok = tokenizer.load(inputs['tokenizer']['path'])
-  rows = sft.conversation_rows(tok, inputs['data']['tfds_dir'], 'validation', config.sft.seq_len)
+  tok = tokenizer.load(inputs['tokenizer'].path)
+  rows = sft.conversation_rows(tok, inputs['data'].tfds_dir, 'validation', config.sft.seq_len)
   first_eval = {k: v[:config.sft.batch_size] for k, v in rows.items()}
   sums = lm_steps.make_eval_step(model)(params, {k: jnp.asarray(v) for k, v in first_eval.items()})
-  assert out['mode'] == 'full' and out['step'] == config.sft.steps
+  assert out.lora is None and out.get('step') == config.sft.steps
   assert float(sums['loss'] / sums['weight']) > evals[-1]
 
 
 def test_lora_sft_checkpoints_adapters_only_and_merges_for_serving(pretrained, tmp_path):
   config, inputs = pretrained
   _, out = _sft(config, inputs, tmp_path, mode='lora')
-  assert out['memory']['state_ratio'] < 0.5 and out['lora']['rank'] == config.sft.lora.rank
-  stored = checkpoint.manager(out['checkpoint_dir']).item_metadata(config.sft.steps)['state']['params']
+  assert out.get('memory.state_ratio') < 0.5 and out.lora['rank'] == config.sft.lora.rank
+  stored = checkpoint.manager(out.checkpoint_dir).item_metadata(config.sft.steps)['state']['params']
   assert set(stored) == {f'layer_{i}' for i in range(config.model.n_layers)}
   assert set(stored['layer_0']) == set(config.sft.lora.targets)
   model = common.model_from_config(config)
   mesh, rules = common.mesh_and_rules(config)
-  base = common.load_trained_params(inputs['pretrain'], model, mesh, rules)
-  merged = common.load_trained_params(out, model, mesh, rules)
+  base = common.load_params(inputs['pretrain'], model, mesh, rules)
+  merged = common.load_params(out, model, mesh, rules)
   assert not np.allclose(merged['layer_0']['wo'], base['layer_0']['wo'])   # adapters trained
   np.testing.assert_array_equal(merged['embed'], base['embed'])              # untargeted: untouched
 
@@ -67,8 +67,8 @@ def test_lora_sft_checkpoints_adapters_only_and_merges_for_serving(pretrained, t
 def test_sft_loss_ignores_non_assistant_targets(pretrained):
   config, inputs = pretrained
   from lm import tokenizer
-  tok = tokenizer.load(inputs['tokenizer']['path'])
-  rows = sft.conversation_rows(tok, inputs['data']['tfds_dir'], 'train', config.sft.seq_len)
+  tok = tokenizer.load(inputs['tokenizer'].path)
+  rows = sft.conversation_rows(tok, inputs['data'].tfds_dir, 'train', config.sft.seq_len)
   batch = {k: jnp.asarray(v[:4]) for k, v in rows.items()}
   assert 0 < float(batch['loss_mask'].mean()) < 0.9  # some tokens are not the assistant's
   model = common.model_from_config(config)
@@ -88,4 +88,4 @@ def test_a_checkpoint_of_another_model_shape_is_a_clear_error(pretrained):
   model = common.model_from_config(bigger)
   mesh, rules = common.mesh_and_rules(bigger)
   with pytest.raises(ValueError, match=r'params/embed has shape \(512, 64\) but the model expects \(512, 96\)'):
-    common.load_trained_params(inputs['pretrain'], model, mesh, rules)
+    common.load_params(inputs['pretrain'], model, mesh, rules)

@@ -9,10 +9,11 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lm import sharding as shd
-from lm.model import Transformer
+from lm.model.transformer import Transformer
 from lm.optim import make_optimizer
 from lm.steps.common import accumulate, init_state, make_train_step
 from lm.steps.lm import make_loss_sums

@@ -11,11 +11,14 @@ import jax
 import numpy as np
 import pytest
 
-from lm import chat, checkpoint, launch, tokenizer
+from lm import checkpoint, tokenizer
 from lm import config as lm_config
+from lm import outputs as lm_outputs
+from lm.cli import launch
 from lm.config import ConfigError
-from lm.data import builders, tasks
-from lm.model import Transformer
+from lm.data import builders, chat
+from lm.lab import tasks
+from lm.model.transformer import Transformer
 from lm.stages import STAGES, common, reward, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,18 +92,18 @@ def run(tmp_path_factory, smoke_config):
 def test_synthetic_stage_judges_new_prompts_and_writes_what_it_kept(run):
   config, workdir, outputs = run
   out = outputs['synthetic']
-  rows = [json.loads(line) for line in Path(out['samples_file']).read_text().splitlines()]
+  rows = [json.loads(line) for line in Path(out.samples_file).read_text().splitlines()]
   c = config.synthetic
-  assert len(rows) == out['samples'] == out['prompts'] * c.samples_per_prompt and out['source'] == 'sft'
+  assert len(rows) == out.get('samples') == out.get('prompts') * c.samples_per_prompt and out.get('source') == 'sft'
   # every verdict by the rule: a finished, well-formed turn whose gold score reaches the threshold
   for r in rows:
     assert r['accepted'] == (r['finished'] and synthetic.well_formed(r['turn']) and r['score'] >= c.gold_threshold)
   by_family = defaultdict(list)
   for r in rows:
     by_family[r['family']].append(r['accepted'])
-  assert out['accepted'] == sum(r['accepted'] for r in rows)
+  assert out.get('accepted') == sum(r['accepted'] for r in rows)
   for family, verdicts in by_family.items():
-    assert out[f'acceptance[{family}]'] == pytest.approx(sum(verdicts) / len(verdicts))
+    assert out.get(f'acceptance[{family}]') == pytest.approx(sum(verdicts) / len(verdicts))
   # the dataset holds the distinct accepted turns, at most keep_per_prompt per prompt, in order
   expected, seen = [], defaultdict(list)
   for r in rows:
@@ -108,10 +111,10 @@ def test_synthetic_stage_judges_new_prompts_and_writes_what_it_kept(run):
     if r['accepted'] and turn not in seen[key] and len(seen[key]) < c.keep_per_prompt:
       seen[key].append(turn)
       expected.append(r['prompt'] + r['turn'])
-  kept = builders.read(builders.SftConversations, out['tfds_dir'], 'train')
-  assert [k['messages'] for k in kept] == expected and out['kept'] == len(expected) > 0
+  kept = builders.read(builders.SftConversations, out.tfds_dir, 'train')
+  assert [k['messages'] for k in kept] == expected and out.get('kept') == len(expected) > 0
   # new prompts only: none is an eval or SFT prompt
-  tfds_dir = outputs['data']['tfds_dir']
+  tfds_dir = outputs['data'].tfds_dir
   old = {json.dumps(r['prompt'], sort_keys=True) for r in builders.read(builders.EvalSet, tfds_dir, 'test')}
   for split in ('train', 'validation'):
     old |= {json.dumps(synthetic._prompt_of(r['messages']), sort_keys=True)
@@ -122,15 +125,15 @@ def test_synthetic_stage_judges_new_prompts_and_writes_what_it_kept(run):
 def test_continued_sft_with_and_without_synthetic_data_is_evaluated(run):
   config, workdir, outputs = run
   for stage in ('sft_original', 'sft_synthetic'):
-    assert outputs[stage]['step'] == config.synthetic.sft_steps and outputs[stage]['mode'] == 'full'
-  assert outputs['sft_synthetic']['train_rows'] >= outputs['sft_original']['train_rows']
+    assert outputs[stage].get('step') == config.synthetic.sft_steps and outputs[stage].lora is None
+  assert outputs['sft_synthetic'].get('train_rows') >= outputs['sft_original'].get('train_rows')
   results = json.loads((workdir / 'eval' / 'results.json').read_text())
   assert list(results) == ['sft+orig', 'sft+synth']
   assert (workdir / 'eval' / 'traces_sft+synth.jsonl').is_file()
 
 
 def test_the_run_ends_with_its_report_card(run):
-  from lm import report
+  from lm.report import card as report
   from tests.test_report import sections, table  # the markdown readers
   _, workdir, outputs = run
   secs = sections((workdir / 'report.md').read_text())
@@ -140,21 +143,21 @@ def test_the_run_ends_with_its_report_card(run):
   out = outputs['synthetic']
   for family in families:
     if family != 'header':
-      assert families[family] == [f'{out[f"acceptance[{family}]"]:.3f}', str(out[f'kept[{family}]'])]
+      assert families[family] == [f'{out.get(f"acceptance[{family}]"):.3f}', str(out.get(f'kept[{family}]'))]
   adds = table(secs['Synthetic data'], 'skill')
   assert adds['header'] == ['skill', 'sft+orig', 'sft+synth', 'difference']
   times = table(secs['Time and throughput'], 'stage')
   assert list(times)[1:] == list(outputs)
   for stage, out in outputs.items():
-    assert times[stage][0] == f'{out["wall_s"]:.1f}'
+    assert times[stage][0] == f'{out.wall_s:.1f}'
   assert (workdir / 'loss_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   assert 'data:image/png;base64,' in (workdir / 'report.html').read_text()
 
 
 def test_the_reward_judge_scores_prompt_and_turn_at_its_last_token(run, tmp_path):
   config, _, outputs = run
-  tok = tokenizer.load(outputs['sft']['tokenizer'])
-  rows = [json.loads(line) for line in Path(outputs['synthetic']['samples_file']).read_text().splitlines()][:6]
+  tok = tokenizer.load(outputs['sft'].tokenizer)
+  rows = [json.loads(line) for line in Path(outputs['synthetic'].samples_file).read_text().splitlines()][:6]
   full = [chat.render(tok, r['prompt'] + r['turn'])[0] for r in rows]
   T = sorted(len(x) for x in full)[len(full) // 2]  # the reward model's seq_len: longer ones keep their last T
   config = lm_config.with_overrides(config, {'reward': {'seq_len': T, 'batch_size': 2}})
@@ -166,8 +169,8 @@ def test_the_reward_judge_scores_prompt_and_turn_at_its_last_token(run, tmp_path
   checkpoint.save(mgr, 1, {'params': params}, {'step': 1})
   mgr.wait_until_finished()
   mgr.close()
-  inputs = {'reward': {'model': dataclasses.asdict(model.config), 'checkpoint_dir': str(tmp_path / 'checkpoints'),
-                       'reward_mean': 0.5, 'reward_std': 2.0}}
+  inputs = {'reward': lm_outputs.Reward(model=dataclasses.asdict(model.config), tokenizer='',
+                                       checkpoint_dir=str(tmp_path / 'checkpoints'), reward_mean=0.5, reward_std=2.0)}
   mesh, rules = common.mesh_and_rules(config)
   got = synthetic._rewards(config, inputs, tok, rows, mesh, rules)
   # by hand: each conversation's last T tokens, right-padded, the scalar head at its last real token

@@ -5,9 +5,11 @@ import random
 
 import pytest
 
-from lm import chat, evals, tools
-from lm.data import tasks
-from lm.data.world import World
+from lm import evals, tools
+from lm.cli import chat as chat_cli
+from lm.data import chat
+from lm.lab import tasks
+from lm.lab.world import World
 from lm.stages import sft
 from lm.tokenizer import END_ID, END_THINK_ID, THINK_ID
 
@@ -119,14 +121,14 @@ def test_a_turn_shows_thinking_calls_and_results_apart_from_the_answer():
            'tool_calls': [{'name': 'calculator', 'arguments': {'expression': '123*45'}}]},
           {'role': 'tool', 'content': '5535'},
           {'role': 'assistant', 'content': '123 * 45 = 5535'}]
-  assert chat.show_turn(turn).splitlines() == [
+  assert chat_cli.show_turn(turn).splitlines() == [
       '  [think] big numbers', '  [think] use the calculator', '  [tool call] calculator({"expression": "123*45"})',
       '  [tool result] 5535', 'assistant> 123 * 45 = 5535']
   # the chat history keeps the call and its result, and renders as one open-then-closed assistant turn
-  history = chat._history(turn)
+  history = chat_cli._history(turn)
   assert history == [{'role': 'assistant', 'content': '', 'thinking': 'big numbers\nuse the calculator',
                       'tool_calls': turn[0]['tool_calls']}, {'role': 'tool', 'content': '5535'},
                      {'role': 'assistant', 'content': '123 * 45 = 5535'}]
   # a call left unanswered (over the budget) is dropped, so the conversation can go on
   stopped = [*turn[:2], {'role': 'assistant', 'content': '', 'tool_calls': [{'name': 'calculator', 'arguments': {}}]}]
-  assert chat._history(stopped)[-1] == {'role': 'assistant', 'content': ''}
+  assert chat_cli._history(stopped)[-1] == {'role': 'assistant', 'content': ''}

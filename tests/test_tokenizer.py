@@ -5,7 +5,7 @@ import pytest
 import sentencepiece as spm
 
 from lm import tokenizer
-from lm.data.world import World
+from lm.lab.world import World
 from lm.tokenizer import CONTROL_TOKENS, SPECIAL_TOKENS
 
 ALL_NAMES = SPECIAL_TOKENS + CONTROL_TOKENS

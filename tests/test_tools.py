@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from lm import tools
-from lm.data import tasks
-from lm.data.world import World
+from lm.lab import tasks
+from lm.lab.bm25 import BM25Index
+from lm.lab.world import World
 from lm.tools import ToolResult, run_call
-from lm.tools.bm25 import BM25Index
 from lm.tools.calculator import Calculator, evaluate
 from lm.tools.knowledge import KnowledgeBase
 from lm.tools.python_sandbox import PythonSandbox, enforcement
@@ -328,11 +328,11 @@ def world():
 
 def test_knowledge_base_finds_facts_never_seen_in_pretraining(world):
   kb = KnowledgeBase(world=world)
-  assert [text for _, text in kb.passages[:len(world.known())]] == [a.split('\n\n', 1)[1] for a in world.articles()]
+  assert [text for _, text in kb.encyclopedia.passages[:len(world.known())]] == [a.split('\n\n', 1)[1] for a in world.articles()]
   examples = tasks.sample(world, 'unknown_entity', 200, seed=1)
   top1 = top3 = 0
   for ex in examples:
-    titles = [title for title, _, _ in kb.search(ex.prompt[-1]['content'], 3)]
+    titles = [title for title, _, _ in kb.encyclopedia.search(ex.prompt[-1]['content'], 3)]
     top1 += titles[0] == tasks.cap(ex.meta['subject'])
     top3 += tasks.cap(ex.meta['subject']) in titles
   assert top3 == 200 and top1 >= 190, (top1, top3)
@@ -341,7 +341,7 @@ def test_knowledge_base_finds_facts_never_seen_in_pretraining(world):
   subject = tasks.cap(ex.meta['subject'])
   assert result.ok and result.text.startswith(f'[1] {subject}: ') and str(ex.meta['answer']) in result.text
   without = KnowledgeBase(world=world, include_held_out=False)
-  assert all(title != subject for title, _, _ in without.search(ex.prompt[-1]['content'], 10))
+  assert all(title != subject for title, _, _ in without.encyclopedia.search(ex.prompt[-1]['content'], 10))
   assert kb({'query': 'zzzz qqqq'}) == ToolResult('no passages match the query', True)
   assert kb({'query': 'x', 'k': 11}) == ToolResult('knowledge_base: k must be between 1 and 10, got 11', False)
 

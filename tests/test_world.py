@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from lm.data import tasks
-from lm.data.synthlang import LANG_NAME, SynthLang
-from lm.data.world import World, main, scratchpad
+from lm.cli.world import main
+from lm.lab import tasks
+from lm.lab.synthlang import LANG_NAME, SynthLang
+from lm.lab.world import World, scratchpad
 
 FAMILY_VARIANTS = [(name, v) for name, fam in tasks.TASKS.items() for v in fam.variants]
 

@@ -10,6 +10,8 @@ Batch ``i`` is a pure function of ``(seed, i)``: resuming needs only the step co
 
 import numpy as np
 
+from lm.data import chat
+
 
 def pack(docs_tokens, seq_len: int, eos_id: int) -> dict[str, np.ndarray]:
   """Concatenates tokenised documents (+EOS) and cuts them into ``[N, seq_len]`` training rows."""
@@ -91,14 +93,17 @@ def pack_conversations(rendered, seq_len: int, pad_id: int = 0, one_per_row: boo
   return out
 
 
-def preference_arrays(prompts_ids, responses_ids, rankings, seq_len: int, pad_id: int = 0) -> dict[str, np.ndarray]:
-  """Prompt + each of K responses as ``[N, K, seq_len]`` token rows for a reward model.
+def preference_arrays(prompts_ids, responses_ids, rankings, seq_len: int, pad_id: int = 0,
+                      responses_masks=None) -> dict[str, np.ndarray]:
+  """Prompt + each of K responses as ``[N, K, seq_len]`` token rows for a reward model or DPO.
 
   ``prompts_ids[n]`` are a prompt's ids, ``responses_ids[n][k]`` the ids of response k (ending in
-  its end-of-turn id), ``rankings[n]`` response indices best first. Returns ``tokens``,
-  ``response_mask`` (1 on response tokens), ``last_index`` ``[N, K]`` (the response's last token,
-  where the reward is read), ``ranks`` ``[N, K]`` (0 = best). A prompt too long to leave room for
-  its longest response loses its oldest tokens; a response longer than ``seq_len`` is cut.
+  its end-of-turn id), ``rankings[n]`` response indices best first; ``responses_masks[n][k]`` (same
+  length as the response; default all 1) marks the tokens the model wrote (0 on tool results).
+  Returns ``tokens``, ``segment_ids`` and ``positions`` (one segment per row), ``response_mask``
+  (the response's model-written tokens), ``last_index`` ``[N, K]`` (the response's last token,
+  where the reward is read) and ``ranks`` ``[N, K]`` (0 = best). A prompt too long to leave room
+  for its longest response loses its oldest tokens; a response longer than ``seq_len`` is cut.
   """
   N, K = len(responses_ids), len(responses_ids[0])
   tokens = np.full((N, K, seq_len), pad_id, np.int32)
@@ -113,10 +118,41 @@ def preference_arrays(prompts_ids, responses_ids, rankings, seq_len: int, pad_id
     longest = min(max(len(r) for r in responses_ids[n]), seq_len - 1)
     prompt = np.asarray(prompts_ids[n])[-(seq_len - longest):]
     for k, response in enumerate(responses_ids[n]):
-      response = np.asarray(response)[:seq_len - len(prompt)]
+      room = seq_len - len(prompt)
+      mask = np.ones(len(response)) if responses_masks is None else np.asarray(responses_masks[n][k])
+      response, mask = np.asarray(response)[:room], mask[:room]
       row = np.concatenate([prompt, response])
       tokens[n, k, :len(row)] = row
-      response_mask[n, k, len(prompt):len(row)] = 1.0
+      response_mask[n, k, len(prompt):len(row)] = mask
       last_index[n, k] = len(row) - 1
     ranks[n, np.asarray(rankings[n])] = np.arange(K)
-  return {'tokens': tokens, 'response_mask': response_mask, 'last_index': last_index, 'ranks': ranks}
+  filled = np.arange(seq_len)[None, None, :] <= last_index[..., None]
+  return {'tokens': tokens, 'segment_ids': filled.astype(np.int32),
+          'positions': (np.arange(seq_len)[None, None, :] * filled).astype(np.int32),
+          'response_mask': response_mask, 'last_index': last_index, 'ranks': ranks}
+
+
+def preference_rows(tok, records, seq_len: int, ranking: str = 'panel') -> dict[str, np.ndarray]:
+  """``PreferenceRankings`` records as ``preference_arrays`` rows (``[N, K, seq_len]``), ranked by the
+  panel's Borda ``ranking`` or the ``gold`` ranking, with the records' ``gold_utilities`` ``[N, K]``.
+  Each response is rendered after its prompt (``lm.data.chat``); its model-written tokens are its
+  loss mask there."""
+  if ranking not in ('panel', 'gold'):
+    raise ValueError(f'preference ranking {ranking!r}; valid: panel, gold')
+  prompts, responses, masks = [], [], []
+  for i, r in enumerate(records):
+    prompt_ids = chat.render_prompt(tok, r['prompt'])
+    prompts.append(prompt_ids)
+    ids_k, masks_k = [], []
+    for resp in r['responses']:
+      ids, mask = chat.render(tok, r['prompt'] + resp)
+      if not np.array_equal(ids[:len(prompt_ids)], prompt_ids):
+        raise ValueError(f'preference record {i}: a response does not continue its prompt\'s rendering')
+      ids_k.append(ids[len(prompt_ids):])
+      masks_k.append(mask[len(prompt_ids):])
+    responses.append(ids_k)
+    masks.append(masks_k)
+  order = [r['ranking'] if ranking == 'panel' else r['gold_ranking'] for r in records]
+  rows = preference_arrays(prompts, responses, order, seq_len, tok.pad_id, masks)
+  rows['gold_utilities'] = np.stack([np.asarray(r['gold_utilities'], np.float32) for r in records])
+  return rows

@@ -3,10 +3,10 @@
   families.py        architectures and their configs <-> ModelConfig
   weights.py         tensors: HF names and layouts <-> lm params (placed on the mesh)
   safetensors_io.py  streaming reader and sharded writer of safetensors files
-  hf_tokenizer.py    the checkpoint's sentencepiece tokenizer behind lm's tokenizer interface
-  chat_formats.py    the families' chat templates for lm's conversations
   convert.py         import into a workdir, export from a run (LoRA merged)
-  __main__.py        ``python -m lm.interop import|export``
+
+The checkpoint's tokenizer is ``lm.hf_tokenizer``, its chat template ``lm.data.chat_formats``; the
+command line is ``python -m lm.interop import|export`` (``lm.cli.interop``).
 
 Nothing here imports torch or transformers: they are needed only to check parity (tests).
 """

@@ -1,45 +1,5 @@
-"""``python -m lm.interop import|export``: Hugging Face checkpoints in and out of lm.
+"""``python -m lm.interop``: see ``lm.cli.interop``."""
 
-  python -m lm.interop import --hf-dir=<dir> --out=<workdir> [--dtype=bfloat16] [--scan-layers]
-  python -m lm.interop export --workdir=<run> --out=<dir> [--stage=sft] [--dtype=bfloat16]
-"""
+from lm.cli.interop import main
 
-import argparse
-import sys
-
-
-def main(argv=None):
-  p = argparse.ArgumentParser(prog='python -m lm.interop', description=__doc__.split('\n')[0])
-  sub = p.add_subparsers(dest='command', required=True)
-  imp = sub.add_parser('import', help='a Hugging Face checkpoint directory -> an lm workdir')
-  imp.add_argument('--hf-dir', required=True, help='config.json + safetensors (+ tokenizer.model)')
-  imp.add_argument('--out', required=True, help='the workdir to write (<out>/import/...)')
-  imp.add_argument('--dtype', default='float32', help='model.dtype: compute dtype of the matmuls')
-  imp.add_argument('--scan-layers', action='store_true', help='model.scan_layers (stacked layer params)')
-  imp.add_argument('--max-seq-len', type=int, default=0, help='model.max_seq_len (default: the checkpoint\'s)')
-  exp = sub.add_parser('export', help='a trained lm run -> a Hugging Face checkpoint directory')
-  exp.add_argument('--workdir', required=True, help='a run written by lm.launch or by import')
-  exp.add_argument('--out', required=True, help='the directory to write')
-  exp.add_argument('--stage', default=None, 
-                   help='which trained stage (default: the latest of rlhf, sft, pretrain, import)')
-  exp.add_argument('--dtype', default='float32', help='float32, bfloat16 or float16')
-  args = p.parse_args(argv)
-
-  from lm.interop import convert  # heavy imports only after the arguments parse
-  try:
-    if args.command == 'import':
-      overrides = {'dtype': args.dtype, 'scan_layers': args.scan_layers}
-      if args.max_seq_len:
-        overrides['max_seq_len'] = args.max_seq_len
-      out = convert.import_checkpoint(args.hf_dir, args.out, **overrides)
-      tok = out['tokenizer'] or 'none (only sentencepiece tokenizers are imported)'
-      print(f'imported {out["family"]} ({out["params"]:,} params) into {args.out}/import; tokenizer: {tok}')
-    else:
-      out = convert.export_checkpoint(args.workdir, args.out, args.stage, args.dtype)
-      print(f'exported {args.workdir}/{out["stage"]} as {out["family"]} to {out["out"]}: {", ".join(out["files"])}')
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    sys.exit(f'lm.interop: error: {str(e).strip(chr(39))}')
-
-
-if __name__ == '__main__':
-  main()
+main()

@@ -13,9 +13,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lm import checkpoint, sharding
-from lm.interop import families, hf_tokenizer, safetensors_io, weights
-from lm.model import ModelConfig
+from lm import checkpoint, outputs, sharding
+from lm import tokenizer as lm_tokenizer
+from lm import hf_tokenizer
+from lm.interop import families, safetensors_io, weights
+from lm.model import params as params_lib
+from lm.model.transformer import ModelConfig, Transformer
 
 STAGE = 'import'
 EXPORT_STAGES = ('rlhf', 'sft', 'pretrain', 'import')  # the default export: the latest that finished
@@ -57,28 +60,27 @@ def import_checkpoint(hf_dir, workdir, mesh=None, rules=sharding.DEFAULT_RULES, 
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices('import')  # the tokenizer files exist for every process
   hf_config = read_hf_config(hf_dir)
-  outputs = {
-      'checkpoint_dir': str(ckpt_dir), 'model': json.loads(json.dumps(dataclasses.asdict(cfg))), 'family': family,
-      'tokenizer': str(tok) if tok else '', 'hf_dir': str(Path(hf_dir).absolute()),
-      'token_ids': {k: hf_config[k] for k in ('bos_token_id', 'eos_token_id', 'pad_token_id') if k in hf_config},
-      'params': sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)),
-  }
+  imported = outputs.Imported(
+      checkpoint_dir=str(ckpt_dir), model=dataclasses.asdict(cfg), family=family, tokenizer=str(tok) if tok else '',
+      hf_dir=str(Path(hf_dir).absolute()),
+      token_ids={k: hf_config[k] for k in ('bos_token_id', 'eos_token_id', 'pad_token_id') if k in hf_config},
+      metrics={'params': sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))})
   if jax.process_index() == 0:
-    (stage_dir / 'outputs.json').write_text(json.dumps(outputs, indent=2) + '\n')
-  return outputs
+    outputs.save(imported, stage_dir / 'outputs.json')
+  return imported
 
 
-def _stage_outputs(workdir, stage: str | None) -> tuple[str, dict]:
+def _stage_outputs(workdir, stage: str | None) -> tuple[str, outputs.Model]:
   workdir = Path(workdir)
   stages = [stage] if stage else [s for s in EXPORT_STAGES if (workdir / s / 'outputs.json').is_file()]
   if not stages or not (workdir / stages[0] / 'outputs.json').is_file():
     done = sorted(p.parent.name for p in workdir.glob('*/outputs.json'))
     raise FileNotFoundError(f'{workdir}: no finished {stage or "/".join(EXPORT_STAGES)} stage to export '
                             f'(finished: {", ".join(done) or "none"})')
-  outputs = json.loads((workdir / stages[0] / 'outputs.json').read_text())
-  if 'model' not in outputs or 'checkpoint_dir' not in outputs:
+  trained = outputs.load(workdir / stages[0] / 'outputs.json')
+  if not isinstance(trained, outputs.Model):
     raise ValueError(f'{workdir / stages[0] / "outputs.json"} is not a trained model stage\'s outputs')
-  return stages[0], outputs
+  return stages[0], trained
 
 
 def save_hf(params, cfg, out_dir, dtype: str = 'float32', token_ids: dict | None = None, tokenizer_dir=None,
@@ -103,21 +105,19 @@ def export_checkpoint(workdir, out_dir, stage: str | None = None, dtype: str = '
                       max_shard_bytes: int = 2 << 30) -> dict:
   """Writes a trained stage of ``workdir`` (LoRA adapters merged) as a Hugging Face checkpoint
   (``save_hf``); an imported tokenizer goes along. Returns ``{stage, family, out, files}``."""
-  from lm.model import Transformer
-  from lm.stages import common  # restores any stage's params, merging LoRA
-  stage, outputs = _stage_outputs(workdir, stage)
-  cfg = ModelConfig.from_config(outputs['model'])
+  stage, trained = _stage_outputs(workdir, stage)
+  cfg = ModelConfig.from_config(trained.model)
   families.family_of_model(cfg)  # an unexportable model fails before anything is restored
-  params = common.load_trained_params(outputs, Transformer(cfg), sharding.make_mesh((-1, 1, 1)), sharding.DEFAULT_RULES)
-  token_ids = dict(outputs.get('token_ids') or {})
-  tok_path = Path(outputs.get('tokenizer') or '.')
+  params = params_lib.load_trained(Transformer(cfg), sharding.make_mesh((-1, 1, 1)), sharding.DEFAULT_RULES,
+                                   trained.checkpoint_dir, trained.lora, trained.base_checkpoint_dir)
+  token_ids = dict(trained.get('token_ids') or {})
+  tok_path = Path(trained.tokenizer or '.')
   tokenizer_dir = tok_path.parent if tok_path.name == hf_tokenizer.META_FILE else None
   if not token_ids and tokenizer_dir is not None:
     token_ids = _token_ids(tokenizer_dir)
   elif not token_ids:
-    from lm import tokenizer as lm_tokenizer  # lm's own tokenizer (not exported): its fixed ids
     token_ids = {'bos_token_id': lm_tokenizer.BOS_ID, 'eos_token_id': lm_tokenizer.EOS_ID,
-                 'pad_token_id': lm_tokenizer.PAD_ID}
+                 'pad_token_id': lm_tokenizer.PAD_ID}  # lm's own tokenizer (not exported): its fixed ids
   return {'stage': stage, **save_hf(params, cfg, out_dir, dtype, token_ids, tokenizer_dir, max_shard_bytes)}
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from lm import sharding
 from lm.interop.families import UnsupportedError
-from lm.model import Transformer
+from lm.model.transformer import Transformer
 
 IGNORED_SUFFIXES = ('rotary_emb.inv_freq',)  # buffers some older checkpoints saved
 

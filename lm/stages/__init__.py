@@ -1,8 +1,19 @@
 """Stages: ``stage(config, workdir, inputs) -> outputs``; ``inputs`` maps earlier stage names to
 their outputs (JSON-able dicts of paths and metrics). The launcher runs them by name."""
 
-from lm.stages import (data, eval, hf_import, overoptimization, preferences, pretrain, reward, rlhf, sft, synthetic,
-                       tokenizer)
+from lm.stages import (
+    data,
+    eval,
+    hf_import,
+    overoptimization,
+    preferences,
+    pretrain,
+    reward,
+    rlhf,
+    sft,
+    synthetic,
+    tokenizer,
+)
 
 STAGES = {
     'data': data.run,

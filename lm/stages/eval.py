@@ -16,17 +16,18 @@ from pathlib import Path
 
 import jax
 
-from lm import agent, evals, tokenizer
+from lm import evals, outputs, tokenizer
 from lm import tools as tools_lib
 from lm.config import ConfigError
 from lm.data import builders
+from lm.inference import agent
 from lm.stages import common
 
 MODELS = {'pretrain': 'base', 'sft': 'sft', 'rlhf': 'rlhf',  # stage -> column name
           'sft_original': 'sft+orig', 'sft_synthetic': 'sft+synth'}  # continued SFT without / with synthetic data
 
 
-def run(config, workdir, inputs) -> dict:
+def run(config, workdir, inputs) -> outputs.Eval:
   c = config.eval
   unknown = [s for s in c.models if s not in MODELS]
   if unknown:
@@ -34,23 +35,23 @@ def run(config, workdir, inputs) -> dict:
   stages = [s for s in c.models if s in inputs]
   if not stages:
     raise ConfigError(f'eval: none of eval.models={tuple(c.models)} ran before it (stages: {", ".join(inputs)})')
-  tok = tokenizer.load(inputs['tokenizer']['path'])
+  tok = tokenizer.load(common.need(inputs, 'tokenizer', 'eval').path)
   model = common.model_from_config(config, tok)
   mesh, rules = common.mesh_and_rules(config)
-  examples = evals.select(builders.read(builders.EvalSet, inputs['data']['tfds_dir'], 'test'),
+  examples = evals.select(builders.read(builders.EvalSet, common.tfds_dir(inputs, 'eval'), 'test'),
                           c.max_examples, tuple(c.skip_variants))
   for spec in c.breakdowns:
     evals.breakdown([], spec)  # an unknown family fails now, not after the models ran
   unknown = sorted(set(c.tools) - set(tools_lib.available()))
   if unknown:
     raise ConfigError(f'eval.tools has {unknown[0]!r}; valid: {", ".join(tools_lib.available())}')
-  tools = agent.build_tools(c.tools, dict(seed=config.data.seed, **config.data.world))
+  tools = tools_lib.build(c.tools, dict(seed=config.data.seed, **config.data.world))
   agent_cfg = agent.AgentConfig(max_calls=c.max_tool_calls, result_tokens=c.result_tokens)
   out_dir = Path(workdir) / 'eval'
   cards = {}
   for stage in stages:
     name = MODELS[stage]
-    params = common.load_trained_params(inputs[stage], model, mesh, rules)
+    params = common.load_params(inputs[stage], model, mesh, rules)
     rows = evals.respond(params, model, tok, examples, c.max_new_tokens, c.batch_size, mesh, rules, config.seed,
                          tools, agent_cfg)
     if jax.process_index() == 0:
@@ -63,5 +64,5 @@ def run(config, workdir, inputs) -> dict:
     (out_dir / 'report.md').write_text(f'# Eval: {len(examples)} prompts per model\n\n{table}')
   print(table, flush=True)
   headline = {f'{name}.{k}': v for name, card in cards.items() for k, v in card['metrics'].items()}
-  return {'results': str(out_dir / 'results.json'), 'report': str(out_dir / 'report.md'),
-          'examples': len(examples), **headline}
+  return outputs.Eval(results=str(out_dir / 'results.json'), report=str(out_dir / 'report.md'),
+                      metrics={'examples': len(examples), **headline})

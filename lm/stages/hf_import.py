@@ -7,15 +7,16 @@ fills it with ``lm.interop.convert.model_config``); the dtype, scan and remat ch
 
 import dataclasses
 
+from lm import outputs
 from lm.config import ConfigError
 from lm.interop import convert
-from lm.model import ModelConfig
+from lm.model.transformer import ModelConfig
 from lm.stages import common
 
 RUN_CHOICES = ('dtype', 'scan_layers', 'remat', 'max_seq_len')  # fields a run may set differently
 
 
-def run(config, workdir, inputs) -> dict:
+def run(config, workdir, inputs) -> outputs.Imported:
   del inputs
   hf_dir = config.interop.hf_dir
   if not hf_dir:

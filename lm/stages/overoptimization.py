@@ -14,8 +14,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lm import metrics, overoptimization
+from lm import metrics, outputs
 from lm.config import ConfigError
+from lm.rl import overoptimization
+from lm.stages import common
 
 
 def points(rows: list[dict], algorithm: str) -> dict[str, np.ndarray]:
@@ -51,10 +53,8 @@ def _plot(path, d, series: dict, fits: dict, form: str):
   plt.close(fig)
 
 
-def run(config, workdir, inputs) -> dict:
-  if 'rlhf' not in inputs:
-    raise ConfigError(f'overoptimization needs the rlhf stage before it (ran: {", ".join(inputs) or "none"})')
-  algorithm = inputs['rlhf']['algorithm']
+def run(config, workdir, inputs) -> outputs.Curves:
+  algorithm = common.need(inputs, 'rlhf', 'overoptimization').algorithm
   form = 'bon' if algorithm == 'best_of_n' else 'rl'
   p = points(metrics.read(workdir, 'rlhf'), algorithm)
   d = np.sqrt(p['kl'])
@@ -70,4 +70,4 @@ def run(config, workdir, inputs) -> dict:
   for name, f in fits.items():
     out.update({f'{name}_{k}': v for k, v in f.items()})
   print('[overoptimization] ' + ', '.join(f'{k}={v:.3g}' for k, v in out.items() if isinstance(v, float)), flush=True)
-  return out
+  return outputs.Curves(plot=str(out_dir / 'curves.png'), metrics=out)

@@ -3,29 +3,26 @@
 The data stage ranks ``data.preferences`` with ``data.preferences.panel``; this stage re-ranks the
 same prompts and candidates (same seeds) with ``raters.panel``, so that variants of an experiment
 can share data, tokenizer, pretraining and SFT and differ only in who ranks (e.g. a length-biased
-panel against an unbiased one). Later stages read ``preferences_dir(inputs)``.
+panel against an unbiased one). Later stages read ``common.rankings_dir(inputs)``.
 """
 
 from pathlib import Path
 
 import jax
 
-from lm.data.world import World
-from lm.stages import data
+from lm import outputs
+from lm.data import builders, datasets
+from lm.stages import common
 
 
-def preferences_dir(inputs) -> str:
-  """Where the rankings are: this stage's dataset when it ran, else the data stage's."""
-  return (inputs.get('preferences') or inputs['data'])['tfds_dir']
-
-
-def run(config, workdir, inputs) -> dict:
+def run(config, workdir, inputs) -> outputs.Rankings:
   c = config.data
   out = Path(workdir) / 'preferences' / 'tfds'
   n = 0
   if jax.process_index() == 0:
-    world = World(seed=c.seed, **c.world)
-    held = data.eval_prompt_keys(inputs['data']['tfds_dir'])
-    n = len(data.build_preferences(world, c, held, out, config.raters.panel))
-  data.sync('preferences')
-  return {'tfds_dir': str(out), 'preference_prompts': n, 'panel': dict(config.raters.panel)}
+    held = datasets.eval_prompt_keys(common.tfds_dir(inputs, 'preferences'))
+    records = datasets.preference_records(common.world(config), c, held, config.raters.panel)
+    builders.build(builders.PreferenceRankings, out, datasets.split(records, c.preferences.validation_fraction))
+    n = len(records)
+  common.sync('preferences')
+  return outputs.Rankings(tfds_dir=str(out), panel=dict(config.raters.panel), metrics={'preference_prompts': n})

@@ -26,7 +26,6 @@ an interrupted run resumes, SIGTERM saves and exits, a non-finite loss stops wit
 checkpoint kept. ``<workdir>/rlhf/report.md`` and its PNG plots summarise the run.
 """
 
-import json
 import random
 import signal
 import time
@@ -37,15 +36,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import best_of_n, chat, checkpoint, metrics, optim, rlhf_report, rollouts, sample, sharding, tokenizer, train
+from lm import checkpoint, metrics, optim, outputs, sharding, tokenizer, train
 from lm.config import ConfigError
-from lm.data import builders, pipeline, tasks
-from lm.data.world import World
-from lm.model import ModelConfig, Transformer
-from lm.stages import common, preferences
-from lm.stages import reward as reward_stage  # its load_reward_fn is the reward model's contract
-from lm.steps import advantages, ppo
-from lm.steps import preference as preference_steps
+from lm.data import builders, chat, pipeline
+from lm.inference import sample
+from lm.lab import tasks
+from lm.model import params as params_lib
+from lm.model.transformer import ModelConfig, Transformer
+from lm.rl import advantages, best_of_n, ppo, rollouts
+from lm.rl import preference as preference_steps
+from lm.rl import report as rlhf_report
+from lm.stages import common
 from lm.steps.common import make_train_step
 
 ONLINE = {'ppo': 'gae', 'grpo': 'grpo', 'rloo': 'rloo'}   # algorithm -> advantage estimator
@@ -55,16 +56,12 @@ ALGORITHMS = (*ONLINE, *OFFLINE, 'best_of_n')
 
 # ------------------------------------------------------------------------------ data
 
-def _key(prompt) -> str:
-  return json.dumps(prompt, sort_keys=True)
-
-
 def prompt_sets(config, tok, tfds_dir) -> tuple[list, list]:
   """``(train, eval)`` Examples from ``rlhf.prompt_mix`` (tools offer removed), eval-set prompts and
   prompts longer than ``rlhf.max_prompt_len`` tokens left out, shuffled by seed."""
   c = config.rlhf
-  world = World(seed=config.data.seed, **config.data.world)
-  held = {_key(tasks.without_tools(r['prompt'])) for r in builders.read(builders.EvalSet, tfds_dir, 'test')}
+  world = common.world(config)
+  held = {tasks.prompt_key(tasks.without_tools(r['prompt'])) for r in builders.read(builders.EvalSet, tfds_dir, 'test')}
   total = sum(w for _, _, w in c.prompt_mix)
   examples = []
   for i, (family, variant, weight) in enumerate(c.prompt_mix):
@@ -73,42 +70,13 @@ def prompt_sets(config, tok, tfds_dir) -> tuple[list, list]:
     for e in tasks.sample(world, family, round(c.n_prompts * weight / total), seed=config.data.seed + 3 + i,
                           variant=variant):
       e.prompt = tasks.without_tools(e.prompt)
-      if _key(e.prompt) not in held and len(chat.render_prompt(tok, e.prompt)) <= c.max_prompt_len:
+      if tasks.prompt_key(e.prompt) not in held and len(chat.render_prompt(tok, e.prompt)) <= c.max_prompt_len:
         examples.append(e)
   random.Random(config.seed).shuffle(examples)
   if len(examples) <= c.eval_prompts:
     raise ConfigError(f'rlhf: only {len(examples)} prompts fit rlhf.max_prompt_len={c.max_prompt_len}; '
                       f'need more than rlhf.eval_prompts={c.eval_prompts} (raise rlhf.n_prompts)')
   return examples[:-c.eval_prompts or None], examples[len(examples) - c.eval_prompts:]
-
-
-def preference_rows(tok, tfds_dir, seq_len: int, ranking: str) -> tuple[dict, int]:
-  """The train split's rankings as ``[N, K, seq_len]`` rows for ``lm.steps.preference``, and how many
-  records were left out because a prompt + response is longer than ``seq_len``."""
-  if ranking not in ('panel', 'gold'):
-    raise ConfigError(f'rlhf.preference.ranking={ranking!r}; valid: panel, gold')
-  records = builders.read(builders.PreferenceRankings, tfds_dir, 'train')
-  rendered, ranks = [], []
-  for r in records:
-    rows = [chat.render(tok, r['prompt'] + response) for response in r['responses']]
-    if max(len(ids) for ids, _ in rows) > seq_len:
-      continue
-    rendered.append(rows)
-    order = np.asarray(r['ranking'] if ranking == 'panel' else r['gold_ranking'])
-    ranks.append(np.argsort(order))  # rank of each response, 0 = best
-  if not rendered:
-    raise ConfigError(f'rlhf.preference.seq_len={seq_len}: no preference record fits')
-  N, K = len(rendered), len(rendered[0])
-  out = {k: np.zeros((N, K, seq_len), np.int32) for k in ('tokens', 'segment_ids', 'positions')}
-  out['response_mask'] = np.zeros((N, K, seq_len), np.float32)
-  for n, rows in enumerate(rendered):
-    for k, (ids, mask) in enumerate(rows):
-      out['tokens'][n, k, :len(ids)] = ids
-      out['segment_ids'][n, k, :len(ids)] = 1
-      out['positions'][n, k, :len(ids)] = np.arange(len(ids))
-      out['response_mask'][n, k, :len(ids)] = mask
-  out['ranks'] = np.stack(ranks).astype(np.int32)
-  return out, len(records) - N
 
 
 # ------------------------------------------------------------------------------ the run
@@ -132,34 +100,31 @@ def _check(c, inputs, shards: int):
     raise ConfigError(f'rlhf.minibatch_size={c.minibatch_size} must divide the rollout batch {rollout}')
 
 
-def run(config, workdir, inputs) -> dict:
+def run(config, workdir, inputs) -> outputs.Rlhf:
   c = config.rlhf
   mesh, rules = common.mesh_and_rules(config)
   _check(c, inputs, mesh.shape['data'] * mesh.shape['fsdp'])
   sft = inputs['sft']
-  tok = tokenizer.load(sft['tokenizer'])
+  tok = tokenizer.load(sft.tokenizer)
   model = common.model_from_config(config, tok, c.max_prompt_len + c.max_new_tokens)
-  ref = common.load_trained_params(sft, model, mesh, rules)
-  rm_params, reward_fn = reward_stage.load_reward_fn(inputs['reward'], mesh, rules)
-  train_examples, eval_examples = prompt_sets(config, tok, inputs['data']['tfds_dir'])
+  ref = common.load_params(sft, model, mesh, rules)
+  rm_params, reward_fn = common.load_reward_fn(inputs['reward'], mesh, rules)
+  train_examples, eval_examples = prompt_sets(config, tok, common.tfds_dir(inputs, 'rlhf'))
   estimator = advantages.get(ONLINE[c.algorithm]) if c.algorithm in ONLINE else None
   value_model = None
   if estimator is not None and estimator.critic:
-    value_model = Transformer(ModelConfig.from_config(inputs['reward']['model']))
+    value_model = Transformer(ModelConfig.from_config(inputs['reward'].model))
   group = max(c.best_of_n) if c.algorithm == 'best_of_n' else c.group_size
   rollout = _Rollout(c, tok, model, value_model, reward_fn, estimator, ref, rm_params, mesh, rules, group)
   stage_dir = Path(workdir) / 'rlhf'
-  base = {'tokenizer': sft['tokenizer'], 'model': json.loads(json.dumps(dict(config.model))),
-          'algorithm': c.algorithm}
-  if c.algorithm == 'best_of_n':
-    out = _run_best_of_n(c, config.seed, workdir, rollout, train_examples, eval_examples if c.eval_every else [])
-    passed = {k: sft[k] for k in ('checkpoint_dir', 'lora', 'base_checkpoint_dir') if k in sft}
-    result = {**base, **passed, **out}
+  if c.algorithm == 'best_of_n':  # the policy is the reference: SFT's checkpoint
+    metrics = _run_best_of_n(c, config.seed, workdir, rollout, train_examples, eval_examples if c.eval_every else [])
+    policy = dict(checkpoint_dir=sft.checkpoint_dir, lora=sft.lora, base_checkpoint_dir=sft.base_checkpoint_dir)
   else:
-    result = {**base, **_Loop(config, workdir, model, value_model, ref, rollout, train_examples, eval_examples,
-                              inputs).run()}
-  result['report'] = rlhf_report.write(workdir, stage_dir, c.algorithm)
-  return result
+    metrics = _Loop(config, workdir, model, value_model, ref, rollout, train_examples, eval_examples, inputs).run()
+    policy = dict(checkpoint_dir=metrics.pop('checkpoint_dir'))
+  return outputs.Rlhf(model=dict(config.model), tokenizer=sft.tokenizer, algorithm=c.algorithm, metrics=metrics,
+                      report=rlhf_report.write(workdir, stage_dir, c.algorithm), **policy)
 
 
 class _Rollout:
@@ -246,8 +211,12 @@ class _Loop:
     c = self.c
     self.offline = c.algorithm in OFFLINE
     if self.offline:
-      self.pref_rows, self.dropped = preference_rows(rollout.tok, preferences.preferences_dir(inputs),
-                                                     c.preference.seq_len, c.preference.ranking)
+      records = builders.read(builders.PreferenceRankings, common.rankings_dir(inputs, 'rlhf'), 'train')
+      try:
+        rows = pipeline.preference_rows(rollout.tok, records, c.preference.seq_len, c.preference.ranking)
+      except ValueError as e:
+        raise ConfigError(f'rlhf.preference: {e}') from None
+      self.pref_rows = {k: rows[k] for k in ('tokens', 'segment_ids', 'positions', 'response_mask', 'ranks')}
       steps = c.iterations * c.preference.steps_per_iteration
       loss_sums = preference_steps.make_loss_sums(model, c.algorithm, c.preference.beta, c.preference.pairs)
     else:
@@ -263,8 +232,8 @@ class _Loop:
   def _initial_params(self, ref, inputs):
     params = {'policy': ref}
     if self.value_model is not None:  # the value model starts as the reward model
-      target = common.abstract_params(self.value_model, self.mesh, self.rules)
-      params['value'] = checkpoint.restore_params(inputs['reward']['checkpoint_dir'], target)
+      target = params_lib.abstract_params(self.value_model, self.mesh, self.rules)
+      params['value'] = checkpoint.restore_params(inputs['reward'].checkpoint_dir, target)
     return params
 
   # -- state: in memory {'params': {'policy', 'value'?}, ...}; on disk the policy is 'params'
@@ -284,9 +253,9 @@ class _Loop:
   def run(self) -> dict:
     c, mesh, rules = self.c, self.mesh, self.rules
     def boxed_state(rng):
-      params = {'policy': common.boxed_init(self.model)(rng)}
+      params = {'policy': params_lib.boxed_init(self.model)(rng)}
       if self.value_model is not None:
-        params['value'] = common.boxed_init(self.value_model)(rng)
+        params['value'] = params_lib.boxed_init(self.value_model)(rng)
       return _new_state(params, self.tx, self.config.seed)
 
     abstract_boxed = jax.eval_shape(boxed_state, jax.random.key(0))
@@ -335,8 +304,6 @@ class _Loop:
     keys = ('proxy_reward', 'gold_reward', 'kl', 'response_length', 'eval_proxy_reward', 'eval_gold_reward', 'eval_kl')
     out = {'checkpoint_dir': str(mgr.directory), 'iterations': c.iterations,
            **{k: last[k] for k in keys if k in last}}
-    if self.offline:
-      out['preference_records_dropped'] = self.dropped
     return out
 
   def _compile(self):

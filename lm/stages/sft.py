@@ -8,14 +8,15 @@ and ``sft_original``): the sft stage's model (LoRA merged) trains on, full weigh
 original conversations plus the synthetic stage's, or the original ones only: the control with the
 same steps, so that a difference between the two is what the synthetic data adds."""
 
-import json
-
 import jax
 
-from lm import chat, checkpoint, lora, tokenizer, train
+from lm import checkpoint, outputs, tokenizer, train
 from lm import config as lm_config
 from lm.config import ConfigError
-from lm.data import builders, pipeline, tasks
+from lm.data import builders, chat, pipeline
+from lm.lab import tasks
+from lm.model import lora
+from lm.model import params as params_lib
 from lm.stages import common
 from lm.steps import lm as lm_steps
 
@@ -41,40 +42,41 @@ def conversation_rows(tok, tfds_dir, split, seq_len, pack=True, thinking=True, t
   return pipeline.pack_conversations(rendered, seq_len, tok.pad_id, one_per_row=not pack)
 
 
-def starting_point(inputs) -> dict:
+def starting_point(inputs) -> outputs.Model:
   """The outputs of the stage SFT starts from: ``pretrain``, or ``import`` (a Hugging Face checkpoint)."""
   for name in ('pretrain', 'import'):
     if name in inputs:
-      if not inputs[name].get('tokenizer'):
+      if not inputs[name].tokenizer:
         raise ConfigError(f'sft: the {name} stage has no tokenizer lm can read (the {inputs[name].get("family")} '
                           f'checkpoint has no sentencepiece tokenizer.model)')
       return inputs[name]
   raise ConfigError(f'sft needs a pretrain or import stage before it (ran: {", ".join(inputs) or "none"})')
 
 
-def run(config, workdir, inputs) -> dict:
+def run(config, workdir, inputs) -> outputs.Model:
   c = config.sft
   if c.mode not in ('full', 'lora'):
     raise ConfigError(f'sft.mode={c.mode!r}; valid: full, lora')
   start = starting_point(inputs)
-  tok = tokenizer.load(start['tokenizer'])
+  tok = tokenizer.load(start.tokenizer)
   model = common.model_from_config(config, tok, c.seq_len)
   mesh, rules = common.mesh_and_rules(config)
-  tfds_dir = inputs['data']['tfds_dir']
+  tfds_dir = common.tfds_dir(inputs, 'sft')
   rows = {split: conversation_rows(tok, tfds_dir, split, c.seq_len, c.pack, c.thinking, c.tools)
           for split in ('train', 'validation')}
   eval_rows = pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False)
   base_loss = lm_steps.make_loss_sums(model, c.z_loss_weight)
   base_eval = lm_steps.make_eval_step(model)
-  pretrained = start['checkpoint_dir']
-  target = common.abstract_params(model, mesh, rules)
+  pretrained = start.checkpoint_dir
+  target = params_lib.abstract_params(model, mesh, rules)
   task = dict(name='sft', train_batches=pipeline.Batches(rows['train'], c.batch_size, seed=config.seed),
               eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)], weight_name='tokens')
   # trainable params and their AdamW train state (params + 2 moments), flat for comparison tables
   extra = {'trainable_params': sum(int(x.size) for x in jax.tree.leaves(target)),
            'train_state_bytes': 3 * sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(target))}
+  fields = {}
   if c.mode == 'full':
-    task.update(init_params=common.boxed_init(model), loss_sums=base_loss, eval_step=base_eval,
+    task.update(init_params=params_lib.boxed_init(model), loss_sums=base_loss, eval_step=base_eval,
                 load_params=lambda shardings: checkpoint.restore_params(pretrained, target))
   else:
     lora_cfg = lora.LoraConfig.from_config(c.lora)
@@ -84,45 +86,42 @@ def run(config, workdir, inputs) -> dict:
     task.update(init_params=lambda rng: lora.init_boxed(rng, base, lora_cfg), frozen=base,
                 loss_sums=lora.frozen_base_loss_sums(lora_cfg, base_loss),
                 eval_step=lambda adapters, batch, base: base_eval(lora.merge(base, adapters, lora_cfg), batch))
-    extra = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained, 'memory': report,
-             'trainable_params': report['trainable_params'], 'train_state_bytes': report['lora_state_bytes']}
+    extra = {**{f'memory.{k}': v for k, v in report.items()}, 'trainable_params': report['trainable_params'],
+             'train_state_bytes': report['lora_state_bytes']}
+    fields = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained}
   out = train.run(train.Task(**task), c, workdir, mesh, rules, seed=config.seed)
-  return {**out, **extra, 'mode': c.mode, 'tokenizer': start['tokenizer'],
-          'train_rows': int(len(rows['train']['inputs'])), 'model': json.loads(json.dumps(dict(config.model)))}
+  out.update(extra, train_rows=int(len(rows['train']['inputs'])))
+  return common.model_outputs(config, out, start.tokenizer, **fields)
 
 
-def _continued(config, workdir, inputs, name: str, with_synthetic: bool) -> dict:
-  needs = ('data', 'sft') + (('synthetic',) if with_synthetic else ())
-  missing = [stage for stage in needs if stage not in inputs]
-  if missing:
-    raise ConfigError(f'{name} needs the {missing[0]} stage before it (ran: {", ".join(inputs) or "none"})')
+def _continued(config, workdir, inputs, name: str, with_synthetic: bool) -> outputs.Model:
+  sft = common.need(inputs, 'sft', name)
+  synthetic = [common.need(inputs, 'synthetic', name).tfds_dir] if with_synthetic else []
+  original = common.tfds_dir(inputs, name)
   c = lm_config.with_overrides(config, {'sft': {'steps': config.synthetic.sft_steps,
                                                 'optim': {'lr': config.synthetic.sft_lr}}}).sft
-  sft = inputs['sft']
-  tok = tokenizer.load(sft['tokenizer'])
+  tok = tokenizer.load(sft.tokenizer)
   model = common.model_from_config(config, tok, c.seq_len)
   mesh, rules = common.mesh_and_rules(config)
-  original = inputs['data']['tfds_dir']
-  synthetic = [inputs['synthetic']['tfds_dir']] if with_synthetic else []
   train_rows = conversation_rows(tok, original, 'train', c.seq_len, c.pack, c.thinking, c.tools, synthetic)
   eval_rows = pipeline.Batches(conversation_rows(tok, original, 'validation', c.seq_len, c.pack, c.thinking, c.tools),
                                c.batch_size, seed=0, shuffle=False)
-  start = common.load_trained_params(sft, model, mesh, rules)  # LoRA merged; outside the loop's mesh context
-  task = train.Task(name=name, init_params=common.boxed_init(model), weight_name='tokens',
+  start = common.load_params(sft, model, mesh, rules)  # LoRA merged; outside the loop's mesh context
+  task = train.Task(name=name, init_params=params_lib.boxed_init(model), weight_name='tokens',
                     loss_sums=lm_steps.make_loss_sums(model, c.z_loss_weight), eval_step=lm_steps.make_eval_step(model),
                     train_batches=pipeline.Batches(train_rows, c.batch_size, seed=config.seed),
                     eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)],
                     load_params=lambda shardings: start)
   out = train.run(task, c, workdir, mesh, rules, seed=config.seed)
-  return {**out, 'mode': 'full', 'tokenizer': sft['tokenizer'], 'train_rows': int(len(train_rows['inputs'])),
-          'seq_len': c.seq_len, 'model': json.loads(json.dumps(dict(config.model)))}
+  out.update(train_rows=int(len(train_rows['inputs'])))
+  return common.model_outputs(config, out, sft.tokenizer)
 
 
-def run_synthetic(config, workdir, inputs) -> dict:
+def run_synthetic(config, workdir, inputs) -> outputs.Model:
   """Stage ``sft_synthetic``: continued SFT on the original and the synthetic conversations."""
   return _continued(config, workdir, inputs, 'sft_synthetic', with_synthetic=True)
 
 
-def run_original(config, workdir, inputs) -> dict:
+def run_original(config, workdir, inputs) -> outputs.Model:
   """Stage ``sft_original``: continued SFT on the original conversations only (the control)."""
   return _continued(config, workdir, inputs, 'sft_original', with_synthetic=False)

@@ -21,27 +21,21 @@ Outputs: ``tfds_dir``, ``samples_file``, ``source``, ``judge``, ``threshold``, `
 (accepted / sampled) and ``kept[<family>]``.
 """
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import jax
 
-from lm import agent, chat, evals, tokenizer
+from lm import evals, outputs, tokenizer
 from lm import tools as tools_lib
 from lm.config import ConfigError
-from lm.data import builders, tasks
-from lm.data.world import World
+from lm.data import builders, chat
+from lm.inference import agent
+from lm.lab import tasks
 from lm.stages import common
-from lm.stages import data as data_stage  # its mixture draws the lab's prompts
-from lm.stages import reward as reward_stage  # its load_reward_fn is the reward model's contract
 
 JUDGES = ('gold', 'reward')
 SOURCES = ('sft', 'rlhf', 'latest')
-
-
-def _key(prompt) -> str:
-  return json.dumps(prompt, sort_keys=True)
 
 
 def _prompt_of(messages) -> list[dict]:
@@ -65,11 +59,11 @@ def select(rows, rewards, threshold: float, keep_per_prompt: int) -> tuple[list[
     row['reward'] = None if rewards is None else float(rewards[i])
     judged = row['score'] if rewards is None else row['reward']
     row['accepted'] = bool(row['finished'] and well_formed(row['turn']) and judged >= threshold)
-    count, seen = counts[row['family']], per_prompt[_key(row['prompt'])]
+    count, seen = counts[row['family']], per_prompt[tasks.prompt_key(row['prompt'])]
     count[0] += 1
     count[1] += row['accepted']
-    if row['accepted'] and _key(row['turn']) not in seen and len(seen) < keep_per_prompt:
-      seen.append(_key(row['turn']))
+    if row['accepted'] and tasks.prompt_key(row['turn']) not in seen and len(seen) < keep_per_prompt:
+      seen.append(tasks.prompt_key(row['turn']))
       kept.append({'messages': row['prompt'] + row['turn'], 'family': row['family'], 'variant': row['variant']})
       count[2] += 1
   return kept, dict(counts)
@@ -90,21 +84,20 @@ def new_prompts(config, tfds_dir) -> list[tasks.Example]:
   seen = [r['prompt'] for r in builders.read(builders.EvalSet, tfds_dir, 'test')]
   for split in ('train', 'validation'):
     seen += [_prompt_of(r['messages']) for r in builders.read(builders.SftConversations, tfds_dir, split)]
-  held = {_key(p) for p in seen} | {_key(tasks.without_tools(p)) for p in seen}
-  world = World(seed=config.data.seed, **config.data.world)
+  held = {tasks.prompt_key(p) for p in seen} | {tasks.prompt_key(tasks.without_tools(p)) for p in seen}
   try:
-    drawn = data_stage.mixture(world, c.mix, c.n_prompts, config.data.seed + c.seed)
+    drawn = tasks.mixture(common.world(config), c.mix, c.n_prompts, config.data.seed + c.seed)
   except ValueError as e:
     raise ConfigError(f'synthetic.mix: {e}') from None
-  return [e for e in drawn if _key(e.prompt) not in held and _key(tasks.without_tools(e.prompt)) not in held]
+  return [e for e in drawn if tasks.prompt_key(e.prompt) not in held and tasks.prompt_key(tasks.without_tools(e.prompt)) not in held]
 
 
 def _rewards(config, inputs, tok, rows, mesh, rules):
   """The reward model's normalised reward of each row's prompt + turn."""
-  params, reward_fn = reward_stage.load_reward_fn(inputs['reward'], mesh, rules)
+  params, reward_fn = common.load_reward_fn(inputs['reward'], mesh, rules)
   ids = [chat.render(tok, r['prompt'] + r['turn'])[0] for r in rows]
-  rows_NxT = reward_stage.score_rows(ids, config.reward.seq_len, tok.pad_id)
-  return reward_stage.batched_rewards(reward_fn, params, rows_NxT, config.reward.batch_size * 4, mesh, rules)
+  rows_NxT = common.score_rows(ids, config.reward.seq_len, tok.pad_id)
+  return common.batched_rewards(reward_fn, params, rows_NxT, config.reward.batch_size * 4, mesh, rules)
 
 
 def _check(c, inputs):
@@ -120,19 +113,19 @@ def _check(c, inputs):
     raise ConfigError(f'synthetic.tools has {unknown[0]!r}; valid: {", ".join(tools_lib.available())}')
 
 
-def run(config, workdir, inputs) -> dict:
+def run(config, workdir, inputs) -> outputs.Synthetic:
   c = config.synthetic
   _check(c, inputs)
   source = source_stage(c, inputs)
-  tok = tokenizer.load(inputs[source]['tokenizer'])
+  tok = tokenizer.load(inputs[source].tokenizer)
   model = common.model_from_config(config, tok)
   mesh, rules = common.mesh_and_rules(config)
-  prompts = new_prompts(config, inputs['data']['tfds_dir'])
+  prompts = new_prompts(config, common.tfds_dir(inputs, 'synthetic'))
   if not prompts:
     raise ConfigError(f'synthetic: no new prompt among synthetic.n_prompts={c.n_prompts} (raise it)')
   candidates = [e for e in prompts for _ in range(c.samples_per_prompt)]
-  params = common.load_trained_params(inputs[source], model, mesh, rules)
-  tools = agent.build_tools(c.tools, dict(seed=config.data.seed, **config.data.world))
+  params = common.load_params(inputs[source], model, mesh, rules)
+  tools = tools_lib.build(c.tools, dict(seed=config.data.seed, **config.data.world))
   agent_cfg = agent.AgentConfig(max_calls=c.max_tool_calls, result_tokens=c.result_tokens)
   rows = evals.respond(params, model, tok, candidates, c.max_new_tokens, c.batch_size, mesh, rules,
                        config.seed + c.seed, tools, agent_cfg, temperature=c.temperature)
@@ -143,14 +136,14 @@ def run(config, workdir, inputs) -> dict:
   if jax.process_index() == 0:
     builders.build(builders.SftConversations, out / 'tfds', {'train': kept})
     evals.write_traces(out / 'samples.jsonl', rows)
-  data_stage.sync('synthetic')
+  common.sync('synthetic')
   samples, accepted = (sum(n[i] for n in counts.values()) for i in (0, 1))
-  result = {'tfds_dir': str(out / 'tfds'), 'samples_file': str(out / 'samples.jsonl'), 'source': source,
-            'judge': c.judge, 'threshold': threshold, 'prompts': len(prompts), 'samples': samples,
+  result = {'threshold': threshold, 'prompts': len(prompts), 'samples': samples,
             'accepted': accepted, 'kept': len(kept), 'acceptance_rate': accepted / samples}
   for family in sorted(counts):
     n, accepted, k = counts[family]
     result.update({f'acceptance[{family}]': accepted / n, f'kept[{family}]': k})
   print(f'[synthetic] {len(kept)} conversations kept; acceptance ' + ', '.join(
       f'{f} {result[f"acceptance[{f}]"]:.2f}' for f in sorted(counts)), flush=True)
-  return result
+  return outputs.Synthetic(tfds_dir=str(out / 'tfds'), samples_file=str(out / 'samples.jsonl'),
+                           metrics={**result, 'source': source, 'judge': c.judge})

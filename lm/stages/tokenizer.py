@@ -4,10 +4,10 @@ from pathlib import Path
 
 import jax
 
-from lm import tokenizer
+from lm import outputs, tokenizer
 from lm.config import ConfigError
 from lm.data import builders
-from lm.stages.data import sync
+from lm.stages import common
 
 
 def training_texts(tfds_dir) -> list[str]:
@@ -18,13 +18,13 @@ def training_texts(tfds_dir) -> list[str]:
   return [t for t in texts if t]
 
 
-def run(config, workdir, inputs) -> dict:
+def run(config, workdir, inputs) -> outputs.Tokenizer:
   c = config.tokenizer
   if c.kind not in ('bpe', 'char'):
     raise ConfigError(f'tokenizer.kind={c.kind!r}; valid: bpe, char')
   path = Path(workdir) / 'tokenizer' / ('tokenizer.model' if c.kind == 'bpe' else 'tokenizer.json')
   if jax.process_index() == 0:
-    texts = training_texts(inputs['data']['tfds_dir'])
+    texts = training_texts(common.tfds_dir(inputs, 'tokenizer'))
     if c.kind == 'char':
       tokenizer.CharTokenizer.train(texts, path)
     else:
@@ -32,5 +32,5 @@ def run(config, workdir, inputs) -> dict:
         tokenizer.train(texts, path, c.vocab_size, split_digits=c.split_digits)
       except RuntimeError as e:
         raise ConfigError(f'tokenizer.vocab_size={c.vocab_size}: {str(e).splitlines()[-1].split("] ")[-1]}') from None
-  sync('tokenizer')
-  return {'path': str(path), 'vocab_size': tokenizer.load(path).vocab_size}
+  common.sync('tokenizer')
+  return outputs.Tokenizer(path=str(path), vocab_size=tokenizer.load(path).vocab_size)

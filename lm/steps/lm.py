@@ -6,7 +6,7 @@ Batch: ``inputs``, ``targets``, ``loss_mask``, ``positions``, ``segment_ids``, a
 import jax
 import jax.numpy as jnp
 
-from lm import ops
+from lm.model import ops
 
 
 def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT, z_loss_weight: float = 0.0):

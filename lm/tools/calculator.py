@@ -18,8 +18,7 @@ than ``max_digits`` digits, nesting deeper than ``MAX_DEPTH``.
 
 from fractions import Fraction
 
-from lm.tools import Tool, ToolResult, error, register
-
+from lm.tools.base import Tool, ToolResult, error
 
 MAX_DEPTH = 100
 
@@ -169,7 +168,6 @@ def format_value(value: Fraction, digits: int = 10) -> str:
   return f'{text} (~{approx:.{digits}g})' if approx != 0 else text
 
 
-@register('calculator')
 class Calculator(Tool):
   name = 'calculator'
   description = 'Exact arithmetic: + - * / ** and parentheses on integers and decimals, e.g. "(12.5 + 3) * 4".'

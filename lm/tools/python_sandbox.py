@@ -49,7 +49,8 @@ import sys
 import tempfile
 import time
 
-from lm.tools import Tool, ToolResult, landlock, register
+from lm.tools import landlock
+from lm.tools.base import Tool, ToolResult
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sandbox_child.py')
 UID_BASE = 1_500_000_000
@@ -112,7 +113,6 @@ def _diagnose(outcome: dict, limits: dict) -> str | None:
   return f'exited with status {code}: {last}' if last else f'exited with status {code}'
 
 
-@register('python')
 class PythonSandbox(Tool):
   name = 'python'
   description = 'Runs a Python program (standard library only) in a sandbox and returns what it prints.'

@@ -24,10 +24,10 @@ import urllib.parse
 import urllib.request
 from typing import Callable, NamedTuple, Protocol
 
-from lm.data.world import World
-from lm.tools import Tool, ToolResult, register
-from lm.tools.bm25 import BM25Index, terms
-from lm.tools.knowledge import world_passages
+from lm.lab.bm25 import BM25Index, terms
+from lm.lab.knowledge import world_passages
+from lm.lab.world import World
+from lm.tools.base import Tool, ToolResult
 
 
 class Hit(NamedTuple):
@@ -135,7 +135,6 @@ backends: dict[str, Callable[..., SearchBackend]] = {'local': LocalIndex.from_di
                                                       'searxng': SearxngBackend}
 
 
-@register('search')
 class Search(Tool):
   name = 'search'
   description = 'Searches documents; returns titles, snippets and addresses of the best matches.'

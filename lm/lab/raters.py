@@ -38,8 +38,8 @@ import random
 
 import numpy as np
 
-from lm.data import tasks
-from lm.data.world import World
+from lm.lab import tasks
+from lm.lab.world import World
 
 POLITE_BONUS, RUDE_PENALTY, PADDING_PENALTY = 0.05, 0.25, 0.05
 POLITE_MARKERS = ('thank you for asking', 'i hope this helps', 'happy to help', 'glad you asked')

@@ -1,4 +1,4 @@
-"""The chat formats of imported families, for lm's conversations (``lm.chat`` messages).
+"""The chat formats of imported families, for lm's conversations (``lm.data.chat`` messages).
 
 Each renders a conversation to ``(ids, loss_mask)`` exactly as the family's own chat template lays
 out its text, with structure inserted by id and every text encoded by the tokenizer's injection-safe
@@ -14,6 +14,8 @@ with what lets the model answer; ``parse`` reads a reply up to a stop id.
 
 Thinking, tool calls and tool messages are lm's own format's; these formats reject them.
 """
+
+import weakref
 
 import numpy as np
 
@@ -128,3 +130,17 @@ def get(name: str, tok) -> _Format:
   if name not in FORMATS:
     raise ValueError(f'unknown chat format {name!r}; known: {", ".join(FORMATS)}')
   return FORMATS[name](tok)
+
+
+_OF = weakref.WeakKeyDictionary()
+
+
+def of(tok) -> _Format | None:
+  """The chat format of an imported checkpoint's tokenizer (its ``chat_format`` name), or None for
+  lm's own tokenizers, whose format is ``lm.data.chat``'s."""
+  name = getattr(tok, 'chat_format', None)
+  if name is None:
+    return None
+  if tok not in _OF:
+    _OF[tok] = get(name, tok)
+  return _OF[tok]

@@ -8,9 +8,9 @@ variants (e.g. gold reward against KL: a reward-KL frontier) as ``comparison.png
 from pathlib import Path
 
 
-def _value(outputs: dict, column: str):
+def _value(results: dict, column: str):
   stage, key = column.split('.', 1)
-  return outputs.get(stage, {}).get(key)
+  return results[stage].get(key) if stage in results else None
 
 
 def table(results: dict, columns=()) -> str:
@@ -19,8 +19,8 @@ def table(results: dict, columns=()) -> str:
   if not columns:
     for outputs in results.values():
       for stage, out in outputs.items():
-        for key, value in out.items():
-          if isinstance(value, (int, float)) and f'{stage}.{key}' not in columns:
+        for key in out.scalars():
+          if f'{stage}.{key}' not in columns:
             columns.append(f'{stage}.{key}')
   lines = ['| variant | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
   for variant, outputs in results.items():

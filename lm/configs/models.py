@@ -4,7 +4,7 @@ import dataclasses
 
 import ml_collections
 
-from lm.model import ModelConfig
+from lm.model.transformer import ModelConfig
 
 SIZES = {
     # ~5.5M params (4.4M without embeddings): the CPU size of the tiny lifecycle and the benchmark.

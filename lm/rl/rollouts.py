@@ -16,10 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import chat, evals
-from lm.data import tasks
-from lm.steps import advantages as advantages_lib
-from lm.steps import ppo
+from lm import evals
+from lm.data import chat
+from lm.lab import tasks
+from lm.rl import advantages as advantages_lib
+from lm.rl import ppo
 from lm.tokenizer import PAD_ID
 
 

@@ -53,8 +53,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import chat, sample
 from lm import sharding as sharding_lib
+from lm.data import chat
+from lm.tools import base as tool_base
+from lm.inference import sample
 from lm.tokenizer import END_ID, END_TOOL_CALL_ID, END_TOOL_RESULT_ID, TOOL_RESULT_ID
 
 
@@ -146,7 +148,6 @@ def run(params, model, tokenizer, prompt_BxP, prompt_mask_BxP, cfg: sample.Sampl
   ended at a stop id, ``'tool_budget'`` or ``'max_new_tokens'``) and the final decode ``state`` and
   ``logits`` (the cache after the last round; each row's prediction after its last token).
   """
-  from lm import tools as tools_lib  # tools know nothing of models; only this loop knows both
   cfg = _with_call_stop(cfg)
   B, P = prompt_BxP.shape
   R, L = agent_cfg.result_tokens, turn_length(cfg, agent_cfg)
@@ -192,7 +193,7 @@ def run(params, model, tokenizer, prompt_BxP, prompt_mask_BxP, cfg: sample.Sampl
         calls[b].append({**record, 'executed': False})
         stopped[b], live[b] = 'tool_budget', False
         continue
-      result = tools_lib.run_call(tools, call) if call else tools_lib.error(f'invalid tool call: {problem}')
+      result = tool_base.run_call(tools, call) if call else tool_base.error(f'invalid tool call: {problem}')
       ids, truncated = _result_ids(tokenizer, result.text, R)
       calls[b].append({**record, 'result': result.text, 'ok': result.ok, 'truncated': truncated, 'executed': True})
       results.append((b, ids))
@@ -209,23 +210,6 @@ def run(params, model, tokenizer, prompt_BxP, prompt_mask_BxP, cfg: sample.Sampl
   return {'tokens': tokens, 'mask': mask, 'response_mask': response, 'logprobs': logprobs,
           'lengths': length.astype(np.int32), 'calls': calls, 'stopped': stopped,
           'state': out['state'], 'logits': out['logits']}
-
-
-def build_tools(names, world_config: dict | None = None) -> dict:
-  """``{name: lm.tools.get(name)}``; the knowledge base and the local search index cover the lab's
-  world built from ``world_config`` (a ``World.config``; None: the default world)."""
-  from lm import tools as tools_lib
-  from lm.data.world import World
-  out = {}
-  for name in names:
-    if name == 'knowledge_base':
-      out[name] = tools_lib.get(name, world_config=world_config or {})
-    elif name == 'search':
-      index = tools_lib.search.LocalIndex.from_world(World.from_config(world_config or {}))
-      out[name] = tools_lib.get(name, backend=index)
-    else:
-      out[name] = tools_lib.get(name)
-  return out
 
 
 def trace(tokenizer, ids, calls, stopped, stop_ids) -> dict:

@@ -50,8 +50,9 @@ import random
 import re
 from typing import Callable
 
-from lm.data.synthlang import ADJECTIVES, LANG_NAME, NOUNS
-from lm.data.world import SPELL_WORDS, World, a_an, cap, scratchpad, spelled_count
+from lm.lab.knowledge import look_up
+from lm.lab.synthlang import ADJECTIVES, LANG_NAME, NOUNS
+from lm.lab.world import SPELL_WORDS, World, a_an, cap, scratchpad, spelled_count
 
 # -- text checks -----------------------------------------------------------------------------------
 
@@ -237,6 +238,25 @@ def score(example: Example, response: list[dict]) -> float:
   return float(TASKS[example.family].score(example, response))
 
 
+def prompt_key(messages) -> str:
+  """A prompt's exact text as one string (messages in order, keys sorted)."""
+  return json.dumps(messages, sort_keys=True)
+
+
+def mixture(world: World, mix, n: int, seed: int, exclude=frozenset()) -> list[Example]:
+  """``n`` examples drawn from ``mix`` (``(family, variant, weight)`` triples), shuffled by seed,
+  leaving out any whose ``prompt_key`` is in ``exclude``."""
+  total = sum(w for _, _, w in mix)
+  examples = []
+  for i, (family, variant, weight) in enumerate(mix):
+    if family not in TASKS:
+      raise ValueError(f'data mix: unknown task family {family!r}; valid: {", ".join(TASKS)}')
+    drawn = sample(world, family, round(n * weight / total), seed=seed + i, variant=variant)
+    examples += [e for e in drawn if prompt_key(e.prompt) not in exclude]
+  random.Random(seed).shuffle(examples)
+  return examples
+
+
 def needless_refusal(subject: str = 'that') -> list[dict]:
   return say(f"I'm sorry, but I can't help with {subject}.")
 
@@ -352,18 +372,6 @@ class WorldQA:
              say(_qa_sentence(_qa_template(m), m['subject'], wrong_v))),
             ('idk', say(rng.choice(IDK_ANSWERS).format(s=_subject_phrase(m)))),
             ('needless_refusal', needless_refusal('questions about people or places'))]
-
-
-@functools.lru_cache(maxsize=4)
-def _knowledge_base(world_key: str):
-  from lm import tools  # the real tool, so references show exactly what it returns
-  return tools.get('knowledge_base', world_config=json.loads(world_key))
-
-
-def look_up(world, subject: str) -> tuple[dict, str]:
-  """(the knowledge_base call for ``subject``, the tool's result text)."""
-  arguments = {'query': subject, 'k': 1}
-  return arguments, _knowledge_base(json.dumps(world.config, sort_keys=True))(arguments).text
 
 
 @register('unknown_entity', variants=('direct', 'tool'))

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm import ops
+from lm.model import ops
 
 IMPLEMENTATIONS = ('auto', 'xla', 'chunked', 'dot_product', 'cudnn', 'splash')
 TAKES_SEGMENTS = ('chunked', 'cudnn', 'splash')  # the others take the dense mask

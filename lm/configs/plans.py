@@ -8,7 +8,7 @@ chips (the name counts TensorCores), v5e-N (v5litepod-N) and v6e-N have N.
 
 import ml_collections
 
-from configs import meshes, models
+from lm.configs import meshes, models
 
 HBM_BYTES = {'v5e': 16e9, 'v5p': 95e9, 'v6e': 32e9}  # per chip
 

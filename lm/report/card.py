@@ -1,6 +1,6 @@
 """The report card of a run: ``<workdir>/report.md``, its PNG plots, and ``report.html`` (self-contained).
 
-  python -m lm.report --workdir=<run> [--peak_flops=<FLOP/s of all the run's devices together>]
+  python -m lm.report --workdir=<run> [--peak_flops=<FLOP/s of all the run's devices together>]   (lm.cli.report)
 
 It reads what the run left: ``config.json``, each stage's ``outputs.json`` (final metrics, ``wall_s``,
 ``devices``), ``metrics.jsonl``, and ``eval/results.json`` with ``eval/traces_<model>.jsonl``. A
@@ -20,19 +20,18 @@ A sweep's directory (``comparison.md``, no ``config.json``) gets the comparison 
 each variant's report. The launcher writes the reports at the end of every run.
 """
 
-import argparse
 import base64
 import dataclasses
 import html
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from lm import metrics as metrics_lib
-from lm.model import ModelConfig
+from lm import outputs as lm_outputs
+from lm.model.transformer import ModelConfig
 
 SECTIONS = ('Run', 'Loss curves', 'Skills', 'Reward model', 'RLHF', 'Synthetic data', 'Time and throughput')
 
@@ -79,7 +78,7 @@ PEAK_FLOPS = {'TPU v2': 22.5e12, 'TPU v3': 61.5e12, 'TPU v4': 275e12, 'TPU v5 li
 class Run:
   workdir: Path
   config: dict
-  outputs: dict   # stage -> outputs.json, in the order the stages ran (shared ones first)
+  outputs: dict   # stage -> its outputs.json as one flat dict (fields and metrics), in the order the stages ran
   rows: list      # metrics.jsonl rows (shared stages' first)
 
 
@@ -105,7 +104,7 @@ def load(workdir) -> Run:
   for d, stages in dirs:
     for stage in stages:
       if (d / stage / 'outputs.json').is_file():
-        outputs[stage] = _json(d / stage / 'outputs.json')
+        outputs[stage] = lm_outputs.load(d / stage / 'outputs.json').flat()
     rows += [r for r in metrics_lib.read(d) if r.get('stage') in stages]
   return Run(workdir, config, outputs, rows)
 
@@ -546,20 +545,3 @@ def write(workdir, peak_flops: float | None = None) -> str:
   sections = [run_section(run), loss_section(run, workdir), skills_section(run), reward_section(run),
               rlhf_section(run, workdir), synthetic_section(run), throughput_section(run, peak_flops)]
   return _write(workdir, f'Report: {workdir.name}', sections)
-
-
-def main(argv=None):
-  p = argparse.ArgumentParser(prog='python -m lm.report', description='Writes <workdir>/report.md, PNGs, report.html.')
-  p.add_argument('--workdir', required=True)
-  p.add_argument('--peak_flops', type=float, default=None,
-                 help='peak FLOP/s of all the run\'s devices together, for MFU (default: known accelerator peaks; '
-                      'on CPU a matmul measured now)')
-  args = p.parse_args(argv)
-  try:
-    print(write(args.workdir, args.peak_flops))
-  except ValueError as e:
-    sys.exit(f'lm.report: error: {e}')
-
-
-if __name__ == '__main__':
-  main()

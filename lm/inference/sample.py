@@ -30,7 +30,6 @@ there, with ``done`` False for the rows that resume. Size the cache for it with 
 
 import dataclasses
 import functools
-import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -39,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm import sharding as sharding_lib
-from lm.model import init_cache
+from lm.data import chat, chat_formats
+from lm.model.transformer import init_cache
 from lm.tokenizer import END_ID, EOS_ID, PAD_ID
 
 
@@ -281,8 +281,7 @@ def complete_chats(params, model, tokenizer, conversations, cfg: SamplingConfig,
   Each result is ``lm.chat.parse`` of the generated tokens plus ``ids`` (the valid generated ids)
   and ``finished`` (True when the row ended with a stop id rather than running out of tokens).
   """
-  from lm import chat  # chat sits beside the model; import here to keep sample importable alone
-  chat_format = getattr(tokenizer, 'chat_format', None)  # an imported checkpoint's (lm.interop)
+  chat_format = chat_formats.of(tokenizer)  # an imported checkpoint's
   if chat_format is not None and cfg.stop_ids == SamplingConfig.stop_ids:  # lm's ids mean nothing there
     cfg = dataclasses.replace(cfg, stop_ids=chat_format.stop_ids, pad_id=tokenizer.pad_id)
   prompts = [chat.render_prompt(tokenizer, messages) for messages in conversations]

@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm import ops
+from lm.model import ops
 from lm.steps import common
 
 

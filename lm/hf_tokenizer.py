@@ -8,7 +8,7 @@ Injection safety: ``encode`` never produces the id of a control or user-defined 
 ``</s>``, ``<start_of_turn>``, ...), whatever the text. Sentencepiece already skips control pieces
 when encoding, but matches user-defined ones inside raw text (Gemma's turn markers are such), so a
 text's occurrences of them are spelled in byte pieces instead. Structure is inserted only by id
-(``lm.interop.chat_formats``).
+(``lm.data.chat_formats``, chosen by ``chat_format``).
 """
 
 import json
@@ -50,10 +50,10 @@ def save(hf_dir, out_dir, family: str, write: bool = True) -> Path | None:
 
 
 class HfTokenizer:
-  """``encode`` / ``decode`` / ids like ``lm.tokenizer.Tokenizer``, plus ``chat_format``."""
+  """``encode`` / ``decode`` / ids like ``lm.tokenizer.Tokenizer``, plus ``chat_format``: the name of
+  the family's chat format (``lm.data.chat_formats``)."""
 
   def __init__(self, meta_path):
-    from lm.interop import chat_formats
     self.path = str(meta_path)
     self.directory = Path(meta_path).parent
     meta = json.loads(Path(meta_path).read_text())
@@ -73,7 +73,7 @@ class HfTokenizer:
     self.bos_id, self.eos_id, self.unk_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id()
     self.pad_id = self.sp.pad_id() if self.sp.pad_id() >= 0 else self.eos_id
     self._specials = frozenset(self.special_ids.values())
-    self.chat_format = chat_formats.get(meta['chat_format'], self)
+    self.chat_format = meta['chat_format']
 
   @property
   def vocab_size(self) -> int:

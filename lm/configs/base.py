@@ -3,7 +3,7 @@ the result is locked, so a mistyped key is an error rather than a silently ignor
 
 import ml_collections
 
-from configs import meshes, models, optim
+from lm.configs import meshes, models, optim
 
 
 def train_section(steps: int, batch_size: int, seq_len: int, lr: float, warmup_steps: int = 100,

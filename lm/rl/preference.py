@@ -18,7 +18,7 @@ Batch (``make_loss_sums``): ``tokens``, ``segment_ids``, ``positions``, ``respon
 import jax
 import jax.numpy as jnp
 
-from lm.steps import ppo
+from lm.rl import ppo
 
 PAIRS = ('all', 'best')
 LOSSES = ('dpo', 'ipo')

@@ -32,9 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm import attention
 from lm import config as lm_config
-from lm import ops
+from lm.model import attention, ops
 
 REMAT_POLICIES = {
     'none': None,

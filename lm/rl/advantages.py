@@ -23,7 +23,7 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-from lm.steps import ppo
+from lm.rl import ppo
 
 
 @dataclasses.dataclass(frozen=True)

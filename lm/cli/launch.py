@@ -1,0 +1,143 @@
+"""The one launcher: runs the stages an experiment config lists, in order, in a workdir.
+
+  python -m lm.launch --config=experiments/<x>.py[:arg] --workdir=<dir> [--config.a.b=v ...]
+
+Each stage's outputs go to ``<workdir>/<stage>/outputs.json``; a stage with that file is skipped, so
+the same command after a crash or ``kill -9`` resumes (an interrupted stage resumes from its latest
+checkpoint). A config with ``variants`` runs each under ``<workdir>/<variant>/`` and ends in one
+comparison table (``<workdir>/comparison.md``). Stages listed in ``shared_stages`` (those that the
+varied keys do not touch, e.g. data, tokenizer, pretrain) run once in ``<workdir>/shared/`` and
+their outputs go to every variant, which runs only the remaining stages. Each stage's outputs also
+record its ``wall_s`` and ``devices``; every run ends with its report card (``lm.report``:
+``report.md``, PNGs, ``report.html``), a sweep with one per variant and one linking them.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lm import config as lm_config
+from lm import outputs, sharding, train
+from lm.report import card, comparison
+from lm.stages import STAGES
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config: path/to/file.py[:arg].')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and reports go.')
+
+
+def _is_chief() -> bool:
+  return jax.process_index() == 0
+
+
+def _say(message: str) -> None:
+  """A progress line, from process 0 only (every host runs the same stages)."""
+  if _is_chief():
+    print(message, flush=True)
+
+
+def _devices() -> dict:
+  return {'count': jax.device_count(), 'kind': jax.devices()[0].device_kind}
+
+
+def _report(workdir: Path) -> None:
+  """``workdir``'s report card (``lm.report``), written by process 0."""
+  if _is_chief():
+    _say(f'[report] {card.write(workdir)}')
+
+
+def run_stages(config, workdir: Path, shared: dict | None = None) -> dict[str, outputs.Outputs]:
+  """Runs ``config.stages`` in ``workdir``, after the already-run ``shared`` ones; returns ``{stage: outputs}``."""
+  unknown = [s for s in config.stages if s not in STAGES]
+  if unknown:
+    raise lm_config.ConfigError(f'unknown stage {unknown[0]!r} in config.stages; valid: {", ".join(STAGES)}')
+  workdir.mkdir(parents=True, exist_ok=True)
+  if _is_chief():
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
+  results = dict(shared or {})
+  for name in config.stages:
+    done = workdir / name / 'outputs.json'
+    if done.exists():
+      results[name] = outputs.load(done)
+      _say(f'[{name}] already complete in {done.parent}: skipped')
+      continue
+    _say(f'[{name}] running in {workdir}')
+    t0 = time.time()
+    out = STAGES[name](config, workdir, results)
+    out.wall_s, out.devices = time.time() - t0, _devices()  # for the report's time table
+    if _is_chief():
+      outputs.save(out, done)
+    results[name] = out
+  return results
+
+
+def launch(config, workdir: Path) -> dict:
+  sharding.maybe_initialize_distributed(config.distributed)
+  sharding.mesh_shape(config.mesh.shape, jax.device_count())  # a mesh that cannot fit fails now
+  variants = dict(config.variants)
+  if not variants:
+    results = run_stages(config, workdir)
+    _report(workdir)
+    return results
+  shared_names = tuple(config.get('shared_stages', ()))
+  shared = {}
+  if shared_names:
+    for name, overrides in variants.items():
+      clash = [s for s in shared_names if s in dict(overrides)]
+      if clash:
+        raise lm_config.ConfigError(f'variant {name!r} overrides {clash[0]!r}, which is in shared_stages')
+    shared_config = lm_config.with_overrides(config, {'stages': shared_names})
+    shared_config.variants = {}
+    shared = run_stages(shared_config, workdir / 'shared')
+  results = {}
+  for name, overrides in variants.items():
+    variant_config = lm_config.with_overrides(config, dict(overrides), prefix='')
+    variant_config.variants = {}
+    variant_config.stages = tuple(s for s in config.stages if s not in shared_names)
+    results[name] = run_stages(variant_config, workdir / name, shared)
+  own = {v: {s: o for s, o in out.items() if s not in shared} for v, out in results.items()}
+  table = comparison.table(own, config.comparison.columns)
+  if _is_chief():
+    (workdir / 'comparison.md').write_text(table)
+    if config.comparison.plot:
+      comparison.plot(own, *config.comparison.plot, workdir / 'comparison.png')
+  _say(table)
+  for name in (['shared'] if shared_names else []) + list(variants):
+    _report(workdir / name)
+  _report(workdir)
+  return results
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if _WORKDIR.value is None:
+    raise app.UsageError('--workdir is required')
+  if '://' in _WORKDIR.value:
+    sys.exit(f'lm.launch: error: --workdir={_WORKDIR.value}: a local or mounted path, not a URL (on TPU VMs '
+             'tpu/tpu.py launch mounts gs://BUCKET with gcsfuse and passes the mount)')
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  try:
+    launch(_CONFIG.value, Path(_WORKDIR.value))
+  except ValueError as e:  # ConfigError and the config checks of model, mesh and data
+    sys.exit(f'lm.launch: error: {e}')
+  except train.Preempted as e:
+    print(f'lm.launch: {e}', file=sys.stderr)
+    sys.exit(143)
+  except train.Diverged as e:
+    sys.exit(f'lm.launch: error: {e}')
+
+
+def main():
+  """Checks the config file and every ``--config.*`` key before absl parses them, then runs."""
+  spec = next((a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')), None)
+  if spec is None:
+    sys.exit('lm.launch: error: --config=path/to/experiment.py[:arg] is required')
+  try:
+    lm_config.check_argv(lm_config.load(spec), sys.argv[1:])
+  except (lm_config.ConfigError, ValueError) as e:
+    sys.exit(f'lm.launch: error: {e}')
+  app.run(_main)
