@@ -31,6 +31,7 @@ from pathlib import Path
 
 from lm import metrics as metrics_lib
 from lm import outputs as lm_outputs
+from lm import plots
 from lm.model.transformer import ModelConfig
 
 SECTIONS = ('Run', 'Loss curves', 'Skills', 'Reward model', 'RLHF', 'Synthetic data', 'Time and throughput')
@@ -222,33 +223,6 @@ class Section:
     self.blocks.append(('image', name))
 
 
-def _figure(path: Path, panels, xlabel: str = 'step') -> None:
-  """One PNG, a plot per panel: ``[(title, [(label, xs, ys, style)], xlabel or None)]``."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  cols = min(len(panels), 2)
-  nrows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 3.6 * nrows), squeeze=False)
-  for ax, (title, series, panel_xlabel) in zip(axes.flat, panels):
-    for label, xs, ys, style in series:
-      ax.plot(xs, ys, style, label=label, markersize=4)
-    ax.set_title(title)
-    ax.set_xlabel(panel_xlabel or xlabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-  for ax in list(axes.flat)[len(panels):]:
-    ax.axis('off')
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-
-
-def _series(rows, key):
-  pts = [(r['step'], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
-  return [p[0] for p in pts], [p[1] for p in pts]
-
-
 # ------------------------------------------------------------------------------ sections
 
 def run_section(run: Run) -> Section:
@@ -276,7 +250,7 @@ def loss_section(run: Run, out_dir: Path) -> Section:
   panels, table = [], []
   for st in stages:
     rows = _stage_rows(run, st)
-    train, held = _series(rows, 'loss'), _series(rows, 'eval_loss')
+    train, held = plots.series(rows, 'loss'), plots.series(rows, 'eval_loss')
     if not train[0] and not held[0]:
       continue
     series = [(f'{st} train', *train, '-' if len(train[0]) >= 30 else '.-')] if train[0] else []
@@ -288,7 +262,7 @@ def loss_section(run: Run, out_dir: Path) -> Section:
     s.text('No training stage logged losses in this run.')
     return s
   s.table(['stage', 'first train loss', 'last train loss', 'first eval loss', 'last eval loss'], table)
-  _figure(out_dir / 'loss_curves.png', panels)
+  plots.figure(out_dir / 'loss_curves.png', panels)
   s.image('loss_curves.png')
   return s
 
@@ -355,7 +329,7 @@ def rlhf_section(run: Run, out_dir: Path) -> Section:
     s.table(['n', 'KL (nats)', 'proxy reward', 'gold reward'],
             [[r['step'], _fmt(r.get('kl')), _fmt(r.get('proxy_reward')), _fmt(r.get('gold_reward'))] for r in rows])
     root_kl = [math.sqrt(r['kl']) for r in rows]
-    _figure(out_dir / 'rlhf.png', [('best-of-n', [('proxy', root_kl, [r['proxy_reward'] for r in rows], 'o-'),
+    plots.figure(out_dir / 'rlhf.png', [('best-of-n', [('proxy', root_kl, [r['proxy_reward'] for r in rows], 'o-'),
                                                   ('gold', root_kl, [r['gold_reward'] for r in rows], 'o-')],
                                     'sqrt(KL) (nats^0.5)')])
     s.image('rlhf.png')
@@ -371,15 +345,15 @@ def rlhf_section(run: Run, out_dir: Path) -> Section:
   panels = []
   for title, keys_ in RLHF_PANELS + (('gold accuracy per task family',
                                       sorted({k for r in rows for k in r if k.startswith('acc[')})),):
-    series = [(k, *_series(rows, k), 'o-' if len(rows) < 30 else '-') for k in keys_]
+    series = [(k, *plots.series(rows, k), 'o-' if len(rows) < 30 else '-') for k in keys_]
     series = [x for x in series if x[1]]
     if series:
       panels.append((title, series, 'iteration'))
-  kl, proxy, gold = (_series(rows, k)[1] for k in ('kl', 'proxy_reward', 'gold_reward'))
+  kl, proxy, gold = (plots.series(rows, k)[1] for k in ('kl', 'proxy_reward', 'gold_reward'))
   if kl and len(kl) == len(proxy) == len(gold):
     panels.append(('reward against KL (one point per iteration)', [('proxy', kl, proxy, 'o'), ('gold', kl, gold, 'o')],
                    'KL (nats)'))
-  _figure(out_dir / 'rlhf.png', panels, 'iteration')
+  plots.figure(out_dir / 'rlhf.png', panels, 'iteration')
   s.image('rlhf.png')
   if (out or {}).get('report'):
     s.text(f'The stage\'s own report: {out["report"]}.')

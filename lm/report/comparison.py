@@ -7,6 +7,8 @@ variants (e.g. gold reward against KL: a reward-KL frontier) as ``comparison.png
 
 from pathlib import Path
 
+from lm import plots
+
 
 def _value(results: dict, column: str):
   stage, key = column.split('.', 1)
@@ -38,17 +40,5 @@ def plot(results: dict, x: str, y: str, path: Path) -> bool:
   points = [(v, a, b) for v, a, b in points if isinstance(a, (int, float)) and isinstance(b, (int, float))]
   if not points:
     return False
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5, 4))
-  for name, a, b in points:
-    ax.scatter([a], [b])
-    ax.annotate(name, (a, b), textcoords='offset points', xytext=(4, 4), fontsize=8)
-  ax.set_xlabel(x)
-  ax.set_ylabel(y)
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.scatter(path, points, x, y)
   return True
