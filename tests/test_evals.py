@@ -33,17 +33,18 @@ def test_refusal_and_over_refusal_rates():
   assert rates['over_refusal_rate'] == pytest.approx(1 / 3)
 
 
-def test_format_following_counts_finished_turns():
+def test_format_following_counts_finished_turns_with_a_visible_answer():
   rows = [row('world_qa', 'a', finished=True), row('world_qa', 'b', finished=False),
-          row('manners', 'c', finished=True), row('manners', 'd', finished=True)]
-  assert evals.format_following(rows) == 0.75
+          row('manners', 'c', finished=True), row('manners', 'd', finished=True),
+          row('manners', ' ', finished=True), row('manners', '', finished=True)]  # only <|end|>: not following
+  assert evals.metric(rows, 'format_following') == 0.5
 
 
 def test_length_errors_by_hand():
   rows = [row('length_control', 'one two three four five', kind='words', n=7),      # |5 - 7| = 2
           row('length_control', 'a b c', kind='words', n=2),                        # |3 - 2| = 1
           row('length_control', 'line one\nline two\n\nline three', kind='lines', n=5)]  # |3 - 5| = 2
-  assert evals.length_errors(rows) == {'length_error_words': 1.5, 'length_error_lines': 2.0}
+  assert evals.metric(rows, 'length_error_words') == 1.5 and evals.metric(rows, 'length_error_lines') == 2.0
 
 
 def test_hallucination_qa_translation_and_sets():
@@ -52,14 +53,46 @@ def test_hallucination_qa_translation_and_sets():
           row('unknown_entity', 'Perhaps a cat, but I am not sure.', score=0.0),
           row('world_qa', 'Mira lives in Oskel.', score=1.0), row('world_qa', 'No idea.', score=0.0),
           row('translation', 'vel maro', score=1.0)]
-  assert evals.hallucination_rate(rows) == pytest.approx(1 / 3)
-  assert evals.world_qa_accuracy(rows) == 0.5 and evals.translation_exact_match(rows) == 1.0
+  assert evals.metric(rows, 'hallucination_rate') == pytest.approx(1 / 3)
+  assert evals.metric(rows, 'world_qa_accuracy') == 0.5 and evals.metric(rows, 'translation_exact_match') == 1.0
   sets = {(s['family'], s['variant']): (s['n'], s['accuracy']) for s in evals.accuracy_by_set(rows)}
   assert sets[('unknown_entity', 'direct')] == (3, pytest.approx(1 / 3))
   card = evals.report(rows)
   assert math.isnan(card['metrics']['over_refusal_rate'])  # no safety prompts: no number, not 0
+  # world QA: 1 of 2 right; the Wilson 95% interval of 1/2 is [0.095, 0.905]
+  assert card['intervals']['world_qa_accuracy'] == pytest.approx(
+      {'value': 0.5, 'low': 0.0945, 'high': 0.9055, 'n': 2}, abs=1e-4)
   table = evals.markdown({'a': card, 'b': card})
-  assert '| over_refusal_rate | - | - |' in table and '| world_qa/direct (n=2) | 0.500 | 0.500 |' in table
+  assert '| over_refusal_rate (n=0) | - | - |' in table
+  assert '| world_qa/direct (n=2) | 0.500 [0.095, 0.905] | 0.500 [0.095, 0.905] | - |' in table
+
+
+def test_differences_are_paired_over_the_same_prompts():
+  before = [row('world_qa', 'x', score=s) for s in [0, 0, 1, 1, 0, 1, 0, 0]]
+  after = [row('world_qa', 'x', score=s) for s in [1, 0, 1, 1, 1, 1, 1, 0]]
+  for rows in (before, after):
+    for i, r in enumerate(rows):
+      r['prompt'] = [{'role': 'user', 'content': str(i)}]
+  diff = evals.differences({'a': before, 'b': after}, 'a', 'b')['world_qa_accuracy']
+  assert diff['value'] == pytest.approx(3 / 8) and diff['n'] == 8
+  assert 0 < diff['low'] < 3 / 8 < diff['high'] <= 1  # every prompt improved or tied: the interval stays > 0
+  with pytest.raises(ValueError, match='did not answer the same prompts'):
+    evals.differences({'a': before, 'b': after[::-1]}, 'a', 'b')
+
+
+def test_trivial_baselines_score_constants_echo_and_the_most_frequent_answer():
+  from lm.lab import tasks
+  from lm.lab.world import World
+  world = World(seed=0)
+  examples = tasks.sample(world, 'arithmetic', 40, seed=0, variant='direct', digits=1, op='add')
+  rows = {(b['family'], b['variant']): b for b in evals.trivial_baselines(examples)}
+  base = rows[('arithmetic', 'direct')]
+  answers = [ex.meta['answer'] for ex in examples]
+  frequent = max(sorted(set(answers)), key=answers.count)
+  assert base['n'] == 40 and base['scores']['empty'] == 0.0
+  assert base['scores']['"1"'] == pytest.approx(answers.count(1) / 40)
+  assert base['scores']['most frequent gold'] == pytest.approx(answers.count(frequent) / 40)
+  assert base['best_score'] == max(base['scores'].values())
 
 
 def test_select_keeps_the_first_n_per_set_and_skips_variants():
@@ -89,7 +122,7 @@ def run(tmp_path_factory):
 
 def test_eval_stage_writes_results_report_and_traces(run):
   workdir, outputs = run
-  results = json.loads((workdir / 'eval' / 'results.json').read_text())
+  results = json.loads((workdir / 'eval' / 'results.json').read_text())['models']
   assert list(results) == ['base', 'sft']
   report = (workdir / 'eval' / 'report.md').read_text().splitlines()
   assert '| metric | base | sft |' in report

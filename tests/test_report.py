@@ -82,7 +82,7 @@ def write_run(workdir, stages=tuple(WALL)):
       rows += RLHF_ROWS
   (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
   if 'eval' in stages:
-    (workdir / 'eval' / 'results.json').write_text(json.dumps(CARDS))
+    (workdir / 'eval' / 'results.json').write_text(json.dumps({'models': CARDS}))
     for name, rows in TRACES.items():
       (workdir / 'eval' / f'traces_{name}.jsonl').write_text(''.join(
           json.dumps({'family': f, 'variant': v, 'meta': m, 'score': s}) + '\n' for f, v, m, s in rows))

@@ -127,7 +127,7 @@ def test_continued_sft_with_and_without_synthetic_data_is_evaluated(run):
   for stage in ('sft_original', 'sft_synthetic'):
     assert outputs[stage].get('step') == config.synthetic.sft_steps and outputs[stage].lora is None
   assert outputs['sft_synthetic'].get('train_rows') >= outputs['sft_original'].get('train_rows')
-  results = json.loads((workdir / 'eval' / 'results.json').read_text())
+  results = json.loads((workdir / 'eval' / 'results.json').read_text())['models']
   assert list(results) == ['sft+orig', 'sft+synth']
   assert (workdir / 'eval' / 'traces_sft+synth.jsonl').is_file()
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from lm import metrics as metrics_lib
 from lm import outputs as lm_outputs
-from lm import plots
+from lm import plots, stats
 from lm.model.transformer import ModelConfig
 
 SECTIONS = ('Run', 'Loss curves', 'Skills', 'Reward model', 'RLHF', 'Synthetic data', 'Time and throughput')
@@ -190,6 +190,11 @@ def skill_value(card: dict, key: str):
   return card.get('metrics', {}).get(key)
 
 
+def _interval(card: dict, key: str) -> str | None:
+  fields = card.get('intervals', {}).get(key)
+  return str(stats.Estimate(**fields)) if fields else None
+
+
 def breakdown_table(traces: dict, family: str, key: str) -> list[tuple[str, list]]:
   """Rows ``(label, [accuracy per model])`` of ``family``'s accuracy by ``meta[key]``, per variant."""
   values = {}  # (variant, value) -> {model: [scores]}
@@ -273,18 +278,23 @@ def skills_section(run: Run) -> Section:
   if 'eval' not in run.outputs or not path.is_file():
     s.text('No eval stage in this run.')
     return s
-  cards = _json(path)
+  results = _json(path)
+  cards = results['models']
   names = list(cards)
   n = run.outputs['eval'].get('examples')
   s.text(f'Held-out eval prompts{f" ({n} per model)" if n else ""}, greedy, scored by the lab\'s gold scorers; '
-         'columns are the models evaluated (base = pretrained, sft, rlhf, ...).')
+         'columns are the models evaluated (base = pretrained, sft, rlhf, ...). Each value: mean [95% interval].')
   rows = []
   for label, key, better in SKILLS:
     values = [skill_value(cards[m], key) for m in names]
     if all(v is None or v != v for v in values):
       continue
-    rows.append([label + (f' ({better} is better)' if better else '')] + [_fmt(v) for v in values])
+    cells = [_interval(cards[m], key) or _fmt(v) for m, v in zip(names, values)]
+    rows.append([label + (f' ({better} is better)' if better else '')] + cells)
   s.table(['skill'] + names, rows)
+  for pair, diffs in results.get('differences', {}).items():
+    s.text(f'{pair}, paired over the same prompts (mean [95% interval]):')
+    s.table(['skill', pair], [[label, str(stats.Estimate(**diffs[key]))] for label, key, _ in SKILLS if key in diffs])
   traces = {m: _traces(run, m) for m in names}
   for family, key, title in BREAKDOWNS:
     table = breakdown_table(traces, family, key)
@@ -294,11 +304,16 @@ def skills_section(run: Run) -> Section:
     else:
       s.text(f'{title}: no {family} prompts in the eval traces.')
   sets = {m: {(x['family'], x['variant']): x for x in cards[m].get('sets', ())} for m in names}
+  trivial = {(b['family'], b['variant']): b for b in results.get('baselines', ())}
   keys = sorted({k for v in sets.values() for k in v})
   if keys:
-    s.text('Accuracy per eval set:')
-    s.table(['set (n)'] + names, [[f'{f}/{v} ({next(sets[m][(f, v)]["n"] for m in names if (f, v) in sets[m])})']
-                                  + [_fmt(sets[m].get((f, v), {}).get('accuracy')) for m in names] for f, v in keys])
+    s.text('Accuracy per eval set, beside the best trivial answer (empty, echo, constants, the most frequent gold '
+           'answer):')
+    s.table(['set (n)'] + names + ['best trivial answer'],
+            [[f'{f}/{v} ({next(sets[m][(f, v)]["n"] for m in names if (f, v) in sets[m])})']
+             + [_fmt(sets[m].get((f, v), {}).get('accuracy')) for m in names]
+             + [f'{_fmt(trivial[(f, v)]["best_score"])} ({trivial[(f, v)]["best"]})' if (f, v) in trivial else '-']
+             for f, v in keys])
   return s
 
 
@@ -375,7 +390,7 @@ def synthetic_section(run: Run) -> Section:
     s.table(['family', 'acceptance rate', 'kept'],
             [[f, _fmt(out[f'acceptance[{f}]']), _fmt(out.get(f'kept[{f}]'))] for f in fams])
   path = run.workdir / 'eval' / 'results.json'
-  cards = _json(path) if path.is_file() else {}
+  cards = _json(path)['models'] if path.is_file() else {}
   if 'sft+synth' in cards and 'sft+orig' in cards:
     s.text('What the synthetic data adds: continued SFT on original + synthetic data against continued SFT on the '
            'original data only, for the same steps.')

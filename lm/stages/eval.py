@@ -48,7 +48,7 @@ def run(config, workdir, inputs) -> outputs.Eval:
   tools = tools_lib.build(c.tools, dict(seed=config.data.seed, **config.data.world))
   agent_cfg = agent.AgentConfig(max_calls=c.max_tool_calls, result_tokens=c.result_tokens)
   out_dir = Path(workdir) / 'eval'
-  cards = {}
+  cards, rows_by_model = {}, {}
   for stage in stages:
     name = MODELS[stage]
     params = common.load_params(inputs[stage], model, mesh, rules)
@@ -56,12 +56,18 @@ def run(config, workdir, inputs) -> outputs.Eval:
                          tools, agent_cfg)
     if jax.process_index() == 0:
       evals.write_traces(out_dir / f'traces_{name}.jsonl', rows)
-    cards[name] = evals.report(rows, tuple(c.breakdowns))
+    rows_by_model[name], cards[name] = rows, evals.report(rows, tuple(c.breakdowns))
     print(f'[eval] {name}: ' + ', '.join(f'{k}={v:.3f}' for k, v in cards[name]['metrics'].items()), flush=True)
-  table = evals.markdown(cards)
+  names = list(cards)
+  diffs = {f'{b} - {a}': evals.differences(rows_by_model, a, b) for a, b in zip(names, names[1:])}
+  baselines = evals.trivial_baselines(examples)
+  table = evals.markdown(cards, baselines, diffs)
   if jax.process_index() == 0:
-    (out_dir / 'results.json').write_text(json.dumps(cards, indent=2) + '\n')
-    (out_dir / 'report.md').write_text(f'# Eval: {len(examples)} prompts per model\n\n{table}')
+    results = {'models': cards, 'baselines': baselines, 'differences': diffs}
+    (out_dir / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
+    (out_dir / 'report.md').write_text(
+        f'# Eval: {len(examples)} prompts per model\n\nEvery value: mean [95% interval]; differences are paired '
+        f'over the same prompts (bootstrap).\n\n{table}')
   print(table, flush=True)
   headline = {f'{name}.{k}': v for name, card in cards.items() for k, v in card['metrics'].items()}
   return outputs.Eval(results=str(out_dir / 'results.json'), report=str(out_dir / 'report.md'),
