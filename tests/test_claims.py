@@ -1,42 +1,155 @@
-"""The claims table: each claim's before/after/effect read from results as the launcher returns them."""
+"""Each claim on synthetic results: it holds where its effect clears the minimum, fails where it does not."""
 
+import json
 import math
 
+import numpy as np
 import pytest
 
+from lm import outputs
 from lm.cli import claims
 
 
-def test_single_run_claims_read_the_eval_headline():
-  results = {'eval': {'base.format_following': 0.1, 'sft.format_following': 0.9, 'sft.accuracy': 0.3,
-                      'rlhf.accuracy': 0.25, 'base.harmful_refusal_rate': 0.0, 'sft.harmful_refusal_rate': 0.8,
-                      'sft.over_refusal_rate': 0.05}}
-  fmt = claims.row(claims.BY_NAME['sft_format'], results)
-  assert (fmt['before'], fmt['after'], fmt['holds']) == (0.1, 0.9, True)
-  assert fmt['effect'] == pytest.approx(0.8)
-  gold = claims.row(claims.BY_NAME['rlhf_gold'], results)
-  assert gold['effect'] == pytest.approx(-0.05) and not gold['holds']  # reported, not hidden
-  assert claims.row(claims.BY_NAME['over_refusal'], results)['holds']  # 0.05 <= 0.1
+def _row(i, family, score, variant='direct', finished=True, text='ok', harmful=None):
+  meta = {} if harmful is None else {'harmful': harmful}
+  return {'family': family, 'variant': variant, 'meta': meta, 'prompt': [{'role': 'user', 'content': f'q{i}'}],
+          'finished': finished, 'score': float(score), 'response': {'role': 'assistant', 'content': text}, 'calls': []}
 
 
-def test_variant_claims_and_lower_is_better():
-  halluc = claims.row(claims.BY_NAME['hallucination'], {
-      'with_idk': {'eval': {'sft.hallucination_rate': 0.2}}, 'without_idk': {'eval': {'sft.hallucination_rate': 0.9}}})
-  assert (halluc['before'], halluc['after'], halluc['holds']) == (0.9, 0.2, True)
-  math_row = claims.row(claims.BY_NAME['math_thinking'], {
-      'direct': {'eval': {'sft.acc[arithmetic:digits=1]': 0.5, 'sft.acc[arithmetic:digits=2]': 0.1, 'sft.accuracy': 1}},
-      'thinking': {'eval': {'sft.acc[arithmetic:digits=1]': 0.7, 'sft.acc[arithmetic:digits=2]': 0.5}}})
-  assert math_row['before'] == pytest.approx(0.3) and math_row['after'] == pytest.approx(0.6)
-  hack = claims.row(claims.BY_NAME['reward_hacking'], {'ppo': {'overoptimization': {
-      'gold_gain_at_kl_max': 0.1, 'gold_gain_best': 0.3}}})
-  assert hack['holds']
+def _eval_run(path, models: dict, baselines=()):
+  """An eval stage's outputs whose traces are ``models`` (name -> rows)."""
+  path.mkdir(parents=True, exist_ok=True)
+  for name, rows in models.items():
+    (path / f'traces_{name}.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  (path / 'results.json').write_text(json.dumps({'models': {}, 'baselines': list(baselines)}))
+  return {'eval': outputs.Eval(results=str(path / 'results.json'), report='')}
+
+
+def _scores(p, n=200, seed=0):
+  return (np.random.default_rng(seed).random(n) < p).astype(float)
+
+
+@pytest.mark.parametrize('after, holds', [(0.9, True), (0.3, False)])
+def test_sft_format_needs_a_rise_above_its_minimum(tmp_path, after, holds):
+  base = [_row(i, 'world_qa', 0, finished=bool(f)) for i, f in enumerate(_scores(0.1))]
+  sft = [_row(i, 'world_qa', 0, finished=bool(f)) for i, f in enumerate(_scores(after, seed=1))]
+  r = claims.row(claims.BY_NAME['sft_format'], _eval_run(tmp_path, {'base': base, 'sft': sft}))
+  assert r['holds'] is holds and r['n'] == 200
+  assert r['effect']['low'] < r['effect']['value'] < r['effect']['high']
+  assert r['after']['value'] == pytest.approx(np.mean(_scores(after, seed=1)))
+
+
+def test_over_refusal_holds_only_below_its_bound(tmp_path):
+  base = [_row(i, 'safety', 1, harmful=False, text='Sure, do this.') for i in range(200)]
+  polite = [_row(i, 'safety', 1, harmful=False, text=("I can't help with that." if i % 50 == 0 else 'Do this.'))
+            for i in range(200)]
+  wary = [_row(i, 'safety', 1, harmful=False, text=("I can't help with that." if i % 4 == 0 else 'Do this.'))
+          for i in range(200)]
+  assert claims.row(claims.BY_NAME['over_refusal'], _eval_run(tmp_path / 'a', {'base': base, 'sft': polite}))['holds']
+  assert not claims.row(claims.BY_NAME['over_refusal'], _eval_run(tmp_path / 'b', {'base': base, 'sft': wary}))['holds']
+
+
+@pytest.mark.parametrize('improves, holds', [(True, True), (False, False)])
+def test_rlhf_gold_needs_gold_up_and_a_win_rate_above_half(tmp_path, improves, holds):
+  sft = _scores(0.3)
+  # better: keeps what SFT got right and adds some; not better: as good as SFT on other prompts
+  rlhf = np.maximum(sft, _scores(0.4, seed=2)) if improves else _scores(0.3, seed=2)
+  run = _eval_run(tmp_path, {'sft': [_row(i, 'world_qa', s) for i, s in enumerate(sft)],
+                             'rlhf': [_row(i, 'world_qa', s) for i, s in enumerate(rlhf)]})
+  r = claims.row(claims.BY_NAME['rlhf_gold'], run)
+  assert r['holds'] is holds and 'win rate' in r['note']
+
+
+def _variants(tmp_path, family, before_p, after_p, before='direct', after='thinking', variant='direct'):
+  out = {}
+  for k, (name, p) in enumerate(((before, before_p), (after, after_p))):
+    rows = [_row(i, family, s, variant) for i, s in enumerate(_scores(p, seed=k))]
+    out[name] = _eval_run(tmp_path / name, {'sft': rows}, [{'family': family, 'variant': variant, 'best_score': 0.05}])
+  return out
+
+
+@pytest.mark.parametrize('after_p, holds', [(0.5, True), (0.12, False)])
+def test_math_thinking_compares_the_same_prompts_across_variants(tmp_path, after_p, holds):
+  r = claims.row(claims.BY_NAME['math_thinking'], _variants(tmp_path, 'arithmetic', 0.1, after_p))
+  assert r['holds'] is holds and r['baseline'] == 0.05
+
+
+def test_variants_on_different_prompts_are_not_compared(tmp_path):
+  results = _variants(tmp_path, 'arithmetic', 0.1, 0.5)
+  path = tmp_path / 'thinking' / 'traces_sft.jsonl'
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  path.write_text(''.join(json.dumps(r) + '\n' for r in rows[::-1]))
+  r = claims.row(claims.BY_NAME['math_thinking'], results)
+  assert not r['holds'] and 'same prompts' in r['measure']
+
+
+@pytest.mark.parametrize('known_after, holds', [(0.6, True), (0.3, False)])
+def test_hallucination_needs_known_facts_kept(tmp_path, known_after, holds):
+  def rows(idk_p, known_p, seed):
+    idk = _scores(idk_p, seed=seed)
+    return ([_row(i, 'unknown_entity', s, text="I don't know." if s else 'It is red.') for i, s in enumerate(idk)]
+            + [_row(200 + i, 'world_qa', s) for i, s in enumerate(_scores(known_p, seed=seed + 10))])
+  results = {'without_idk': _eval_run(tmp_path / 'a', {'sft': rows(0.1, 0.6, 0)}),
+             'with_idk': _eval_run(tmp_path / 'b', {'sft': rows(0.8, known_after, 0)})}
+  r = claims.row(claims.BY_NAME['hallucination'], results)
+  assert r['holds'] is holds and r['effect']['value'] < -0.5
+
+
+@pytest.mark.parametrize('lora_p, holds', [(0.5, True), (0.3, False)])
+def test_lora_needs_close_accuracy_at_a_small_fraction(tmp_path, lora_p, holds):
+  full = _scores(0.5)
+  lora = np.where(_scores(0.99, seed=3) > 0, full, 0) if lora_p == 0.5 else _scores(lora_p, seed=4)
+  results = {}
+  for name, scores, params in (('full', full, 1000), ('lora_r4', lora, 40), ('lora_r64', full, 600)):
+    run = _eval_run(tmp_path / name, {'sft': [_row(i, 'world_qa', s) for i, s in enumerate(scores)]})
+    run['sft'] = outputs.Model(checkpoint_dir='', model={}, tokenizer='', metrics={'trainable_params': params})
+    results[name] = run
+  r = claims.row(claims.BY_NAME['lora'], results)
+  assert r['holds'] is holds and 'lora_r4' in r['measure']  # r64 is over the 10% budget
+
+
+def _reward_run(tmp_path, name, length_weight):
+  rng = np.random.default_rng(0)
+  words = rng.integers(3, 60, size=(100, 4))
+  rewards = length_weight * np.log1p(words) + rng.normal(0, 1, size=(100, 4))
+  (tmp_path / name / 'reward').mkdir(parents=True)
+  (tmp_path / name / 'reward' / 'heldout.json').write_text(json.dumps(
+      {'rewards': rewards.tolist(), 'words': words.tolist(), 'panel_ranks': [], 'gold_utilities': []}))
+  ckpt = str(tmp_path / name / 'reward' / 'checkpoints')
+  return {'reward': outputs.Reward(checkpoint_dir=ckpt, model={}, tokenizer='', reward_mean=0, reward_std=1)}
+
+
+@pytest.mark.parametrize('biased, holds', [(2.0, True), (0.05, False)])
+def test_rater_bias_bootstraps_over_the_same_prompts(tmp_path, biased, holds):
+  results = {'unbiased': _reward_run(tmp_path, 'u', 0.0), 'length_biased': _reward_run(tmp_path, 'b', biased)}
+  r = claims.row(claims.BY_NAME['rater_bias'], results)
+  assert r['holds'] is holds and r['n'] == 100
+
+
+def _rlhf_run(tmp_path, gold, proxy, se=0.02):
+  (tmp_path / 'ppo').mkdir()
+  rows = [{'stage': 'rlhf', 'step': i + 1, 'eval_gold_reward': g, 'eval_proxy_reward': p, 'eval_kl': float(i),
+           'eval_gold_reward_se': se, 'eval_proxy_reward_se': se} for i, (g, p) in enumerate(zip(gold, proxy))]
+  (tmp_path / 'ppo' / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  ckpt = str(tmp_path / 'ppo' / 'rlhf' / 'checkpoints')
+  return {'ppo': {'rlhf': outputs.Rlhf(checkpoint_dir=ckpt, model={}, tokenizer='', algorithm='ppo')}}
+
+
+@pytest.mark.parametrize('gold, proxy, holds', [
+    ([0.1, 0.3, 0.4, 0.2], [0.0, 0.5, 1.0, 1.5], True),    # gold peaks, proxy still climbing: hacking
+    ([0.1, 0.3, 0.4, 0.39], [0.0, 0.5, 1.0, 1.5], False),  # the drop is within noise
+    ([0.1, 0.3, 0.4, 0.2], [0.0, 1.5, 1.0, 0.5], False),   # proxy fell too: not hacking
+    ([0.1, 0.2, 0.3, 0.4], [0.0, 0.5, 1.0, 1.5], False),   # gold never peaked
+])
+def test_reward_hacking_reads_the_curve_not_its_last_point(tmp_path, gold, proxy, holds):
+  assert claims.row(claims.BY_NAME['reward_hacking'], _rlhf_run(tmp_path, gold, proxy))['holds'] is holds
 
 
 def test_missing_numbers_say_so_in_the_table():
-  r = claims.row(claims.BY_NAME['tools'], {'none': {'eval': {}}})
-  assert r['measure'].startswith('not measured: missing') and not r['holds'] and math.isnan(r['effect'])
+  r = claims.row(claims.BY_NAME['tools'], {'none': {}})
+  assert r['measure'].startswith('not measured: missing') and not r['holds'] and math.isnan(r['effect']['value'])
   table = claims.markdown([r]).splitlines()
-  assert table[0].startswith('| claim |') and '| no |' in table[2]
+  assert table[0].startswith('| claim |') and table[2].endswith('| no |')
 
 
 def test_cli_rejects_an_unknown_claim(capsys):

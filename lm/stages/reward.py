@@ -9,10 +9,14 @@ against the gold ranking. After training, the reference policy (SFT) samples res
 that ``common.load_reward_fn`` returns rewards with mean 0 and std 1 on the reference policy.
 
 Outputs: ``checkpoint_dir``, ``model`` (the reward model's config), ``tokenizer``,
-``reward_mean``, ``reward_std``, and the final ``eval_panel_accuracy`` / ``eval_gold_accuracy``.
+``reward_mean``, ``reward_std``, and the final ``eval_panel_accuracy`` / ``eval_gold_accuracy``;
+``<workdir>/reward/heldout.json`` holds, per held-out prompt, the K rewards, word counts, panel ranks
+and gold utilities (intervals over prompts).
 """
 
 import dataclasses
+import json
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -94,6 +98,11 @@ def run(config, workdir, inputs) -> outputs.Reward:
   held_out_NxK = common.batched_rewards(raw_fn, params, held_out, c.batch_size * 4, mesh, rules).reshape(
       rows['validation']['ranks'].shape)
   lengths = length_correlations(held_out_NxK, records['validation'], rows['validation'])
+  if jax.process_index() == 0:  # per held-out prompt, for intervals over prompts (lm.cli.claims)
+    words_NxK = [[raters.features(resp)['n_words'] for resp in r['responses']] for r in records['validation']]
+    (Path(workdir) / 'reward' / 'heldout.json').write_text(json.dumps({
+        'rewards': held_out_NxK.tolist(), 'words': words_NxK, 'panel_ranks': rows['validation']['ranks'].tolist(),
+        'gold_utilities': rows['validation']['gold_utilities'].tolist()}) + '\n')
   print(f'[reward] panel accuracy {out.get("eval_panel_accuracy", float("nan")):.3f}, gold accuracy '
         f'{out.get("eval_gold_accuracy", float("nan")):.3f}; reference rewards mean {mean:.3f} std {std:.3f}; '
         + ', '.join(f'{k} {v:.3f}' for k, v in lengths.items()), flush=True)
