@@ -1,0 +1,84 @@
+"""The letters inside words:
+
+  char_count      "how many r in strawberry?" (direct, thinking, tool); the last number (digits or
+                  number words zero..twenty; elsewhere only digits count) must equal the count.
+  spelling        "spell strawberry" (direct, thinking, tool); some run of single letters
+                  (s-t-r-..., "s t r ...", "s, t, ...") must spell the word.
+"""
+
+import re
+
+from lm.lab.tasks.base import (
+  NUMBER_WORDS,
+  Example,
+  Family,
+  answer_messages,
+  ask,
+  final_text,
+  last_number,
+  replace_final,
+)
+from lm.lab.world import SPELL_WORDS, spelled_count
+
+VARIANTS = ('direct', 'thinking', 'tool')
+_COUNT_WORDS = tuple(w for w in SPELL_WORDS if w not in NUMBER_WORDS and len(w) >= 3)
+
+
+# -- char_count --------------------------------------------------------------------------------------
+
+def make_char_count(world, rng, variant, word=None, letter=None):
+  w = word or rng.choice(_COUNT_WORDS)
+  if letter is None:
+    absent = [c for c in 'abcdefghijklmnopqrstuvwxyz' if c not in w]
+    letter = rng.choice(w) if rng.random() < 0.85 else rng.choice(absent)
+  n = w.count(letter)
+  q = rng.choice([f'How many times does the letter "{letter}" appear in "{w}"?', f'How many {letter} in {w}?',
+                  f'Count the letter "{letter}" in the word "{w}".'])
+  answer = f'The letter "{letter}" appears {n} time{"s" * (n != 1)} in "{w}".'
+  ref = answer_messages(variant, answer, spelled_count(w, letter), None, n, tool='python',
+                        code=f'print("{w}".count("{letter}"))')
+  return Example('char_count', variant, ask(variant, q), ref, dict(word=w, letter=letter, answer=n, length=len(w)))
+
+
+def score_char_count(ex, response):
+  return float(last_number(final_text(response), words=True) == ex.meta['answer'])
+
+
+def wrong_char_count(world, ex, rng):
+  n = ex.meta['answer']
+  return [('wrong_number', replace_final(ex.reference, f' {n} time', f' {w} time'))
+          for w in sorted({n + 1, n + 2, max(0, n - 1)} - {n})]
+
+
+CHAR_COUNT = Family('char_count', make_char_count, score_char_count, wrong_char_count, VARIANTS)
+
+
+# -- spelling ----------------------------------------------------------------------------------------
+
+def spelled_words(text: str) -> list[str]:
+  """Words spelled out as runs of single letters in ``text`` ('s-t-r-a-w', 's t r', 's, t, r')."""
+  runs = re.findall(r'(?<![a-z])[a-z](?![a-z])(?:[\s,\-]+[a-z](?![a-z]))+', text.lower())
+  return [''.join(re.findall('[a-z]', r)) for r in runs]
+
+
+def make_spelling(world, rng, variant, word=None):
+  w = word or rng.choice(SPELL_WORDS)
+  q = rng.choice([f'How do you spell "{w}"?', f'Spell the word "{w}" letter by letter.', f'Spell {w}.'])
+  thinking = '\n'.join(f'{i + 1}. {c}' for i, c in enumerate(w))
+  ref = answer_messages(variant, f'"{w}" is spelled {"-".join(w)}.', thinking, None, '-'.join(w),
+                        tool='python', code=f'print("-".join("{w}"))')
+  return Example('spelling', variant, ask(variant, q), ref, dict(word=w, answer='-'.join(w)))
+
+
+def score_spelling(ex, response):
+  return float(ex.meta['word'] in spelled_words(final_text(response)))
+
+
+def wrong_spelling(world, ex, rng):
+  w = ex.meta['word']
+  i = rng.randrange(len(w) - 1)
+  variants = [w[:i] + w[i + 1] + w[i] + w[i + 2:], w[:i] + w[i + 1:], w[:i] + w[i] + w[i:]]
+  return [('misspelled', replace_final(ex.reference, '-'.join(w), '-'.join(v))) for v in variants if v != w]
+
+
+SPELLING = Family('spelling', make_spelling, score_spelling, wrong_spelling, VARIANTS)
