@@ -74,8 +74,18 @@ def run_stages(config, workdir: Path, shared: dict | None = None) -> dict[str, o
   return results
 
 
+def compilation_cache(workdir: Path) -> None:
+  """Compiled programs persist in ``<workdir>/jax_cache``: a rerun, a resumed run and every variant of a
+  sweep load what an earlier one compiled instead of compiling it again (keyed by the program, so a
+  change of model, shapes or code compiles anew)."""
+  jax.config.update('jax_compilation_cache_dir', str(Path(workdir).absolute() / 'jax_cache'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
+
+
 def launch(config, workdir: Path) -> dict:
   sharding.maybe_initialize_distributed(config.distributed)
+  if not jax.config.jax_compilation_cache_dir:  # a caller's own cache (the tests') wins
+    compilation_cache(workdir)
   sharding.mesh_shape(config.mesh.shape, jax.device_count())  # a mesh that cannot fit fails now
   variants = dict(config.variants)
   if not variants:
