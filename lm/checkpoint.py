@@ -14,7 +14,12 @@ def manager(directory, keep: int = 3, async_save: bool = True) -> ocp.Checkpoint
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
-  mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+  """Saves ``state`` and ``meta`` as ``step``; orbax declining to (it returns False, e.g. for a step
+  at or before the latest one) is an error naming the directory and step, never a silent skip."""
+  saved = mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+  if not saved:
+    raise ValueError(f'checkpoint {mgr.directory} step {step}: not saved (orbax declined; the latest step there '
+                     f'is {mgr.latest_step()})')
 
 
 def abstract_like(abstract_tree, shardings):

@@ -6,13 +6,15 @@ writes ``lm_tokenizer.json`` beside it: ``{"kind": "hf_sentencepiece", "chat_for
 
 Injection safety: ``encode`` never produces the id of a control or user-defined piece (``<s>``,
 ``</s>``, ``<start_of_turn>``, ...), whatever the text. Sentencepiece already skips control pieces
-when encoding, but matches user-defined ones inside raw text (Gemma's turn markers are such), so a
-text's occurrences of them are spelled in byte pieces instead. Structure is inserted only by id
-(``lm.data.chat_formats``, chosen by ``chat_format``).
+when encoding, but matches user-defined ones (Gemma's turn markers are such) in the text as its
+normaliser leaves it: with NFKC, ``＜end_of_turn＞`` typed in fullwidth becomes the marker. So the
+text is encoded whole and each piece that came out as a marker is replaced by the byte pieces of
+the text it came from (without byte pieces: one character at a time, a marker there becoming
+``<unk>``). Text with no UTF-8 encoding (a lone surrogate) is a one-line error. Structure is
+inserted only by id (``lm.data.chat_formats``, chosen by ``chat_format``).
 """
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +26,15 @@ MODEL_FILE = 'tokenizer.model'
 COPIED = ('tokenizer.model', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.json',
           'generation_config.json')
 _TYPE = sentencepiece_model_pb2.ModelProto.SentencePiece.Type
+
+
+def utf8_error(text: str) -> str | None:
+  """What stops ``text`` being encoded as UTF-8 (a lone surrogate), or None."""
+  try:
+    text.encode('utf-8')
+  except UnicodeEncodeError as e:
+    return f'{e.reason} (U+{ord(text[e.start]):04X} at position {e.start})'
+  return None
 
 
 def chat_format_of(family: str) -> str:
@@ -67,8 +78,7 @@ class HfTokenizer:
     types = [p.type for p in proto.pieces]
     self.special_ids = {p.piece: i for i, p in enumerate(proto.pieces) if p.type in (_TYPE.CONTROL, _TYPE.USER_DEFINED)}
     self.special_ids.update({self.sp.id_to_piece(i): i for i in range(len(types)) if types[i] == _TYPE.UNKNOWN})
-    user_defined = sorted((p.piece for p in proto.pieces if p.type == _TYPE.USER_DEFINED), key=len, reverse=True)
-    self._user_defined = re.compile('|'.join(map(re.escape, user_defined))) if user_defined else None
+    self._markers = frozenset(i for i, t in enumerate(types) if t in (_TYPE.CONTROL, _TYPE.USER_DEFINED))
     self._byte_ids = {p.piece: i for i, p in enumerate(proto.pieces) if p.type == _TYPE.BYTE}
     self.bos_id, self.eos_id, self.unk_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id()
     self.pad_id = self.sp.pad_id() if self.sp.pad_id() >= 0 else self.eos_id
@@ -85,21 +95,23 @@ class HfTokenizer:
     return self.special_ids[piece]
 
   def _spell(self, text: str) -> list[int]:
-    """``text`` without matching any piece whole: byte pieces, or one character at a time."""
+    """``text`` without matching any marker: byte pieces, or one character at a time."""
     if self._byte_ids:
       return [self._byte_ids[f'<0x{b:02X}>'] for b in text.encode('utf-8')]
-    return [i for ch in text for i in self.sp.encode(ch)]
+    return [self.unk_id if i in self._markers else i for ch in text for i in self.sp.encode(ch)]
 
   def encode(self, text: str) -> list[int]:
     """Ids of plain ``text``; never a control or user-defined piece's id."""
-    if self._user_defined is None or not self._user_defined.search(text):
-      return self.sp.encode(text)
-    ids, start = [], 0
-    for m in self._user_defined.finditer(text):
-      ids += self.sp.encode(text[start:m.start()]) if m.start() > start else []
-      ids += self._spell(m.group())
-      start = m.end()
-    return ids + (self.sp.encode(text[start:]) if start < len(text) else [])
+    problem = utf8_error(text)
+    if problem:
+      raise ValueError(f'text is not valid: {problem}')
+    ids = self.sp.encode(text)
+    if self._markers.isdisjoint(ids):
+      return ids
+    out = []
+    for piece in self.sp.encode(text, return_type='proto').pieces:  # surface: the text the piece came from
+      out += self._spell(piece.surface or piece.piece) if piece.id in self._markers else [piece.id]
+    return out
 
   def decode(self, ids) -> str:
     return self.sp.decode([int(i) for i in ids if int(i) not in self._specials])

@@ -17,9 +17,9 @@ transformers = pytest.importorskip('transformers')
 
 from lm import sharding  # noqa: E402
 from lm.cli import interop as cli  # noqa: E402
-from lm.data import chat_formats
-from lm.inference import sample
-from lm.interop import convert, safetensors_io
+from lm.data import chat_formats  # noqa: E402
+from lm.inference import sample  # noqa: E402
+from lm.interop import convert, safetensors_io  # noqa: E402
 from lm.model.transformer import Transformer  # noqa: E402
 
 SMALL = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -175,7 +175,8 @@ TEXT = ['The cat sat on the mat. ' * 3, 'What is the capital of Veltia? It is Or
         'Hello! How are you today? I am fine, thank you.', 'Numbers 12 + 30 = 42 and words, words, words.'] * 20
 
 
-def write_sentencepiece(directory, family: str, vocab_size: int = 320) -> Path:
+def write_sentencepiece(directory, family: str, vocab_size: int = 320, normalization: str = 'identity',
+                        byte_fallback: bool = True) -> Path:
   """A small sentencepiece model laid out like the family's (ids of the specials, turn markers as
   user-defined pieces for Gemma, dummy prefix for Llama 2) in ``directory/tokenizer.model``."""
   import io
@@ -186,8 +187,8 @@ def write_sentencepiece(directory, family: str, vocab_size: int = 320) -> Path:
          if family == 'gemma' else dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_prefix=True))
   buf = io.BytesIO()
   spm.SentencePieceTrainer.train(sentence_iterator=iter(TEXT), model_writer=buf, model_type='bpe',
-                                 vocab_size=vocab_size, byte_fallback=True, character_coverage=1.0,
-                                 normalization_rule_name='identity', remove_extra_whitespaces=False,
+                                 vocab_size=vocab_size, byte_fallback=byte_fallback, character_coverage=1.0,
+                                 normalization_rule_name=normalization, remove_extra_whitespaces=False,
                                  num_threads=1, minloglevel=2, **ids)
   Path(directory).mkdir(parents=True, exist_ok=True)
   (Path(directory) / 'tokenizer.model').write_bytes(buf.getvalue())

@@ -33,7 +33,6 @@ import json
 import numpy as np
 
 from lm.data import chat_formats
-
 from lm.tokenizer import (
   ASSISTANT_ID,
   END_ID,
@@ -127,6 +126,7 @@ def _check(i, m, state) -> str:
   content = m.get('content')
   if not isinstance(content, str) and not (role == 'assistant' and content is None):
     fail(f'{role} content must be a string, not {type(content).__name__}')
+  chat_formats.check_text(i, 'content', content or '')
   if role == 'tool':
     if not state['pending_calls']:
       fail('tool message with no preceding tool call to answer')
@@ -139,18 +139,21 @@ def _check(i, m, state) -> str:
     return role
   if m.get('thinking') is not None and not isinstance(m['thinking'], str):
     fail(f'thinking must be a string, not {type(m["thinking"]).__name__}')
+  chat_formats.check_text(i, 'thinking', m.get('thinking') or '')
   calls = m.get('tool_calls') or []
   if not isinstance(calls, list):
     fail('tool_calls must be a list')
   for k, call in enumerate(calls):
     if not isinstance(call, dict) or not isinstance(call.get('name'), str) or not call['name']:
       fail(f'tool call {k} has no name')
+    chat_formats.check_text(i, f'tool call {k} name', call['name'])
     if not isinstance(call.get('arguments', {}), dict):
       fail(f'tool call {k} ({call["name"]}) arguments must be a dict')
     try:
-      json.dumps(call.get('arguments', {}))
+      text = json.dumps({'name': call['name'], 'arguments': call.get('arguments', {})}, ensure_ascii=False)
     except (TypeError, ValueError) as e:
       fail(f'tool call {k} ({call["name"]}) arguments are not JSON: {e}')
+    chat_formats.check_text(i, f'tool call {k} arguments', text)
   return role
 
 

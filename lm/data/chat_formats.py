@@ -12,12 +12,23 @@ with what lets the model answer; ``parse`` reads a reply up to a stop id.
            Its markers are text in its own format, so there only ``<s>``/``</s>`` are id-only; a
            user's text can spell ``[INST]``, as with Meta's reference code.
 
-Thinking, tool calls and tool messages are lm's own format's; these formats reject them.
+Thinking, tool calls and tool messages are lm's own format's; these formats reject them. Text that
+cannot be encoded (a lone surrogate) is an error naming the message.
 """
 
 import weakref
 
 import numpy as np
+
+from lm import hf_tokenizer
+
+
+def check_text(i: int, field: str, text: str) -> None:
+  """A one-line error naming message ``i`` and ``field`` when ``text`` cannot be encoded (a lone
+  surrogate); ``lm.data.chat`` checks its messages with it too."""
+  problem = hf_tokenizer.utf8_error(text)
+  if problem:
+    raise ValueError(f'message {i}: {field} is not valid text: {problem}')
 
 
 class _Format:
@@ -38,6 +49,7 @@ class _Format:
           raise ValueError(f'message {i}: {key} is not in the {self.name} chat format')
       if not isinstance(m.get('content'), str):
         raise ValueError(f'message {i}: {role} content must be a string')
+      check_text(i, 'content', m['content'])
       if role == 'system' and i:
         raise ValueError(f'message {i}: a system message must come first')
       expected = 'user' if (i - (messages[0]['role'] == 'system')) % 2 == 0 else 'assistant'

@@ -8,14 +8,15 @@ params as an orbax checkpoint (step 0) and the tokenizer files, so ``lm.generate
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from lm import checkpoint, outputs, sharding
+from lm import checkpoint, hf_tokenizer, outputs, sharding
 from lm import tokenizer as lm_tokenizer
-from lm import hf_tokenizer
 from lm.interop import families, safetensors_io, weights
 from lm.model import params as params_lib
 from lm.model.transformer import ModelConfig, Transformer
@@ -45,29 +46,68 @@ def load(hf_dir, mesh=None, rules=sharding.DEFAULT_RULES, **overrides):
   return family, cfg, weights.load_params(safetensors_io.Reader(hf_dir), cfg, family, mesh, rules)
 
 
-def import_checkpoint(hf_dir, workdir, mesh=None, rules=sharding.DEFAULT_RULES, **overrides) -> dict:
+def import_checkpoint(hf_dir, workdir, mesh=None, rules=sharding.DEFAULT_RULES, overwrite: bool = False,
+                      **overrides) -> outputs.Imported:
   """Writes the checkpoint of ``hf_dir`` (params, tokenizer where sentencepiece) into
-  ``<workdir>/import``; returns the stage outputs (also written to ``outputs.json``)."""
+  ``<workdir>/import``; returns the stage outputs (also written to ``outputs.json``).
+
+  A workdir that already holds a finished import is an error unless ``overwrite``. Everything is
+  written to ``<workdir>/.import.partial`` first and renamed to ``import`` only once complete, so a
+  failure at any point leaves the previous import (or none) as it was.
+  """
+  workdir = Path(workdir)
+  stage_dir, partial = workdir / STAGE, workdir / f'.{STAGE}.partial'
+  if (stage_dir / 'outputs.json').is_file() and not overwrite:
+    raise FileExistsError(f'{workdir} already holds an import ({stage_dir}); pass --overwrite (overwrite=True) '
+                          f'to replace it')
   family, cfg, params = load(hf_dir, mesh, rules, **overrides)
-  stage_dir = Path(workdir) / STAGE
-  ckpt_dir = stage_dir / 'checkpoints'
-  mgr = checkpoint.manager(ckpt_dir, keep=1, async_save=False)
-  checkpoint.save(mgr, 0, {'params': params}, {'source': str(Path(hf_dir).absolute()), 'family': family})
-  mgr.wait_until_finished()
-  mgr.close()
-  tok = hf_tokenizer.save(hf_dir, stage_dir / 'tokenizer', family, write=jax.process_index() == 0)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices('import')  # the tokenizer files exist for every process
-  hf_config = read_hf_config(hf_dir)
-  imported = outputs.Imported(
-      checkpoint_dir=str(ckpt_dir), model=dataclasses.asdict(cfg), family=family, tokenizer=str(tok) if tok else '',
-      hf_dir=str(Path(hf_dir).absolute()),
-      token_ids={k: hf_config[k] for k in ('bos_token_id', 'eos_token_id', 'pad_token_id') if k in hf_config},
-      metrics={'params': sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))})
-  if jax.process_index() == 0:
-    outputs.save(imported, stage_dir / 'outputs.json')
+  chief = jax.process_index() == 0
+  if chief:
+    shutil.rmtree(partial, ignore_errors=True)  # what a crashed import left
+  _sync('import_start')
+  try:
+    mgr = checkpoint.manager(partial / 'checkpoints', keep=1, async_save=False)
+    checkpoint.save(mgr, 0, {'params': params}, {'source': str(Path(hf_dir).absolute()), 'family': family})
+    mgr.wait_until_finished()
+    mgr.close()
+    tok = hf_tokenizer.save(hf_dir, partial / 'tokenizer', family, write=chief)
+    hf_config = read_hf_config(hf_dir)
+    imported = outputs.Imported(  # paths where the files are once renamed into place
+        checkpoint_dir=str(stage_dir / 'checkpoints'), model=dataclasses.asdict(cfg), family=family,
+        tokenizer=str(stage_dir / 'tokenizer' / tok.name) if tok else '', hf_dir=str(Path(hf_dir).absolute()),
+        token_ids={k: hf_config[k] for k in ('bos_token_id', 'eos_token_id', 'pad_token_id') if k in hf_config},
+        metrics={'params': sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))})
+    if chief:
+      outputs.save(imported, partial / 'outputs.json')
+    _sync('import_written')  # every process's shards and the tokenizer files are in place
+    if chief:
+      _replace(partial, stage_dir)
+  finally:
+    if chief:
+      shutil.rmtree(partial, ignore_errors=True)
+  _sync('import_done')
   return imported
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def _replace(new: Path, final: Path) -> None:
+  """Puts directory ``new`` at ``final``: the old one is renamed aside, then ``new`` renamed in (back on
+  failure), then the old one removed."""
+  old = final.with_name(f'.{final.name}.old')
+  shutil.rmtree(old, ignore_errors=True)
+  if final.exists():
+    final.rename(old)
+  try:
+    new.rename(final)
+  except OSError:
+    if old.exists():
+      old.rename(final)
+    raise
+  shutil.rmtree(old, ignore_errors=True)
 
 
 def _stage_outputs(workdir, stage: str | None) -> tuple[str, outputs.Model]:

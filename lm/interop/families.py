@@ -4,7 +4,8 @@
   llama    LlamaForCausalLM     RoPE scaling ``llama3`` or ``linear`` (Llama 3.1+), tied head (3.2)
   qwen2    Qwen2ForCausalLM     biases on q, k, v (``qkv_bias``); sliding window on some layers
   qwen3    Qwen3ForCausalLM     RMSNorm of each query and key head (``qk_norm``); head_dim != d/heads
-  gemma    GemmaForCausalLM     embeddings times sqrt(d_model), (1 + w) norms, GeGLU (tanh), head_dim
+  gemma    GemmaForCausalLM     embeddings times sqrt(d_model), (1 + w) norms, GeGLU (tanh, also where
+                                the config says hidden_act: gelu, as transformers reads it), head_dim
   gemma2   Gemma2ForCausalLM    + post-attention and post-MLP norms, attention and final logit
                                 softcapping, query_pre_attn_scalar, sliding window on alternate layers
 
@@ -75,6 +76,28 @@ def _sliding(hf: dict, family: str) -> dict:
   return {'sliding_window': int(hf['sliding_window']), 'sliding_layers': layers}
 
 
+def _activation(hf: dict, family: str, where: str) -> str:
+  """The MLP gate activation (a ModelConfig name), read as transformers reads it.
+
+  Gemma 2 and the others: ``hidden_activation`` (Gemma 2) or ``hidden_act``, ``gelu`` being exact.
+  Gemma 1: the official configs say ``hidden_act: gelu`` but the model uses the tanh approximation;
+  transformers >= 5 (``GemmaConfig.__post_init__``) reads ``hidden_act`` with ``gelu`` meaning
+  ``gelu_pytorch_tanh``, while 4.39-4.47 (``GemmaMLP``) ignored ``hidden_act`` and used
+  ``hidden_activation``, else ``gelu_pytorch_tanh``. lm reads the former; a ``hidden_activation``
+  that the latter would turn into another function is an error (the config means two models).
+  """
+  key = 'hidden_activation' if family == 'gemma2' else 'hidden_act'
+  act = hf.get(key) or ('gelu_pytorch_tanh' if family.startswith('gemma') else 'silu')
+  if act not in ACTIVATIONS:
+    raise UnsupportedError(f'{where}: unsupported {key}={act!r}; supported: {", ".join(ACTIVATIONS)}')
+  name = 'gelu_tanh' if family == 'gemma' and act == 'gelu' else ACTIVATIONS[act]
+  legacy = hf.get('hidden_activation')
+  if family == 'gemma' and legacy is not None and ACTIVATIONS.get(legacy) != name:
+    raise UnsupportedError(f'{where}: hidden_activation={legacy!r} disagrees with hidden_act={hf.get(key)!r} '
+                           f'(read by transformers >= 5 as {HF_ACTIVATIONS[name]}); set them to the same function')
+  return name
+
+
 def model_fields(hf: dict, where: str = 'config.json') -> tuple[str, dict]:
   """``(family, ModelConfig kwargs)`` of a Hugging Face ``config.json`` dict."""
   family = family_of_config(hf, where)
@@ -82,16 +105,12 @@ def model_fields(hf: dict, where: str = 'config.json') -> tuple[str, dict]:
     if hf.get(key):
       raise UnsupportedError(f'{where}: unsupported {key}={hf[key]} for {family}')
   heads = hf['num_attention_heads']
-  act_key = 'hidden_activation' if family == 'gemma2' else 'hidden_act'
-  act = hf.get(act_key) or ('gelu_pytorch_tanh' if family.startswith('gemma') else 'silu')
-  if act not in ACTIVATIONS:
-    raise UnsupportedError(f'{where}: unsupported {act_key}={act!r}; supported: {", ".join(ACTIVATIONS)}')
   fields = dict(
       vocab_size=hf['vocab_size'], d_model=hf['hidden_size'], n_layers=hf['num_hidden_layers'], n_heads=heads,
       n_kv_heads=hf.get('num_key_value_heads') or heads, head_dim=hf.get('head_dim') or hf['hidden_size'] // heads,
       d_ff=hf['intermediate_size'], norm_eps=float(hf.get('rms_norm_eps', 1e-6)),
       tie_embeddings=bool(hf.get('tie_word_embeddings', TIED_BY_DEFAULT[family])),
-      max_seq_len=int(hf.get('max_position_embeddings', 2048)), mlp_activation=ACTIVATIONS[act],
+      max_seq_len=int(hf.get('max_position_embeddings', 2048)), mlp_activation=_activation(hf, family, where),
       **_rope(hf, where), **_sliding(hf, family))
   if family == 'qwen2':
     fields['qkv_bias'] = True
@@ -132,6 +151,7 @@ def family_of_model(cfg) -> str:
       'model.final_softcap': not cfg.final_softcap or family == 'gemma2',
       'model.sliding_layers': not cfg.sliding_layers or family in ('gemma2', 'qwen2', 'qwen3'),
       'model.rope_scaling': cfg.rope_scaling == 'none' or family == 'llama',
+      'model.mlp_activation': cfg.mlp_activation != 'gelu' or family != 'gemma',  # Gemma's hidden_act gelu is tanh
   }
   bad = [k for k, ok in checks.items() if not ok]
   if bad:
@@ -149,8 +169,10 @@ def hf_config(cfg, family: str, extra: dict | None = None) -> dict:
       'num_hidden_layers': cfg.n_layers, 'num_attention_heads': cfg.n_heads, 'num_key_value_heads': cfg.n_kv_heads,
       'head_dim': hd, 'max_position_embeddings': cfg.max_seq_len, 'rms_norm_eps': cfg.norm_eps,
       'tie_word_embeddings': cfg.tie_embeddings, 'attention_bias': False,
-      ('hidden_activation' if family == 'gemma2' else 'hidden_act'): HF_ACTIVATIONS[cfg.mlp_activation],
+      'hidden_act': HF_ACTIVATIONS[cfg.mlp_activation],
   }
+  if family.startswith('gemma'):  # Gemma 2 reads this key; Gemma 1 reads either, by version (see _activation)
+    out['hidden_activation'] = HF_ACTIVATIONS[cfg.mlp_activation]
   rope = {'rope_type': 'default', 'rope_theta': cfg.rope_theta}
   if cfg.rope_scaling == 'linear':
     rope.update(rope_type='linear', factor=cfg.rope_factor)

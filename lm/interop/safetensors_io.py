@@ -5,12 +5,14 @@ The format: an 8-byte little-endian header length ``N``, ``N`` bytes of JSON
 little-endian tensor bytes, offsets counted from the end of the header. A sharded checkpoint is
 several such files plus ``model.safetensors.index.json`` (``{"weight_map": {name: file}}``).
 
-``Reader`` memory-maps the files and reads a tensor only when asked (``get``), so importing a model
-never holds more than the tensors being converted; ``write`` streams tensors into shards of a
-bounded size.
+``Reader`` checks every header against its file first (a short, truncated or corrupt file, offsets
+out of range or an unknown dtype is a one-line error naming the file and the tensor), then
+memory-maps the files and reads a tensor only when asked (``get``), so importing a model never holds
+more than the tensors being converted; ``write`` streams tensors into shards of a bounded size.
 """
 
 import json
+import math
 import mmap
 from pathlib import Path
 
@@ -27,28 +29,63 @@ INDEX = 'model.safetensors.index.json'
 SINGLE = 'model.safetensors'
 
 
-def _read_header(path: Path) -> tuple[dict, int]:
+def _read_header(path: Path) -> dict:
+  """``{name: (dtype code, shape, begin, end)}`` with absolute byte offsets, every entry checked
+  against the file: a short or corrupt file is a one-line error naming it and the tensor."""
+  size = path.stat().st_size
   with open(path, 'rb') as f:
-    size = int.from_bytes(f.read(8), 'little')
+    if size < 8:
+      raise ValueError(f'{path} is not a safetensors file: {size} bytes, shorter than its 8-byte header length')
+    n = int.from_bytes(f.read(8), 'little')
+    if n > size - 8:
+      raise ValueError(f'{path} is truncated or not a safetensors file: a header of {n} bytes but only '
+                       f'{size - 8} bytes follow')
     try:
-      header = json.loads(f.read(size))
+      header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise ValueError(f'{path} is not a safetensors file (bad header: {e})') from None
+  if not isinstance(header, dict):
+    raise ValueError(f'{path} is not a safetensors file (its header is a JSON {type(header).__name__}, not an object)')
   header.pop('__metadata__', None)
-  return header, 8 + size
+  start, entries = 8 + n, {}
+  for name, info in header.items():
+    entries[name] = _entry(path, name, info, start, size)
+  return entries
+
+
+def _entry(path: Path, name: str, info, start: int, size: int) -> tuple:
+  def bad(what):
+    raise ValueError(f'{path}: tensor {name} {what}')
+  if not isinstance(info, dict) or not {'dtype', 'shape', 'data_offsets'} <= info.keys():
+    bad('has no dtype, shape and data_offsets in the header')
+  code, shape, offsets = info['dtype'], info['shape'], info['data_offsets']
+  if code not in DTYPES:
+    bad(f'has dtype {code!r}; readable: {", ".join(DTYPES)}')
+  if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+    bad(f'has shape {shape!r}, not a list of sizes')
+  if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets):
+    bad(f'has data_offsets {offsets!r}, not [begin, end]')
+  begin, end = offsets
+  nbytes = math.prod(shape) * DTYPES[code].itemsize
+  if not 0 <= begin <= end or end - begin != nbytes:
+    bad(f'has data_offsets {offsets} but {code} {shape} takes {nbytes} bytes')
+  if start + end > size:
+    bad(f'needs bytes {begin}..{end} of the data but the file has {size - start} (truncated)')
+  return code, tuple(shape), start + begin, start + end
 
 
 class Reader:
-  """The tensors of a Hugging Face checkpoint directory (sharded with an index, or one file)."""
+  """The tensors of a Hugging Face checkpoint directory (sharded with an index, or one file); every
+  file's header is read and checked when it is created."""
 
   def __init__(self, directory):
     self.directory = Path(directory)
     index = self.directory / INDEX
     if index.is_file():
-      weight_map = json.loads(index.read_text())['weight_map']
+      weight_map = _weight_map(index)
       files = sorted(set(weight_map.values()))
     elif (self.directory / SINGLE).is_file():
-      files = [SINGLE]
+      weight_map, files = {}, [SINGLE]
     else:
       raise FileNotFoundError(f'{self.directory} has neither {INDEX} nor {SINGLE}')
     self._entries = {}  # name -> (file, dtype code, shape, begin, end)
@@ -56,10 +93,11 @@ class Reader:
       path = self.directory / file
       if not path.is_file():
         raise FileNotFoundError(f'{path} is listed in {INDEX} but does not exist')
-      header, start = _read_header(path)
-      for name, info in header.items():
-        begin, end = info['data_offsets']
-        self._entries[name] = (file, info['dtype'], tuple(info['shape']), start + begin, start + end)
+      for name, entry in _read_header(path).items():
+        self._entries[name] = (file, *entry)
+    for name, file in weight_map.items():
+      if name not in self._entries or self._entries[name][0] != file:
+        raise ValueError(f'{index}: tensor {name} is mapped to {file}, which does not hold it')
     self._maps = {}
 
   def names(self) -> list[str]:
@@ -78,16 +116,22 @@ class Reader:
 
   def get(self, name: str, dtype=np.float32) -> np.ndarray:
     """Tensor ``name`` as a numpy array of ``dtype`` (read from the memory map now)."""
-    file, code, shape, begin, end = self._entry(name)
-    if code not in DTYPES:
-      raise ValueError(f'{self.directory / file}: tensor {name} has dtype {code}; readable: {", ".join(DTYPES)}')
+    file, code, shape, begin, _ = self._entry(name)
     if file not in self._maps:
       with open(self.directory / file, 'rb') as f:
         self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     raw = np.frombuffer(self._maps[file], DTYPES[code], count=int(np.prod(shape)), offset=begin)
-    if raw.nbytes != end - begin:
-      raise ValueError(f'{self.directory / file}: tensor {name} has {end - begin} bytes, not {raw.nbytes}')
     return raw.reshape(shape).astype(dtype)
+
+
+def _weight_map(index: Path) -> dict:
+  try:
+    weight_map = json.loads(index.read_text()).get('weight_map')
+  except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+    raise ValueError(f'{index} is not a safetensors index (bad JSON: {e})') from None
+  if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+    raise ValueError(f'{index} is not a safetensors index (no "weight_map" of tensor name -> file)')
+  return weight_map
 
 
 def _file_bytes(tensors: list[tuple[str, np.ndarray]]) -> tuple[bytes, int]:
