@@ -1,9 +1,13 @@
-"""The train loop every stage uses: state on the mesh, one compiled step, metrics, eval, checkpoints.
+"""The supervised train loop, and the run guard every loop (supervised and RL) runs on.
 
-A stage hands ``run`` a ``Task`` (how to init params, its objective, its batches) and a train config
-section (``steps``, ``batch_size``, ``microbatches``, ``optim``, cadences). The loop resumes from
-the latest checkpoint in ``<workdir>/<task.name>/checkpoints``, saves on SIGTERM (preemption) and
-stops on a non-finite loss, keeping the last good checkpoint.
+``Guard`` is what a loop needs around its steps: the checkpoint manager of ``<workdir>/<name>/checkpoints``
+(resume from the latest), SIGTERM (one process: a handler; under ``jax.distributed``: jax's
+preemption sync point, so that every host stops and saves at the same step), divergence (a
+non-finite loss or grad norm stops the run naming the step and the last good checkpoint, which is
+kept), the progress bar and the metrics writer.
+
+``run`` trains a ``Task`` (how to init params, its objective, its batches) with a train config
+section (``steps``, ``batch_size``, ``microbatches``, ``optim``, cadences) on that guard.
 """
 
 import dataclasses
@@ -14,13 +18,12 @@ from typing import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from lm import checkpoint, metrics, optim, sharding
-from lm.steps.common import make_train_step
+from lm.steps.common import init_state, make_train_step
 
 
 class Preempted(Exception):
@@ -28,8 +31,102 @@ class Preempted(Exception):
 
 
 class Diverged(Exception):
-  """The loss became NaN or infinite; the message names the step and the checkpoint kept."""
+  """The loss or the grad norm became NaN or infinite; the message names the step and the checkpoint kept."""
 
+
+class Guard:
+  """Checkpoints, SIGTERM, divergence, progress bar and metrics of one loop named ``name``.
+
+    with Guard(name, workdir, steps, checkpoint_every, keep) as guard:
+      restored = guard.restore(abstract_state)        # (state, meta) of the latest checkpoint, or None
+      guard.start(first_step)                         # writer, bar, SIGTERM handling
+      for step in ...:
+        guard.check(step, step_metrics)               # Diverged on a non-finite loss or grad_norm
+        guard.log(step, row)
+        if guard.due(step):                           # call it every step (the multi-host sync point)
+          guard.save(step, state, meta)               # Preempted after a SIGTERM, once saved
+
+  Leaving the ``with`` waits for the last save and closes everything.
+  """
+
+  def __init__(self, name: str, workdir, steps: int, checkpoint_every: int, keep: int):
+    self.name, self.workdir, self.steps, self.checkpoint_every = name, workdir, steps, checkpoint_every
+    self.mgr = checkpoint.manager(Path(workdir) / name / 'checkpoints', keep=keep)
+    self.stop_requested = False
+    self.writer = self.bar = None
+    # One process: a SIGTERM handler sets the flag. Under jax.distributed, jax's preemption service
+    # catches SIGTERM on any host and names one step at which every host stops and saves (a host
+    # stopping alone would leave the others waiting in the checkpoint's collectives).
+    self.synced = jax.distributed.is_initialized()
+    self._previous_handler = None
+
+  @property
+  def directory(self) -> str:
+    return str(self.mgr.directory)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *_):
+    if self._previous_handler is not None:
+      signal.signal(signal.SIGTERM, self._previous_handler)
+    try:
+      self.mgr.wait_until_finished()
+      self.mgr.close()
+    finally:
+      if self.bar is not None:
+        self.bar.close()
+      if self.writer is not None:
+        self.writer.close()
+
+  def restore(self, abstract_state):
+    """``(state, meta)`` of the latest checkpoint onto ``abstract_state``'s shardings, or None."""
+    step = self.mgr.latest_step()
+    return None if step is None else checkpoint.restore(self.mgr, step, abstract_state)
+
+  def start(self, first_step: int) -> None:
+    """Opens the metrics writer (rows past ``first_step`` dropped) and the bar; catches SIGTERM."""
+    self.writer = metrics.Writer(self.workdir, self.name, resume_step=first_step)
+    self.bar = tqdm(total=self.steps, initial=first_step, desc=self.name, disable=jax.process_index() != 0,
+                    dynamic_ncols=True)
+    if not self.synced:
+      self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, *_):
+    self.stop_requested = True
+
+  def check(self, step: int, step_metrics: dict) -> None:
+    """Stops the run when ``loss`` or ``grad_norm`` of ``step`` is not finite."""
+    bad = [k for k in ('loss', 'grad_norm') if not np.isfinite(step_metrics[k])]
+    if bad:
+      self.mgr.wait_until_finished()
+      kept = self.mgr.latest_step()
+      where = f'step {kept} in {self.mgr.directory}' if kept is not None else f'none in {self.mgr.directory}'
+      raise Diverged(f'{self.name}: {bad[0]} is {float(step_metrics[bad[0]])} at step {step}; stopped. '
+                     f'Last good checkpoint: {where}')
+
+  def log(self, step: int, row: dict) -> None:
+    self.writer.write(step, row)
+
+  def progress(self, step: int, **postfix) -> None:
+    self.bar.update(step - self.bar.n)
+    self.bar.set_postfix(**postfix)
+
+  def due(self, step: int) -> bool:
+    """Whether to save after ``step``: every ``checkpoint_every`` steps, at the last, and after SIGTERM."""
+    if self.synced and multihost_utils.reached_preemption_sync_point(step):
+      self.stop_requested = True
+    return step % self.checkpoint_every == 0 or step == self.steps or self.stop_requested
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Saves ``state`` (asynchronously); after a SIGTERM, stops the run with ``Preempted``."""
+    checkpoint.save(self.mgr, step, state, meta)
+    if self.stop_requested:
+      raise Preempted(f'{self.name}: SIGTERM at step {step}; checkpoint saved in {self.mgr.directory}; '
+                      'run the same command again to resume')
+
+
+# ------------------------------------------------------------------------------ the supervised loop
 
 @dataclasses.dataclass
 class Task:
@@ -45,11 +142,6 @@ class Task:
                                      # loss_sums and eval_step take them as a last argument
 
 
-def _new_state(params, tx, rng):
-  return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
-          'rng': jax.random.key_data(jax.random.fold_in(rng, 1))}
-
-
 def _with_frozen(fn, frozen):
   """``fn`` taking the frozen params as its last argument, or ``fn`` itself when there are none."""
   if frozen is None:
@@ -57,13 +149,19 @@ def _with_frozen(fn, frozen):
   return fn
 
 
-def abstract_state(task: Task, tx, mesh, rules, seed: int = 0):
-  """The train state without allocating it: ``(init, abstract_state, state_shardings)``, where
+def state_layout(init_params: Callable, tx, mesh, rules, seed: int = 0):
+  """The train state of the params ``init_params(rng)`` returns boxed, without allocating it:
+  ``(init, abstract_state, state_shardings)``, where ``init(rng)`` builds the boxed state and
   ``abstract_state`` holds ShapeDtypeStructs carrying the shardings the rules give."""
-  init = lambda rng: _new_state(task.init_params(rng), tx, rng)
+  init = lambda rng: init_state(init_params(rng), tx, rng)
   abstract_boxed = jax.eval_shape(init, jax.random.key(seed))
   state_shardings = nn.unbox(sharding.logical_shardings(abstract_boxed, mesh, rules))
   return init, checkpoint.abstract_like(nn.unbox(abstract_boxed), state_shardings), state_shardings
+
+
+def abstract_state(task: Task, tx, mesh, rules, seed: int = 0):
+  """``state_layout`` of ``task``'s params."""
+  return state_layout(task.init_params, tx, mesh, rules, seed)
 
 
 def jit_train_step(task: Task, cfg, tx, schedule, mesh, state_shardings):
@@ -83,23 +181,21 @@ def jit_train_step(task: Task, cfg, tx, schedule, mesh, state_shardings):
 
 def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
   """Trains ``task`` for ``cfg.steps`` steps and returns its outputs (checkpoint dir, final metrics)."""
-  stage_dir = Path(workdir) / task.name
   tx, schedule = optim.make_optimizer(cfg.optim, cfg.steps)
   rng = jax.random.key(seed)
   init, abstract, state_shardings = abstract_state(task, tx, mesh, rules, seed)
-
-  mgr = checkpoint.manager(stage_dir / 'checkpoints', keep=cfg.keep_checkpoints)
-  start = mgr.latest_step()
-  with sharding.use_mesh(mesh, rules):
-    if start is None:
+  guard = Guard(task.name, workdir, cfg.steps, cfg.checkpoint_every, cfg.keep_checkpoints)
+  with guard, sharding.use_mesh(mesh, rules):
+    restored = guard.restore(abstract)
+    if restored is None:
       start = 0
       if task.load_params is None:
         state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=state_shardings)(rng)
       else:
         params = task.load_params(state_shardings['params'])
-        state = jax.jit(lambda p, r: _new_state(p, tx, r), out_shardings=state_shardings)(params, rng)
+        state = jax.jit(lambda p, r: init_state(p, tx, r), out_shardings=state_shardings)(params, rng)
     else:
-      state, meta = checkpoint.restore(mgr, start, abstract)
+      state, meta = restored
       start = int(meta['data_position'])
 
     # The frozen params are a jit argument with their own shardings, not a constant in the program.
@@ -120,78 +216,49 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
     compiled = step_fn.lower(state, sharding.place_batch(example, mesh), frozen).compile()
     compile_s = time.time() - t0
 
-    loop = _Loop(task, cfg, workdir, mesh, mgr, eval_fn, start, tokens_per_step, compile_s, frozen)
-    try:
-      state = loop.train(compiled, state, host_slice)
-    finally:
-      mgr.wait_until_finished()
-      mgr.close()
-      loop.close()
-  return {'checkpoint_dir': str(mgr.directory), 'step': cfg.steps, **loop.last}
+    guard.start(start)
+    loop = _Loop(task, cfg, guard, mesh, eval_fn, start, tokens_per_step, compile_s, frozen)
+    loop.train(compiled, state, host_slice)
+  return {'checkpoint_dir': guard.directory, 'step': cfg.steps, **loop.last}
 
 
 class _Loop:
-  """The mutable bits of a run: pending metrics, the progress bar, the SIGTERM flag."""
+  """The supervised steps on a started guard: pending metrics (fetched every ``log_every`` steps), eval."""
 
-  def __init__(self, task, cfg, workdir, mesh, mgr, eval_fn, start, tokens_per_step, compile_s, frozen):
-    self.task, self.cfg, self.mesh, self.mgr, self.eval_fn = task, cfg, mesh, mgr, eval_fn
+  def __init__(self, task, cfg, guard: Guard, mesh, eval_fn, start, tokens_per_step, compile_s, frozen):
+    self.task, self.cfg, self.guard, self.mesh, self.eval_fn = task, cfg, guard, mesh, eval_fn
     self.frozen = frozen
     self.start, self.tokens_per_step, self.compile_s = start, tokens_per_step, compile_s
-    self.writer = metrics.Writer(workdir, task.name, resume_step=start)
     self.pending = []
     self.last = {}  # final metrics; a resumed run starts from what it logged before
-    for row in metrics.read(workdir, task.name):
+    for row in metrics.read(guard.workdir, task.name):
       self.last.update({k: v for k, v in row.items() if k in ('loss', 'tokens_per_s') or k.startswith('eval_')})
-    self.stop_requested = False
-    self.bar = tqdm(total=cfg.steps, initial=start, desc=task.name, disable=jax.process_index() != 0,
-                    dynamic_ncols=True)
 
   def train(self, compiled, state, host_slice):
-    # One process: a SIGTERM handler sets the flag. Under jax.distributed, jax's preemption service
-    # catches SIGTERM on any host and names one step at which every host stops and saves (a host
-    # stopping alone would leave the others waiting in the checkpoint's collectives).
-    synced = jax.distributed.is_initialized()
-    previous = None if synced else signal.signal(signal.SIGTERM, self._on_sigterm)
-    try:
-      self.t_last = time.time()
-      for i in range(self.start, self.cfg.steps):
-        batch = sharding.place_batch(self.task.train_batches.host_batch(i, host_slice), self.mesh)
-        state, step_metrics = compiled(state, batch, self.frozen)
-        step = i + 1
-        if synced and multihost_utils.reached_preemption_sync_point(step):
-          self.stop_requested = True
-        self.pending.append((step, step_metrics))
-        last = step == self.cfg.steps
-        if len(self.pending) >= self.cfg.log_every or last:
-          self._flush()
-        if self.eval_fn is not None and (step % self.cfg.eval_every == 0 or last):
-          self._evaluate(step, state['params'])
-        if step % self.cfg.checkpoint_every == 0 or last or self.stop_requested:
-          self._flush()
-          checkpoint.save(self.mgr, step, state, {'step': step, 'data_position': step, 'stage': self.task.name})
-        if self.stop_requested:
-          raise Preempted(f'{self.task.name}: SIGTERM at step {step}; checkpoint saved in {self.mgr.directory}; '
-                          'run the same command again to resume')
-    finally:
-      if not synced:
-        signal.signal(signal.SIGTERM, previous)
+    self.t_last = time.time()
+    for i in range(self.start, self.cfg.steps):
+      batch = sharding.place_batch(self.task.train_batches.host_batch(i, host_slice), self.mesh)
+      state, step_metrics = compiled(state, batch, self.frozen)
+      step = i + 1
+      self.pending.append((step, step_metrics))
+      last = step == self.cfg.steps
+      if len(self.pending) >= self.cfg.log_every or last:
+        self._flush()
+      if self.eval_fn is not None and (step % self.cfg.eval_every == 0 or last):
+        self._evaluate(step, state['params'])
+      if self.guard.due(step):
+        self._flush()  # a checkpoint follows only steps checked finite
+        self.guard.save(step, state, {'step': step, 'data_position': step, 'stage': self.task.name})
     return state
 
-  def _on_sigterm(self, *_):
-    self.stop_requested = True
-
   def _flush(self):
-    """Fetches pending step metrics, stops on a non-finite loss, writes one averaged line."""
+    """Fetches pending step metrics, stops on a non-finite loss or grad norm, writes one averaged line."""
     if not self.pending:
       return
     fetched = [(s, jax.device_get(m)) for s, m in self.pending]
     n, self.pending = len(fetched), []
     for s, m in fetched:
-      bad = [k for k in ('loss', 'grad_norm') if not np.isfinite(m[k])]
-      if bad:
-        self.mgr.wait_until_finished()
-        raise Diverged(f'{self.task.name}: {bad[0]} is {float(m[bad[0]])} at step {s}; stopped. '
-                       f'Last good checkpoint: step {self.mgr.latest_step()} in {self.mgr.directory}')
+      self.guard.check(s, m)
     now = time.time()
     row = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
     row['tokens_per_s'] = n * self.tokens_per_step / max(now - self.t_last, 1e-9)
@@ -200,10 +267,9 @@ class _Loop:
       row['compile_s'] = self.compile_s
     self.t_last = now
     step = fetched[-1][0]
-    self.writer.write(step, row)
+    self.guard.log(step, row)
     self.last.update(loss=row['loss'], tokens_per_s=row['tokens_per_s'])
-    self.bar.update(step - self.bar.n)
-    self.bar.set_postfix(loss=f'{row["loss"]:.3f}', tok_s=f'{row["tokens_per_s"]:.0f}')
+    self.guard.progress(step, loss=f'{row["loss"]:.3f}', tok_s=f'{row["tokens_per_s"]:.0f}')
 
   def _evaluate(self, step, params):
     """Pools the eval step's sums over the eval batches: ``eval_<k>`` = sum of k / sum of
@@ -215,10 +281,6 @@ class _Loop:
       totals = {k: totals.get(k, 0.0) + float(v) for k, v in sums.items()}
     row = {f'eval_{k}': v / max(totals.get(f'{k}_weight', totals['weight']), 1.0)
            for k, v in totals.items() if k != 'weight' and not k.endswith('_weight')}
-    self.writer.write(step, row)
+    self.guard.log(step, row)
     self.last.update(row)
     self.t_last = time.time()  # eval time is not training throughput
-
-  def close(self):
-    self.bar.close()
-    self.writer.close()

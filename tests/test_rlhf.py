@@ -1,10 +1,14 @@
-"""The rlhf stage on a tiny world: every arm runs, logs its metrics and report, and PPO resumes.
+"""The rlhf stage on a tiny world: every arm runs through the learner, logs its metrics and report;
+runs resume, SIGTERM saves and the resumed run logs the uninterrupted metrics, a non-finite grad
+norm stops the run with the last good checkpoint kept.
 
 The SFT policy and the reward model are randomly initialised tiny transformers saved as their
 stages would save them (the scalar head made non-zero so that rewards differ).
 """
 
 import json
+import os
+import signal
 
 import flax.linen as nn
 import jax
@@ -12,14 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import checkpoint, metrics
+from lm import checkpoint, metrics, train
 from lm import config as lm_config
 from lm import outputs as lm_outputs
 from lm.cli import launch
 from lm.config import ConfigError
 from lm.configs import base, models
 from lm.model.transformer import ModelConfig, Transformer
+from lm.rl import algorithms, losses, online
 from lm.stages import common, rlhf
+
+TIMINGS = ('sample_s', 'score_s', 'gold_s', 'update_s', 'tokens_per_s')
 
 
 def _save(directory, params):
@@ -69,8 +76,19 @@ def _run(inputs, workdir, **overrides):
   return config, rlhf.run(config, workdir, inputs)
 
 
-def test_ppo_logs_every_measure_and_writes_a_report(inputs, tmp_path):
-  config, out = _run(inputs, tmp_path)
+@pytest.fixture(scope='module')
+def ppo(inputs, tmp_path_factory):
+  """One uninterrupted PPO run of two iterations: ``(config, outputs, workdir)``."""
+  workdir = tmp_path_factory.mktemp('ppo')
+  return *_run(inputs, workdir), workdir
+
+
+def _without_timings(rows):
+  return [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
+
+
+def test_ppo_logs_every_measure_and_writes_a_report(inputs, ppo):
+  config, out, tmp_path = ppo
   rows = metrics.read(tmp_path, 'rlhf')
   assert [r['step'] for r in rows] == [1, 2]
   first = rows[0]
@@ -130,3 +148,55 @@ def test_config_errors_name_the_key(inputs, tmp_path):
     _run(inputs, tmp_path, prompts_per_iteration=12)
   with pytest.raises(ConfigError, match='rlhf needs the reward stage'):
     rlhf.run(_config(), tmp_path, {k: v for k, v in inputs.items() if k != 'reward'})
+
+
+class _SigtermDuringFirstUpdate(online.Online):
+  """PPO whose first update sends this process a SIGTERM (as a preemption would)."""
+
+  def make_update(self, learner):
+    update = super().make_update(learner)
+
+    def sigterm_first(state, iteration, batch, rng):
+      if iteration == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return update(state, iteration, batch, rng)
+
+    return sigterm_first
+
+
+def test_sigterm_saves_and_the_resumed_run_logs_the_uninterrupted_metrics(inputs, ppo, tmp_path, monkeypatch):
+  _, straight_out, straight_dir = ppo
+  monkeypatch.setitem(algorithms.ALGORITHMS, 'ppo_sigterm', _SigtermDuringFirstUpdate(estimator='gae'))
+  with pytest.raises(train.Preempted, match=r'rlhf: SIGTERM at step 1; checkpoint saved in .*run the same command '
+                                            r'again to resume'):
+    _run(inputs, tmp_path, algorithm='ppo_sigterm', checkpoint_every=10)
+  assert checkpoint.manager(tmp_path / 'rlhf' / 'checkpoints').all_steps() == [1]  # saved for the SIGTERM alone
+  assert [r['step'] for r in metrics.read(tmp_path, 'rlhf')] == [1]
+  _, resumed = _run(inputs, tmp_path, checkpoint_every=10)
+  straight = metrics.read(straight_dir, 'rlhf')
+  got = metrics.read(tmp_path, 'rlhf')
+  assert [r['step'] for r in got] == [1, 2] and 'eval_gold_reward' in got[1]
+  # same programs, restored state and KL coefficient, same seeds: exactly the uninterrupted numbers
+  assert _without_timings(got) == _without_timings(straight)
+  assert resumed.metrics == straight_out.metrics
+
+
+def test_a_non_finite_grad_norm_stops_with_the_last_good_checkpoint(inputs, tmp_path, monkeypatch):
+  def nan_gradient(policy_model, value_model, c):  # PPO's objective plus sqrt(0 * |embed|^2): value 0, gradient NaN
+    ppo_sums = losses.get('ppo')(policy_model, value_model, c)
+
+    def loss_sums(params, batch, rng):
+      objective, sums = ppo_sums(params, batch, rng)
+      return objective + jnp.sqrt(0.0 * jnp.sum(jnp.square(params['policy']['embed']))), sums
+
+    return loss_sums
+
+  monkeypatch.setitem(losses.LOSSES, 'nan_gradient', nan_gradient)
+  monkeypatch.setitem(algorithms.ALGORITHMS, 'ppo_nan', online.Online(estimator='gae', loss='nan_gradient'))
+  _run(inputs, tmp_path, iterations=1, eval_every=0)
+  logged = metrics.read(tmp_path, 'rlhf')
+  with pytest.raises(train.Diverged, match=r'rlhf: grad_norm is nan at step 2; stopped\. '
+                                           r'Last good checkpoint: step 1 in .*rlhf/checkpoints'):
+    _run(inputs, tmp_path, algorithm='ppo_nan', iterations=2, eval_every=0)
+  assert checkpoint.manager(tmp_path / 'rlhf' / 'checkpoints').all_steps() == [1]
+  assert metrics.read(tmp_path, 'rlhf') == logged  # the bad iteration is not logged

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import checkpoint, metrics, sharding
+from lm import checkpoint, metrics, sharding, train
 from lm import config as lm_config
 from lm import outputs as lm_outputs
 from lm.cli import launch
@@ -132,3 +132,24 @@ def test_divergence_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path
   assert kept == bad_step - 1
   assert (tmp_path / 'pretrain' / 'checkpoints' / str(kept)).is_dir()
   assert not (tmp_path / 'pretrain' / 'outputs.json').exists()
+
+
+def test_the_guard_stops_on_a_non_finite_grad_norm_and_keeps_the_last_checkpoint(tmp_path):
+  state = {'w': jnp.arange(3.0)}
+  with train.Guard('loop', tmp_path, steps=5, checkpoint_every=2, keep=3) as guard:
+    guard.start(0)
+    for step in (1, 2):
+      guard.check(step, {'loss': 1.0, 'grad_norm': 0.5})
+      guard.log(step, {'loss': 1.0})
+      if guard.due(step):
+        guard.save(step, state, {'step': step})
+    assert not guard.due(3) and guard.due(5)  # every checkpoint_every steps and at the last
+    with pytest.raises(Diverged, match=r'loop: grad_norm is inf at step 3; stopped\. Last good checkpoint: step 2 in '):
+      guard.check(3, {'loss': 1.0, 'grad_norm': float('inf')})
+    with pytest.raises(Diverged, match=r'loop: loss is nan at step 3'):
+      guard.check(3, {'loss': float('nan'), 'grad_norm': float('nan')})
+  assert [r['step'] for r in metrics.read(tmp_path, 'loop')] == [1, 2]
+  with train.Guard('loop', tmp_path, steps=5, checkpoint_every=2, keep=3) as guard:
+    restored, meta = guard.restore(jax.eval_shape(lambda: state))
+  np.testing.assert_array_equal(restored['w'], state['w'])
+  assert meta['step'] == 2

@@ -33,6 +33,7 @@ from lm import metrics as metrics_lib
 from lm import outputs as lm_outputs
 from lm import plots, stats
 from lm.model.transformer import ModelConfig
+from lm.rl import names as rl_names
 
 SECTIONS = ('Run', 'Loss curves', 'Skills', 'Reward model', 'RLHF', 'Synthetic data', 'Time and throughput')
 
@@ -60,12 +61,8 @@ REWARD_KEYS = (('eval_panel_accuracy', 'held-out pairwise accuracy against the p
                ('length_correlation_gold', 'length correlation: gold'),
                ('eval_loss', 'held-out ranking loss'), ('reward_mean', 'raw reward mean on reference samples'),
                ('reward_std', 'raw reward std on reference samples'), ('train_prompts', 'training prompts'))
-RLHF_KEYS = ('proxy_reward', 'gold_reward', 'kl', 'kl_k3', 'response_length', 'finished', 'harmful_refusal_rate',
-             'over_refusal_rate', 'eval_proxy_reward', 'eval_gold_reward', 'eval_kl', 'kl_coef')
-RLHF_PANELS = (('proxy vs gold reward', ('proxy_reward', 'gold_reward', 'eval_proxy_reward', 'eval_gold_reward')),
-               ('KL to the reference (nats)', ('kl', 'eval_kl')),
-               ('response length (tokens)', ('response_length', 'eval_response_length')),
-               ('refusals', ('harmful_refusal_rate', 'over_refusal_rate')))
+RLHF_KEYS = rl_names.SUMMARY
+RLHF_PANELS = tuple((title, tuple(key for key, _ in series)) for title, series in rl_names.PANELS)
 NOT_TRAINING = ('rlhf', 'overoptimization')  # stages whose metrics rows are not a train/eval loss loop
 # Dense bf16 peak FLOP/s of one jax device, by device_kind (TPU v2/v3 devices are cores, later ones chips).
 PEAK_FLOPS = {'TPU v2': 22.5e12, 'TPU v3': 61.5e12, 'TPU v4': 275e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12,

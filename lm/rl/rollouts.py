@@ -1,40 +1,76 @@
 """Rollouts for RL from human feedback: prompts -> sampled responses -> proxy and gold scores.
 
-  prompt_BxP, mask_BxP = encode_prompts(tok, [e.prompt for e in examples], P)
-  out = sample.sample_jit(params['policy'], model, prompt_BxP, mask_BxP, rng, sampling_cfg)
-  batch, stats = score(params, ref_params, rm_params, prompt_BxP, mask_BxP, out, kl_coef)
-  rows = gold_rows(tok, examples, out)        # the lab's gold scorers, as lm.evals rows
+  rollout = Rollouts(c, tok, model, reward_fn, ref, rm_params, mesh, rules, group, value_model, estimator)
+  batch, stats, rows, seconds = rollout(params, examples, rng, kl_coef)
 
-``make_score`` builds ``score`` (jittable): the policy's and the reference's log-probs of the sampled
-tokens (training forward, at the sampling temperature), the value model's estimates, the reward
-model's score at the last token (normalised by the reward stage; unfinished responses penalised),
-the per-token KL and, given an estimator (``lm.steps.advantages``), advantages and returns: the
-train batch of ``lm.steps.ppo.make_loss_sums``. ``stats`` are per-row numbers for the metrics.
+``Rollouts`` left-pads the chat prompts (``lm.inference.sample.left_pad``), samples the policy
+(``sample_jit``), scores the samples in one compiled program (``make_score``) and the lab's gold
+scorers score the parsed responses (``gold_rows``). ``make_score`` builds ``score`` (jittable): the
+policy's and the reference's log-probs of the sampled tokens (training forward, at the sampling
+temperature), the value model's estimates, the reward model's score at the last token (normalised
+by the reward stage; unfinished responses penalised), the per-token KL and, given an estimator
+(``lm.rl.advantages``), advantages and returns: the train batch of ``lm.rl.ppo.make_loss_sums``.
+``stats`` are per-row numbers for the metrics (``metrics``).
 """
+
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
-from lm import evals
+from lm import evals, sharding
 from lm.data import chat
+from lm.inference import sample
 from lm.lab import tasks
 from lm.rl import advantages as advantages_lib
 from lm.rl import ppo
-from lm.tokenizer import PAD_ID
 
 
-def encode_prompts(tok, prompts, length: int) -> tuple[np.ndarray, np.ndarray]:
-  """Chat prompts (message lists) LEFT-padded to ``length``: ``(tokens int32 [B, P], mask int32 [B, P])``."""
-  tokens = np.full((len(prompts), length), PAD_ID, np.int32)
-  mask = np.zeros((len(prompts), length), np.int32)
-  for b, messages in enumerate(prompts):
-    ids = chat.render_prompt(tok, messages)
-    if len(ids) > length:
-      raise ValueError(f'prompt {b} has {len(ids)} tokens, more than rlhf.max_prompt_len={length}')
-    tokens[b, length - len(ids):] = ids
-    mask[b, length - len(ids):] = 1
-  return tokens, mask
+class Rollouts:
+  """Sampling and scoring of prompt batches for the rlhf section ``c``: one compiled program each, for the
+  whole run. ``group`` responses per prompt; ``estimator`` (and ``value_model`` when it needs a critic)
+  turn the scores into advantages for training, without them the rollouts only measure."""
+
+  def __init__(self, c, tok, model, reward_fn, ref, rm_params, mesh, rules, group: int, value_model=None,
+               estimator: advantages_lib.Estimator | None = None):
+    self.c, self.tok, self.model, self.mesh, self.rules, self.group = c, tok, model, mesh, rules, group
+    self.ref, self.rm_params = ref, rm_params
+    self.sampling = sample.SamplingConfig(temperature=c.temperature, max_new_tokens=c.max_new_tokens)
+    est_cfg = advantages_lib.EstimatorConfig(gamma=c.ppo.gamma, lam=c.ppo.lam, whiten=c.ppo.whiten_advantages,
+                                             scale_by_std=c.grpo.scale_by_std)
+    penalty = c.unfinished_penalty if c.penalize_unfinished else None
+    self.score_fn = jax.jit(make_score(model, value_model, reward_fn, estimator, est_cfg, c.temperature, penalty,
+                                       group))
+    self.measure_fn = jax.jit(make_score(model, None, reward_fn, None, est_cfg, c.temperature, penalty))
+
+  def __call__(self, params, examples, rng, kl_coef=0.0, train: bool = True, group: int | None = None):
+    """``(batch, stats, rows, seconds)`` for ``examples`` (each repeated ``group`` times) sampled from
+    ``params['policy']``; ``train=False`` measures only (no advantages)."""
+    group = self.group if group is None else group
+    examples = [e for e in examples for _ in range(group)]
+    ids = [chat.render_prompt(self.tok, e.prompt) for e in examples]
+    for b, row in enumerate(ids):
+      if len(row) > self.c.max_prompt_len:
+        raise ValueError(f'prompt {b} has {len(row)} tokens, more than rlhf.max_prompt_len={self.c.max_prompt_len}')
+    prompt_BxP, mask_BxP = sample.left_pad(ids, self.c.max_prompt_len, len(ids))
+    put = lambda x: jax.device_put(x, sharding.batch_sharding(self.mesh, x.ndim))
+    prompt_BxP, mask_BxP = put(prompt_BxP), put(mask_BxP)
+    t0 = time.time()
+    out = sample.sample_jit(params['policy'], self.model, prompt_BxP, mask_BxP, rng, self.sampling,
+                            mesh=self.mesh, rules=self.rules)
+    sampled = {k: out[k] for k in ('tokens', 'mask', 'done', 'logprobs')}
+    jax.block_until_ready(sampled)
+    t1 = time.time()
+    with sharding.use_mesh(self.mesh, self.rules):
+      fn = self.score_fn if train else self.measure_fn
+      batch, stats = fn(params, self.ref, self.rm_params, prompt_BxP, mask_BxP, sampled, jnp.float32(kl_coef))
+      stats = {k: to_host(v) for k, v in stats.items()}
+    t2 = time.time()
+    rows = gold_rows(self.tok, examples, to_host(sampled['tokens']), stats['response_length'], stats['finished'])
+    seconds = {'sample_s': t1 - t0, 'score_s': t2 - t1, 'gold_s': time.time() - t2}
+    return batch, stats, rows, seconds
 
 
 def make_score(policy_model, value_model, reward_fn, estimator: advantages_lib.Estimator | None,
@@ -112,6 +148,5 @@ def metrics(rows, stats) -> dict:
 def to_host(x) -> np.ndarray:
   """A global array as numpy on every process."""
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lm import metrics, outputs
+from lm import metrics, outputs, plots
 from lm.config import ConfigError
 from lm.rl import overoptimization
 from lm.stages import common
@@ -34,23 +34,16 @@ def points(rows: list[dict], algorithm: str) -> dict[str, np.ndarray]:
 
 
 def _plot(path, d, series: dict, fits: dict, form: str):
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5.5, 4))
+  """Measured gains (points) and their fitted curves (lines of the same colour) against d."""
   grid = np.linspace(max(d.max(), 1e-3) / 200, d.max() * 1.5 + 1e-3, 200)
-  for name, gain in series.items():
-    line = ax.plot(d, gain, 'o', label=f'{name} (measured)')[0]
+  lines = []
+  for i, (name, gain) in enumerate(series.items()):
     f = fits[name]
-    ax.plot(grid, overoptimization.curve(grid, f['alpha'], f['beta'], form), '-', color=line.get_color(),
-            label=f'{name} fit: a={f["alpha"]:.2f}, b={f["beta"]:.2f}')
-  ax.set_xlabel('d = sqrt(KL to the initial policy)')
-  ax.set_ylabel('reward gain over the initial policy')
-  ax.legend(fontsize=7)
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+    lines += [(f'{name} (measured)', d, gain, f'C{i}o'),
+              (f'{name} fit: a={f["alpha"]:.2f}, b={f["beta"]:.2f}', grid,
+               overoptimization.curve(grid, f['alpha'], f['beta'], form), f'C{i}-')]
+  plots.figure(path, [('reward gain over the initial policy', lines, None)], 'd = sqrt(KL to the initial policy)',
+               dpi=100)
 
 
 def run(config, workdir, inputs) -> outputs.Curves:

@@ -3,7 +3,8 @@
 An objective is ``loss_sums(params, batch, rng) -> (objective_sum, sums)`` where ``sums`` holds
 per-batch sums of whatever it reports, including ``weight``: the normaliser (tokens, pairs, ...).
 The step divides by the total weight after summing over microbatches, so accumulation over
-microbatches gives the same update as one big batch.
+microbatches gives the same update as one big batch. ``init_state`` is the one train state that
+``lm.train`` and ``lm.rl.learner`` step.
 """
 
 from typing import Callable
@@ -14,9 +15,12 @@ import jax.numpy as jnp
 import optax
 
 
-def init_state(params, tx, rng_seed: int = 0) -> dict:
+def init_state(params, tx, rng=None) -> dict:
+  """The train state every loop steps (supervised and RL): ``step`` 0, ``params``, the optimiser's
+  state, and the step's RNG as key data (``fold_in(rng, 1)``; ``rng`` defaults to ``key(0)``)."""
+  rng = jax.random.key(0) if rng is None else rng
   return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
-          'rng': jax.random.key_data(jax.random.key(rng_seed))}
+          'rng': jax.random.key_data(jax.random.fold_in(rng, 1))}
 
 
 def _split_microbatches(batch, n: int):
