@@ -5,14 +5,16 @@ Standard library only (it runs before and outside the project's environment). Th
   A  (started by ``python_sandbox``) enters new mount, network, pid, ipc and uts namespaces (and a
      user namespace when not root), forks B, waits for it.
   B  pid 1 of the new pid namespace: builds the new root (a small tmpfs holding read-only binds of
-     the Python install and the system library directories, four device files and a size-limited
-     tmpfs at ``/sandbox``), ``pivot_root``s into it, detaches the old root, makes ``/`` read-only,
-     forks C, waits for it and writes C's fate (``{"exit": n}`` / ``{"signal": n}``) to the status
-     pipe. When B exits, the kernel kills every process left in the namespace.
-  C  sets the rlimits, drops to an unprivileged identity (a uid of its own when started as root; no
+     the interpreter, the standard library without site-packages, the system library directories
+     without their Python packages, four device files and a tmpfs at ``/sandbox`` limited in size
+     and inodes), ``pivot_root``s into it, detaches the old root, makes ``/`` read-only, forks C,
+     waits for it and writes C's fate (``{"exit": n}`` / ``{"signal": n}``) to the status pipe.
+     When B exits, the kernel kills every process left in the namespace.
+  C  joins the run's cgroup (writes ``0`` to the ``cgroup.procs`` descriptors the launcher passed),
+     sets the rlimits, drops to an unprivileged identity (a uid of its own when started as root; no
      capabilities, bounding set emptied and ``SECBIT_NOROOT`` in a user namespace), sets
-     ``no_new_privs``, applies Landlock when asked, writes the code to ``/sandbox/main.py`` and
-     execs ``python -I -S -X utf8 main.py`` with stdin from ``/dev/null``.
+     ``no_new_privs``, applies Landlock and the seccomp filter when asked, writes the code to
+     ``/sandbox/main.py`` and execs ``python -I -S -X utf8 main.py`` with stdin from ``/dev/null``.
 
 Any failure before the exec is reported on the status pipe as ``{"setup_error": "..."}``.
 """
@@ -24,7 +26,8 @@ import resource
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import landlock  # noqa: E402  (a sibling file; -I leaves the script's folder off sys.path)
+import landlock  # noqa: E402  (sibling files; -I leaves the script's folder off sys.path)
+import seccomp  # noqa: E402
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -67,13 +70,30 @@ def bind(root, path, flags):
   mount(None, target, None, MS_BIND | MS_REMOUNT | flags)
 
 
+def bind_except(root, path, hidden, flags):
+  """Binds ``path`` like ``bind``, leaving out the ``hidden`` paths beneath it: a directory holding one is
+  made anew, its other entries bound one by one (symlinks copied), so that the hidden ones do not exist."""
+  inside = [h for h in hidden if h.startswith(path + '/')]
+  if not inside:
+    return bind(root, path, flags)
+  os.makedirs(root + path, exist_ok=True)
+  for name in sorted(os.listdir(path)):
+    entry = os.path.join(path, name)
+    if entry in inside:
+      continue
+    if os.path.islink(entry):
+      os.symlink(os.readlink(entry), root + entry)
+    else:
+      bind_except(root, entry, inside, flags)
+
+
 def build_root(cfg):
   """Makes ``cfg['root']`` the new ``/`` and leaves the old one."""
   root = cfg['root']
   mount(None, '/', None, MS_REC | MS_PRIVATE)
   mount('tmpfs', root, 'tmpfs', MS_NOSUID | MS_NODEV, 'size=4m,mode=755')
   for path in cfg['binds']:
-    bind(root, path, MS_RDONLY | MS_NOSUID | MS_NODEV)
+    bind_except(root, path, cfg['hidden'], MS_RDONLY | MS_NOSUID | MS_NODEV)
   for path, target in cfg['links'].items():
     os.makedirs(os.path.dirname(root + path), exist_ok=True)
     os.symlink(target, root + path)
@@ -81,8 +101,9 @@ def build_root(cfg):
     bind(root, path, MS_NOSUID | MS_NOEXEC)
   os.makedirs(root + WORKDIR)
   owner = f',uid={cfg["uid"]},gid={cfg["uid"]}' if cfg['uid'] is not None else ''
+  lim = cfg['limits']
   mount('tmpfs', root + WORKDIR, 'tmpfs', MS_NOSUID | MS_NODEV,
-        f'size={cfg["limits"]["disk_bytes"]},mode=700{owner}')
+        f'size={lim["disk_bytes"]},nr_inodes={lim["files"]},mode=700{owner}')
   os.chdir(root)
   check(libc.syscall(ctypes.c_long(SYS_PIVOT_ROOT[os.uname().machine]), b'.', b'.'), 'pivot_root')
   check(libc.umount2(b'.', MNT_DETACH), 'detach the old root')  # the old root sits on top of the new one
@@ -106,12 +127,25 @@ def drop_privileges(uid):
   check(libc.capset(header, (ctypes.c_uint32 * 6)()), 'capset')
 
 
+def join_cgroup(fds):
+  """Moves this process into the run's cgroup (``0``: the writer itself), then closes the descriptors."""
+  for fd in fds:
+    try:
+      os.write(fd, b'0')
+    finally:
+      os.close(fd)
+
+
 def run_program(cfg, code):
-  """C: limits, identity, fences, then exec the interpreter on the code."""
+  """C: cgroup, limits, identity, fences, then exec the interpreter on the code."""
+  join_cgroup(cfg['cgroup_fds'])
   lim = cfg['limits']
-  for rlimit, value in ((resource.RLIMIT_AS, lim['memory_bytes']), (resource.RLIMIT_NPROC, lim['nproc']),
-                        (resource.RLIMIT_FSIZE, lim['disk_bytes']), (resource.RLIMIT_NOFILE, lim['nofile']),
-                        (resource.RLIMIT_CORE, 0)):
+  rlimits = [(resource.RLIMIT_AS, lim['address_space_bytes']), (resource.RLIMIT_STACK, lim['stack_bytes']),
+             (resource.RLIMIT_FSIZE, lim['disk_bytes']), (resource.RLIMIT_NOFILE, lim['nofile']),
+             (resource.RLIMIT_CORE, 0)]
+  if lim['nproc'] is not None:  # only without the cgroup's task bound, which counts the same tasks
+    rlimits.append((resource.RLIMIT_NPROC, lim['nproc']))
+  for rlimit, value in rlimits:
     resource.setrlimit(rlimit, (value, value))
   resource.setrlimit(resource.RLIMIT_CPU, (lim['cpu_s'], lim['cpu_s'] + 1))  # SIGXCPU, then SIGKILL
   drop_privileges(cfg['uid'])
@@ -123,7 +157,10 @@ def run_program(cfg, code):
     f.write(code)
   null = os.open('/dev/null', os.O_RDONLY)
   os.dup2(null, 0)
-  env = {'HOME': WORKDIR, 'TMPDIR': WORKDIR, 'PATH': '/usr/bin:/bin', 'LANG': 'C.UTF-8'}
+  # one malloc arena: a thread would otherwise reserve 64 MB of address space for its own
+  env = {'HOME': WORKDIR, 'TMPDIR': WORKDIR, 'PATH': '/usr/bin:/bin', 'LANG': 'C.UTF-8', 'MALLOC_ARENA_MAX': '1'}
+  if cfg['seccomp']:
+    seccomp.install()  # last: from here on no mount, namespace, ptrace, ... for this process and its children
   os.execve(cfg['python'], [cfg['python'], '-I', '-S', '-X', 'utf8', 'main.py'], env)
 
 
@@ -139,7 +176,8 @@ def wait_for(pid) -> dict:
 def main():
   cfg = json.loads(sys.argv[1])
   fd = cfg['status_fd']
-  os.set_inheritable(fd, False)  # the program must not see the status pipe
+  for own in [fd] + cfg['cgroup_fds']:  # the program must not see the status pipe or the cgroup
+    os.set_inheritable(own, False)
   code = sys.stdin.buffer.read()
   try:
     uid, gid = os.geteuid(), os.getegid()
