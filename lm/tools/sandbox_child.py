@@ -188,7 +188,7 @@ def main():
       for name, text in (('setgroups', 'deny'), ('uid_map', f'0 {uid} 1'), ('gid_map', f'0 {gid} 1')):
         with open(f'/proc/self/{name}', 'w') as f:
           f.write(text)
-    # a uid of its own: RLIMIT_NPROC counts per uid and does not bind root
+    # a uid of its own, shared with nothing (RLIMIT_NPROC, used without the cgroup, counts per uid; not for root)
     cfg['uid'] = cfg['uid'] + os.getpid() if as_root else None
   except Exception as e:
     report(fd, setup_error=str(e))
