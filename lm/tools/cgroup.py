@@ -134,13 +134,15 @@ def hierarchy() -> dict:
     own = parse_proc_cgroup(_read('/proc/self/cgroup'))
   except OSError as e:
     return dict(version=None, reason=f'cannot read /proc/self: {e.strerror}')
-  v2 = _v2(mounts, own)
-  if v2.get('version'):
-    return v2
-  v1 = _v1(mounts, own)
-  if v1.get('version'):
-    return v1
-  return dict(version=None, reason=f'{v2["reason"]}; {v1["reason"]}')
+  found = []
+  for look in (_v2, _v1):
+    try:
+      found.append(look(mounts, own))
+    except OSError as e:
+      found.append(dict(reason=f'{look.__name__[1:]}: {e}'))
+    if found[-1].get('version'):
+      return found[-1]
+  return dict(version=None, reason='; '.join(f['reason'] for f in found))
 
 
 def _parents(where: dict) -> list[str]:
