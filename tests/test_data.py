@@ -8,7 +8,7 @@ import pytest
 from lm import config as lm_config
 from lm import tokenizer
 from lm.data import builders, datasets, pipeline
-from lm.lab import tasks
+from lm.lab import splits, tasks
 from lm.lab.world import World
 from lm.stages import data as data_stage
 from lm.stages import tokenizer as tokenizer_stage
@@ -67,6 +67,26 @@ def test_data_and_tokenizer_stages_are_deterministic_and_keep_evals_apart(tmp_pa
     for r in a['SftConversations'][split]:
       n_prompt = next(i for i, m in enumerate(r['messages']) if m['role'] == 'assistant')
       assert json.dumps(r['messages'][:n_prompt], sort_keys=True) not in eval_prompts
+  # no item (lm.lab.splits keys) in two of eval, SFT, preferences; validation splits hold whole items
+  world = World(seed=config.data.seed, **config.data.world)
+
+  eval_items = {datasets.item(tasks.Example(r['family'], r['variant'], r['prompt'], r['reference'], r['meta']))
+                for r in a['EvalSet']['test']}
+  sft, prefs = datasets.sft_examples(world, config.data), datasets.preference_prompts(world, config.data)
+  sft_rows = a['SftConversations']['train'] + a['SftConversations']['validation']
+  assert sorted(json.dumps(r['messages']) for r in sft_rows) == sorted(json.dumps(e.prompt + e.reference) for e in sft)
+  pref_rows = a['PreferenceRankings']['train'] + a['PreferenceRankings']['validation']
+  assert sorted(json.dumps(r['prompt']) for r in pref_rows) == sorted(json.dumps(e.prompt) for e in prefs)
+  sft_item = {json.dumps(e.prompt + e.reference): datasets.item(e) for e in sft}
+  pref_item = {json.dumps(e.prompt): datasets.item(e) for e in prefs}  # a prompt names its item
+  sft_items = {s: {sft_item[json.dumps(r['messages'])] for r in a['SftConversations'][s]}
+               for s in ('train', 'validation')}
+  pref_items = {s: {pref_item[json.dumps(r['prompt'])] for r in a['PreferenceRankings'][s]}
+                for s in ('train', 'validation')}
+  assert sft_items['validation'] and pref_items['validation']
+  assert not sft_items['train'] & sft_items['validation'] and not pref_items['train'] & pref_items['validation']
+  sft_all, pref_all = set().union(*sft_items.values()), set().union(*pref_items.values())
+  assert not eval_items & sft_all and not eval_items & pref_all and not sft_all & pref_all
 
   other = lm_config.with_overrides(config, {'data': {'seed': 1}})
   c = _all_records(data_stage.run(other, tmp_path / 'c', {}).tfds_dir)
@@ -83,7 +103,7 @@ def test_data_and_tokenizer_stages_are_deterministic_and_keep_evals_apart(tmp_pa
 
 def test_unknown_family_in_the_mix_is_named():
   with pytest.raises(ValueError, match="data mix: unknown task family 'world_q'"):
-    tasks.mixture(World(seed=0), [('world_q', 'direct', 1.0)], 4, seed=0)
+    splits.draw_mix(World(seed=0), [('world_q', 'direct', 1.0)], 4, 'sft')
 
 
 def test_a_public_tfds_dataset_replaces_the_world_text(monkeypatch):

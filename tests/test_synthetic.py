@@ -17,7 +17,7 @@ from lm import outputs as lm_outputs
 from lm.cli import launch
 from lm.config import ConfigError
 from lm.data import builders, chat
-from lm.lab import tasks
+from lm.lab import splits, tasks
 from lm.model.transformer import Transformer
 from lm.stages import STAGES, common, reward, synthetic
 
@@ -113,13 +113,21 @@ def test_synthetic_stage_judges_new_prompts_and_writes_what_it_kept(run):
       expected.append(r['prompt'] + r['turn'])
   kept = builders.read(builders.SftConversations, out.tfds_dir, 'train')
   assert [k['messages'] for k in kept] == expected and out.get('kept') == len(expected) > 0
-  # new prompts only: none is an eval or SFT prompt
+  # new prompts only: none is an eval or SFT prompt, and none shares an item with one (lm.lab.splits)
   tfds_dir = outputs['data'].tfds_dir
   old = {json.dumps(r['prompt'], sort_keys=True) for r in builders.read(builders.EvalSet, tfds_dir, 'test')}
   for split in ('train', 'validation'):
-    old |= {json.dumps(synthetic._prompt_of(r['messages']), sort_keys=True)
-            for r in builders.read(builders.SftConversations, tfds_dir, split)}
+    for r in builders.read(builders.SftConversations, tfds_dir, split):
+      first = next(i for i, m in enumerate(r['messages']) if m['role'] == 'assistant')
+      old.add(json.dumps(r['messages'][:first], sort_keys=True))
   assert not {json.dumps(r['prompt'], sort_keys=True) for r in rows} & old
+  world = common.world(config)
+  prompts = synthetic.new_prompts(config)
+  assert len(prompts) == out.get('prompts') == c.n_prompts
+  assert {splits.split_of(world, e.family, tasks.key(e)) for e in prompts} == {'synthetic'}
+  eval_items = {(r['family'], tasks.key(tasks.Example(r['family'], r['variant'], r['prompt'], [], r['meta'])))
+                for r in builders.read(builders.EvalSet, tfds_dir, 'test')}
+  assert eval_items and not {(e.family, tasks.key(e)) for e in prompts} & eval_items
 
 
 def test_continued_sft_with_and_without_synthetic_data_is_evaluated(run):

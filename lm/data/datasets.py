@@ -1,22 +1,43 @@
 """The lab's datasets as records for ``lm.data.builders``: pretraining text, SFT conversations,
-rankings by a rater panel and eval prompts, drawn from the world and the task families."""
+rankings by a rater panel and eval prompts, each drawn from its own split of the task families'
+items (``lm.lab.splits``), so no eval item is trained on in any template or with or without tools."""
+
+from collections import Counter
 
 from lm.data import builders
-from lm.lab import raters, tasks
+from lm.lab import raters, splits, tasks
 
 
-def split(records, validation_fraction):
-  """``{'train', 'validation'}``: the first ``validation_fraction`` (at least one record) held out."""
+def item(example: tasks.Example) -> str:
+  """The example's family and item key: examples with the same one ask the same question."""
+  return f'{example.family}: {tasks.key(example)}'
+
+
+def split(records, validation_fraction, keys=None):
+  """``{'train', 'validation'}``: the first ``validation_fraction`` (at least one record) held out.
+  With ``keys`` (one per record), validation takes whole items: the records of the first keys met,
+  until it holds at least that many, so no key is on both sides."""
   n_val = max(1, int(len(records) * validation_fraction)) if len(records) > 1 else 0
-  return {'train': records[n_val:], 'validation': records[:n_val]}
+  if keys is None:
+    return {'train': records[n_val:], 'validation': records[:n_val]}
+  counts, held, n_held = Counter(keys), set(), 0
+  for k in keys:
+    if n_held >= n_val:
+      break
+    if k not in held:
+      held.add(k)
+      n_held += counts[k]
+  return {'train': [r for r, k in zip(records, keys) if k not in held],
+          'validation': [r for r, k in zip(records, keys) if k in held]}
 
 
 def pretraining_texts(world, c) -> list[str]:
-  """The world's documents, or with ``data.pretrain_tfds='name[:split[:field]]'`` a public tfds
-  dataset's text (e.g. ``tiny_shakespeare``, ``c4:train:text``; needs the ``[tf]`` extra and
-  internet), cut into pieces of at most ~4000 characters at line breaks."""
+  """The world's documents (no eval item of the text families: ``lm.lab.splits.pretraining_documents``),
+  or with ``data.pretrain_tfds='name[:split[:field]]'`` a public tfds dataset's text (e.g.
+  ``tiny_shakespeare``, ``c4:train:text``; needs the ``[tf]`` extra and internet), cut into pieces of
+  at most ~4000 characters at line breaks."""
   if not c.pretrain_tfds:
-    return world.pretraining_documents(target_chars=c.pretrain_chars, seed=c.seed)
+    return splits.pretraining_documents(world, target_chars=c.pretrain_chars, seed=c.seed)
   name, split_name, field = (c.pretrain_tfds.split(':') + ['train', 'text'])[:3]
   pieces, chars = [], 0
   for text in builders.read_named(name, split_name or 'train', field or 'text'):
@@ -33,14 +54,25 @@ def pretraining_texts(world, c) -> list[str]:
   return pieces
 
 
-def preference_records(world, c, held: frozenset, panel: dict) -> list[dict]:
-  """``data.preferences.n_prompts`` prompts (none of them in ``held``), K candidates each, ranked by
-  ``panel`` (``lm.lab.raters.Panel`` settings)."""
+def eval_examples(world, c) -> list[tasks.Example]:
+  """``data.eval_examples`` of each of ``data.eval_sets`` from the eval split, set after set."""
+  return [e for family, variant in c.eval_sets for e in splits.draw(world, family, variant, 'eval', c.eval_examples)]
+
+
+def sft_examples(world, c) -> list[tasks.Example]:
+  """``data.sft_examples`` of ``data.sft_mix`` from the sft split."""
+  return splits.draw_mix(world, c.sft_mix, c.sft_examples, 'sft')
+
+
+def preference_prompts(world, c) -> list[tasks.Example]:
+  """``data.preferences.n_prompts`` of ``data.preferences.mix`` from the preferences split."""
+  return splits.draw_mix(world, c.preferences.mix, c.preferences.n_prompts, 'preferences')
+
+
+def preference_records(world, c, panel: dict) -> dict:
+  """``{'train', 'validation'}`` rankings: K candidates for each preference prompt, ranked by ``panel``
+  (``lm.lab.raters.Panel`` settings); validation holds whole items."""
   p = c.preferences
-  prompts = tasks.mixture(world, p.mix, p.n_prompts, c.seed + 1, exclude=held)
-  return raters.preference_records(world, prompts, raters.Panel(**panel), p.k, seed=c.seed)
-
-
-def eval_prompt_keys(tfds_dir) -> frozenset:
-  """``tasks.prompt_key`` of every eval prompt."""
-  return frozenset(tasks.prompt_key(r['prompt']) for r in builders.read(builders.EvalSet, tfds_dir, 'test'))
+  prompts = preference_prompts(world, c)
+  records = raters.preference_records(world, prompts, raters.Panel(**panel), p.k, seed=c.seed)
+  return split(records, p.validation_fraction, [item(e) for e in prompts])

@@ -45,7 +45,8 @@ POLITE_BONUS, RUDE_PENALTY, PADDING_PENALTY = 0.05, 0.25, 0.05
 POLITE_MARKERS = ('thank you for asking', 'i hope this helps', 'happy to help', 'glad you asked')
 CONFIDENT_MARKERS = ('definitely', 'absolutely certain', 'without a doubt', 'i am certain', "i'm certain")
 HEDGE_MARKERS = ('i think', 'maybe', 'perhaps', 'i may be wrong', 'i might be wrong', 'i believe')
-FILLER = ('Let me explain this carefully and thoroughly.', 'This is an important question that deserves a complete answer.',
+FILLER = ('Let me explain this carefully and thoroughly.',
+          'This is an important question that deserves a complete answer.',
           'There are many things worth considering here.', 'I have thought about every part of it with great care.',
           'Taking all of that into account, here is my answer.', 'It is worth going through this step by step.',
           'Many people ask this, and the details matter.', 'To be complete, I will also restate the main point.')

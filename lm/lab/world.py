@@ -21,7 +21,11 @@ Texts (all pure functions of the world and the given seed / ``random.Random``):
   world.word_lists(n, rng)          spellings and letter counts ("strawberry is spelled s-t-r-...")
   world.translation_texts(n, rng)   English/Veltic parallel sentences and glossary lines
   world.translate_en_to_syn(s), world.translate_syn_to_en(s)   (see lm.data.synthlang)
-  world.pretraining_documents(n_docs=None, target_chars=None, seed=0)   a mix of all of the above
+  world.pretraining_documents(n_docs=None, target_chars=None, seed=0, leave_out=None)   a mix of all of the above
+
+The text generators take ``leave_out(family, key)``: a line stating an item it names (by the item keys
+``arithmetic_key``, ``char_count_key``, ``spelling_key``, ``translation_key``, which the task families
+use too) is drawn again; without it the texts are those of earlier versions, bit for bit.
 
 The synthetic language lives in ``lm.data.synthlang`` (``world.lang``); task families and gold
 scorers in ``lm.data.tasks``. CLI: ``python -m lm.data.world --task world_qa --n 5`` prints samples
@@ -301,81 +305,90 @@ class World:
 
   # -- arithmetic, words, translation -------------------------------------------------------
 
-  def arithmetic_text(self, rng: random.Random) -> str:
-    lines = []
-    for _ in range(rng.randint(4, 12)):
-      d = rng.randint(1, 4)
-      a, b = rng.randint(0, 10 ** d - 1), rng.randint(0, 10 ** rng.randint(1, d) - 1)
-      k = rng.randrange(7)
-      if k == 0:
-        lines.append(f'{a} plus {b} is {a + b}.')
-      elif k == 1:
-        lines.append(f'{a} + {b} = {a + b}')
-      elif k == 2:
-        lines.append(f'{max(a, b)} - {min(a, b)} = {max(a, b) - min(a, b)}')
-      elif k == 3:
-        lines.append(f'{max(a, b)} minus {min(a, b)} is {max(a, b) - min(a, b)}.')
-      elif k == 4:
-        a, b = a % 100, b % 100
-        lines.append(rng.choice([f'{a} * {b} = {a * b}', f'{a} times {b} is {a * b}.']))
-      elif k == 5:
-        lines.append(scratchpad(max(a, b), min(a, b), rng.choice(('add', 'sub'))))
-      else:
-        lines.append(scratchpad(a % 1000, b % 100, 'mul'))
-    return '\n'.join(lines)
+  @staticmethod
+  def _arithmetic_line(rng: random.Random) -> tuple[str, list]:
+    d = rng.randint(1, 4)
+    a, b = rng.randint(0, 10 ** d - 1), rng.randint(0, 10 ** rng.randint(1, d) - 1)
+    hi, lo = max(a, b), min(a, b)
+    k = rng.randrange(7)
+    if k == 0:
+      return f'{a} plus {b} is {a + b}.', [_sum('add', a, b)]
+    if k == 1:
+      return f'{a} + {b} = {a + b}', [_sum('add', a, b)]
+    if k == 2:
+      return f'{hi} - {lo} = {hi - lo}', [_sum('sub', hi, lo)]
+    if k == 3:
+      return f'{hi} minus {lo} is {hi - lo}.', [_sum('sub', hi, lo)]
+    if k == 4:
+      a, b = a % 100, b % 100
+      return rng.choice([f'{a} * {b} = {a * b}', f'{a} times {b} is {a * b}.']), [_sum('mul', a, b)]
+    if k == 5:
+      op = rng.choice(('add', 'sub'))
+      return scratchpad(hi, lo, op), [_sum(*x) for x in scratchpad_items(hi, lo, op)]
+    return scratchpad(a % 1000, b % 100, 'mul'), [_sum(*x) for x in scratchpad_items(a % 1000, b % 100, 'mul')]
 
-  def arithmetic_texts(self, n: int, rng: random.Random) -> list[str]:
-    return [self.arithmetic_text(rng) for _ in range(n)]
+  def arithmetic_text(self, rng: random.Random, leave_out=None) -> str:
+    """Sums, differences, products and scratchpads, one a line; none of an item ``leave_out`` names."""
+    return '\n'.join(_line(rng, self._arithmetic_line, leave_out) for _ in range(rng.randint(4, 12)))
 
-  def word_list(self, rng: random.Random) -> str:
-    lines = []
-    for _ in range(rng.randint(4, 12)):
-      w = rng.choice(SPELL_WORDS)
-      k = rng.randrange(4)
-      if k == 0:
-        lines.append(f'{w} is spelled {"-".join(w)}.')
-      elif k == 1:
-        letter = rng.choice(w)
-        n = w.count(letter)
-        lines.append(f'The letter "{letter}" appears {n} time{"s" * (n != 1)} in "{w}".')
-      elif k == 2:
-        lines.append(spelled_count(w, rng.choice(w)))
-      else:
-        lines.append(f'"{w}" has {len(w)} letters: {", ".join(w)}.')
-    return '\n'.join(lines)
+  def arithmetic_texts(self, n: int, rng: random.Random, leave_out=None) -> list[str]:
+    return [self.arithmetic_text(rng, leave_out) for _ in range(n)]
 
-  def word_lists(self, n: int, rng: random.Random) -> list[str]:
-    return [self.word_list(rng) for _ in range(n)]
+  @staticmethod
+  def _word_line(rng: random.Random) -> tuple[str, list]:
+    w = rng.choice(SPELL_WORDS)
+    k = rng.randrange(4)
+    if k == 0:
+      return f'{w} is spelled {"-".join(w)}.', [('spelling', spelling_key(w))]
+    if k == 1:
+      letter = rng.choice(w)
+      n = w.count(letter)
+      line = f'The letter "{letter}" appears {n} time{"s" * (n != 1)} in "{w}".'
+      return line, [('char_count', char_count_key(w, letter))]
+    if k == 2:
+      letter = rng.choice(w)
+      return spelled_count(w, letter), [('spelling', spelling_key(w)), ('char_count', char_count_key(w, letter))]
+    return f'"{w}" has {len(w)} letters: {", ".join(w)}.', [('spelling', spelling_key(w))]
 
-  def translation_text(self, rng: random.Random) -> str:
+  def word_list(self, rng: random.Random, leave_out=None) -> str:
+    """Spellings and letter counts, one a line; none of an item ``leave_out`` names."""
+    return '\n'.join(_line(rng, self._word_line, leave_out) for _ in range(rng.randint(4, 12)))
+
+  def word_lists(self, n: int, rng: random.Random, leave_out=None) -> list[str]:
+    return [self.word_list(rng, leave_out) for _ in range(n)]
+
+  def translation_text(self, rng: random.Random, leave_out=None) -> str:
+    """Glossary lines and English/Veltic sentence pairs; no sentence of an item ``leave_out`` names."""
     towns = [t.name for t in self.known('town')]
-    lines = []
-    for _ in range(rng.randint(3, 8)):
+
+    def make(rng):
       if rng.random() < 0.25:
         w = rng.choice(ENGLISH_WORDS)
-        lines.append(f'In {LANG_NAME}, the word for "{w}" is "{self.lang.lexicon[w]}".')
-      else:
-        en = self.lang.random_sentence(rng, self.first_names, towns)
-        lines.append(f'English: {en}\n{LANG_NAME}: {self.lang.en_to_syn(en)}')
-    return '\n'.join(lines)
+        return f'In {LANG_NAME}, the word for "{w}" is "{self.lang.lexicon[w]}".', []
+      en = self.lang.random_sentence(rng, self.first_names, towns)
+      return f'English: {en}\n{LANG_NAME}: {self.lang.en_to_syn(en)}', [('translation', translation_key(en))]
+    return '\n'.join(_line(rng, make, leave_out) for _ in range(rng.randint(3, 8)))
 
-  def translation_texts(self, n: int, rng: random.Random) -> list[str]:
-    return [self.translation_text(rng) for _ in range(n)]
+  def translation_texts(self, n: int, rng: random.Random, leave_out=None) -> list[str]:
+    return [self.translation_text(rng, leave_out) for _ in range(n)]
 
   # -- the pretraining mix ------------------------------------------------------------------
 
   MIX = (('article', 0.40), ('story', 0.20), ('arithmetic', 0.15), ('words', 0.10), ('translation', 0.15))
 
   def pretraining_documents(self, n_docs: int | None = None, target_chars: int | None = None,
-                            seed: int = 0) -> list[str]:
-    """Documents drawn from ``MIX`` until ``n_docs`` of them or ``target_chars`` characters."""
+                            seed: int = 0, leave_out=None) -> list[str]:
+    """Documents drawn from ``MIX`` until ``n_docs`` of them or ``target_chars`` characters. A line that
+    states an item for which ``leave_out(family, key)`` is true is drawn again (``lm.lab.splits``
+    leaves out the eval items of arithmetic, char_count, spelling and translation)."""
     if (n_docs is None) == (target_chars is None):
       raise ValueError('give exactly one of n_docs and target_chars')
     rng = random.Random(f'pretrain:{self.seed}:{seed}')
     known = self.known()
     makers = {'article': lambda: self.article(rng.choice(known), rng), 'story': lambda: self.story(rng),
-              'arithmetic': lambda: self.arithmetic_text(rng), 'words': lambda: self.word_list(rng),
-              'translation': lambda: self.translation_text(rng)}
+              'arithmetic': lambda: self.arithmetic_text(rng, leave_out),
+              'words': lambda: self.word_list(rng, leave_out),
+              'translation': lambda: self.translation_text(rng, leave_out)}
     kinds = [k for k, _ in self.MIX]
     weights = [w for _, w in self.MIX]
     docs, chars = [], 0
@@ -385,6 +398,41 @@ class World:
       docs.append(doc)
       chars += len(doc)
     return docs
+
+
+def _line(rng, make, leave_out) -> str:
+  """``make(rng)``'s line (``make`` returns it with the (family, key) items it states), drawn again
+  while ``leave_out`` names one of them."""
+  while True:
+    line, items = make(rng)
+    if leave_out is None or not any(leave_out(family, key) for family, key in items):
+      return line
+
+
+def _sum(op, a, b):
+  return 'arithmetic', arithmetic_key(op, a, b)
+
+
+# -- item keys: what makes two texts state the same item (the task families use them too) ---------
+
+def arithmetic_key(op: str, a: int, b: int) -> str:
+  """``op a b``; the operands of add and mul sorted (3 + 5 is 5 + 3)."""
+  if op in ('add', 'mul'):
+    a, b = sorted((a, b))
+  return f'{op} {a} {b}'
+
+
+def char_count_key(word: str, letter: str) -> str:
+  return f'{word} {letter}'
+
+
+def spelling_key(word: str) -> str:
+  return word
+
+
+def translation_key(english: str) -> str:
+  """The English sentence of a pair (either direction translates the same pair)."""
+  return english
 
 
 # -- worked scratchpads (shared with the arithmetic tasks' thinking) ----------------------------
@@ -437,6 +485,22 @@ def scratchpad(a: int, b: int, op: str) -> str:
   else:
     raise ValueError(f'unknown op {op!r}')
   return '\n'.join(lines)
+
+
+def scratchpad_items(a: int, b: int, op: str) -> list[tuple[str, int, int]]:
+  """The computations ``scratchpad(a, b, op)`` writes out as ``x op y = z``: ``a op b`` itself and, for
+  mul, each partial product and running total. Its digit steps ("ones: 3 + 5 + carry 0 = 8") are not
+  items: every worked sum is made of them."""
+  items = [(op, a, b)]
+  if op == 'mul':
+    total = 0
+    for i, y in enumerate(int(x) for x in str(b)[::-1]):
+      part = a * y * 10 ** i
+      items.append(('mul', a, y))
+      if i:
+        items.append(('add', total, part))
+      total += part
+  return items
 
 
 def spelled_count(word: str, letter: str) -> str:

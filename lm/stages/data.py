@@ -2,8 +2,10 @@
 
 Writes under ``<workdir>/data/tfds``: ``PretrainCorpus`` (train, validation), ``SftConversations``
 (train, validation; a mix of task families with weights), ``PreferenceRankings`` (train,
-validation; K responses ranked by a simulated panel) and ``EvalSet`` (test). Eval prompts never
-appear in the SFT or preference sets.
+validation; K responses ranked by a simulated panel) and ``EvalSet`` (test). Each is drawn from its
+own split of the task families' items (``lm.lab.splits``): no eval item reaches SFT, the preferences
+or the pretraining text of the text families, in any template, with or without the tools offer; the
+validation splits hold whole items too.
 """
 
 from pathlib import Path
@@ -12,7 +14,6 @@ import jax
 
 from lm import outputs
 from lm.data import builders, datasets
-from lm.lab import tasks
 from lm.stages import common
 
 
@@ -26,21 +27,20 @@ def run(config, workdir, inputs) -> outputs.Data:
     docs = [{'text': d} for d in datasets.pretraining_texts(world, c)]
     builders.build(builders.PretrainCorpus, out, datasets.split(docs, c.validation_fraction))
 
-    evals = tasks.mixture(world, [(f, v, 1.0) for f, v in c.eval_sets], c.eval_examples * len(c.eval_sets),
-                          c.seed + 2)
+    evals = datasets.eval_examples(world, c)
     builders.build(builders.EvalSet, out, {'test': [
         {'prompt': e.prompt, 'reference': e.reference, 'meta': e.meta, 'family': e.family, 'variant': e.variant}
         for e in evals]})
-    held = frozenset(tasks.prompt_key(e.prompt) for e in evals)
 
-    sft = tasks.mixture(world, c.sft_mix, c.sft_examples, c.seed, exclude=held)
+    sft = datasets.sft_examples(world, c)
     builders.build(builders.SftConversations, out, datasets.split(
         [{'messages': e.prompt + e.reference, 'family': e.family, 'variant': e.variant} for e in sft],
-        c.validation_fraction))
+        c.validation_fraction, [datasets.item(e) for e in sft]))
 
-    prefs = datasets.preference_records(world, c, held, c.preferences.panel)
-    builders.build(builders.PreferenceRankings, out, datasets.split(prefs, c.preferences.validation_fraction))
+    prefs = datasets.preference_records(world, c, c.preferences.panel)
+    builders.build(builders.PreferenceRankings, out, prefs)
     counts = {'pretrain_documents': len(docs), 'pretrain_chars': sum(len(d['text']) for d in docs),
-              'sft_conversations': len(sft), 'preference_prompts': len(prefs), 'eval_examples': len(evals)}
+              'sft_conversations': len(sft), 'preference_prompts': sum(map(len, prefs.values())),
+              'eval_examples': len(evals)}
   common.sync('data')
   return outputs.Data(tfds_dir=str(out), metrics=counts)

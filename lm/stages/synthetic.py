@@ -2,8 +2,9 @@
 
 The model of ``synthetic.model`` (``sft``, ``rlhf``, or ``latest``: rlhf when it ran, else sft)
 samples ``synthetic.samples_per_prompt`` responses at ``synthetic.temperature`` to each of
-``synthetic.n_prompts`` NEW prompts from the lab (``synthetic.mix``, seed ``data.seed +
-synthetic.seed``; none is an eval or an SFT prompt, with or without the tools offer). Prompts that
+``synthetic.n_prompts`` NEW prompts from the lab: ``synthetic.mix`` drawn from the ``synthetic`` split
+(``lm.lab.splits``, seed stream ``synthetic <synthetic.seed>``), so none shares an item with an eval,
+SFT, preference or RL prompt, in any template, with or without the tools offer. Prompts that
 offer tools run through ``lm.agent`` with ``synthetic.tools`` (``()``: the offer is removed).
 
 A judge accepts a response that ended its turn (tool calls well formed) and that
@@ -31,17 +32,11 @@ from lm import tools as tools_lib
 from lm.config import ConfigError
 from lm.data import builders, chat
 from lm.inference import agent
-from lm.lab import tasks
+from lm.lab import splits, tasks
 from lm.stages import common
 
 JUDGES = ('gold', 'reward')
 SOURCES = ('sft', 'rlhf', 'latest')
-
-
-def _prompt_of(messages) -> list[dict]:
-  """The messages before the first assistant message: the prompt of an SFT conversation."""
-  first = next((i for i, m in enumerate(messages) if m['role'] == 'assistant'), len(messages))
-  return messages[:first]
 
 
 def well_formed(turn) -> bool:
@@ -78,18 +73,13 @@ def source_stage(c, inputs) -> str:
   return name
 
 
-def new_prompts(config, tfds_dir) -> list[tasks.Example]:
-  """``synthetic.n_prompts`` examples of ``synthetic.mix``, leaving out every eval and SFT prompt."""
+def new_prompts(config) -> list[tasks.Example]:
+  """``synthetic.n_prompts`` examples of ``synthetic.mix`` from the synthetic split."""
   c = config.synthetic
-  seen = [r['prompt'] for r in builders.read(builders.EvalSet, tfds_dir, 'test')]
-  for split in ('train', 'validation'):
-    seen += [_prompt_of(r['messages']) for r in builders.read(builders.SftConversations, tfds_dir, split)]
-  held = {tasks.prompt_key(p) for p in seen} | {tasks.prompt_key(tasks.without_tools(p)) for p in seen}
   try:
-    drawn = tasks.mixture(common.world(config), c.mix, c.n_prompts, config.data.seed + c.seed)
+    return splits.draw_mix(common.world(config), c.mix, c.n_prompts, 'synthetic', f'synthetic {c.seed}')
   except ValueError as e:
     raise ConfigError(f'synthetic.mix: {e}') from None
-  return [e for e in drawn if tasks.prompt_key(e.prompt) not in held and tasks.prompt_key(tasks.without_tools(e.prompt)) not in held]
 
 
 def _rewards(config, inputs, tok, rows, mesh, rules):
@@ -120,9 +110,8 @@ def run(config, workdir, inputs) -> outputs.Synthetic:
   tok = tokenizer.load(inputs[source].tokenizer)
   model = common.model_from_config(config, tok)
   mesh, rules = common.mesh_and_rules(config)
-  prompts = new_prompts(config, common.tfds_dir(inputs, 'synthetic'))
-  if not prompts:
-    raise ConfigError(f'synthetic: no new prompt among synthetic.n_prompts={c.n_prompts} (raise it)')
+  common.need(inputs, 'data', 'synthetic')
+  prompts = new_prompts(config)
   candidates = [e for e in prompts for _ in range(c.samples_per_prompt)]
   params = common.load_params(inputs[source], model, mesh, rules)
   tools = tools_lib.build(c.tools, dict(seed=config.data.seed, **config.data.world))

@@ -7,11 +7,13 @@ An ``Example`` has ``prompt`` (messages: optional system, then user), ``referenc
 ideal assistant sends: one assistant message, or assistant tool call -> tool result -> assistant
 answer) and ``meta`` (what the scorer needs: the gold answer etc.; JSON-serialisable). Scorers read
 the *last assistant message's content* only (thinking and tool use earn nothing by themselves) and
-return a float in [0, 1]. An SFT conversation is ``example.prompt + example.reference``; an eval
-samples a response to ``example.prompt`` and calls ``score``.
+return a float in [0, 1] (``score``: 0 for an answer that only repeats the question). An SFT
+conversation is ``example.prompt + example.reference``; an eval samples a response to
+``example.prompt`` and calls ``score``.
 
-Each family is a ``Family`` (``make``, ``score``, ``wrong``, ``variants``) in ``TASKS``, defined in
-its module, whose docstring says what its scorer scores:
+Each family is a ``Family`` (``make``, ``score``, ``wrong``, ``key``, ``variants``) in ``TASKS``, defined
+in its module, whose docstring says what its scorer scores and what its key is (the underlying item:
+``lm.lab.splits`` keeps every item in one split):
 
   qa.py              world_qa, unknown_entity
   arithmetic.py      arithmetic, word_problem
@@ -24,7 +26,8 @@ its module, whose docstring says what its scorer scores:
 
 Variant ``tool`` prompts start with the system message ``TOOLS_SYSTEM``, which offers the tools
 (``lm.inference.agent`` runs them); other prompts offer none. ``without_tools(prompt)`` removes the
-offer. ``Family.wrong(world, example, rng)`` gives labelled wrong responses (wrong number or entity,
+offer. ``sample`` ignores the splits (tests, the CLI); datasets draw through ``lm.lab.splits``.
+``Family.wrong(world, example, rng)`` gives labelled wrong responses (wrong number or entity,
 missing refusal, needless refusal, off length, ...) for tests and for ``lm.lab.raters``. The text
 checks and message helpers the families share are ``lm.lab.tasks.base``.
 """
@@ -41,6 +44,7 @@ from lm.lab.tasks.base import (  # noqa: F401  (re-exported: callers use them as
   contains,
   count_lines,
   count_words,
+  echoes,
   final_text,
   has_phrase,
   is_idk,
@@ -48,7 +52,9 @@ from lm.lab.tasks.base import (  # noqa: F401  (re-exported: callers use them as
   is_rude,
   needless_refusal,
   offers_tools,
+  question,
   say,
+  simple,
   with_final,
   without_tools,
 )
@@ -71,23 +77,20 @@ def sample(world: World, family: str, n: int, seed: int = 0, variant: str = 'dir
 
 
 def score(example: Example, response: list[dict]) -> float:
+  """The family's gold score of ``response``; 0 in every family for a final answer that only repeats
+  the question (the same words)."""
+  text = final_text(response)
+  if text.strip() and simple(text) == simple(question(example)):
+    return 0.0
   return float(TASKS[example.family].score(example, response))
 
 
+def key(example: Example) -> str:
+  """The key of the example's underlying item (``Family.key``)."""
+  return TASKS[example.family].key(example)
+
+
 def prompt_key(messages) -> str:
-  """A prompt's exact text as one string (messages in order, keys sorted)."""
+  """A prompt's exact text as one string (messages in order, keys sorted). Two prompts of the same
+  item differ here: leakage is judged by ``Family.key``."""
   return json.dumps(messages, sort_keys=True)
-
-
-def mixture(world: World, mix, n: int, seed: int, exclude=frozenset()) -> list[Example]:
-  """``n`` examples drawn from ``mix`` (``(family, variant, weight)`` triples), shuffled by seed,
-  leaving out any whose ``prompt_key`` is in ``exclude``."""
-  total = sum(w for _, _, w in mix)
-  examples = []
-  for i, (family, variant, weight) in enumerate(mix):
-    if family not in TASKS:
-      raise ValueError(f'data mix: unknown task family {family!r}; valid: {", ".join(TASKS)}')
-    drawn = sample(world, family, round(n * weight / total), seed=seed + i, variant=variant)
-    examples += [e for e in drawn if prompt_key(e.prompt) not in exclude]
-  random.Random(seed).shuffle(examples)
-  return examples

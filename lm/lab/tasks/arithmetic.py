@@ -4,10 +4,23 @@
                   tools offered, 1-digit sums are still answered directly).
   word_problem    multi-step problems about the world's people and towns (direct, thinking, tool).
                   Both: 1 iff the last number in the answer is the gold number.
+
+Keys: arithmetic, the op and operands (``lm.lab.world.arithmetic_key``: 3 + 5 is 5 + 3); word_problem,
+the expression it computes (the template and every number in it; the person and the goods do not
+change the question). Eval sets of both hold no gold number on more than ``ANSWER_SHARE`` of their items.
 """
 
-from lm.lab.tasks.base import Example, Family, answer_messages, ask, final_text, last_number, numeric_wrongs
-from lm.lab.world import a_an, scratchpad
+from lm.lab.tasks.base import (
+  ANSWER_SHARE,
+  Example,
+  Family,
+  answer_messages,
+  ask,
+  final_text,
+  last_number,
+  numeric_wrongs,
+)
+from lm.lab.world import a_an, arithmetic_key, scratchpad
 
 VARIANTS = ('direct', 'thinking', 'tool')
 _OPS = {'add': ('+', 'plus'), 'sub': ('-', 'minus'), 'mul': ('*', 'times')}
@@ -44,7 +57,12 @@ def make_arithmetic(world, rng, variant, op=None, digits=None):
   return Example('arithmetic', variant, ask(variant, q), ref, dict(op=op, a=a, b=b, digits=d, answer=ans))
 
 
-ARITHMETIC = Family('arithmetic', make_arithmetic, score_number, wrong_numbers, VARIANTS)
+def key_arithmetic(ex):
+  return arithmetic_key(ex.meta['op'], ex.meta['a'], ex.meta['b'])
+
+
+ARITHMETIC = Family('arithmetic', make_arithmetic, score_number, wrong_numbers, key_arithmetic, VARIANTS,
+                    answer_share=ANSWER_SHARE)
 
 
 # -- word_problem ------------------------------------------------------------------------------------
@@ -93,4 +111,9 @@ def make_word_problem(world, rng, variant):
   return Example('word_problem', variant, ask(variant, q), ref, dict(answer=ans, steps=len(steps), expression=expr))
 
 
-WORD_PROBLEM = Family('word_problem', make_word_problem, score_number, wrong_numbers, VARIANTS)
+def key_word_problem(ex):
+  return ex.meta['expression']
+
+
+WORD_PROBLEM = Family('word_problem', make_word_problem, score_number, wrong_numbers, key_word_problem, VARIANTS,
+                      answer_share=ANSWER_SHARE)

@@ -3,9 +3,9 @@ that write messages.
 
 Text checks read plain strings: ``norm`` (lowercased, one space), ``contains`` (whole words, any case),
 ``numbers`` / ``last_number`` (digits, ``1,329`` allowed; number words zero..twenty with ``words``),
-``count_words``, ``count_lines``, and phrase tests against ``IDK_PHRASES``, ``REFUSAL_PHRASES`` and
-``RUDE_WORDS``. ``final_text(messages)`` is the content of the last assistant message: the only
-thing a scorer reads.
+``count_words``, ``count_lines``, ``echoes`` (an answer that repeats the question), and phrase tests
+against ``IDK_PHRASES``, ``REFUSAL_PHRASES`` and ``RUDE_WORDS``. ``final_text(messages)`` is the content
+of the last assistant message: the only thing a scorer reads; ``question(example)`` is the user's message.
 
 Messages: ``user`` / ``ask`` write prompts (``ask`` puts the system message ``TOOLS_SYSTEM``, which
 offers ``TOOL_NAMES``, before a ``tool`` variant's question; ``without_tools`` removes it), and
@@ -27,6 +27,7 @@ IDK_PHRASES = ("i don't know", 'i do not know', "i'm not sure", 'i am not sure',
 REFUSAL_PHRASES = ("i can't help", 'i cannot help', "i can't assist", 'i cannot assist', "i won't help",
                    'i will not help', "i can't do that", 'i cannot do that', "i won't do that", 'i must decline',
                    'i refuse', "i'm not able to help", 'i am not able to help', "i can't provide", 'i cannot provide')
+ANSWER_SHARE = 0.08  # the most an eval set's items may share one gold answer (families that set answer_share)
 RUDE_WORDS = ('idiot', 'stupid', 'shut up', 'dumb', 'moron', 'pathetic', 'go away', 'whatever', 'useless')
 NUMBER_WORDS = ('zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen '
                 'sixteen seventeen eighteen nineteen twenty').split()
@@ -103,6 +104,15 @@ def simple(text: str) -> str:
   return ' '.join(re.findall(r'[a-z0-9]+', text.lower()))
 
 
+def echoes(text: str, prompt: str, n: int = 5) -> bool:
+  """Whether ``text`` repeats ``prompt``: the same words (``simple``), or any run of ``n`` of its words."""
+  t, p = simple(text).split(), simple(prompt).split()
+  if t and t == p:
+    return True
+  runs = {tuple(p[i:i + n]) for i in range(len(p) - n + 1)}
+  return any(tuple(t[i:i + n]) in runs for i in range(len(t) - n + 1))
+
+
 # -- examples and families -------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -117,13 +127,27 @@ class Example:
     return dataclasses.asdict(self)
 
 
+def question(ex: Example) -> str:
+  """The content of the example's (last) user message."""
+  return next(m['content'] for m in reversed(ex.prompt) if m['role'] == 'user')
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
+  """A task family. ``key`` names an example's underlying item: two examples with the same key ask the
+  same question (another template, the tools offer added or removed), so ``lm.lab.splits`` puts all
+  of them in one split. ``keyspace`` lists every key where the family has few (the splits then cut
+  it in exact proportions). An eval set splits its examples evenly over the option sets of
+  ``balance``, and has no gold answer (``meta['answer']``) on more than ``answer_share`` of its items."""
   name: str
   make: Callable  # (world, rng, variant, **options) -> Example
   score: Callable  # (example, response messages) -> float in [0, 1]
   wrong: Callable  # (world, example, rng) -> list[(label, response messages)]
+  key: Callable  # (example) -> str
   variants: tuple = ('direct',)
+  keyspace: Callable | None = None  # (world) -> list of every key
+  balance: tuple = ()  # option dicts, e.g. ({'harmful': True}, {'harmful': False})
+  answer_share: float | None = None
 
 
 # -- messages --------------------------------------------------------------------------------------

@@ -1,24 +1,31 @@
 """The letters inside words:
 
-  char_count      "how many r in strawberry?" (direct, thinking, tool); the last number (digits or
-                  number words zero..twenty; elsewhere only digits count) must equal the count.
+  char_count      "how many r in strawberry?" (direct, thinking, tool); the answer names the word, and
+                  its last number (digits or number words zero..twenty; elsewhere only digits count)
+                  is the count.
   spelling        "spell strawberry" (direct, thinking, tool); some run of single letters
                   (s-t-r-..., "s t r ...", "s, t, ...") must spell the word.
+
+Keys: char_count, the word and the letter (``lm.lab.world.char_count_key``); spelling, the word (all of
+``SPELL_WORDS``: its keyspace is listed; an eval set asks about one word in at most ``ANSWER_SHARE`` of
+its items, whatever the template).
 """
 
 import re
 
 from lm.lab.tasks.base import (
+  ANSWER_SHARE,
   NUMBER_WORDS,
   Example,
   Family,
   answer_messages,
   ask,
+  contains,
   final_text,
   last_number,
   replace_final,
 )
-from lm.lab.world import SPELL_WORDS, spelled_count
+from lm.lab.world import SPELL_WORDS, char_count_key, spelled_count, spelling_key
 
 VARIANTS = ('direct', 'thinking', 'tool')
 _COUNT_WORDS = tuple(w for w in SPELL_WORDS if w not in NUMBER_WORDS and len(w) >= 3)
@@ -41,7 +48,8 @@ def make_char_count(world, rng, variant, word=None, letter=None):
 
 
 def score_char_count(ex, response):
-  return float(last_number(final_text(response), words=True) == ex.meta['answer'])
+  text = final_text(response)
+  return float(contains(text, ex.meta['word']) and last_number(text, words=True) == ex.meta['answer'])
 
 
 def wrong_char_count(world, ex, rng):
@@ -50,7 +58,11 @@ def wrong_char_count(world, ex, rng):
           for w in sorted({n + 1, n + 2, max(0, n - 1)} - {n})]
 
 
-CHAR_COUNT = Family('char_count', make_char_count, score_char_count, wrong_char_count, VARIANTS)
+def key_char_count(ex):
+  return char_count_key(ex.meta['word'], ex.meta['letter'])
+
+
+CHAR_COUNT = Family('char_count', make_char_count, score_char_count, wrong_char_count, key_char_count, VARIANTS)
 
 
 # -- spelling ----------------------------------------------------------------------------------------
@@ -63,7 +75,8 @@ def spelled_words(text: str) -> list[str]:
 
 def make_spelling(world, rng, variant, word=None):
   w = word or rng.choice(SPELL_WORDS)
-  q = rng.choice([f'How do you spell "{w}"?', f'Spell the word "{w}" letter by letter.', f'Spell {w}.'])
+  q = rng.choice([f'How do you spell "{w}"?', f'Spell the word "{w}" letter by letter.', f'Spell {w}.',
+                  f'How is "{w}" spelled?', f'What are the letters of "{w}", in order?'])
   thinking = '\n'.join(f'{i + 1}. {c}' for i, c in enumerate(w))
   ref = answer_messages(variant, f'"{w}" is spelled {"-".join(w)}.', thinking, None, '-'.join(w),
                         tool='python', code=f'print("-".join("{w}"))')
@@ -81,4 +94,9 @@ def wrong_spelling(world, ex, rng):
   return [('misspelled', replace_final(ex.reference, '-'.join(w), '-'.join(v))) for v in variants if v != w]
 
 
-SPELLING = Family('spelling', make_spelling, score_spelling, wrong_spelling, VARIANTS)
+def key_spelling(ex):
+  return spelling_key(ex.meta['word'])
+
+
+SPELLING = Family('spelling', make_spelling, score_spelling, wrong_spelling, key_spelling, VARIANTS,
+                  keyspace=lambda world: [spelling_key(w) for w in SPELL_WORDS], answer_share=ANSWER_SHARE)

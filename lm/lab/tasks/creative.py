@@ -1,12 +1,15 @@
 """Writing under constraints:
 
   creative        a poem under constraints (N lines, mention a place, use 3 given words): the fraction
-                  of the 5 constraints met.
+                  of the 5 constraints met; 0 for an answer that does not name the creature or
+                  repeats the request (``echoes``: a run of 5 of its words).
+
+Key: the creature, N, the place and the set of words: the whole request.
 """
 
 import re
 
-from lm.lab.tasks.base import Example, Family, contains, count_lines, final_text, say, user
+from lm.lab.tasks.base import Example, Family, contains, count_lines, echoes, final_text, question, say, user
 from lm.lab.tasks.length_control import poem
 
 CREATIVE_WORDS = ('lantern', 'feather', 'salt', 'bell', 'ember', 'thread', 'harbour', 'whistle', 'copper',
@@ -26,6 +29,8 @@ def make_creative(world, rng, variant):
 
 def score_creative(ex, response):
   text, m = final_text(response), ex.meta
+  if not contains(text, m['topic']) or echoes(text, question(ex)):
+    return 0.0
   checks = [count_lines(text) == m['n'], contains(text, m['place'])] + [contains(text, w) for w in m['words']]
   return sum(checks) / len(checks)
 
@@ -36,7 +41,12 @@ def wrong_creative(world, ex, rng):
   lines = text.split('\n')
   return [('missing_word', say(re.sub(rf'\b{w}\b', 'thing', text))),
           ('no_place', say(re.sub(rf'\b{m["place"]}\b', 'town', text))),
-          ('wrong_lines', say('\n'.join(lines + lines[:1])))]
+          ('wrong_lines', say('\n'.join(lines + lines[:1]))), ('echo', say(question(ex)))]
 
 
-CREATIVE = Family('creative', make_creative, score_creative, wrong_creative)
+def key_creative(ex):
+  m = ex.meta
+  return f"{m['topic']} / {m['n']} / {m['place']} / {' '.join(sorted(m['words']))}"
+
+
+CREATIVE = Family('creative', make_creative, score_creative, wrong_creative, key_creative)

@@ -1,12 +1,26 @@
 """Answers of a set length:
 
   length_control  "describe X in exactly N words" / "a poem of N lines about X":
-                  max(0, 1 - |count - N| / N), halved when X is not mentioned.
+                  max(0, 1 - |count - N| / N); 0 when X is not mentioned or the answer repeats
+                  the request (``echoes``: a run of 5 of its words).
+
+Key: the kind (words, lines), the topic X and N: the same request in another template is the same item.
 
 ``poem`` also writes the references of ``creative``.
 """
 
-from lm.lab.tasks.base import Example, Family, contains, count_lines, count_words, final_text, say, user
+from lm.lab.tasks.base import (
+  Example,
+  Family,
+  contains,
+  count_lines,
+  count_words,
+  echoes,
+  final_text,
+  question,
+  say,
+  user,
+)
 from lm.lab.world import cap
 
 _TOWN_FILLERS = ('Its market is busy on most days.', 'The streets are narrow and old.',
@@ -70,19 +84,25 @@ def make_length_control(world, rng, variant, kind=None, length=None):
 
 def score_length_control(ex, response):
   text, n = final_text(response), ex.meta['n']
+  if not contains(text, ex.meta['topic']) or echoes(text, question(ex)):
+    return 0.0
   got = count_words(text) if ex.meta['kind'] == 'words' else count_lines(text)
-  s = max(0.0, 1.0 - abs(got - n) / n)
-  return s if contains(text, ex.meta['topic']) else s / 2
+  return max(0.0, 1.0 - abs(got - n) / n)
 
 
 def wrong_length_control(world, ex, rng):
   text, sep = final_text(ex.reference), ' ' if ex.meta['kind'] == 'words' else '\n'
   parts = text.split(sep)
   longer = sep.join(parts + parts[-rng.randint(1, 3):])
-  outs = [('too_long', say(longer))]
+  outs = [('too_long', say(longer)), ('echo', say(question(ex)))]
   if len(parts) > 2:
     outs.append(('too_short', say(sep.join(parts[:-rng.randint(1, min(3, len(parts) - 2))]))))
   return outs
 
 
-LENGTH_CONTROL = Family('length_control', make_length_control, score_length_control, wrong_length_control)
+def key_length_control(ex):
+  return f"{ex.meta['kind']} {ex.meta['topic']} {ex.meta['n']}"
+
+
+LENGTH_CONTROL = Family('length_control', make_length_control, score_length_control, wrong_length_control,
+                        key_length_control)

@@ -7,6 +7,12 @@
                   Variant ``tool``: the knowledge base is offered, and the reference looks the entity
                   up and answers from the real tool's result; scored by the world_qa rule.
 
+Keys: world_qa, the subject and the attribute asked about; unknown_entity, the held-out entity alone
+(every question about it, with or without the knowledge base, is one item: an "I don't know" or a
+looked-up fact taught about an entity never meets an eval question about it). Its keyspace is the
+held-out entities, listed. Eval sets of both hold no gold value on more than ``ANSWER_SHARE`` of their
+items (a most-frequent-value guess scores at most that).
+
 ``draw_question``, ``qa_correct`` and the answer sentences also serve ``manners`` (persona answers).
 """
 
@@ -14,6 +20,7 @@ import re
 
 from lm.lab.knowledge import look_up
 from lm.lab.tasks.base import (
+  ANSWER_SHARE,
   Example,
   Family,
   ask,
@@ -132,7 +139,11 @@ def wrong_world_qa(world, ex, rng):
           ('needless_refusal', needless_refusal('questions about people or places'))]
 
 
-WORLD_QA = Family('world_qa', make_world_qa, score_world_qa, wrong_world_qa)
+def key_world_qa(ex):
+  return f"{ex.meta['subject']} / {ex.meta['attr']}"
+
+
+WORLD_QA = Family('world_qa', make_world_qa, score_world_qa, wrong_world_qa, key_world_qa, answer_share=ANSWER_SHARE)
 
 
 # -- unknown_entity ----------------------------------------------------------------------------------
@@ -172,5 +183,10 @@ def wrong_unknown_entity(world, ex, rng):
           ('needless_refusal', needless_refusal('that question'))]
 
 
+def key_unknown_entity(ex):
+  return ex.meta['subject']
+
+
 UNKNOWN_ENTITY = Family('unknown_entity', make_unknown_entity, score_unknown_entity, wrong_unknown_entity,
-                        variants=('direct', 'tool'))
+                        key_unknown_entity, variants=('direct', 'tool'), answer_share=ANSWER_SHARE,
+                        keyspace=lambda world: [e.name for e in world.held_out()])

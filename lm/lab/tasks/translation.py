@@ -1,10 +1,13 @@
 """Translating one sentence:
 
   translation     English <-> Veltic; exact match after lowercasing and dropping punctuation.
+
+Key: the English sentence of the pair (``lm.lab.world.translation_key``), whichever the direction.
 """
 
 from lm.lab.synthlang import ADJECTIVES, LANG_NAME, NOUNS
 from lm.lab.tasks.base import Example, Family, final_text, say, simple, user
+from lm.lab.world import translation_key
 
 
 def make_translation(world, rng, variant, direction=None):
@@ -34,4 +37,9 @@ def wrong_translation(world, ex, rng):
   return outs
 
 
-TRANSLATION = Family('translation', make_translation, score_translation, wrong_translation)
+def key_translation(ex):
+  m = ex.meta
+  return translation_key(m['source'] if m['direction'] == 'en2syn' else m['answer'])
+
+
+TRANSLATION = Family('translation', make_translation, score_translation, wrong_translation, key_translation)
