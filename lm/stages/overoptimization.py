@@ -3,7 +3,7 @@
 Reads ``<workdir>/rlhf`` metrics: for PPO (and the other online arms) the eval rows (fixed eval
 prompts: ``eval_kl``, ``eval_gold_reward``, ``eval_proxy_reward``), for best-of-n its row per n
 (``kl`` = log n - (n - 1)/n). Gains are over the first point (the initial policy). Fits the RL form
-to online arms and the best-of-n form to best-of-n (``lm.overoptimization``), for gold and for proxy,
+to online arms and the best-of-n form to best-of-n (``lm.rl.overoptimization``), for gold and for proxy,
 and writes ``<workdir>/overoptimization/curves.png`` (points and fitted curves against sqrt(KL)).
 Outputs: ``gold_alpha``, ``gold_beta``, ``gold_kl_peak``, ``gold_r2``, the same for ``proxy_``, the
 largest KL reached and the gold/proxy gains there.

@@ -23,6 +23,7 @@ from lm.rl import algorithms, best_of_n, learner, rollouts
 from lm.rl import report as rlhf_report
 from lm.stages import common
 
+
 def prompt_sets(config, tok, tfds_dir) -> tuple[list, list]:
   """``(train, eval)`` Examples from ``rlhf.prompt_mix`` (tools offer removed), eval-set prompts and
   prompts longer than ``rlhf.max_prompt_len`` tokens left out, shuffled by seed."""
@@ -52,12 +53,12 @@ def _check(c, inputs, shards: int) -> None:
     raise ConfigError(f'rlhf.algorithm={c.algorithm!r}; valid: {", ".join(choices)}')
   for stage in ('data', 'sft', 'reward'):
     common.need(inputs, stage, 'rlhf')
-  if c.algorithm in algorithms.ALGORITHMS:
-    algorithms.ALGORITHMS[c.algorithm].check(c)
   rollout = c.prompts_per_iteration * (max(c.best_of_n) if c.algorithm == 'best_of_n' else c.group_size)
   if rollout % shards or c.eval_prompts % shards:
     raise ConfigError(f'rlhf: rollout batch {rollout} (prompts_per_iteration x group_size) and rlhf.eval_prompts='
                       f'{c.eval_prompts} must be multiples of the mesh batch shards ({shards})')
+  if c.algorithm in algorithms.ALGORITHMS:
+    algorithms.ALGORITHMS[c.algorithm].check(c)
 
 
 def run(config, workdir, inputs) -> outputs.Rlhf:
