@@ -25,6 +25,7 @@ LAYERS = (
     ('report', ('lm.report',)),
     ('configs', ('lm.configs',)),
     ('stages', ('lm.stages',)),
+    ('serve', ('lm.serve',)),
     ('cli', ('lm.cli',)),
 )
 ENTRY_POINTS = ('lm.launch', 'lm.claims', 'lm.chat', 'lm.generate', 'lm.world')  # ``python -m lm.<name>``
