@@ -71,6 +71,15 @@ def rlhf_section(**overrides) -> ml_collections.ConfigDict:
       preference=dict(beta=0.1, pairs='all', ranking='panel', seq_len=256, batch_size=16, steps_per_iteration=10),
       best_of_n=(1, 2, 4, 8, 16),
       checkpoint_every=10, keep_checkpoints=3)
+  # what the run trains on: the reward model ('model'), the lab's gold scorers ('gold': RLVR), or
+  # reward_weights (model, gold) of both ('mix'); gold is logged whatever it trains on
+  cfg.update(reward='model', reward_weights=(1.0, 1.0))
+  # tools offered in the RL prompts that offer them (tool variants of prompt_mix): the calls run inside
+  # the rollouts (lm.inference.agent); () removes the offer
+  cfg.update(tools=(), max_tool_calls=2, result_tokens=96)
+  # iterated RLHF: rounds > 1 splits the iterations into rounds; before each round after the first the
+  # current policy's samples are ranked (the rankings section) and the reward model trains on them
+  cfg.update(rounds=1)
   cfg.update(overrides)
   return ml_collections.ConfigDict(cfg)
 

@@ -55,6 +55,7 @@ class Setup:
   mesh: Any
   rules: Any
   rankings_dir: str = ''   # preference rankings (tfds) for the offline arms
+  tools: dict | None = None  # lm.tools by name: rollouts run the calls (lm.inference.agent), results get no loss
 
 
 class Algorithm:
@@ -105,7 +106,8 @@ class Learner:
     if self.estimator is not None and self.estimator.critic:
       self.value_model = Transformer(ModelConfig.from_config(setup.reward.model))
     self.rollout = rollouts.Rollouts(self.c, setup.tok, setup.model, setup.reward_fn, setup.ref, setup.rm_params,
-                                     self.mesh, self.rules, self.c.group_size, self.value_model, self.estimator)
+                                     self.mesh, self.rules, self.c.group_size, self.value_model, self.estimator,
+                                     setup.tools)
     self.tx, self.schedule = optim.make_optimizer(self.c.optim, algorithm.optimizer_steps(self.c))
     self.loss_sums = losses.get(algorithm.loss)(setup.model, self.value_model, self.c)
     self.state_shardings = None
@@ -124,8 +126,9 @@ class Learner:
       params['value'] = checkpoint.restore_params(self.s.reward.checkpoint_dir, target)
     return params
 
-  def run(self) -> dict:
-    """Runs the iterations left; returns ``checkpoint_dir``, ``iterations`` and the last row's ``names.OUTPUTS``."""
+  def run(self, until: int | None = None) -> dict:
+    """Runs the iterations left up to ``until`` (default: all of ``rlhf.iterations``; a checkpoint is saved
+    there); returns ``checkpoint_dir``, ``iterations`` and the last row's ``names.OUTPUTS``."""
     s, c = self.s, self.c
     _, abstract, self.state_shardings = train.state_layout(self._boxed_params, self.tx, self.mesh, self.rules)
     with train.Guard('rlhf', s.workdir, c.iterations, c.checkpoint_every, c.keep_checkpoints) as guard:
@@ -139,18 +142,18 @@ class Learner:
         else:
           disk, meta = restored
           start, kl_coef, state = int(meta['step']), float(meta['kl_coef']), _from_disk(disk)
-        last = self._loop(guard, self.algo.make_update(self), state, start, kl_coef)
+        last = self._loop(guard, self.algo.make_update(self), state, start, kl_coef, until or c.iterations)
     if not last:  # resumed after the last iteration: the logged row is the result
       last = (metrics.read(s.workdir, 'rlhf') or [{}])[-1]
     return {'checkpoint_dir': guard.directory, 'iterations': c.iterations,
             **{k: last[k] for k in names.OUTPUTS if k in last}}
 
-  def _loop(self, guard: train.Guard, update, state, start: int, kl_coef: float) -> dict:
-    """Iterations ``start + 1 .. rlhf.iterations`` on the guard; the last metrics row (empty if none ran)."""
+  def _loop(self, guard: train.Guard, update, state, start: int, kl_coef: float, until: int) -> dict:
+    """Iterations ``start + 1 .. until`` on the guard; the last metrics row (empty if none ran)."""
     s, c, last = self.s, self.c, {}
     prompts = pipeline.Batches({'index': np.arange(len(s.train_examples))}, c.prompts_per_iteration, seed=s.seed)
     guard.start(start)
-    for it in range(start, c.iterations):
+    for it in range(start, until):
       examples = [s.train_examples[i] for i in prompts.host_batch(it)['index']]
       state, row, kl_coef = self._iteration(update, state, it, examples, kl_coef)
       step = it + 1
@@ -160,7 +163,7 @@ class Learner:
       guard.log(step, row)
       guard.progress(step, proxy=f'{row["proxy_reward"]:.3f}', gold=f'{row["gold_reward"]:.3f}')
       last = row
-      if guard.due(step):
+      if guard.due(step) or step == until:
         guard.save(step, _to_disk(state), {'step': step, 'kl_coef': kl_coef, 'stage': 'rlhf'})
     return last
 
@@ -189,6 +192,7 @@ class Learner:
     return {f'eval_{k}': v for k, v in rollouts.metrics(rows, stats).items()}
 
 
-def run(setup: Setup, algorithm: Algorithm) -> dict:
-  """Trains ``algorithm`` on ``setup``; the final metrics and the policy's ``checkpoint_dir``."""
-  return Learner(setup, algorithm).run()
+def run(setup: Setup, algorithm: Algorithm, until: int | None = None) -> dict:
+  """Trains ``algorithm`` on ``setup`` (up to iteration ``until``); the final metrics and the policy's
+  ``checkpoint_dir``."""
+  return Learner(setup, algorithm).run(until)
