@@ -23,9 +23,9 @@ LAYERS = (
     ('train', ('lm.train',)),
     ('rl', ('lm.rl',)),
     ('report', ('lm.report',)),
+    ('serve', ('lm.serve',)),
     ('configs', ('lm.configs',)),
     ('stages', ('lm.stages',)),
-    ('serve', ('lm.serve',)),
     ('cli', ('lm.cli',)),
 )
 ENTRY_POINTS = ('lm.launch', 'lm.claims', 'lm.chat', 'lm.generate', 'lm.world')  # ``python -m lm.<name>``

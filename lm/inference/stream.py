@@ -133,7 +133,7 @@ def compile_count() -> int:
 
 # --------------------------------------------------------------------------------- the loop
 
-def _room_bucket(n: int) -> int:
+def room_bucket(n: int) -> int:
   """Cache room for ``n`` forced tokens: 0, else a multiple of 64 (re-scoring reuses a few programs)."""
   return -(-n // 64) * 64
 
@@ -175,7 +175,7 @@ def stream(params, model, tokenizer, prompts_ids, cfg: sample.SamplingConfig, se
   if tools and END_TOOL_CALL_ID not in cfg.stop_ids:
     cfg = dataclasses.replace(cfg, stop_ids=cfg.stop_ids + (END_TOOL_CALL_ID,))
   N = cfg.max_new_tokens
-  room = (agent.turn_length(cfg, agent_cfg) if tools else N) + _room_bucket(max(map(len, forced)))
+  room = (agent.turn_length(cfg, agent_cfg) if tools else N) + room_bucket(max(map(len, forced)))
   shards = 1 if mesh is None else mesh.shape['data'] * mesh.shape['fsdp']
   B, P = sample._batch_bucket(n, shards), sample.prompt_bucket(max(lengths))
   rules = tuple(rules) if rules is not None else None
@@ -240,8 +240,9 @@ def stream(params, model, tokenizer, prompts_ids, cfg: sample.SamplingConfig, se
 
 
 def _run_call(tokenizer, r: _Row, tools: dict, agent_cfg: agent.AgentConfig) -> dict | None:
-  """Runs the call that ends the row's segment and queues its result block (as ``agent.run`` does);
-  None when the row has used its budget (the call recorded, not run)."""
+  """Runs the call that ends the row's segment and queues its result block, with ``agent.run``'s own
+  helpers (the same parsing, records and result block); None when the row has used its budget (the
+  call recorded, not run)."""
   call, problem = agent._call_of(tokenizer, r.ids[r.segment_start:])
   record = dict(call) if call else {'error': problem, 'text': tokenizer.decode(r.ids[r.segment_start:])}
   if len(r.calls) >= agent_cfg.max_calls:

@@ -47,7 +47,7 @@ class Job:
     longest = max(len(p) for p in self.prompts)
     forced = max((len(f) for f in self.forced), default=0) if self.forced else 0
     return (self.run.name, self.stage, self.cfg, self.tools, self.score_only, self.top_k,
-            sample.prompt_bucket(longest), stream._room_bucket(forced))
+            sample.prompt_bucket(longest), stream.room_bucket(forced))
 
 
 def one_line(e: BaseException) -> str:
@@ -62,7 +62,7 @@ class Engine:
     self._cv = threading.Condition()
     self._served: dict = {}
     self._tools: dict = {}
-    self.batches: list[int] = []  # jobs per batch run so far (for tests and the log)
+    self.batches: deque[int] = deque(maxlen=10_000)  # jobs in each batch run (the latest; for tests)
     self._thread = threading.Thread(target=self._loop, name='lm.serve engine', daemon=True)
     self._thread.start()
 

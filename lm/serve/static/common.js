@@ -56,8 +56,8 @@ LM.showError = function (box, message) {
   box.replaceChildren(message ? LM.el('div', {class: 'error', role: 'alert'}, message) : '');
 };
 
-LM.fmt = (x, digits = 3) => (x === null || x === undefined || Number.isNaN(x)) ? '–'
-  : Number.isInteger(x) ? String(x) : Number(x).toFixed(digits);
+LM.fmt = (x, digits = 3) => (x === null || x === undefined || Number.isNaN(x)) ? '–' : Number(x).toFixed(digits);
+LM.num = x => Number.isInteger(x) ? String(x) : LM.fmt(x);  // a count as it is, a measurement to 3 digits
 LM.pct = p => (100 * p).toFixed(p < 0.001 ? 3 : 1) + '%';
 
 LM.header = function (page) {

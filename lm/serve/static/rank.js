@@ -124,14 +124,14 @@ async function submit() {
   res.classList.remove('hidden');
   res.replaceChildren(LM.el('h3', {}, 'Saved'),
     LM.el('p', {}, `your ranking: ${names(order)}`),
-    data.gold_ranking.length ? [
-      LM.el('p', {}, LM.el('span', {class: 'agree', id: 'agree_gold'}, rate(data.agreement.gold)), ' agreement with gold · ',
-            LM.el('span', {class: 'agree', id: 'agree_panel'}, rate(data.agreement.panel)), ' with the simulated panel'),
+    ...(data.gold_ranking.length ? [
+      LM.el('p', {}, 'agreement with gold: ', LM.el('span', {class: 'agree', id: 'agree_gold'}, rate(data.agreement.gold)),
+            ' · with the simulated panel: ', LM.el('span', {class: 'agree', id: 'agree_panel'}, rate(data.agreement.panel))),
       LM.el('p', {}, `gold: ${names(data.gold_ranking)} · panel: ${names(data.panel_ranking)}`),
       LM.el('table', {}, LM.el('tr', {}, LM.el('th', {}, 'response'), LM.el('th', {}, 'gold score'), LM.el('th', {}, 'gold utility')),
             data.gold_scores.map((g, i) => LM.el('tr', {}, LM.el('td', {}, letter(i)), LM.el('td', {}, LM.fmt(g, 3)),
                                                   LM.el('td', {}, LM.fmt(data.gold_utilities[i], 3)))))]
-      : LM.el('p', {class: 'muted'}, 'A typed prompt has no gold: saved without agreement.'),
+      : [LM.el('p', {class: 'muted'}, 'A typed prompt has no gold: saved without agreement.')]),
     LM.el('p', {}, LM.el('button', {onclick: newTask}, 'Next prompt')));
   showSummary(data.summary, null);
 }

@@ -26,7 +26,7 @@ async function init() {
     LM.el('tr', {}, LM.el('th', {}, 'stage'), LM.el('th', {}, 'kind'), LM.el('th', {}, 'wall time'), LM.el('th', {}, 'final numbers')),
     run.stages.map(s => LM.el('tr', {}, LM.el('td', {}, s.name), LM.el('td', {}, s.kind), LM.el('td', {}, `${LM.fmt(s.wall_s, 1)} s`),
       LM.el('td', {class: 'kv'}, Object.entries(s.metrics).filter(([k]) => !['wall_s'].includes(k)).slice(0, 8)
-        .map(([k, v]) => `${k}=${LM.fmt(v)}`).join('  '))))));
+        .map(([k, v]) => `${k}=${LM.num(v)}`).join('  '))))));
   $('report').replaceChildren(run.report
     ? LM.el('iframe', {class: 'report', src: `/report.html${q}`, title: 'report card'})
     : LM.el('div', {class: 'notice'}, 'No report card yet: python -m lm.report --workdir=<run> writes it.'));
