@@ -13,7 +13,7 @@ def test_every_builder_round_trips(tmp_path):
       builders.SftConversations: [{'messages': convo, 'family': 'manners', 'variant': 'direct'}],
       builders.PreferenceRankings: [{'prompt': convo[:1], 'responses': [convo[1:], [{'role': 'assistant', 'content': 'no'}]],
                                      'ranking': [1, 0], 'rater_rankings': [[1, 0], [0, 1]], 'gold_ranking': [0, 1],
-                                     'gold_utilities': [1.0, 0.25], 'kinds': ['reference', 'rude'],
+                                     'gold_utilities': [1.0, 0.25], 'kinds': ['reference', 'rude'], 'origin': {'source': 'candidates'},
                                      'family': 'manners', 'variant': 'direct'}],
       builders.EvalSet: [{'prompt': convo[:1], 'reference': convo[1:], 'meta': {'digits': 3, 'answer': [1, 2]},
                           'family': 'arithmetic', 'variant': 'thinking'}],

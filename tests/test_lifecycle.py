@@ -18,6 +18,7 @@ from lm.cli import launch
 from lm.data import builders
 from lm.inference import sample
 from lm.lab import tasks
+from lm.rl import reward_model
 from lm.stages import common
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def test_reward_stage_starts_from_sft_and_normalises_on_reference_samples(lifecy
   rw, sft = out['reward'], out['sft']
   assert rw.model['scalar_head'] and not rw.model['lm_head']
   mesh, rules = common.mesh_and_rules(config)
-  params, reward_fn = common.load_reward_fn(rw, mesh, rules)
+  params, reward_fn = reward_model.load(rw, mesh, rules)
   # the trunk trained on from the SFT weights: embeddings moved, but not far
   policy = common.load_params(sft, common.model_from_config(config), mesh, rules)
   drift = float(jnp.abs(params['embed'] - policy['embed']).max())
@@ -63,10 +64,10 @@ def test_reward_stage_starts_from_sft_and_normalises_on_reference_samples(lifecy
   prompts = [tasks.without_tools(r['prompt']) for r in records[:config.reward.normalize_prompts]]
   sampling = sample.SamplingConfig(temperature=config.reward.normalize_temperature,
                                    max_new_tokens=config.reward.normalize_max_new_tokens)
-  samples = common.policy_samples(tok, common.model_from_config(config, tok), policy, prompts, sampling,
+  samples = reward_model.policy_samples(tok, common.model_from_config(config, tok), policy, prompts, sampling,
                                   config.reward.batch_size * 4, config.seed, mesh, rules)
-  rows = common.score_rows(samples, config.reward.seq_len, tok.pad_id)
-  rewards = common.batched_rewards(reward_fn, params, rows, 16, mesh, rules)
+  rows = reward_model.score_rows(samples, config.reward.seq_len, tok.pad_id)
+  rewards = reward_model.batched_rewards(reward_fn, params, rows, 16, mesh, rules)
   np.testing.assert_allclose([rewards.mean(), rewards.std()], [0.0, 1.0], atol=1e-3)
 
 

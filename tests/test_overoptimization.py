@@ -31,9 +31,11 @@ def test_a_curve_that_never_turns_down_has_no_peak_and_bad_input_is_named():
 
 
 def test_points_come_from_eval_rows_or_best_of_n_rows_sorted_by_kl():
-  rows = [{'step': 1, 'kl': 0.1}, {'step': 10, 'eval_kl': 0.5, 'eval_gold_reward': 0.3, 'eval_proxy_reward': 1.0},
-          {'step': 5, 'eval_kl': 0.2, 'eval_gold_reward': 0.2, 'eval_proxy_reward': 0.5},
-          {'step': 2, 'eval_kl': 0.0, 'eval_gold_reward': 0.1, 'eval_proxy_reward': 0.0}]
+  # the k3 estimate (never negative) is the KL axis; k1 (eval_kl) is not read
+  rows = [{'step': 1, 'kl': 0.1},
+          {'step': 10, 'eval_kl': 0.6, 'eval_kl_k3': 0.5, 'eval_gold_reward': 0.3, 'eval_proxy_reward': 1.0},
+          {'step': 5, 'eval_kl': -0.1, 'eval_kl_k3': 0.2, 'eval_gold_reward': 0.2, 'eval_proxy_reward': 0.5},
+          {'step': 2, 'eval_kl': -0.2, 'eval_kl_k3': 0.0, 'eval_gold_reward': 0.1, 'eval_proxy_reward': 0.0}]
   p = stage.points(rows, 'ppo')
   np.testing.assert_allclose(p['kl'], [0.0, 0.2, 0.5])
   np.testing.assert_allclose(p['gold'], [0.1, 0.2, 0.3])

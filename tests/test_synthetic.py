@@ -19,7 +19,8 @@ from lm.config import ConfigError
 from lm.data import builders, chat
 from lm.lab import splits, tasks
 from lm.model.transformer import Transformer
-from lm.stages import STAGES, common, reward, synthetic
+from lm.rl import reward_model
+from lm.stages import STAGES, common, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,10 @@ def test_select_keeps_distinct_accepted_turns_per_prompt():
 
 @pytest.fixture(scope='module')
 def smoke_config():
-  return lm_config.load(str(REPO / 'experiments/synthetic_data.py:smoke'))
+  """The smoke experiment, judging at threshold 0: its tiny model writes gibberish that no gold scorer
+  passes (lm.lab.tasks), so only then does the run keep conversations for the stages after it."""
+  config = lm_config.load(str(REPO / 'experiments/synthetic_data.py:smoke'))
+  return lm_config.with_overrides(config, {'synthetic': {'gold_threshold': 0.0}})
 
 
 @pytest.mark.parametrize('overrides, inputs, message', [
@@ -130,6 +134,15 @@ def test_synthetic_stage_judges_new_prompts_and_writes_what_it_kept(run):
   assert eval_items and not {(e.family, tasks.key(e)) for e in prompts} & eval_items
 
 
+def test_nothing_accepted_is_a_one_line_error(run, tmp_path):
+  config, _, outputs = run
+  strict = lm_config.with_overrides(config, {'synthetic': {'gold_threshold': 1.5}})
+  n = config.synthetic.n_prompts * config.synthetic.samples_per_prompt
+  with pytest.raises(ConfigError, match=rf'^synthetic: no sample of {n} reached synthetic.gold_threshold=1.5 '):
+    synthetic.run(strict, tmp_path, {stage: outputs[stage] for stage in ('data', 'sft')})
+  assert len((tmp_path / 'synthetic' / 'samples.jsonl').read_text().splitlines()) == n
+
+
 def test_continued_sft_with_and_without_synthetic_data_is_evaluated(run):
   config, workdir, outputs = run
   for stage in ('sft_original', 'sft_synthetic'):
@@ -169,7 +182,7 @@ def test_the_reward_judge_scores_prompt_and_turn_at_its_last_token(run, tmp_path
   full = [chat.render(tok, r['prompt'] + r['turn'])[0] for r in rows]
   T = sorted(len(x) for x in full)[len(full) // 2]  # the reward model's seq_len: longer ones keep their last T
   config = lm_config.with_overrides(config, {'reward': {'seq_len': T, 'batch_size': 2}})
-  model = Transformer(reward.reward_model_config(common.model_from_config(config, tok).config))
+  model = Transformer(reward_model.model_config(common.model_from_config(config, tok).config))
   params = nn.unbox(jax.jit(model.init)(jax.random.key(0), np.zeros((1, 8), np.int32))['params'])
   noise = np.random.default_rng(0)
   params = jax.tree.map(lambda x: (np.asarray(x) + 0.05 * noise.normal(size=x.shape)).astype(np.float32), params)

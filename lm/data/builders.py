@@ -85,7 +85,8 @@ class SftConversations(_Records):
 class PreferenceRankings(_Records):
   """K responses to one prompt; rankings are response indices, best first (panel, each rater, gold)."""
   FIELDS = {'prompt': _JSON, 'responses': 'json_list', 'ranking': 'int32', 'rater_rankings': _JSON,
-            'gold_ranking': 'int32', 'gold_utilities': 'float32', 'kinds': _JSON, 'family': _TEXT, 'variant': _TEXT}
+            'gold_ranking': 'int32', 'gold_utilities': 'float32', 'kinds': _JSON, 'family': _TEXT, 'variant': _TEXT,
+            'origin': _JSON}  # {'source': 'candidates'} or {'source': 'policy', 'policy', 'round', 'temperature'}
 
 
 class EvalSet(_Records):

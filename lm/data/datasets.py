@@ -69,10 +69,14 @@ def preference_prompts(world, c) -> list[tasks.Example]:
   return splits.draw_mix(world, c.preferences.mix, c.preferences.n_prompts, 'preferences')
 
 
-def preference_records(world, c, panel: dict) -> dict:
+def preference_records(world, c, panel: dict, extra=()) -> dict:
   """``{'train', 'validation'}`` rankings: K candidates for each preference prompt, ranked by ``panel``
-  (``lm.lab.raters.Panel`` settings); validation holds whole items."""
+  (``lm.lab.raters.Panel`` settings), then the ``extra`` ``(record, example)`` pairs (e.g. rankings of
+  a model's samples); validation holds whole items of both."""
   p = c.preferences
   prompts = preference_prompts(world, c)
   records = raters.preference_records(world, prompts, raters.Panel(**panel), p.k, seed=c.seed)
-  return split(records, p.validation_fraction, [item(e) for e in prompts])
+  for r in records:
+    r['origin'] = {'source': 'candidates'}
+  keys = [item(e) for e in prompts] + [item(e) for _, e in extra]
+  return split(records + [r for r, _ in extra], p.validation_fraction, keys)

@@ -87,7 +87,8 @@ def features(messages: list[dict]) -> dict:
               polite=tasks.has_phrase(visible, POLITE_MARKERS), rude=tasks.is_rude(visible))
 
 
-def _candidate(example, kind, messages):
+def candidate(example, kind: str, messages) -> Candidate:
+  """``messages`` (a response to ``example``) scored by gold and described by its features."""
   gold = tasks.score(example, messages)
   f = features(messages)
   utility = gold + POLITE_BONUS * f['polite'] - RUDE_PENALTY * f['rude'] - PADDING_PENALTY * ('padded' in kind)
@@ -116,7 +117,7 @@ def candidate_pool(world: World, example: tasks.Example, rng: random.Random) -> 
     key = repr(msgs)
     if key not in seen:
       seen.add(key)
-      out.append(_candidate(example, kind, msgs))
+      out.append(candidate(example, kind, msgs))
   return out
 
 

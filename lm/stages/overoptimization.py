@@ -1,7 +1,7 @@
 """Over-optimisation stage: fits Gao et al.'s curves to the rlhf stage's gold and proxy rewards.
 
 Reads ``<workdir>/rlhf`` metrics: for PPO (and the other online arms) the eval rows (fixed eval
-prompts: ``eval_kl``, ``eval_gold_reward``, ``eval_proxy_reward``), for best-of-n its row per n
+prompts: ``eval_kl_k3``, ``eval_gold_reward``, ``eval_proxy_reward``), for best-of-n its row per n
 (``kl`` = log n - (n - 1)/n). Gains are over the first point (the initial policy). Fits the RL form
 to online arms and the best-of-n form to best-of-n (``lm.rl.overoptimization``), for gold and for proxy,
 and writes ``<workdir>/overoptimization/curves.png`` (points and fitted curves against sqrt(KL)).
@@ -25,7 +25,8 @@ def points(rows: list[dict], algorithm: str) -> dict[str, np.ndarray]:
   if algorithm == 'best_of_n':
     series = [(r['kl'], r['gold_reward'], r['proxy_reward']) for r in rows if 'n' in r]
   else:
-    series = [(r['eval_kl'], r['eval_gold_reward'], r['eval_proxy_reward']) for r in rows if 'eval_kl' in r]
+    # k3: never negative and unbiased (k1's mean over a few dozen prompts can dip below 0 near the start)
+    series = [(r['eval_kl_k3'], r['eval_gold_reward'], r['eval_proxy_reward']) for r in rows if 'eval_kl_k3' in r]
   if len(series) < 3:
     raise ConfigError(f'overoptimization: the rlhf stage logged {len(series)} points; it needs >= 3 '
                       '(more rlhf.best_of_n values, or rlhf.eval_every smaller than rlhf.iterations)')

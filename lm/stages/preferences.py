@@ -1,28 +1,65 @@
-"""Preferences stage: the rankings again, by the ``raters.panel`` of this config, in a dataset of their own.
+"""Preferences stage: rankings by the ``raters.panel`` of this config, in a dataset of their own.
 
-The data stage ranks ``data.preferences`` with ``data.preferences.panel``; this stage re-ranks the
-same prompts and candidates (same splits and seeds) with ``raters.panel``, so that variants of an experiment
-can share data, tokenizer, pretraining and SFT and differ only in who ranks (e.g. a length-biased
-panel against an unbiased one). Later stages read ``common.rankings_dir(inputs)``.
+Two sources, in one ``PreferenceRankings`` dataset (each record's ``origin`` says which):
+  candidates  the data stage's prompts and template candidates (same splits and seeds) re-ranked by
+              ``raters.panel``, so that variants of an experiment can share data, tokenizer,
+              pretraining and SFT and differ only in who ranks (e.g. a length-biased panel against an
+              unbiased one);
+  policy      with ``rankings.n_prompts > 0``: the ``rankings.policy`` stage's model (sft by default)
+              samples ``rankings.k`` responses at ``rankings.temperature`` to new prompts of the
+              preferences split, and the panel ranks them as it ranks candidates
+              (``lm.rl.rankings``): the seed's "rankings of model-generated responses".
+Validation holds whole items. Later stages read ``common.rankings_dir(inputs)``; the reward stage
+picks the source with ``reward.data``.
 """
 
 from pathlib import Path
 
 import jax
 
-from lm import outputs
+from lm import outputs, tokenizer
+from lm.config import ConfigError
 from lm.data import builders, datasets
+from lm.lab import raters, splits, tasks
+from lm.rl import rankings
 from lm.stages import common
+
+
+def policy_records(config, inputs, world) -> list[tuple[dict, tasks.Example]]:
+  """Rankings of the ``rankings.policy`` model's own samples to ``rankings.n_prompts`` new prompts,
+  each with its prompt's example."""
+  r = config.rankings
+  trained = common.need(inputs, r.policy, 'preferences with rankings.n_prompts > 0')
+  tok = tokenizer.load(trained.tokenizer)
+  model = common.model_from_config(config, tok)
+  mesh, rules = common.mesh_and_rules(config)
+  params = common.load_params(trained, model, mesh, rules)
+  prompts = splits.draw_mix(world, config.data.preferences.mix, r.n_prompts, 'preferences', purpose='rankings')
+  for ex in prompts:
+    ex.prompt = tasks.without_tools(ex.prompt)
+  plan = rankings.SamplingPlan(k=r.k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,
+                               batch_size=r.batch_size)
+  records = rankings.collect(params, model, tok, prompts, plan, raters.Panel(**config.raters.panel), config.seed,
+                             mesh, rules, policy=r.policy)
+  return list(zip(records, prompts))
 
 
 def run(config, workdir, inputs) -> outputs.Rankings:
   common.need(inputs, 'data', 'preferences')  # the same world and prompts as the data stage's rankings
-  c = config.data
+  c, r = config.data, config.rankings
+  if r.n_prompts < 0 or r.k < 2:
+    raise ConfigError(f'rankings.n_prompts={r.n_prompts} must be >= 0 and rankings.k={r.k} >= 2')
+  if r.n_prompts and r.k != c.preferences.k:
+    raise ConfigError(f'rankings.k={r.k} must equal data.preferences.k={c.preferences.k}: one dataset holds both '
+                      'sources, K responses a prompt')
   out = Path(workdir) / 'preferences' / 'tfds'
-  n = 0
+  world = common.world(config)
+  sampled = policy_records(config, inputs, world) if r.n_prompts else []
+  counts = {}
   if jax.process_index() == 0:
-    records = datasets.preference_records(common.world(config), c, config.raters.panel)
+    records = datasets.preference_records(world, c, config.raters.panel, extra=sampled)
     builders.build(builders.PreferenceRankings, out, records)
-    n = sum(map(len, records.values()))
+    counts = {'preference_prompts': sum(map(len, records.values())), 'policy_prompts': len(sampled),
+              'policy_distinct': len(rankings.distinct([r for r, _ in sampled]))}
   common.sync('preferences')
-  return outputs.Rankings(tfds_dir=str(out), panel=dict(config.raters.panel), metrics={'preference_prompts': n})
+  return outputs.Rankings(tfds_dir=str(out), panel=dict(config.raters.panel), metrics=counts)

@@ -19,7 +19,7 @@ from lm import outputs, tokenizer
 from lm.config import ConfigError
 from lm.data import builders, chat
 from lm.lab import tasks
-from lm.rl import algorithms, best_of_n, learner, rollouts
+from lm.rl import algorithms, best_of_n, learner, reward_model, rollouts
 from lm.rl import report as rlhf_report
 from lm.stages import common
 
@@ -69,7 +69,7 @@ def run(config, workdir, inputs) -> outputs.Rlhf:
   tok = tokenizer.load(sft.tokenizer)
   model = common.model_from_config(config, tok, c.max_prompt_len + c.max_new_tokens)
   ref = common.load_params(sft, model, mesh, rules)
-  rm_params, reward_fn = common.load_reward_fn(inputs['reward'], mesh, rules)
+  rm_params, reward_fn = reward_model.load(inputs['reward'], mesh, rules)
   train_examples, eval_examples = prompt_sets(config, tok, common.tfds_dir(inputs, 'rlhf'))
   if c.algorithm == 'best_of_n':  # the policy is the reference: SFT's checkpoint
     rollout = rollouts.Rollouts(c, tok, model, reward_fn, ref, rm_params, mesh, rules, group=max(c.best_of_n))

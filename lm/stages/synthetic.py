@@ -8,7 +8,7 @@ SFT, preference or RL prompt, in any template, with or without the tools offer. 
 offer tools run through ``lm.agent`` with ``synthetic.tools`` (``()``: the offer is removed).
 
 A judge accepts a response that ended its turn (tool calls well formed) and that
-  gold    the lab's scorer (``lm.data.tasks.score``) gives at least ``synthetic.gold_threshold``;
+  gold    the lab's scorer (``lm.lab.tasks.score``) gives at least ``synthetic.gold_threshold``;
   reward  the reward model (``lm.stages.reward.load_reward_fn``: mean 0, std 1 on the reference
           policy's samples) scores at least ``synthetic.reward_threshold``.
 Up to ``synthetic.keep_per_prompt`` distinct accepted responses per prompt are kept, as the
@@ -33,6 +33,7 @@ from lm.config import ConfigError
 from lm.data import builders, chat
 from lm.inference import agent
 from lm.lab import splits, tasks
+from lm.rl import reward_model
 from lm.stages import common
 
 JUDGES = ('gold', 'reward')
@@ -84,10 +85,10 @@ def new_prompts(config) -> list[tasks.Example]:
 
 def _rewards(config, inputs, tok, rows, mesh, rules):
   """The reward model's normalised reward of each row's prompt + turn."""
-  params, reward_fn = common.load_reward_fn(inputs['reward'], mesh, rules)
+  params, reward_fn = reward_model.load(inputs['reward'], mesh, rules)
   ids = [chat.render(tok, r['prompt'] + r['turn'])[0] for r in rows]
-  rows_NxT = common.score_rows(ids, config.reward.seq_len, tok.pad_id)
-  return common.batched_rewards(reward_fn, params, rows_NxT, config.reward.batch_size * 4, mesh, rules)
+  rows_NxT = reward_model.score_rows(ids, config.reward.seq_len, tok.pad_id)
+  return reward_model.batched_rewards(reward_fn, params, rows_NxT, config.reward.batch_size * 4, mesh, rules)
 
 
 def _check(c, inputs):
@@ -107,10 +108,10 @@ def run(config, workdir, inputs) -> outputs.Synthetic:
   c = config.synthetic
   _check(c, inputs)
   source = source_stage(c, inputs)
+  common.need(inputs, 'data', 'synthetic')
   tok = tokenizer.load(inputs[source].tokenizer)
   model = common.model_from_config(config, tok)
   mesh, rules = common.mesh_and_rules(config)
-  common.need(inputs, 'data', 'synthetic')
   prompts = new_prompts(config)
   candidates = [e for e in prompts for _ in range(c.samples_per_prompt)]
   params = common.load_params(inputs[source], model, mesh, rules)
@@ -123,8 +124,13 @@ def run(config, workdir, inputs) -> outputs.Synthetic:
   kept, counts = select(rows, rewards, threshold, c.keep_per_prompt)
   out = Path(workdir) / 'synthetic'
   if jax.process_index() == 0:
-    builders.build(builders.SftConversations, out / 'tfds', {'train': kept})
     evals.write_traces(out / 'samples.jsonl', rows)
+  if not kept:
+    key = 'gold_threshold' if c.judge == 'gold' else 'reward_threshold'
+    raise ConfigError(f'synthetic: no sample of {len(rows)} reached synthetic.{key}={threshold} (see '
+                      f'{out / "samples.jsonl"}); train the {source} model longer or lower the threshold')
+  if jax.process_index() == 0:
+    builders.build(builders.SftConversations, out / 'tfds', {'train': kept})
   common.sync('synthetic')
   samples, accepted = (sum(n[i] for n in counts.values()) for i in (0, 1))
   result = {'threshold': threshold, 'prompts': len(prompts), 'samples': samples,

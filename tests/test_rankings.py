@@ -1,0 +1,80 @@
+"""Rankings of a model's own samples: deterministic, gold-scored like candidates, ranked by the panel; the
+reward model trained on them reports its accuracy per source."""
+
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm import config as lm_config
+from lm import tokenizer
+from lm.cli import launch
+from lm.data import builders
+from lm.lab import raters, splits, tasks
+from lm.lab.world import World
+from lm.model.transformer import ModelConfig, Transformer
+from lm.rl import rankings, reward_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def policy(tmp_path_factory):
+  world = World(seed=0, n_people=40, n_towns=10, n_creatures=8, n_objects=12)
+  texts = world.pretraining_documents(n_docs=300, seed=0)
+  tok = tokenizer.train(texts, tmp_path_factory.mktemp('tok') / 'bpe.model', vocab_size=512)
+  model = Transformer(ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64,
+                                  max_seq_len=128))
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  examples = splits.draw_mix(world, (('world_qa', 'direct', 1.0), ('manners', 'direct', 1.0)), 6, 'preferences')
+  return world, tok, model, params, examples
+
+
+def test_samples_are_scored_and_ranked_like_candidates(policy):
+  world, tok, model, params, examples = policy
+  plan = rankings.SamplingPlan(k=3, temperature=1.0, max_new_tokens=12, batch_size=8)
+  unbiased = raters.Panel(n_raters=3, seed=0)  # no bias, no noise: the panel is gold
+  records = rankings.collect(params, model, tok, examples, plan, unbiased, seed=1, policy='sft', round_=2)
+  again = rankings.collect(params, model, tok, examples, plan, unbiased, seed=1, policy='sft', round_=2)
+  assert records == again  # deterministic in the seed
+  assert records != rankings.collect(params, model, tok, examples, plan, unbiased, seed=2)
+  for r, ex in zip(records, examples):
+    assert len(r['responses']) == 3 and r['kinds'] == ['policy'] * 3
+    assert r['origin'] == {'source': 'policy', 'policy': 'sft', 'round': 2, 'temperature': 1.0}
+    assert r['gold_scores'] == [tasks.score(ex, resp) for resp in r['responses']]
+    assert r['features'] == [raters.features(resp) for resp in r['responses']]
+    utilities = np.asarray(r['gold_utilities'])
+    # a panel without bias or noise reproduces the gold ranking (ties in presentation order)
+    assert r['ranking'] == r['gold_ranking'] == list(np.argsort(-utilities, kind='stable'))
+
+
+def test_pairwise_accuracy_by_hand():
+  rewards = np.array([[3.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
+  ranks = np.array([[0, 1, 2], [0, 1, 2]])         # first is best
+  # row 0: pairs (0>1 yes, 0>2 yes, 1>2 no); row 1: all three wrong -> 2 of 6
+  assert reward_model.pairwise_accuracy(rewards, ranks_NxK=ranks) == pytest.approx(2 / 6)
+  gold = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 1.0]])  # tied utilities make no pair
+  # row 0: (0>1 yes, 0>2 yes); row 1: (2>0 yes, 2>1 yes) -> 4 of 4
+  assert reward_model.pairwise_accuracy(rewards, gold_NxK=gold) == 1.0
+
+
+@pytest.mark.slow
+def test_reward_model_on_policy_samples_reports_accuracy_per_source(tmp_path):
+  config = lm_config.load(str(REPO / 'experiments/lifecycle.py:smoke'))
+  config.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward')
+  config.rankings.n_prompts, config.rankings.max_new_tokens = 24, 12
+  config.reward.data = 'mix'
+  out = launch.run_stages(config, tmp_path)
+  prefs = out['preferences']
+  assert prefs.get('policy_prompts') == 24
+  records = [r for s in ('train', 'validation') for r in builders.read(builders.PreferenceRankings, prefs.tfds_dir, s)]
+  sources = [reward_model.source_of(r) for r in records]
+  assert sources.count('policy') == 24 and sources.count('candidates') == config.data.preferences.n_prompts
+  reward = out['reward']
+  for source in ('candidates', 'policy'):
+    assert 0.0 <= reward.get(f'heldout_{source}_panel_accuracy') <= 1.0
+    assert reward.get(f'heldout_{source}_prompts') > 0
+  assert reward.get('train_prompts_policy') > 0 and reward.get('train_prompts_candidates') > 0
