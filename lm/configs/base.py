@@ -123,6 +123,7 @@ def get_config() -> ml_collections.ConfigDict:
   # reward model on the panel's rankings (batch_size counts prompts, each with data.preferences.k responses)
   c.reward = train_section(steps=100, batch_size=8, seq_len=256, lr=3e-4, warmup_steps=10, eval_every=50,
                            checkpoint_every=50, eval_batches=8,
+                           data='candidates',     # what it trains on: candidates, policy (samples ranked), mix
                            loss='plackett_luce',  # or 'bradley_terry'
                            margin=0.0,
                            normalize_prompts=64, normalize_temperature=1.0, normalize_max_new_tokens=64)
@@ -136,6 +137,9 @@ def get_config() -> ml_collections.ConfigDict:
       'breakdowns': ()})                      # 'family:meta_key' (or 'family'): extra accuracy metrics
   # the panel of the preferences stage, which re-ranks the data stage's candidates (vary raters here)
   c.raters = ml_collections.ConfigDict({'panel': dict(PANEL)})
+  # the preferences stage's rankings of a model's own samples (lm.rl.rankings), ranked by raters.panel
+  c.rankings = ml_collections.ConfigDict({'policy': 'sft', 'n_prompts': 0, 'k': 4, 'temperature': 1.0,
+                                          'max_new_tokens': 64, 'batch_size': 64})
   c.rlhf = rlhf_section()
   c.synthetic = synthetic_section()
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
