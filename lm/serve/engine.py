@@ -4,8 +4,8 @@ token (``lm.inference.stream``), every row's events going to its own job.
 The worker takes the oldest job and, behind it, every queued job of the same kind (run, stage,
 sampling config, tools, prompt bucket, forced room) while their rows fit in ``max_rows``; those run
 as one batch. Rows are sampled with their own seeds, so an answer does not depend on the jobs it
-shared a batch with. Models (``serving.load``) and tools (``serving.load_tools``: ``lm.tools``, the
-python tool in its sandbox) are loaded on first use and kept.
+shared a batch with. Models (``serving.load``; the ``max_models`` used last are kept) and tools
+(``serving.load_tools``: ``lm.tools``, the python tool in its sandbox) are loaded on first use.
 
 A job's events are dicts: ``token`` (row, id, text, logprob, entropy, source, top), ``call``,
 ``done`` (row, ids, messages, parts, ...), then one ``end``; or one ``error`` (a one-line
@@ -15,7 +15,7 @@ A job's events are dicts: ``token`` (row, id, text, logprob, entropy, source, to
 import dataclasses
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Callable
 
 import numpy as np
@@ -56,11 +56,11 @@ def one_line(e: BaseException) -> str:
 
 class Engine:
 
-  def __init__(self, max_rows: int = 8, agent_cfg: agent.AgentConfig = agent.AgentConfig()):
-    self.max_rows, self.agent_cfg = max_rows, agent_cfg
+  def __init__(self, max_rows: int = 8, agent_cfg: agent.AgentConfig = agent.AgentConfig(), max_models: int = 4):
+    self.max_rows, self.agent_cfg, self.max_models = max_rows, agent_cfg, max_models
     self._queue: deque[Job] = deque()
     self._cv = threading.Condition()
-    self._served: dict = {}
+    self._served: OrderedDict = OrderedDict()
     self._tools: dict = {}
     self.batches: deque[int] = deque(maxlen=10_000)  # jobs in each batch run (the latest; for tests)
     self._thread = threading.Thread(target=self._loop, name='lm.serve engine', daemon=True)
@@ -78,7 +78,10 @@ class Engine:
     key = (run.name, stage)
     if key not in self._served:
       run.model(stage)  # a one-line error for an unknown stage
+      while len(self._served) >= self.max_models:
+        self._served.popitem(last=False)
       self._served[key] = serving.load(run.dir, stage)
+    self._served.move_to_end(key)
     return self._served[key]
 
   def _run_tools(self, run: Run) -> dict:
