@@ -13,8 +13,9 @@ arguments + outputs - donated aliases + temporaries) against the chip's HBM, and
 FLOPs: ``cost_analysis()`` counts the body of a loop once (a scan over layers, the vocab head's
 chunk scan, microbatches), so the table also gives the dot FLOPs of the optimized HLO with every
 loop body counted as many times as the loop runs (``hlo_dot_flops``; a conditional counts its
-costliest branch). ``model`` is 6 x params x tokens (embedding lookups excluded, vocab head
-included) + causal attention; compiled / model > 1 is rematerialisation and attention blocks.
+costliest branch). ``model`` is 6 x matmul params x tokens (``matmul_params``: the layers'
+projections and the vocab head once, tied or untied; lookups and norms excluded) + causal
+attention; compiled / model > 1 is rematerialisation and attention blocks.
 
 Caveats: the compiler is XLA:CPU, not XLA:TPU: layouts, fusion and scheduling differ, and attention
 is ``model.attention='chunked'`` (on TPU, ``auto`` runs the splash kernel, which keeps O(T) memory
@@ -33,16 +34,19 @@ compile per plan). Every plan: bfloat16 matmuls (params, activations and AdamW s
 sequence per device per microbatch; 70B on v6e-256 also shards the residual stream's features over
 ``tensor`` (``act_embed``; without it 8 sequences per device took 210 GiB). state = params + AdamW
 moments per device, peak = arguments + outputs - donated + temporaries, GiB; HBM in GiB (95 GB =
-88.5 GiB); TFLOP per device per step: compiled (dots, loops counted), model (6N + attention), x = ratio:
-  | plan | chips | params | mesh d,f,t | batch x seq / micro | remat | state | temps | peak | HBM | fits | TFLOP/dev | model | x |
-  |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
-  | 1b_v5e8 | 8 | 1.24B | 1,8,1 | 32 x 2048 / 1 | full | 1.7 | 7.6 | 9.4 | 14.9 | yes | 77 | 64 | 1.20 |
-  | 8b_v5p32 | 16 | 8.03B | 1,16,1 | 32 x 8192 / 2 | full | 5.6 | 29.1 | 34.7 | 88.5 | yes | 1054 | 895 | 1.18 |
-  | 8b_v5p64 | 32 | 8.03B | 1,32,1 | 64 x 8192 / 2 | full | 2.8 | 27.3 | 30.1 | 88.5 | yes | 1054 | 895 | 1.18 |
-  | 8b_v5p128 | 64 | 8.03B | 1,64,1 | 128 x 8192 / 2 | full | 1.4 | 26.4 | 27.8 | 88.5 | yes | 1054 | 895 | 1.18 |
-  | 70b_v5p256 | 128 | 70.55B | 1,32,4 | 128 x 8192 / 4 | full | 6.2 | 37.2 | 43.4 | 88.5 | yes | 4604 | 3732 | 1.23 |
-  | 70b_v5p512 | 256 | 70.55B | 1,64,4 | 256 x 8192 / 4 | full | 3.1 | 35.2 | 38.3 | 88.5 | yes | 4604 | 3732 | 1.23 |
-  | 70b_v6e256 | 256 | 70.55B | 1,32,8 | 256 x 8192 / 8 | full | 3.1 | 10.5 | 13.6 | 29.8 | yes | 4604 | 3732 | 1.23 |
+88.5 GiB); mesh = data, fsdp, tensor; TFLOP per device per step: compiled (dots, loops counted), model
+(6N + attention), x = ratio:
+| plan | chips | params | mesh | batch x seq/micro | remat | state | temps | peak | HBM | fits | TFLOP/dev | model | x |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| 1b_v5e8 | 8 | 1.24B | 1,8,1 | 32 x 2048 / 1 | full | 1.7 | 7.6 | 9.4 | 14.9 | yes | 77 | 64 | 1.20 |
+| 8b_v5p32 | 16 | 8.03B | 1,16,1 | 32 x 8192 / 2 | full | 5.6 | 29.1 | 34.7 | 88.5 | yes | 1054 | 843 | 1.25 |
+| 8b_v5p64 | 32 | 8.03B | 1,32,1 | 64 x 8192 / 2 | full | 2.8 | 27.3 | 30.1 | 88.5 | yes | 1054 | 843 | 1.25 |
+| 8b_v5p128 | 64 | 8.03B | 1,64,1 | 128 x 8192 / 2 | full | 1.4 | 26.4 | 27.8 | 88.5 | yes | 1054 | 843 | 1.25 |
+| 70b_v5p256 | 128 | 70.55B | 1,32,4 | 128 x 8192 / 4 | full | 6.2 | 37.2 | 43.4 | 88.5 | yes | 4604 | 3680 | 1.25 |
+| 70b_v5p512 | 256 | 70.55B | 1,64,4 | 256 x 8192 / 4 | full | 3.1 | 35.2 | 38.3 | 88.5 | yes | 4604 | 3680 | 1.25 |
+| 70b_v6e256 | 256 | 70.55B | 1,32,8 | 256 x 8192 / 8 | full | 3.1 | 10.5 | 13.6 | 29.8 | yes | 4604 | 3680 | 1.25 |
+(``model`` recomputed 2026-12 with the untied 8B/70B head counted once; it was counted twice
+before, 895 / 3732 TFLOP, x 1.18 / 1.23; the compiled column is unchanged.)
 8B needs 28-35 GiB of v5p's 88.5 on 16, 32 or 64 chips, and 70B 38-43 GiB on 128 or 256: room
 for longer sequences, or ``dots_no_batch`` remat to recompute less. Temporaries barely shrink
 with more FSDP devices: they are one sequence's activations plus whole-vocabulary gathers
@@ -127,16 +131,23 @@ def hlo_dot_flops(hlo_text: str) -> float:
   return total(entry)
 
 
+def matmul_params(model_cfg) -> int:
+  """Weights that take part in a matmul: each layer's q, k, v, o and gated-MLP projections, and the
+  vocab head once, whether it is the tied embedding or its own matrix (lookups, norms, biases and the
+  scalar head excluded)."""
+  c = model_cfg
+  hd = c.head_size
+  per_layer = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * hd + c.n_heads * hd * c.d_model + 3 * c.d_model * c.d_ff
+  return c.n_layers * per_layer + (c.d_model * c.vocab_size if c.lm_head else 0)
+
+
 def model_flops(model_cfg, batch_size: int, seq_len: int) -> float:
   """6 x matmul params x tokens + causal attention (q k^T and p v over the keys at or before each
   query: 2 x 2 x T(T+1)/2 x heads x head_size per sequence and layer, x3 for the backward)."""
   c = model_cfg
-  matmul_params = c.n_params(include_embedding=False) - c.n_layers * 2 * c.d_model - c.d_model
-  if c.lm_head:
-    matmul_params += c.d_model * c.vocab_size
   tokens = batch_size * seq_len
   attention = 3 * 4 * batch_size * c.n_layers * c.n_heads * c.head_size * seq_len * (seq_len + 1) / 2
-  return 6.0 * matmul_params * tokens + attention
+  return 6.0 * matmul_params(c) * tokens + attention
 
 
 # ----------------------------------------------------------------------------------------- plan

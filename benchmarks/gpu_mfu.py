@@ -39,12 +39,12 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from aot_plan import model_flops  # noqa: E402
 
-from lm import optim as lm_optim
-from lm import sharding, train
+from lm import optim as lm_optim  # noqa: E402
+from lm import sharding, train  # noqa: E402
 from lm.configs import models  # noqa: E402
-from lm.configs import optim as optim_presets
+from lm.configs import optim as optim_presets  # noqa: E402
 from lm.inference import sample as S  # noqa: E402
-from lm.model import attention
+from lm.model import attention  # noqa: E402
 from lm.model.transformer import ModelConfig, Transformer  # noqa: E402
 from lm.steps import lm as lm_steps  # noqa: E402
 
@@ -122,7 +122,8 @@ def decode_roofline(size: str, batch: int, prompt_len: int, new_tokens: int, rep
   bytes_per_step = weight_bytes + kv_bytes
   tokens_per_s = batch * new_tokens / decode_s
   roofline = batch * hbm_bw / bytes_per_step if hbm_bw else float('nan')
-  return {'size': size, 'batch': batch, 'prompt': P, 'new_tokens': new_tokens, 'ms_per_step': 1e3 * decode_s / new_tokens,
+  return {'size': size, 'batch': batch, 'prompt': P, 'new_tokens': new_tokens,
+          'ms_per_step': 1e3 * decode_s / new_tokens,
           'tokens_per_s': tokens_per_s, 'roofline_tokens_per_s': roofline, 'fraction': tokens_per_s / roofline,
           'gb_per_step': bytes_per_step / 1e9}
 
@@ -157,7 +158,8 @@ def main():
   print('\n| size | batch | prompt | new | ms / step | tokens/s | roofline tokens/s | fraction | GB read / step |')
   print('|---|---|---|---|---|---|---|---|---|')
   print(f"| {d['size']} | {d['batch']} | {d['prompt']} | {d['new_tokens']} | {d['ms_per_step']:.2f} | "
-        f"{d['tokens_per_s']:,.0f} | {d['roofline_tokens_per_s']:,.0f} | {d['fraction']:.1%} | {d['gb_per_step']:.2f} |")
+        f"{d['tokens_per_s']:,.0f} | {d['roofline_tokens_per_s']:,.0f} | {d['fraction']:.1%} | "
+        f"{d['gb_per_step']:.2f} |")
 
 
 if __name__ == '__main__':

@@ -48,12 +48,18 @@ def plans(make_config):
   }
 
 
-def test_flops_match_the_hand_count(plans):
-  c, p = plans
+def hand_count(c):
+  """(projections, attention) FLOPs of one step on [B, T]: 6 x tokens x (layer weights + the head, once)."""
   hd = c.head_size
   per_layer = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * hd + c.n_heads * hd * c.d_model + 3 * c.d_model * c.d_ff
   projections = 6 * (c.n_layers * per_layer + c.d_model * c.vocab_size) * B * T
   attention = 12 * B * c.n_layers * c.n_heads * hd * T * T  # q k^T and p v, forward and backward
+  return projections, attention
+
+
+def test_flops_match_the_hand_count(plans):
+  c, p = plans
+  projections, attention = hand_count(c)
   want = (projections + attention) / 8
   np.testing.assert_allclose(p['fsdp8']['flops'], want, rtol=1e-6)
   np.testing.assert_allclose(p['fsdp8_scanned']['flops'], want, rtol=1e-6)  # scan bodies x trip count
@@ -62,6 +68,16 @@ def test_flops_match_the_hand_count(plans):
   # the analytic model count differs only in attention: causal T(T+1)/2 keys per query row, not T x T
   causal = attention * (T + 1) / (2 * T) / 8
   np.testing.assert_allclose(p['fsdp8']['model_flops'], projections / 8 + causal, rtol=1e-9)
+
+
+def test_untied_head_is_counted_once(make_config):
+  # 8B and 70B have their own head matrix: its dots (h w, dh, dw) are 6 x d x V per token, as a tied one's
+  c = make_config(d_model=128, n_heads=4, n_kv_heads=2, d_ff=256, vocab_size=512, tie_embeddings=False)
+  assert c.n_params() == make_config(d_model=128, n_heads=4, n_kv_heads=2, d_ff=256, vocab_size=512).n_params() + 128 * 512
+  r = aot_plan.plan(c, sharding.make_mesh((1, 8, 1), jax.devices()), B, T)
+  projections, attention = hand_count(c)
+  np.testing.assert_allclose(r['flops'], (projections + attention) / 8, rtol=1e-6)
+  np.testing.assert_allclose(r['model_flops'], (projections + attention * (T + 1) / (2 * T)) / 8, rtol=1e-6)
 
 
 def test_memory_is_finite_and_shrinks_with_fsdp(plans):
