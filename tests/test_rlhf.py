@@ -9,6 +9,10 @@ stages would save them (the scalar head made non-zero so that rewards differ).
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -22,8 +26,9 @@ from lm import outputs as lm_outputs
 from lm.cli import launch
 from lm.config import ConfigError
 from lm.configs import base, models
+from lm.data import builders
 from lm.model.transformer import ModelConfig, Transformer
-from lm.rl import algorithms, losses, online
+from lm.rl import algorithms, losses, online, reward_model
 from lm.stages import common, rlhf
 
 TIMINGS = ('sample_s', 'score_s', 'gold_s', 'update_s', 'tokens_per_s')
@@ -140,7 +145,8 @@ def test_offline_arms_run(inputs, tmp_path, algorithm):
 
 
 def test_config_errors_name_the_key(inputs, tmp_path):
-  with pytest.raises(ConfigError, match="rlhf.algorithm='ppo2'; valid: ppo, grpo, rloo, dpo, ipo, best_of_n"):
+  with pytest.raises(ConfigError, match="rlhf.algorithm='ppo2'; valid: ppo, grpo, rloo, dapo, dr_grpo, gspo, "
+                                       "reinforce_pp, dpo, ipo, best_of_n"):
     _run(inputs, tmp_path, algorithm='ppo2')
   with pytest.raises(ConfigError, match='rlhf.algorithm=rloo needs rlhf.group_size >= 2'):
     _run(inputs, tmp_path, algorithm='rloo')
@@ -148,6 +154,62 @@ def test_config_errors_name_the_key(inputs, tmp_path):
     _run(inputs, tmp_path, prompts_per_iteration=12)
   with pytest.raises(ConfigError, match='rlhf needs the reward stage'):
     rlhf.run(_config(), tmp_path, {k: v for k, v in inputs.items() if k != 'reward'})
+
+
+class _KeepsFirstBatch:
+  """``inner`` that keeps its first iteration's rollout batch (on the host)."""
+
+  def __init__(self, inner):
+    self.inner, self.batches = inner, []
+
+  def __getattr__(self, name):
+    return getattr(self.inner, name)
+
+  def make_update(self, learner):
+    update = self.inner.make_update(learner)
+
+    def keep_first(state, iteration, batch, rng):
+      if iteration == 0:
+        self.batches.append(jax.tree.map(lambda x: np.asarray(x, np.float64), jax.device_get(batch)))
+      return update(state, iteration, batch, rng)
+
+    return keep_first
+
+
+@pytest.mark.parametrize('algorithm', ['dapo', 'dr_grpo', 'gspo', 'reinforce_pp'])
+def test_new_objectives_run_through_the_learner(inputs, tmp_path, monkeypatch, algorithm):
+  """One optimiser step per iteration (the minibatch is the rollout batch): the first starts at the
+  reference, every ratio is 1, so the logged policy loss is minus the advantages aggregated as the
+  algorithm does, by hand from the batch it trained on; then the policy has moved."""
+  group = 1 if algorithm == 'reinforce_pp' else 2
+  keeper = _KeepsFirstBatch(algorithms.ALGORITHMS[algorithm])
+  monkeypatch.setitem(algorithms.ALGORITHMS, algorithm, keeper)
+  _run(inputs, tmp_path, algorithm=algorithm, group_size=group, minibatch_size=8 * group, eval_every=0)
+  rows = metrics.read(tmp_path, 'rlhf')
+  assert [r['step'] for r in rows] == [1, 2] and rows[0]['kl'] == 0.0
+  b = keeper.batches[0]
+  adv, mask = b['advantages'], b['mask']
+  lengths = mask.sum(1)
+  if algorithm == 'dapo':  # groups whose advantages are all 0 (equal scores) are out of the loss
+    keep_G = np.any(adv.reshape(-1, 2 * adv.shape[1]) != 0, axis=1)
+    mask = mask * np.repeat(keep_G, 2)[:, None]
+    assert rows[0]['dropped_group_fraction'] == pytest.approx(1 - keep_G.mean())
+  if algorithm in ('dapo', 'reinforce_pp'):  # token mean
+    weight, want = mask.sum(), -(adv * mask).sum() / mask.sum()
+  elif algorithm == 'dr_grpo':  # sum over tokens / max_new_tokens, mean over responses
+    weight, want = len(mask), -((adv * mask).sum(1) / 8).mean()
+  else:  # gspo: mean over responses of the response's advantage
+    weight, want = len(mask), -((adv * mask).sum(1) / lengths).mean()
+  assert rows[0]['weight'] == weight and rows[0]['clip_fraction'] == 0.0
+  if algorithm == 'reinforce_pp':  # normalised over every token of the batch
+    assert np.mean(adv[b['mask'] > 0]) == pytest.approx(0.0, abs=1e-5)
+    assert np.std(adv[b['mask'] > 0]) == pytest.approx(1.0, rel=1e-3)
+  else:  # one advantage per response, centred in its group
+    per_response = adv[:, 0]
+    np.testing.assert_allclose(adv, per_response[:, None] * b['mask'], atol=1e-6)
+    np.testing.assert_allclose(per_response.reshape(-1, 2).sum(1), 0.0, atol=1e-5)
+  assert rows[0]['policy_loss'] == pytest.approx(want, rel=1e-4, abs=1e-6)
+  assert rows[1]['kl_k3'] > 0.0  # the policy moved
 
 
 class _SigtermDuringFirstUpdate(online.Online):
@@ -200,3 +262,64 @@ def test_a_non_finite_grad_norm_stops_with_the_last_good_checkpoint(inputs, tmp_
     _run(inputs, tmp_path, algorithm='ppo_nan', iterations=2, eval_every=0)
   assert checkpoint.manager(tmp_path / 'rlhf' / 'checkpoints').all_steps() == [1]
   assert metrics.read(tmp_path, 'rlhf') == logged  # the bad iteration is not logged
+
+
+def _rows(workdir):
+  return [{k: v for k, v in r.items() if k not in TIMINGS} for r in metrics.read(workdir, 'rlhf')]
+
+
+ROUNDS = dict(algorithm='ppo', iterations=2, rounds=2, eval_every=0, checkpoint_every=1)
+RANKINGS = {'n_prompts': 8, 'max_new_tokens': 12, 'batch_size': 32}
+
+
+def _rounds_config():
+  return lm_config.with_overrides(_config(), {'rlhf': ROUNDS, 'rankings': RANKINGS})
+
+
+def test_rounds_rank_the_policy_and_retrain_the_reward_model(inputs, tmp_path):
+  config = _rounds_config()
+  out = rlhf.run(config, tmp_path, inputs)
+  rows = _rows(tmp_path)
+  assert [(r['step'], r['round']) for r in rows] == [(1, 0), (2, 1)]
+  second = lm_outputs.load(tmp_path / 'reward_round1' / 'outputs.json')
+  assert second.get('round') == 1 and second.get('new_rankings') == RANKINGS['n_prompts']
+  ranked = [r for s in ('train', 'validation')
+            for r in builders.read(builders.PreferenceRankings,
+                                               tmp_path / 'reward_round1' / 'rankings', s)]
+  assert {r['origin']['policy'] for r in ranked} == {'rlhf'} and {r['origin']['round'] for r in ranked} == {1}
+  mesh, rules = common.mesh_and_rules(config)
+  first_params = reward_model.load(inputs['reward'], mesh, rules)[0]
+  second_params = reward_model.load(second, mesh, rules)[0]
+  assert not np.allclose(first_params['scalar_head'], second_params['scalar_head'])  # it trained on
+  assert out.get('iterations') == 2 and checkpoint.manager(out.checkpoint_dir).latest_step() == 2
+
+
+CHILD = """
+import json, sys
+from lm import config as lm_config, outputs
+from lm.stages import rlhf
+sys.path.insert(0, {tests!r})
+import test_rlhf
+inputs = {{k: outputs.from_json(v) for k, v in json.loads(open({inputs!r}).read()).items()}}
+rlhf.run(test_rlhf._rounds_config(), {workdir!r}, inputs)
+"""
+
+
+def test_rounds_resume_after_kill_9_with_identical_metrics(inputs, tmp_path):
+  reference = tmp_path / 'reference'
+  rlhf.run(_rounds_config(), reference, inputs)
+  (tmp_path / 'inputs.json').write_text(json.dumps({k: lm_outputs.to_json(v) for k, v in inputs.items()}))
+  killed = tmp_path / 'killed'
+  code = CHILD.format(tests=str(Path(__file__).parent), inputs=str(tmp_path / 'inputs.json'), workdir=str(killed))
+  child = subprocess.Popen([sys.executable, '-c', code], env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+  marker = killed / 'reward_round1' / 'outputs.json'  # round 0 done, round 1's reward model trained
+  deadline = time.time() + 600
+  while not marker.exists() and child.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  assert marker.exists(), child.stderr.read().decode()[-2000:] if child.poll() is not None else 'timed out'
+  os.kill(child.pid, signal.SIGKILL)
+  child.wait()
+  assert not (killed / 'rlhf' / 'checkpoints' / '2').exists()  # killed inside round 1
+  rlhf.run(_rounds_config(), killed, inputs)
+  assert _rows(killed) == _rows(reference)

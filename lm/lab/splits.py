@@ -157,19 +157,19 @@ def draw_mix(world: World, mix, n: int, split: str, purpose: str | None = None, 
   return examples
 
 
-def rl_prompts(world: World, mix, n_train: int, n_eval: int, keep=None) -> tuple[list, list]:
-  """RL prompts of ``mix``, the tools offer removed: ``n_train`` from the ``rlhf`` split and ``n_eval``
-  held-out ones from the ``eval`` split (purpose ``'rlhf eval'``), so none shares an item with the
-  other set, with SFT or with preferences. ``keep(example)`` (e.g. a prompt-length limit) sees the
-  prompt without the offer."""
+def rl_prompts(world: World, mix, n_train: int, n_eval: int, keep=None, offer_tools: bool = False) -> tuple[list, list]:
+  """RL prompts of ``mix``: ``n_train`` from the ``rlhf`` split and ``n_eval`` held-out ones from the
+  ``eval`` split (purpose ``'rlhf eval'``), so none shares an item with the other set, with SFT or
+  with preferences. The tools offer is removed unless ``offer_tools``; ``keep(example)`` (e.g. a
+  prompt-length limit) sees the prompt as it will be asked."""
   def strip(examples):
     for e in examples:
-      e.prompt = tasks.without_tools(e.prompt)
+      e.prompt = e.prompt if offer_tools else tasks.without_tools(e.prompt)
     return examples
 
   def kept(e):
-    return keep is None or keep(tasks.Example(e.family, e.variant, tasks.without_tools(e.prompt), e.reference,
-                                              e.meta))
+    prompt = e.prompt if offer_tools else tasks.without_tools(e.prompt)
+    return keep is None or keep(tasks.Example(e.family, e.variant, prompt, e.reference, e.meta))
   return (strip(draw_mix(world, mix, n_train, 'rlhf', keep=kept)),
           strip(draw_mix(world, mix, n_eval, 'eval', 'rlhf eval', keep=kept)))
 

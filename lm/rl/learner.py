@@ -56,6 +56,7 @@ class Setup:
   rules: Any
   rankings_dir: str = ''   # preference rankings (tfds) for the offline arms
   tools: dict | None = None  # lm.tools by name: rollouts run the calls (lm.inference.agent), results get no loss
+  round_: int = 0          # the round of iterated RLHF the iterations belong to (logged as ``round``)
 
 
 class Algorithm:
@@ -180,7 +181,7 @@ class Learner:
     if not self.algo.online:  # measure the updated policy the same way
       _, stats, rows, seconds = self.rollout(state['params'], examples, jax.random.fold_in(rng, 0), train=False)
     row = {**rollouts.metrics(rows, stats), **{k: float(v) for k, v in update_metrics.items()}, **seconds,
-           'update_s': update_s, 'kl_coef': kl_coef}
+           'update_s': update_s, 'kl_coef': kl_coef, 'round': self.s.round_}
     row['tokens_per_s'] = float(np.sum(stats['response_length'])) / max(
         seconds['sample_s'] + seconds['score_s'] + update_s, 1e-9)
     return state, row, self.algo.next_kl_coef(self.c, kl_coef, row, len(rows))

@@ -41,9 +41,19 @@ class Trained:
   heldout: dict  # per held-out record: 'rewards' [N, K], 'words', 'panel_ranks', 'gold_utilities', 'sources'
 
 
+DATA = ('candidates', 'policy', 'mix')
+
+
 def source_of(record) -> str:
   """'candidates' or 'policy': where a record's responses came from."""
   return (record.get('origin') or {}).get('source', 'candidates')
+
+
+def select(records, data: str) -> list[dict]:
+  """The records a reward model with ``reward.data = data`` trains on (candidates, policy or mix)."""
+  if data not in DATA:
+    raise ValueError(f'reward.data={data!r}; valid: {", ".join(DATA)}')
+  return [r for r in records if data == 'mix' or source_of(r) == data]
 
 
 def model_config(policy_config: ModelConfig) -> ModelConfig:

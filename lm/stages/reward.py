@@ -27,15 +27,6 @@ from lm.data import builders
 from lm.rl import reward_model
 from lm.stages import common
 
-DATA = ('candidates', 'policy', 'mix')
-
-
-def select(records, data: str) -> list[dict]:
-  """The records ``reward.data`` trains on."""
-  if data not in DATA:
-    raise ConfigError(f'reward.data={data!r}; valid: {", ".join(DATA)}')
-  return [r for r in records if data == 'mix' or reward_model.source_of(r) == data]
-
 
 def run(config, workdir, inputs) -> outputs.Reward:
   c = config.reward
@@ -46,7 +37,10 @@ def run(config, workdir, inputs) -> outputs.Reward:
   tfds_dir = common.rankings_dir(inputs, 'reward')
   records = {}
   for split in ('train', 'validation'):
-    records[split] = select(builders.read(builders.PreferenceRankings, tfds_dir, split), c.data)
+    try:
+      records[split] = reward_model.select(builders.read(builders.PreferenceRankings, tfds_dir, split), c.data)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     if not records[split]:
       raise ConfigError(f'reward.data={c.data!r}: no {split} rankings of that source in {tfds_dir} '
                         '(policy rankings come from the preferences stage with rankings.n_prompts > 0)')
