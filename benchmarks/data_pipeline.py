@@ -6,6 +6,9 @@ and batch assembly against the train step that consumes it.
 
 Prints one table; the last line says how many times faster the pipeline assembles batches than
 the tiny model's train step consumes them (so > 1 means the pipeline is never the bottleneck).
+The step is timed here, in the same process: the tiny model (``lm.configs.models`` 'tiny' with
+this tokenizer's vocabulary) and AdamW compiled as ``lm.steps`` builds them, run on the batches
+just assembled (median over ``--steps`` steps after one warm-up step).
 """
 
 import argparse
@@ -32,8 +35,8 @@ def main():
   parser.add_argument('--vocab_size', type=int, default=4096)
   parser.add_argument('--seq_len', type=int, default=256)
   parser.add_argument('--batch_size', type=int, default=16)
-  parser.add_argument('--step_s', type=float, default=2.5,
-                      help='seconds per tiny train step to compare with (benchmarks/train_step.py measures it)')
+  parser.add_argument('--steps', type=int, default=5, help='timed train steps (after one warm-up step)')
+  parser.add_argument('--dtype', default='float32', help='model.dtype of the timed train step')
   args = parser.parse_args()
 
   from lm import tokenizer
@@ -45,13 +48,14 @@ def main():
   rows = []
   world = World(seed=0)
   docs, t = timed(lambda: world.pretraining_documents(target_chars=args.chars, seed=0))
-  rows.append(('generate pretraining text', f'{args.chars / 1e6:.0f}M chars', t, f'{args.chars / t / 1e6:.1f}M chars/s'))
+  rows.append(('generate pretraining text', f'{args.chars / 1e6:.0f}M chars', t,
+               f'{args.chars / t / 1e6:.1f}M chars/s'))
 
   cfg = base.data_section()
   with tempfile.TemporaryDirectory() as tmp:
     out, t = timed(lambda: data_stage.run(_config(cfg, pretrain_chars=args.chars), tmp, {}))
-    rows.append(('data stage (all four tfds datasets)', f'{out["sft_conversations"]} SFT, '
-                 f'{out["preference_prompts"]} prefs', t, ''))
+    rows.append(('data stage (all four tfds datasets)', f'{out.get("sft_conversations")} SFT, '
+                 f'{out.get("preference_prompts")} prefs', t, ''))
     sample = docs[:max(1, len(docs) // 4)]
     mb = sum(map(len, sample)) / 1e6
     tok, t = timed(lambda: tokenizer.train(sample, Path(tmp) / 'tok.model', args.vocab_size))
@@ -71,12 +75,46 @@ def main():
   rows.append(('assemble a batch', f'{args.batch_size}x{args.seq_len}', per_batch,
                f'{batch_tokens / per_batch / 1e6:.1f}M tok/s'))
 
+  step_s = time_train_step(batches, tok.vocab_size, args)
+  rows.append((f'train step (tiny model, {args.dtype})', f'{args.batch_size}x{args.seq_len}', step_s,
+               f'{batch_tokens / step_s / 1e3:.1f}k tok/s'))
+
   print(f'| {"what":<38} | {"size":<22} | {"seconds":>9} | {"rate":<16} |')
   print(f'|{"-" * 40}|{"-" * 24}|{"-" * 11}|{"-" * 18}|')
   for what, size, seconds, rate in rows:
     print(f'| {what:<38} | {size:<22} | {seconds:>9.4f} | {rate:<16} |')
   print(f'tokens per character: {n_tokens / args.chars:.3f}')
-  print(f'pipeline_vs_train_step: {args.step_s / per_batch:.0f}x')
+  print(f'pipeline_vs_train_step: {step_s / per_batch:.0f}x')
+
+
+def time_train_step(batches, vocab_size: int, args) -> float:
+  """Median seconds of the tiny model's compiled train step on the pipeline's own batches."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from lm import optim
+  from lm.configs import models
+  from lm.configs import optim as optim_presets
+  from lm.model.transformer import ModelConfig, Transformer
+  from lm.steps import common
+  from lm.steps import lm as lm_steps
+
+  config = ModelConfig.from_config(models.get('tiny', vocab_size=vocab_size, max_seq_len=args.seq_len,
+                                              dtype=args.dtype))
+  model = Transformer(config)
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, args.seq_len), jnp.int32)))['params']
+  tx, schedule = optim.make_optimizer(optim_presets.adamw(), total_steps=1000)
+  step = jax.jit(common.make_train_step(lm_steps.make_loss_sums(model), tx, schedule), donate_argnums=0)
+  state = common.init_state(params, tx)
+  times = []
+  for i in range(args.steps + 1):
+    batch = {k: jnp.asarray(v) for k, v in batches.host_batch(i).items()}
+    t0 = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times[1:]))
 
 
 def _config(data_cfg, **overrides):

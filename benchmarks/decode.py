@@ -10,8 +10,8 @@ are disabled so every row runs all N steps. Baseline: no cache, a full forward o
 [B, P + N] buffer per generated token (causality hides the not-yet-written tail), jitted with a
 fori_loop, at the smallest N.
 
-Findings (tiny shape, prompt bucket 64, f32; CPU = a shared 2-core EPYC, one timed repeat each, so
-+-30% noise; the 1024/64 ratio is the figure that matters):
+Findings (tiny shape, prompt bucket 64, f32; CPU = a shared 2-core EPYC, medians of 3 repeats of
+that time, so +-30% noise; the 1024/64 ratio is the figure that matters):
   | version, device, batch | ms/step N=64 | N=256 | N=1024 | ratio 1024/64 | no-cache ms/step N=64 |
   | cache [L,B,S,K,D] re-stacked per step, H100 (jax 0.11.2), B=8 | 0.29 | 0.22 | 0.31 | 1.04x | 0.50 |
   | same, CPU (jax 0.10.2), B=8 | 30.3 | 20.9 | 53.3 | 1.76x | 252 |
@@ -26,7 +26,10 @@ Findings (tiny shape, prompt bucket 64, f32; CPU = a shared 2-core EPYC, one tim
 
 Usage:
   python benchmarks/decode.py                       # tiny shape, B=8, prompt 64, N in 64 256 1024
-  python benchmarks/decode.py --batch 4 --new_tokens 64 256 --repeats 5
+  python benchmarks/decode.py --batch 4 --new_tokens 64 256 --repeats 7
+
+Every figure is the median over ``--repeats`` (>= 5) rounds with its [min-max] beside it; a round
+times the prefill alone and then the whole compiled sample, so decode = sample - prefill per round.
 """
 
 import argparse
@@ -46,14 +49,15 @@ from lm.inference import sample as S
 from lm.model.transformer import ModelConfig, Transformer
 
 
-def timed(fn, repeats):
-  jax.block_until_ready(fn())  # compile + warm up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+def timed_once(fn):
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0
+
+
+def spread(values, fmt):
+  """``median [min-max]`` of a measurement repeated over rounds."""
+  return f'{fmt(statistics.median(values))} [{fmt(min(values))}-{fmt(max(values))}]'
 
 
 def main():
@@ -61,10 +65,12 @@ def main():
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--prompt_len', type=int, default=64)
   p.add_argument('--new_tokens', type=int, nargs='+', default=[64, 256, 1024])
-  p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--repeats', type=int, default=5, help='timed rounds per row (at least 5)')
   p.add_argument('--dtype', default='float32')
   p.add_argument('--no_baseline', action='store_true')
   args = p.parse_args()
+  if args.repeats < 5:
+    p.error(f'--repeats={args.repeats}: at least 5 rounds, so that the spread means something')
 
   config = ModelConfig(n_layers=6, d_model=256, n_heads=4, n_kv_heads=2, d_ff=704, vocab_size=4096,
                        dtype=args.dtype)
@@ -79,40 +85,51 @@ def main():
         f'd{config.d_model} h{config.n_heads}/{config.n_kv_heads} V{config.vocab_size} {args.dtype}; '
         f'batch {B}, prompt bucket {P} (left-padded, {int(mask_BxP.sum())} real tokens)')
 
-  rows = []
+  rows = []  # (name, cache slots, prefill s per round, decode s per round, N, compile s)
   for N in args.new_tokens:
     cfg = S.SamplingConfig(temperature=0.0, max_new_tokens=N, stop_ids=())
     prefill = jax.jit(lambda params, t, m, N=N: S.prefill(params, model, t, m, cache_len=P + N))
-    t_prefill = timed(lambda: prefill(params, tokens_BxP, mask_BxP), args.repeats)
+    run_prefill = lambda: prefill(params, tokens_BxP, mask_BxP)  # noqa: E731
+    run_sample = lambda cfg=cfg: S.sample_jit(params, model, tokens_BxP, mask_BxP, jax.random.key(0), cfg)  # noqa: E731
+    jax.block_until_ready(run_prefill())
     t0 = time.perf_counter()
-    out = S.sample_jit(params, model, tokens_BxP, mask_BxP, jax.random.key(0), cfg)
-    jax.block_until_ready(out)
+    out = jax.block_until_ready(run_sample())
     t_first = time.perf_counter() - t0
     assert int(out['lengths'].min()) == N
-    t_total = timed(lambda: S.sample_jit(params, model, tokens_BxP, mask_BxP, jax.random.key(0), cfg), args.repeats)
-    t_decode = t_total - t_prefill
-    rows.append((f'cached, N={N}', P + N, B * P / t_prefill, B * N / t_decode, 1e3 * t_decode / N, t_first - t_total))
+    prefills, decodes = [], []
+    for _ in range(args.repeats):  # one round: prefill alone, then the whole sample; decode = the difference
+      prefills.append(timed_once(run_prefill))
+      decodes.append(timed_once(run_sample) - prefills[-1])
+    compile_s = t_first - statistics.median(decodes) - statistics.median(prefills)
+    rows.append((f'cached, N={N}', P + N, prefills, decodes, N, compile_s))
 
   if not args.no_baseline:
     N = args.new_tokens[0]
     naive = jax.jit(lambda params, t, m, N=N: naive_greedy(params, model, t, m, N))
-    t_naive = timed(lambda: naive(params, tokens_BxP, mask_BxP), args.repeats)
+    jax.block_until_ready(naive(params, tokens_BxP, mask_BxP))
+    t_naive = [timed_once(lambda: naive(params, tokens_BxP, mask_BxP)) for _ in range(args.repeats)]
     cached = S.sample_jit(params, model, tokens_BxP, mask_BxP, jax.random.key(0),
                           S.SamplingConfig(temperature=0.0, max_new_tokens=N, stop_ids=()))
     same = np.array_equal(np.asarray(naive(params, tokens_BxP, mask_BxP)), np.asarray(cached['tokens']))
-    rows.append((f'no cache, N={N}', P + N, float('nan'), B * N / t_naive, 1e3 * t_naive / N, float('nan')))
+    rows.append((f'no cache, N={N}', P + N, None, t_naive, N, None))
 
-  print('\n| variant | cache slots | prefill tok/s | decode tok/s | ms / decode step | compile s |')
+  print(f'\n{args.repeats} rounds per row: median [min-max]')
+  print('| variant | cache slots | prefill tok/s | decode tok/s | ms / decode step | compile s |')
   print('|---|---|---|---|---|---|')
-  for name, slots, pre, dec, ms, comp in rows:
-    print(f'| {name} | {slots} | {pre:,.0f} | {dec:,.0f} | {ms:.2f} | {comp:.1f} |')
-  cached_rows = [r for r in rows if r[0].startswith('cached')]
+  for name, slots, pre, dec, n, comp in rows:
+    pre_s = spread([B * P / t for t in pre], lambda v: f'{v:,.0f}') if pre else '-'
+    comp_s = f'{comp:.1f}' if comp is not None else '-'
+    print(f'| {name} | {slots} | {pre_s} | {spread([B * n / t for t in dec], lambda v: f"{v:,.0f}")} | '
+          f'{spread([1e3 * t / n for t in dec], lambda v: f"{v:.2f}")} | {comp_s} |')
+  ms_step = {name: statistics.median(dec) / n for name, _, _, dec, n, _ in rows}
+  cached_rows = [r[0] for r in rows if r[0].startswith('cached')]
   if len(cached_rows) > 1:
-    ratio = cached_rows[-1][4] / cached_rows[0][4]
-    print(f'\nper-token decode cost, {cached_rows[-1][0]} vs {cached_rows[0][0]}: {ratio:.2f}x (target <= 1.3x)')
+    ratio = ms_step[cached_rows[-1]] / ms_step[cached_rows[0]]
+    print(f'\nper-token decode cost (medians), {cached_rows[-1]} vs {cached_rows[0]}: {ratio:.2f}x (target <= 1.3x)')
   if not args.no_baseline:
-    speedup = rows[-1][4] / cached_rows[0][4]
-    print(f'cached vs no-cache decode at N={args.new_tokens[0]}: {speedup:.1f}x faster; same greedy tokens: {same}')
+    speedup = ms_step[rows[-1][0]] / ms_step[cached_rows[0]]
+    print(f'cached vs no-cache decode at N={args.new_tokens[0]} (medians): {speedup:.1f}x faster; '
+          f'same greedy tokens: {same}')
 
 
 def naive_greedy(params, model, prompt_BxP, mask_BxP, N):

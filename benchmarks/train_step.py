@@ -1,78 +1,75 @@
-"""Train-step throughput at a Llama shape: lm (JAX) side by side with Hugging Face (PyTorch).
+"""Train-step throughput at a Llama shape: lm (JAX) against Hugging Face (PyTorch) at equal precision.
 
-Findings (tiny shape, 2-core AMD EPYC with AVX2 only -- no AVX-512, no AMX --, shared and noisy,
-jax 0.10.2, torch 2.13 CPU, transformers 5.24; numbers are medians of interleaved blocks):
-- Before the fused head: JAX float32 0.80x torch float32 eager in tokens/s (2.49 s vs 2.01 s per step); with the plain
-  reference ops (autodiff backward) ~0.87x of that, i.e. lm.ops' custom VJPs + causal query blocks
-  gave 7-13% over two runs (chunk 64 ~ chunk 128 > no chunking; the run-time lax.cond check that
-  picks the blocked path costs nothing measurable).
-- The step is matmul-bound (~154 GFLOP/step; YNNPACK dots ~3.5 s of ~5 s summed op time). Isolated
-  matmuls of the step's shapes are at parity with torch (JAX/torch time 0.84-1.05 for forward, dX,
-  dW); the rest of the gap is the non-dot ops (transposes, softmax, broadcasts, head, optimizer).
-- Here bf16 compute is *slower* (x1.5-1.7 step time; the 2048^3 bf16 dot peaks below f32), because
-  this CPU has no native bf16: the AMX numbers in DESIGN.md do not carry over. torch bf16 autocast
-  took ~58 s/step (vs ~6.5 s f32 in the same, loaded, run): skip it with --skip "torch bf16 autocast".
-- XLA:CPU hands a dot to YNNPACK only if its left operand contracts its last dim; rhs-transposed is
-  fine. Physical transposes behind optimization_barrier give that for dW, p^T do and ds^T q.
-- XLA flags (oneDNN / XNNPACK dot fusion instead of YNN) moved isolated matmuls by < 15%, in noise.
-- Profile (jax.profiler perfetto trace, op times summed over the 2 Eigen threads, ~2.8 s of op time
-  for a ~2.0 s step): YNN dots ~75%; then transposes (dW operands, q/k/v to head-major) ~8%,
-  constant broadcasts ~3%, the rest small elementwise. XLA runs independent thunks concurrently, so
-  dots in the step reach ~55-95 GFLOP/s against ~130-150 alone. The optimizer is ~20 ms/step.
-- Fused head + cross-entropy (ops.head_cross_entropy, default in lm.steps.lm.make_loss_sums):
-  the head's fwd+bwd alone went 269-319 -> 228-272 ms (-15%, chunk 512-1024 best), ~2% of the step:
-  the head is matmul-bound (3 x 8.6 GFLOP). It also never stores the [B*T, V] logits.
-- The attention's [16,2,512,256] constant broadcasts are the untaken lax.cond branch's residuals
-  (a cond around custom_vjp'd code returns zeros for the other branch's residuals). A flash-style
-  rewrite (one custom_vjp with the cond inside, probs recomputed in a transposed [S, M] layout so
-  no [M, S] transpose is copied) was exact to 1e-5 and removed them, but moved the step by < noise
-  (per-round ratio 0.99-1.0) and changed the remat gradients by ~5e-6 (test_model's 1e-6 bound):
-  not kept. Watch for XLA folding a transpose of a dot's result into the dot: that makes it a
-  slow-path ``dot`` thunk (an optimization_barrier before the transpose prevents it).
-- xla_cpu_enable_concurrency_optimized_scheduler=False (via compile(compiler_options=...)): no gain.
-- Load on this shared machine (load 3-5 on 2 cores) moves step times by 2x between minutes: compare
-  only interleaved, and quote per-round ratios.
+Two pairs, each compared only with itself: lm float32 vs torch float32 (eager), and lm bfloat16
+(``model.dtype='bfloat16'``: bf16 matmul operands, float32 params, activations, norms, softmax and
+accumulation) vs torch bfloat16 autocast (float32 params, bf16 matmuls). The torch side is
+``transformers.LlamaForCausalLM`` (SDPA attention) with ``torch.optim.AdamW`` and the same
+clipping; same shapes, same batch, same hyperparameters.
+
+Fair by construction:
+- Threads: ``--threads`` N (default: every CPU this process may use). The CPU affinity is pinned to
+  N CPUs before JAX starts (XLA:CPU sizes its intra-op pool from the affinity when its client
+  starts) and torch gets ``set_num_threads(N)``; the script prints the threads each one has: XLA's
+  counted as its ``XLAEigen`` pool threads in /proc/self/task, torch's from ``get_num_threads``.
+- Rounds interleave the frameworks (lm, torch, lm, torch, ... for each precision), so a shared,
+  noisy machine slows both alike; the ratio is lm tokens/s over torch tokens/s per round, and the
+  table gives its median over ``--rounds`` with the min-max.
+- FLOPs per token follow the PaLM appendix: ``6 N + 12 L T d_attn``, N the weights in matmuls
+  (the layers' projections and the vocab head once, tied or untied: ``aot_plan.matmul_params``),
+  L layers, T the sequence length, d_attn = heads x head_dim (full T x T scores, as in PaLM).
+- MFU uses a peak measured here: a 2048^3 ``jnp.dot`` per dtype (bf16 inputs, f32 result).
+- The table comes with ``lscpu``'s model name and the flags that decide bf16 speed (avx2, avx512f,
+  avx512_bf16, amx_bf16).
+
+Findings (tiny shape, 2-core Intel Xeon (Sapphire Rapids class: AVX-512, AVX512-BF16, AMX), shared
+with other jobs (load 2-7), jax 0.10.2, torch 2.13 CPU, transformers 5.x): see benchmarks/RESULTS.md
+for the before/after table of lm/model/ops.py's CPU work. In short:
+- This jaxlib's XLA:CPU keeps a bf16 dot in bf16 (AMX, YNNPACK) only when both operands arrive
+  row-major: an operand that is a ``transpose`` makes it upcast the dot to float32 before layouts
+  are assigned. Every backward dot of the step ran in float32 (~100 GFLOP/s instead of 400-750):
+  lm/model/ops.py now writes ``a @ b^T`` as one dot_general and copies the transposed left
+  operands row-major behind a barrier; all 255 dots of the step run bf16 on YNNPACK.
+- Attention: a ``lax.cond`` around big branches ran ~2x slower than the same blocks without it
+  (XLA:CPU runs a branch's thunks apart from the rest of the program).
+- Earlier (2-core AMD EPYC, AVX2 only): bf16 is 1.5-1.7x slower than f32 there (no native bf16),
+  torch bf16 autocast ~58 s/step: run ``--precisions float32`` on such a CPU.
 
 Usage:
-  python benchmarks/train_step.py                       # tiny shape, JAX f32 + bf16, torch f32 + bf16
-  python benchmarks/train_step.py --no_torch --steps 3  # JAX only
-  python benchmarks/train_step.py --d_model 512 --n_layers 8 --peak_flops 2e12
-
-Each variant is compiled / warmed up first, then the timed blocks of ``--steps`` steps run
-interleaved (JAX f32, JAX bf16, torch f32, torch bf16, JAX f32, ...) so that a noisy, shared
-machine slows every variant alike; the table shows medians over blocks.
-
-Model FLOPs per token follow the PaLM appendix: ``6 N + 12 L T d_attn`` where N counts every
-parameter that takes part in a matmul (the layers' weights and the vocab head; a tied embedding is
-counted once, as the head), L is the number of layers, T the sequence length and d_attn
-``n_heads * head_dim``. The attention term counts the full T x T score matrix (causal masking is
-not discounted), as in PaLM.
+  python benchmarks/train_step.py                           # tiny shape, both precisions, 5 rounds
+  python benchmarks/train_step.py --precisions float32 --rounds 3 --steps 2
+  python benchmarks/train_step.py --size small --threads 1
+  python benchmarks/train_step.py --no_torch                # lm rows only (no ratio)
 """
 
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from aot_plan import matmul_params  # noqa: E402
 
-from lm import optim
-from lm.model import transformer as model_lib
-from lm.steps import common
-from lm.steps import lm as lm_step
+from lm import hardware, optim  # noqa: E402
+from lm.model import transformer as model_lib  # noqa: E402
+from lm.steps import common  # noqa: E402
+from lm.steps import lm as lm_step  # noqa: E402
 
 SIZES = {
     'tiny': dict(n_layers=6, d_model=256, n_heads=4, n_kv_heads=2, d_ff=704, vocab_size=4096, seq=256, batch=16),
     'small': dict(n_layers=12, d_model=512, n_heads=8, n_kv_heads=4, d_ff=1408, vocab_size=8192, seq=512, batch=8),
 }
 DIMS = ('n_layers', 'd_model', 'n_heads', 'n_kv_heads', 'd_ff', 'vocab_size', 'seq', 'batch')
+PRECISIONS = ('float32', 'bfloat16')
+TORCH_NAME = {'float32': 'torch float32', 'bfloat16': 'torch bf16 autocast'}
+CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
 
 
 def parse_args(argv=None):
@@ -80,23 +77,24 @@ def parse_args(argv=None):
   p.add_argument('--size', default='tiny', choices=sorted(SIZES))
   for d in DIMS:
     p.add_argument(f'--{d}', type=int, default=None, help='overrides the size preset')
-  p.add_argument('--steps', type=int, default=5, help='steps per timed block')
-  p.add_argument('--blocks', type=int, default=3, help='timed blocks per variant (interleaved)')
+  p.add_argument('--precisions', default=','.join(PRECISIONS), help='comma-separated: float32, bfloat16')
+  p.add_argument('--steps', type=int, default=3, help='steps per timed block')
+  p.add_argument('--rounds', type=int, default=5, help='timed rounds (each: lm block, torch block per precision)')
   p.add_argument('--warmup', type=int, default=2, help='untimed steps per variant after compiling')
-  p.add_argument('--dtype', default=None, choices=['float32', 'bfloat16'],
-                 help="JAX compute dtype for the headline ratio (default: lm's ModelConfig.dtype)")
-  p.add_argument('--no_torch', action='store_true', help='JAX rows only')
-  p.add_argument('--skip', default='', help='comma-separated variants to leave out, e.g. "torch bf16 autocast" '
-                 '(without AMX / avx512_bf16 it takes ~1 min per step here)')
+  p.add_argument('--threads', type=int, default=None, help='CPUs for both frameworks (default: all allowed)')
+  p.add_argument('--no_torch', action='store_true', help='lm rows only')
   p.add_argument('--peak_flops', type=float, default=None,
                  help='peak FLOP/s for MFU (default: measured with a large matmul, per dtype)')
   p.add_argument('--tie_embeddings', type=int, default=1)
   args = p.parse_args(argv)
-  shape = dict(SIZES[args.size])
+  args.shape = dict(SIZES[args.size])
   for d in DIMS:
     if getattr(args, d) is not None:
-      shape[d] = getattr(args, d)
-  args.shape = shape
+      args.shape[d] = getattr(args, d)
+  args.precisions = [x.strip() for x in args.precisions.split(',') if x.strip()]
+  bad = [x for x in args.precisions if x not in PRECISIONS]
+  if bad:
+    p.error(f'--precisions: {bad[0]!r} is not one of {", ".join(PRECISIONS)}')
   return args
 
 
@@ -111,7 +109,8 @@ def optim_config():
 
 
 def flops_per_token(cfg: model_lib.ModelConfig, seq: int):
-  n_matmul = cfg.n_params(include_embedding=False) + cfg.d_model * cfg.vocab_size  # head counted once
+  """``(6 N + 12 L T d_attn, N, attention term)``; N counts the vocab head once, tied or untied."""
+  n_matmul = matmul_params(cfg)
   attn = 12 * cfg.n_layers * seq * cfg.n_heads * cfg.head_size
   return 6 * n_matmul + attn, n_matmul, attn
 
@@ -123,7 +122,45 @@ def random_batch(shape, seed=0):
   return tokens[:, :-1], tokens[:, 1:]
 
 
-# ---------------------------------------------------------------------------------------------- JAX
+# -------------------------------------------------------------------------------------------- host
+
+def pin_threads(n: int | None) -> list[int]:
+  """Restricts this process to ``n`` of its allowed CPUs (all if None); call before JAX starts."""
+  cpus = sorted(os.sched_getaffinity(0))
+  if n is not None:
+    if not 1 <= n <= len(cpus):
+      raise SystemExit(f'--threads={n}: this process may use {len(cpus)} CPUs')
+    cpus = cpus[:n]
+    os.sched_setaffinity(0, cpus)
+  return cpus
+
+
+def xla_pool_threads() -> int:
+  """Threads of XLA:CPU's intra-op pool (named ``tf_XLAEigen``) alive in this process."""
+  names = []
+  for tid in os.listdir('/proc/self/task'):
+    try:
+      with open(f'/proc/self/task/{tid}/comm') as f:
+        names.append(f.read().strip())
+    except OSError:
+      continue
+  return sum('XLAEigen' in n for n in names)
+
+
+def cpu_description() -> str:
+  """lscpu's model name and which of ``CPU_FLAGS`` the CPU has."""
+  try:
+    out = subprocess.run(['lscpu'], capture_output=True, text=True, check=True).stdout
+  except (OSError, subprocess.CalledProcessError):
+    out = ''
+  fields = dict(line.split(':', 1) for line in out.splitlines() if ':' in line)
+  model = fields.get('Model name', '?').strip()
+  flags = set(fields.get('Flags', '').split()) or hardware.cpu_flags()
+  have = ', '.join(f'{f} {"yes" if f in flags else "no"}' for f in CPU_FLAGS)
+  return f'CPU: {model} ({os.cpu_count()} CPUs); flags: {have}'
+
+
+# --------------------------------------------------------------------------------------------- JAX
 
 def jax_runner(shape, dtype, tie, tokens, targets):
   cfg = model_config(shape, dtype, tie)
@@ -139,7 +176,6 @@ def jax_runner(shape, dtype, tie, tokens, targets):
       'segment_ids': jnp.ones((B, T), jnp.int32),
   }
   state = {'s': common.init_state(params, tx)}
-  n_params = sum(x.size for x in jax.tree.leaves(params))
 
   def run(n):
     s = state['s']
@@ -150,10 +186,10 @@ def jax_runner(shape, dtype, tie, tokens, targets):
     return float(metrics['loss'])
 
   run.hlo = lambda: step.lower(state['s'], batch).compile().as_text()  # for profiling scripts
-  return run, n_params, cfg
+  return run, cfg
 
 
-# -------------------------------------------------------------------------------------------- torch
+# ------------------------------------------------------------------------------------------- torch
 
 def torch_runner(shape, autocast_bf16, tie, tokens, targets):
   import torch
@@ -171,7 +207,6 @@ def torch_runner(shape, autocast_bf16, tie, tokens, targets):
                           weight_decay=oc.weight_decay)
   x = torch.from_numpy(np.asarray(tokens)).long()
   y = torch.from_numpy(np.asarray(targets)).long()
-  n_params = sum(p.numel() for p in model.parameters())
 
   def one_step():
     with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast_bf16):
@@ -188,102 +223,101 @@ def torch_runner(shape, autocast_bf16, tie, tokens, targets):
       loss = one_step()
     return float(loss.detach())
 
-  return run, n_params
+  return run
 
 
 # -------------------------------------------------------------------------------------------- peak
 
 def measure_peak(dtype, n=2048, reps=5):
   a = jnp.ones((n, n), dtype)
-  b = jnp.ones((n, n), dtype)
   f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-  f(a, b).block_until_ready()
+  f(a, a).block_until_ready()
   times = []
   for _ in range(reps):
     t0 = time.perf_counter()
-    f(a, b).block_until_ready()
+    f(a, a).block_until_ready()
     times.append(time.perf_counter() - t0)
   return 2 * n ** 3 / min(times)
 
 
+def timed_block(run, steps):
+  t0 = time.perf_counter()
+  run(steps)
+  return (time.perf_counter() - t0) / steps
+
+
 def main(argv=None):
   args = parse_args(argv)
+  cpus = pin_threads(args.threads)  # before the first JAX computation starts XLA's thread pool
+  n_threads = len(cpus)
   shape = args.shape
-  headline = args.dtype or model_lib.ModelConfig().dtype
   tokens, targets = random_batch(shape)
   B, T = tokens.shape
   print(f'shape: {shape}  tie_embeddings={bool(args.tie_embeddings)}  devices={jax.devices()}')
 
-  skip = {s.strip() for s in args.skip.split(',') if s.strip()}
-  variants = {}  # name -> (run, n_params, compute dtype)
-  for dt in ('float32', 'bfloat16'):
-    run, n, cfg = jax_runner(shape, dt, args.tie_embeddings, tokens, targets)
-    if f'jax {dt}' not in skip or dt == headline:
-      variants[f'jax {dt}'] = (run, n, dt)
-  torch_note = ''
+  variants = {}  # name -> (run, precision)
+  for dt in args.precisions:
+    run, cfg = jax_runner(shape, dt, args.tie_embeddings, tokens, targets)
+    variants[f'lm {dt}'] = (run, dt)
+  torch_note = 'torch rows skipped (--no_torch)'
   if not args.no_torch:
-    try:
-      import torch  # noqa: F401
-      import transformers  # noqa: F401
-    except ImportError as e:
-      torch_note = f'torch rows skipped: {e}'
-    else:
-      torch_note = f'torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}'
-      run, n = torch_runner(shape, False, args.tie_embeddings, tokens, targets)
-      variants['torch float32'] = (run, n, 'float32')
-      if 'torch bf16 autocast' not in skip:
-        run, n = torch_runner(shape, True, args.tie_embeddings, tokens, targets)
-        variants['torch bf16 autocast'] = (run, n, 'bfloat16')
-  else:
-    torch_note = 'torch rows skipped (--no_torch)'
+    import torch
+    import transformers
+    torch.set_num_threads(n_threads)
+    for dt in args.precisions:
+      variants[TORCH_NAME[dt]] = (torch_runner(shape, dt == 'bfloat16', args.tie_embeddings, tokens, targets), dt)
+    torch_note = (f'torch {torch.__version__} (intra-op threads: {torch.get_num_threads()}), '
+                  f'transformers {transformers.__version__}')
 
-  losses = {}
-  for name, (run, _, _) in variants.items():
+  for name, (run, _) in variants.items():
     t0 = time.perf_counter()
-    losses[name] = run(1)
+    loss = run(1)
     run(args.warmup)
-    print(f'  warmed up {name:<20s} first step + {args.warmup} warmup: {time.perf_counter() - t0:6.1f} s, loss {losses[name]:.3f}')
+    print(f'  warmed up {name:<20s} first step + {args.warmup}: {time.perf_counter() - t0:6.1f} s, loss {loss:.3f}')
 
   times = {name: [] for name in variants}
-  for _ in range(args.blocks):
-    for name, (run, _, _) in variants.items():
-      t0 = time.perf_counter()
-      run(args.steps)
-      times[name].append((time.perf_counter() - t0) / args.steps)
+  for _ in range(args.rounds):
+    for dt in args.precisions:  # lm, torch, lm, torch, ...
+      for name in (f'lm {dt}', TORCH_NAME[dt]):
+        if name in variants:
+          times[name].append(timed_block(variants[name][0], args.steps))
 
   if args.peak_flops:
-    peaks = {'float32': args.peak_flops, 'bfloat16': args.peak_flops}
+    peaks = {dt: args.peak_flops for dt in PRECISIONS}
     peak_note = f'peak {args.peak_flops:.3g} FLOP/s (--peak_flops)'
   else:
-    peaks = {dt: measure_peak(jnp.dtype(dt)) for dt in ('float32', 'bfloat16')}
-    peak_note = (f'peak measured with a 2048^3 jnp.dot: float32 {peaks["float32"]:.3g} FLOP/s, '
-                 f'bfloat16 (f32 result) {peaks["bfloat16"]:.3g} FLOP/s; MFU uses the row\'s dtype')
+    peaks = {dt: measure_peak(jnp.dtype(dt)) for dt in args.precisions}
+    peak_note = ('peak measured with a 2048^3 jnp.dot: ' + ', '.join(f'{dt} {peaks[dt]:.3g} FLOP/s' for dt in peaks)
+                 + ' (bf16 inputs, f32 result); MFU uses the row\'s precision')
+  fpt, n_matmul, _ = flops_per_token(cfg, T)
 
-  fpt, n_matmul, attn = flops_per_token(cfg, T)
-  print(f'\nmodel FLOPs/token = 6*N + 12*L*T*d_attn = 6*{n_matmul:,} + 12*{cfg.n_layers}*{T}*'
-        f'{cfg.n_heads * cfg.head_size} = {fpt:,}  (N = matmul params incl. head, PaLM appendix B)')
+  print(f'\n{cpu_description()}')
+  print(f'native bf16 matmuls here (lm.hardware): {hardware.native_bf16_matmul()}; model.dtype=auto would be '
+        f'{hardware.resolve_dtype("auto")}')
+  print(f'threads: affinity {n_threads} CPUs {cpus}; XLA intra-op pool: {xla_pool_threads()} threads; {torch_note}')
+  print(f'model FLOPs/token = 6*N + 12*L*T*d_attn = 6*{n_matmul:,} + 12*{cfg.n_layers}*{T}*'
+        f'{cfg.n_heads * cfg.head_size} = {fpt:,}  (N = matmul weights, vocab head once; PaLM appendix B)')
   print(peak_note)
-  if torch_note:
-    print(torch_note)
-  tps = {}
-  print('\n| variant | ms/step | tokens/s | params | FLOPs/token | achieved FLOP/s | MFU | × torch same precision |')
-  print('|---|---|---|---|---|---|---|---|')
-  for name, (_, n, dt) in variants.items():
-    ms = statistics.median(times[name]) * 1e3
-    tps[name] = B * T / (ms / 1e3)
-  peers = {'jax float32': 'torch float32', 'jax bfloat16': 'torch bf16 autocast'}
-  for name, (_, n, dt) in variants.items():
-    ms = statistics.median(times[name]) * 1e3
-    achieved = tps[name] * fpt
-    peer = peers.get(name)
-    rel = f'{tps[name] / tps[peer]:.2f}' if peer in tps else '—'
-    print(f'| {name} | {ms:.1f} | {tps[name]:,.0f} | {n:,} | {fpt:,} | {achieved:.3g} | '
-          f'{achieved / peaks[dt]:.1%} | {rel} |')
-  spread = {k: f'{min(v) * 1e3:.0f}-{max(v) * 1e3:.0f}' for k, v in times.items()}
-  print(f'\nms/step range over {args.blocks} blocks of {args.steps}: {spread}')
-  if 'torch float32' in tps:
-    print(f'headline: jax {headline} (lm default) vs torch float32 eager')
-    print(f'ratio_vs_torch: {tps["jax " + headline] / tps["torch float32"]:.3f}')
+  print(f'{args.rounds} rounds of {args.steps} steps per variant; ms/step = median over rounds [min-max]')
+  print('\n| variant | ms/step | tokens/s | achieved FLOP/s | MFU | lm / torch, same precision (per round) |')
+  print('|---|---|---|---|---|---|')
+  ratios = {}
+  for dt in args.precisions:
+    lm_name, torch_name = f'lm {dt}', TORCH_NAME[dt]
+    if torch_name in times:
+      per_round = [t / s for s, t in zip(times[lm_name], times[torch_name])]
+      ratios[dt] = statistics.median(per_round)
+    for name in (lm_name, torch_name):
+      if name not in times:
+        continue
+      ts = times[name]
+      ms, tps = statistics.median(ts) * 1e3, B * T / statistics.median(ts)
+      rel = (f'{ratios[dt]:.2f} [{min(per_round):.2f}-{max(per_round):.2f}]'
+             if name == lm_name and dt in ratios else '')
+      print(f'| {name} | {ms:.0f} [{min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f}] | {tps:,.0f} | {tps * fpt:.3g} | '
+            f'{tps * fpt / peaks[dt]:.1%} | {rel} |')
+  if ratios:
+    print('ratio_vs_torch: ' + ' '.join(f'{dt} {r:.3f}' for dt, r in ratios.items()))
   else:
     print('ratio_vs_torch: n/a (torch not run)')
 
