@@ -200,7 +200,8 @@ def test_ppo_raises_the_probability_of_the_best_response():
   before = p_target(ref)
   for it in range(12):
     out = sample.sample_jit(state['params']['policy'], model, prompt, pmask, jax.random.key(it), sampling)
-    batch, stats = score(state['params'], ref, None, prompt, pmask, out, jnp.float32(0.01))
+    sampled = {**out, 'response_mask': out['mask']}  # no tool results: the model wrote every token
+    batch, stats = score(state['params'], ref, None, prompt, pmask, sampled, jnp.zeros((B,)), jnp.float32(0.01))
     state, metrics = update(state, batch, jax.random.key(100 + it))
   after = p_target(state['params']['policy'])
   assert before < 0.1 and after > 0.6, (float(before), float(after))

@@ -55,9 +55,10 @@ RLHF_MIX = tuple((f, v, w) for f, v, w in SFT_MIX if v != 'tool')  # RL prompts:
 def rlhf_section(**overrides) -> ml_collections.ConfigDict:
   """The rlhf stage (lm/stages/rlhf.py): the algorithm by name and its knobs."""
   cfg = dict(
-      algorithm='ppo',               # ppo, grpo, rloo (online); dpo, ipo (offline, from the rankings); best_of_n
+      algorithm='ppo',               # ppo, grpo, rloo, dapo, dr_grpo, gspo, reinforce_pp (online: lm.rl.online);
+                                     # dpo, ipo (offline, from the rankings); best_of_n
       iterations=50, prompts_per_iteration=16,
-      group_size=1,                  # responses per prompt in a rollout (grpo, rloo: >= 2)
+      group_size=1,                  # responses per prompt in a rollout (grpo, rloo, dapo, dr_grpo, gspo: >= 2)
       n_prompts=2000, prompt_mix=RLHF_MIX, eval_prompts=64, eval_every=10,
       max_prompt_len=64, max_new_tokens=64, temperature=1.0,
       epochs=4, minibatch_size=16, microbatches=1,
@@ -67,7 +68,16 @@ def rlhf_section(**overrides) -> ml_collections.ConfigDict:
       penalize_unfinished=True, unfinished_penalty=-1.0,  # replaces the score of a response that never ends
       ppo=dict(clip_ratio=0.2, value_clip=0.2, vf_coef=0.1, entropy_coef=0.0, gamma=1.0, lam=0.95,
                whiten_advantages=True),
-      grpo=dict(scale_by_std=True),
+      grpo=dict(scale_by_std=True),  # also dapo's
+      # how the policy-gradient losses turn per-token terms into the loss (lm.rl.ppo.loss_weights):
+      # token_mean (over every response token of the minibatch), seq_mean_token_sum (mean over responses
+      # of the sum over tokens), seq_mean_token_mean (mean over responses of the token mean),
+      # seq_mean_token_sum_norm (sum over tokens / the constant max_new_tokens, mean over responses);
+      # '': the algorithm's own: token_mean for ppo, grpo, rloo, dapo, reinforce_pp (as before this
+      # key), seq_mean_token_sum_norm for dr_grpo, seq_mean_token_mean for gspo
+      loss_agg='',
+      dapo=dict(clip_low=0.2, clip_high=0.28),    # ratio clipped to [1 - low, 1 + high] (clip-higher)
+      gspo=dict(clip_low=3e-4, clip_high=4e-4),   # the sequence ratio's clip range (the GSPO paper's)
       preference=dict(beta=0.1, pairs='all', ranking='panel', seq_len=256, batch_size=16, steps_per_iteration=10),
       best_of_n=(1, 2, 4, 8, 16),
       checkpoint_every=10, keep_checkpoints=3)

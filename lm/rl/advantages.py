@@ -16,11 +16,20 @@ and where the KL penalty goes (``kl='reward'``: in the reward; ``'loss'``: a k3 
         the difference, as in Dr. GRPO); the same advantage at every token; KL in the loss.
   rloo  RLOO (Ahmadian et al. 2024): the sequence reward ``score - kl_coef * sum_t k1`` minus the
         mean of the other ``n - 1`` responses to the same prompt; the same advantage at every token.
+  dapo  DAPO (Yu et al. 2025): GRPO's advantages, exactly 0 for a group whose scores are all equal
+        (no signal: ``lm.rl.dapo`` masks such groups out of the loss); KL in the loss (the paper
+        trains without it: ``rlhf.kl_coef=0``).
+  dr_grpo  Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training"): the score minus its
+        group's mean, not divided by the std; KL in the loss.
+  reinforce_pp  REINFORCE++ (Hu 2025): token rewards (score at the last token, ``-kl_coef * k1`` per
+        token), returns-to-go with ``gamma``, normalised over every token of the batch (mean 0,
+        std 1); no critic, no group.
 """
 
 import dataclasses
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 
 from lm.rl import ppo
@@ -94,6 +103,33 @@ def rloo_advantages(rewards_B, group_size: int):
   return (r_GxN - others).reshape(-1)
 
 
+def dapo_advantages(rewards_B, group_size: int, scale_by_std: bool = True, eps: float = 1e-4):
+  """``grpo_advantages``, set to exactly 0 in every group whose rewards are all equal; ``[B]``."""
+  r_GxN = groups(rewards_B, group_size)
+  flat_G = jnp.max(r_GxN, axis=1) == jnp.min(r_GxN, axis=1)
+  adv_GxN = grpo_advantages(rewards_B, group_size, scale_by_std, eps).reshape(r_GxN.shape)
+  return jnp.where(flat_G[:, None], 0.0, adv_GxN).reshape(-1)
+
+
+def reinforce_pp_advantages(scores_B, kl_BxN, mask_BxN, kl_coef, gamma: float = 1.0, eps: float = 1e-8):
+  """REINFORCE++: returns-to-go of the token rewards ``-kl_coef * kl`` (plus the score at each row's last
+  masked token), ``G_t = r_t + gamma * G_t'`` with ``t'`` the next masked token (tokens off the mask,
+  e.g. tool results, are skipped), whitened over every masked token of the batch; ``[B, N]``."""
+  mask = mask_BxN.astype(jnp.float32)
+  N = mask.shape[1]
+  last_B = jnp.max(jnp.where(mask > 0, jnp.arange(N)[None, :], -1), axis=1)
+  last_BxN = (jnp.arange(N)[None, :] == last_B[:, None]).astype(jnp.float32)
+  rewards_BxN = (-kl_coef * kl_BxN + scores_B[:, None] * last_BxN) * mask
+
+  def back(next_return_B, xs):
+    r_B, m_B = xs
+    g_B = jnp.where(m_B > 0, r_B + gamma * next_return_B, next_return_B)
+    return g_B, g_B
+
+  _, returns_NxB = jax.lax.scan(back, jnp.zeros(mask.shape[:1]), (rewards_BxN.T, mask.T), reverse=True)
+  return ppo.whiten(returns_NxB.T * mask, mask, eps=eps)
+
+
 def _per_token(adv_B, mask_BxN):
   return adv_B[:, None] * mask_BxN.astype(jnp.float32)
 
@@ -114,3 +150,18 @@ def grpo_estimator(r: Rollout, cfg: EstimatorConfig):
 def rloo_estimator(r: Rollout, cfg: EstimatorConfig):
   rewards_B = r.scores - r.kl_coef * jnp.sum(r.kl * r.mask, axis=1)
   return _per_token(rloo_advantages(rewards_B, r.group_size), r.mask), None
+
+
+@register('dapo', critic=False, kl='loss')
+def dapo_estimator(r: Rollout, cfg: EstimatorConfig):
+  return _per_token(dapo_advantages(r.scores, r.group_size, cfg.scale_by_std, cfg.eps), r.mask), None
+
+
+@register('dr_grpo', critic=False, kl='loss')
+def dr_grpo_estimator(r: Rollout, cfg: EstimatorConfig):
+  return _per_token(grpo_advantages(r.scores, r.group_size, scale_by_std=False), r.mask), None
+
+
+@register('reinforce_pp', critic=False, kl='reward')
+def reinforce_pp_estimator(r: Rollout, cfg: EstimatorConfig):
+  return reinforce_pp_advantages(r.scores, r.kl, r.mask, r.kl_coef, cfg.gamma), None

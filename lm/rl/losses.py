@@ -3,11 +3,21 @@
   loss_sums = get('ppo')(policy_model, value_model, c)   # c: the rlhf config section
   objective_sum, sums = loss_sums(params, batch, rng)     # for lm.steps.common.make_train_step
 
-  ppo   the clipped surrogate over rollout tokens (``lm.rl.ppo.make_loss_sums``): clipped value loss
-        when there is a value model, entropy bonus, and a k3 KL term where the estimator puts the
-        KL in the loss (GRPO); the batch is ``lm.rl.rollouts.make_score``'s
-  dpo   DPO on pairs from K-way rankings (``lm.rl.preference``): ``-log sigmoid(beta h)``
-  ipo   IPO on the same pairs: ``(h - 1 / (2 beta))^2``
+  ppo      the clipped surrogate over rollout tokens (``lm.rl.ppo.make_loss_sums``): clipped value loss
+           when there is a value model, entropy bonus, and a k3 KL term where the estimator puts the
+           KL in the loss (GRPO); the batch is ``lm.rl.rollouts.make_score``'s; token_mean
+  dapo     the same with DAPO's decoupled clip range ``[1 - rlhf.dapo.clip_low, 1 + rlhf.dapo.clip_high]``
+           (clip-higher); token_mean (DAPO's token-level loss)
+  dr_grpo  the clipped surrogate summed over each response's tokens, divided by the constant
+           ``rlhf.max_new_tokens``, mean over responses (Dr. GRPO: no length normalisation)
+  gspo     GSPO's sequence-level ratio clipped at the sequence level to ``[1 - rlhf.gspo.clip_low,
+           1 + rlhf.gspo.clip_high]`` (``lm.rl.ppo.sequence_policy_loss``); seq_mean_token_mean, the
+           mean over responses
+  dpo      DPO on pairs from K-way rankings (``lm.rl.preference``): ``-log sigmoid(beta h)``
+  ipo      IPO on the same pairs: ``(h - 1 / (2 beta))^2``
+
+The policy-gradient losses aggregate per-token terms as above unless ``rlhf.loss_agg`` names one of
+``lm.rl.ppo.AGGREGATIONS`` (``lm.rl.ppo.loss_weights``).
 """
 
 from typing import Callable
@@ -30,10 +40,33 @@ def get(name: str) -> Callable:
   return LOSSES[name]
 
 
+def loss_config(c, agg: str, **overrides) -> ppo.LossConfig:
+  """The clipped surrogate's settings from the rlhf section ``c``: ``agg`` unless ``rlhf.loss_agg`` is set."""
+  cfg = dict(clip_ratio=c.ppo.clip_ratio, value_clip=c.ppo.value_clip, vf_coef=c.ppo.vf_coef,
+             entropy_coef=c.ppo.entropy_coef, temperature=c.temperature, agg=c.loss_agg or agg)
+  return ppo.LossConfig(**{**cfg, **overrides})
+
+
 @register('ppo')
 def clipped_surrogate(policy_model, value_model, c):
-  cfg = ppo.LossConfig(clip_ratio=c.ppo.clip_ratio, value_clip=c.ppo.value_clip, vf_coef=c.ppo.vf_coef,
-                       entropy_coef=c.ppo.entropy_coef, temperature=c.temperature)
+  return ppo.make_loss_sums(policy_model, value_model, loss_config(c, 'token_mean'))
+
+
+@register('dapo')
+def dapo(policy_model, value_model, c):
+  cfg = loss_config(c, 'token_mean', clip_ratio=c.dapo.clip_low, clip_high=c.dapo.clip_high)
+  return ppo.make_loss_sums(policy_model, value_model, cfg)
+
+
+@register('dr_grpo')
+def dr_grpo(policy_model, value_model, c):
+  return ppo.make_loss_sums(policy_model, value_model, loss_config(c, 'seq_mean_token_sum_norm'))
+
+
+@register('gspo')
+def gspo(policy_model, value_model, c):
+  cfg = loss_config(c, 'seq_mean_token_mean', clip_ratio=c.gspo.clip_low, clip_high=c.gspo.clip_high,
+                    ratio='sequence')
   return ppo.make_loss_sums(policy_model, value_model, cfg)
 
 

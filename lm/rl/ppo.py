@@ -23,11 +23,14 @@ Implementation details adopted from "The N implementation details of RLHF with P
     trained jointly with the policy (one pytree ``{'policy', 'value'}``, one optimiser);
   - clipped surrogate policy loss, clipped value loss (``0.5 * max`` of the two squared errors),
     optional entropy bonus; every token-level term is a masked mean over the minibatch's response
-    tokens (the ``weight``), so microbatching gives the same update;
+    tokens (the ``weight``; ``LossConfig.agg`` chooses another aggregation, ``loss_weights``), so
+    microbatching gives the same update;
   - several epochs of shuffled minibatches per rollout batch (``make_update``);
   - no dropout anywhere (the model has none).
 A KL term in the loss (``kl_coef`` per row, with the ``k3`` estimator) serves GRPO (DeepSeekMath);
-it is zero for PPO, whose KL is in the reward.
+it is zero for PPO, whose KL is in the reward. The same loss serves the later objectives through
+``LossConfig``: a decoupled clip range (DAPO's clip-higher, ``clip_high``), GSPO's sequence-level
+ratio (``ratio='sequence'``, ``sequence_policy_loss``) and the aggregations of ``AGGREGATIONS``.
 """
 
 import dataclasses
@@ -39,14 +42,26 @@ import jax.numpy as jnp
 from lm.model import ops
 from lm.steps import common
 
+AGGREGATIONS = ('token_mean', 'seq_mean_token_sum', 'seq_mean_token_mean', 'seq_mean_token_sum_norm')
+RATIOS = ('token', 'sequence')
+
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  clip_ratio: float = 0.2     # policy ratio clipped to [1 - c, 1 + c]
+  clip_ratio: float = 0.2     # policy ratio clipped to [1 - clip_ratio, 1 + clip_high]
+  clip_high: float | None = None  # the upper clip (DAPO's clip-higher); None: clip_ratio (symmetric)
   value_clip: float = 0.2     # value moves at most this far from the rollout's value (0: no clipping)
   vf_coef: float = 0.1        # weight of the value loss
   entropy_coef: float = 0.0   # weight of the entropy bonus
   temperature: float = 1.0    # sampling temperature: log-probs are of logits / temperature
+  agg: str = 'token_mean'     # how per-token terms become the loss (``loss_weights``)
+  ratio: str = 'token'        # 'sequence': one importance ratio per response (GSPO, ``sequence_policy_loss``)
+
+  def __post_init__(self):
+    if self.agg not in AGGREGATIONS:
+      raise ValueError(f'loss aggregation {self.agg!r}; valid: {", ".join(AGGREGATIONS)}')
+    if self.ratio not in RATIOS:
+      raise ValueError(f'importance ratio {self.ratio!r}; valid: {", ".join(RATIOS)}')
 
 
 # ------------------------------------------------------------------------------ sequences
@@ -163,12 +178,58 @@ def whiten(x_BxN, mask_BxN, shift_mean: bool = True, eps: float = 1e-8):
 
 # ------------------------------------------------------------------------------ losses (per token)
 
-def policy_loss(logp_BxN, old_logp_BxN, advantages_BxN, clip_ratio: float):
-  """Clipped surrogate ``max(-A r, -A clip(r))`` per token, and whether the clip was active."""
+def policy_loss(logp_BxN, old_logp_BxN, advantages_BxN, clip_ratio: float, clip_high: float | None = None):
+  """Clipped surrogate ``max(-A r, -A clip(r, 1 - clip_ratio, 1 + clip_high))`` per token (``clip_high``
+  None: ``clip_ratio``), and whether the clip was active."""
+  high = clip_ratio if clip_high is None else clip_high
   ratio = jnp.exp(logp_BxN - old_logp_BxN)
   unclipped = -advantages_BxN * ratio
-  clipped = -advantages_BxN * jnp.clip(ratio, 1.0 - clip_ratio, 1.0 + clip_ratio)
+  clipped = -advantages_BxN * jnp.clip(ratio, 1.0 - clip_ratio, 1.0 + high)
   return jnp.maximum(unclipped, clipped), (clipped > unclipped).astype(jnp.float32)
+
+
+def sequence_policy_loss(logp_BxN, old_logp_BxN, advantages_BxN, mask_BxN, clip_low: float, clip_high: float):
+  """GSPO (Zheng et al. 2025): the clipped surrogate of the sequence-level ratio, at every token of the response.
+
+  ``s = exp(mean_t (logp - old_logp))`` over the response's tokens (the geometric mean of the token
+  ratios, the length-normalised sequence ratio), ``A`` the response's mean advantage over its tokens,
+  loss ``max(-A s, -A clip(s, 1 - clip_low, 1 + clip_high))``; ``[B, N]`` (each row's loss at each of
+  its positions: ``seq_mean_token_mean`` aggregates it to the mean over responses) and whether the
+  clip was active.
+  """
+  mask = mask_BxN.astype(jnp.float32)
+  n_B = jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+  ratio_B = jnp.exp(jnp.sum((logp_BxN - old_logp_BxN) * mask, axis=1) / n_B)
+  adv_B = jnp.sum(advantages_BxN * mask, axis=1) / n_B
+  unclipped = -adv_B * ratio_B
+  clipped = -adv_B * jnp.clip(ratio_B, 1.0 - clip_low, 1.0 + clip_high)
+  loss_B, active_B = jnp.maximum(unclipped, clipped), (clipped > unclipped).astype(jnp.float32)
+  return jnp.broadcast_to(loss_B[:, None], mask.shape), jnp.broadcast_to(active_B[:, None], mask.shape)
+
+
+def loss_weights(mask_BxN, agg: str):
+  """``(weights_BxN, weight)``: a per-token term ``x`` aggregates to ``sum(x * weights) / weight``.
+
+    token_mean               mask, tokens: the mean over every response token of the batch
+    seq_mean_token_sum       mask, responses: the mean over responses of the sum over its tokens
+    seq_mean_token_mean      mask / length, responses: the mean over responses of its token mean
+    seq_mean_token_sum_norm  mask / N, responses: the sum over tokens divided by the constant N (the
+                             response budget), mean over responses (Dr. GRPO)
+  Responses count when they hold a token (a row masked out whole is out of the loss and the
+  normaliser). Sums over microbatches divided by the summed weight give the same aggregation.
+  """
+  mask = mask_BxN.astype(jnp.float32)
+  if agg == 'token_mean':
+    return mask, jnp.sum(mask)
+  lengths_B = jnp.sum(mask, axis=1)
+  responses = jnp.sum((lengths_B > 0).astype(jnp.float32))
+  if agg == 'seq_mean_token_sum':
+    return mask, responses
+  if agg == 'seq_mean_token_mean':
+    return mask / jnp.maximum(lengths_B, 1.0)[:, None], responses
+  if agg == 'seq_mean_token_sum_norm':
+    return mask / mask.shape[1], responses
+  raise ValueError(f'loss aggregation {agg!r}; valid: {", ".join(AGGREGATIONS)}')
 
 
 def value_loss(values_BxN, old_values_BxN, returns_BxN, value_clip: float):
@@ -186,29 +247,36 @@ def make_loss_sums(policy_model, value_model, cfg: LossConfig):
   ``params``: ``{'policy'}``, plus ``'value'`` when ``value_model`` is given. ``batch``: ``tokens``,
   ``segment_ids``, ``positions`` [B, T]; ``mask``, ``old_logprobs``, ``advantages`` [B, N]; with a
   value model ``old_values``, ``returns`` [B, N]; ``ref_logprobs`` [B, N] and ``kl_coef`` [B] for a
-  KL term in the loss (k3; zero coefficient for PPO). The weight is the number of response tokens.
+  KL term in the loss (k3; zero coefficient for PPO). The weight and the per-token weights are
+  ``loss_weights(mask, cfg.agg)`` (default: the number of response tokens); every reported term is
+  aggregated as the loss is.
   """
 
   def loss_sums(params, batch, rng):
     del rng
     mask = batch['mask'].astype(jnp.float32)
+    weights, weight = loss_weights(mask, cfg.agg)
     start = batch['tokens'].shape[1] - mask.shape[1]
     seq = (batch['tokens'], batch['segment_ids'], batch['positions'])
     logp, entropy = response_logprobs(policy_model, params['policy'], *seq, start, cfg.temperature)
-    pg, clipped = policy_loss(logp, batch['old_logprobs'], batch['advantages'], cfg.clip_ratio)
+    if cfg.ratio == 'sequence':
+      high = cfg.clip_ratio if cfg.clip_high is None else cfg.clip_high
+      pg, clipped = sequence_policy_loss(logp, batch['old_logprobs'], batch['advantages'], mask, cfg.clip_ratio, high)
+    else:
+      pg, clipped = policy_loss(logp, batch['old_logprobs'], batch['advantages'], cfg.clip_ratio, cfg.clip_high)
     kl_loss = batch['kl_coef'][:, None] * kl_k3(logp, batch['ref_logprobs'])
     per_token = pg - cfg.entropy_coef * entropy + kl_loss
-    sums = {'policy_loss': jnp.sum(pg * mask), 'entropy': jnp.sum(entropy * mask),
-            'clip_fraction': jnp.sum(clipped * mask),
-            'approx_kl': jnp.sum(0.5 * jnp.square(logp - batch['old_logprobs']) * mask),
-            'kl_loss': jnp.sum(kl_loss * mask)}
+    sums = {'policy_loss': jnp.sum(pg * weights), 'entropy': jnp.sum(entropy * weights),
+            'clip_fraction': jnp.sum(clipped * weights),
+            'approx_kl': jnp.sum(0.5 * jnp.square(logp - batch['old_logprobs']) * weights),
+            'kl_loss': jnp.sum(kl_loss * weights)}
     if value_model is not None:
       values = response_values(value_model, params['value'], *seq, start)
       vf = value_loss(values, batch['old_values'], batch['returns'], cfg.value_clip)
       per_token = per_token + cfg.vf_coef * vf
-      sums['value_loss'] = jnp.sum(vf * mask)
-    objective = jnp.sum(per_token * mask)
-    return objective, {**sums, 'loss': objective, 'weight': jnp.sum(mask)}
+      sums['value_loss'] = jnp.sum(vf * weights)
+    objective = jnp.sum(per_token * weights)
+    return objective, {**sums, 'loss': objective, 'weight': weight}
 
   return loss_sums
 
