@@ -1,6 +1,7 @@
 """Rankings of a model's own samples: deterministic, gold-scored like candidates, ranked by the panel; the
 reward model trained on them reports its accuracy per source."""
 
+import random
 from pathlib import Path
 
 import flax.linen as nn
@@ -12,7 +13,7 @@ import pytest
 from lm import config as lm_config
 from lm import tokenizer
 from lm.cli import launch
-from lm.data import builders
+from lm.data import builders, human
 from lm.lab import raters, splits, tasks
 from lm.lab.world import World
 from lm.model.transformer import ModelConfig, Transformer
@@ -61,10 +62,27 @@ def test_pairwise_accuracy_by_hand():
   assert reward_model.pairwise_accuracy(rewards, gold_NxK=gold) == 1.0
 
 
-@pytest.mark.slow
-def test_reward_model_on_policy_samples_reports_accuracy_per_source(tmp_path):
+@pytest.fixture(scope='module')
+def sft_run(tmp_path_factory):
+  """data .. sft of the lifecycle smoke config, once; the tests reuse these stages."""
   config = lm_config.load(str(REPO / 'experiments/lifecycle.py:smoke'))
-  config.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward')
+  config.stages = ('data', 'tokenizer', 'pretrain', 'sft')
+  workdir = tmp_path_factory.mktemp('sft_run')
+  launch.run_stages(config, workdir)
+  return workdir
+
+
+def _config(sft_run, **raters):
+  config = lm_config.load(str(REPO / 'experiments/lifecycle.py:smoke'))
+  config.reuse.workdir, config.reuse.stages = str(sft_run), ('data', 'tokenizer', 'pretrain', 'sft')
+  config.stages = ('preferences', 'reward')
+  config.raters.update(raters)
+  return config
+
+
+@pytest.mark.slow
+def test_reward_model_on_policy_samples_reports_accuracy_per_source(sft_run, tmp_path):
+  config = _config(sft_run)
   config.rankings.n_prompts, config.rankings.max_new_tokens = 24, 12
   config.reward.data = 'mix'
   out = launch.run_stages(config, tmp_path)
@@ -78,3 +96,35 @@ def test_reward_model_on_policy_samples_reports_accuracy_per_source(tmp_path):
     assert 0.0 <= reward.get(f'heldout_{source}_panel_accuracy') <= 1.0
     assert reward.get(f'heldout_{source}_prompts') > 0
   assert reward.get('train_prompts_policy') > 0 and reward.get('train_prompts_candidates') > 0
+
+
+@pytest.mark.slow
+def test_human_rankings_join_or_replace_the_panel(sft_run, tmp_path):
+  world = World(seed=0, **lm_config.load(str(REPO / 'experiments/lifecycle.py:smoke')).data.world)
+  examples = splits.draw_mix(world, (('world_qa', 'direct', 1.0), ('arithmetic', 'direct', 1.0)), 12, 'preferences',
+                             purpose='a person')
+  people = tmp_path / 'served'
+  for i, ex in enumerate(examples):  # what the ranking page appends: the reference and three wrong answers
+    responses = [ex.reference] + [m for _, m in tasks.TASKS[ex.family].wrong(world, ex, random.Random(i))][:3]
+    cands = [raters.candidate(ex, 'sample:sft', m) for m in responses]
+    ranking = list(range(len(cands)))[::-1] if i % 2 else list(range(len(cands)))  # half of them upside down
+    human.append(people, {
+        'prompt': ex.prompt, 'responses': responses, 'ranking': ranking, 'rater_rankings': [ranking],
+        'gold_ranking': raters.gold_ranking(cands).tolist(), 'gold_scores': [c.gold_score for c in cands],
+        'gold_utilities': [c.utility for c in cands], 'kinds': [c.kind for c in cands],
+        'features': [c.features for c in cands], 'family': ex.family, 'variant': ex.variant,
+        'meta': ex.meta, 'rater': 'tester', 'time': 0.0, 'ties': [], 'panel_ranking': [], 'stage': 'sft'})
+  beside = launch.run_stages(_config(sft_run, human=str(people)), tmp_path / 'beside')['preferences']
+  assert beside.get('human_prompts') == 12
+  assert beside.get('preference_prompts') == 12 + lm_config.load(
+      str(REPO / 'experiments/lifecycle.py:smoke')).data.preferences.n_prompts
+  instead = _config(sft_run, human=str(people), human_mode='instead')
+  instead.reward.data = 'policy'
+  out = launch.run_stages(instead, tmp_path / 'instead')
+  records = [r for s in ('train', 'validation')
+             for r in builders.read(builders.PreferenceRankings, out['preferences'].tfds_dir, s)]
+  assert len(records) == 12 and {r['origin']['human'] for r in records} == {'tester'}
+  pairs = lambda rs: sorted((tasks.prompt_key(r['prompt']), list(r['ranking'])) for r in rs)
+  assert pairs(records) == pairs(human.read_rankings(people))  # the person's rankings, not the panel's
+  assert out['reward'].get('train_prompts_policy') == len(builders.read(builders.PreferenceRankings,
+                                                                        out['preferences'].tfds_dir, 'train'))

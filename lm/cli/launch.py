@@ -49,6 +49,19 @@ def _report(workdir: Path) -> None:
     _say(f'[report] {card.write(workdir)}')
 
 
+def reused(config) -> dict[str, outputs.Outputs]:
+  """The finished stages ``reuse.stages`` of the run in ``reuse.workdir`` (e.g. data .. sft of a
+  lifecycle run), which this run's stages take as inputs instead of running them again."""
+  out = {}
+  for name in config.reuse.stages:
+    path = Path(config.reuse.workdir) / name / 'outputs.json'
+    if not path.is_file():
+      raise lm_config.ConfigError(f'reuse.stages has {name!r} but {path} does not exist (reuse.workdir='
+                                  f'{config.reuse.workdir!r}: a run whose {name} stage finished)')
+    out[name] = outputs.load(path)
+  return out
+
+
 def run_stages(config, workdir: Path, shared: dict | None = None) -> dict[str, outputs.Outputs]:
   """Runs ``config.stages`` in ``workdir``, after the already-run ``shared`` ones; returns ``{stage: outputs}``."""
   unknown = [s for s in config.stages if s not in STAGES]
@@ -57,7 +70,7 @@ def run_stages(config, workdir: Path, shared: dict | None = None) -> dict[str, o
   workdir.mkdir(parents=True, exist_ok=True)
   if _is_chief():
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2) + '\n')
-  results = dict(shared or {})
+  results = {**reused(config), **(shared or {})}
   for name in config.stages:
     done = workdir / name / 'outputs.json'
     if done.exists():

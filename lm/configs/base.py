@@ -146,7 +146,9 @@ def get_config() -> ml_collections.ConfigDict:
       'tools': ('calculator', 'python', 'knowledge_base'), 'max_tool_calls': 3, 'result_tokens': 128,
       'breakdowns': ()})                      # 'family:meta_key' (or 'family'): extra accuracy metrics
   # the panel of the preferences stage, which re-ranks the data stage's candidates (vary raters here)
-  c.raters = ml_collections.ConfigDict({'panel': dict(PANEL)})
+  # human: a run directory (or rankings.jsonl) whose human/rankings.jsonl the browser's ranking page
+  # wrote; the preferences stage adds them 'beside' the panel's rankings or uses them 'instead'
+  c.raters = ml_collections.ConfigDict({'panel': dict(PANEL), 'human': '', 'human_mode': 'beside'})
   # the preferences stage's rankings of a model's own samples (lm.rl.rankings), ranked by raters.panel
   c.rankings = ml_collections.ConfigDict({'policy': 'sft', 'n_prompts': 0, 'k': 4, 'temperature': 1.0,
                                           'max_new_tokens': 64, 'batch_size': 64})
@@ -154,6 +156,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.synthetic = synthetic_section()
   # name -> nested overrides; each variant runs under <workdir>/<name>/ and ends in one table
   c.variants = ml_collections.ConfigDict()
+  # finished stages of another run that this one takes as inputs (e.g. data .. sft of a lifecycle run)
+  c.reuse = ml_collections.ConfigDict({'workdir': '', 'stages': ()})
   c.shared_stages = ()  # with variants: stages run once in <workdir>/shared, their outputs given to each variant
   # with variants: the comparison table's 'stage.key' columns (() = all) and an optional (x, y) scatter
   c.comparison = ml_collections.ConfigDict({'columns': (), 'plot': ()})

@@ -15,7 +15,7 @@ import secrets
 
 import numpy as np
 
-from lm.lab import raters, tasks
+from lm.lab import raters, splits, tasks
 
 
 @dataclasses.dataclass
@@ -37,7 +37,8 @@ class Task:
 
 
 def lab_example(world, mix, family: str, seed: int) -> tasks.Example:
-  """One lab example: of ``family`` (a random variant of it), or drawn from ``mix`` ((family, variant, weight))."""
+  """One lab example of the preferences split (never an eval item): of ``family`` (a random variant of it),
+  or drawn from ``mix`` ((family, variant, weight))."""
   rng = random.Random(f'lm.serve ranking:{seed}')
   if family:
     if family not in tasks.TASKS:
@@ -45,14 +46,7 @@ def lab_example(world, mix, family: str, seed: int) -> tasks.Example:
     variant = rng.choice(tasks.TASKS[family].variants)
   else:
     family, variant, _ = rng.choices(mix, weights=[w for _, _, w in mix])[0]
-  return tasks.sample(world, family, 1, seed=seed, variant=variant)[0]
-
-
-def candidate(example: tasks.Example, kind: str, messages) -> raters.Candidate:
-  gold = tasks.score(example, messages)
-  f = raters.features(messages)
-  utility = gold + raters.POLITE_BONUS * f['polite'] - raters.RUDE_PENALTY * f['rude']
-  return raters.Candidate(messages, kind, gold, round(utility, 6), f)
+  return splits.draw(world, family, variant, 'preferences', 1, purpose=f'human ranking {seed}')[0]
 
 
 def new_task(run: str, stage: str, prompt, turns, example, panel: dict, sampling: dict, seed: int) -> Task:
@@ -60,7 +54,7 @@ def new_task(run: str, stage: str, prompt, turns, example, panel: dict, sampling
   order = list(range(len(turns)))
   random.Random(f'lm.serve order:{seed}').shuffle(order)
   responses = [turns[i] for i in order]
-  cands = [candidate(example, f'sample:{stage}', r) for r in responses] if example else None
+  cands = [raters.candidate(example, f'sample:{stage}', r) for r in responses] if example else None
   panel_ranking = []
   if cands:
     panel_ranking = raters.Panel(**panel).rank(cands, np.random.default_rng([seed, 7])).panel.tolist()
