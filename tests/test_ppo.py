@@ -10,7 +10,7 @@ from lm import optim
 from lm.configs import optim as optim_presets
 from lm.inference import sample
 from lm.model.transformer import Transformer
-from lm.rl import advantages, ppo, rollouts
+from lm.rl import advantages, best_of_n, ppo, rollouts
 from lm.steps.common import init_state
 from tests.conftest import tiny_config
 
@@ -205,3 +205,36 @@ def test_ppo_raises_the_probability_of_the_best_response():
     state, metrics = update(state, batch, jax.random.key(100 + it))
   after = p_target(state['params']['policy'])
   assert before < 0.1 and after > 0.6, (float(before), float(after))
+
+
+def test_rewards_and_advantages_follow_the_model_tokens_whatever_the_gaps():
+  """A tool result inside a turn (mask 0 between model tokens) and left padding: the score lands on the
+  last model token, and GAE steps from model token to model token (here by hand)."""
+  mask = np.array([[0, 1, 1, 0, 0, 1, 0], [1, 1, 1, 0, 0, 0, 0]], np.float32)
+  scores = np.array([2.0, -1.0], np.float32)
+  kl = np.arange(14, dtype=np.float32).reshape(2, 7) / 10
+  rewards = np.asarray(ppo.token_rewards(scores, kl, mask, 0.5))
+  expected = -0.5 * kl * mask
+  expected[0, 5] += 2.0  # the last model token of row 0 is at 5, not at sum(mask) - 1 = 2
+  expected[1, 2] += -1.0
+  np.testing.assert_allclose(rewards, expected, rtol=1e-6)
+  values = np.array([[9, 1.0, 2.0, 9, 9, 3.0, 9], [1.0, 2.0, 3.0, 9, 9, 9, 9]], np.float32)
+  gamma, lam = 0.9, 0.8
+  adv, ret = (np.asarray(x) for x in ppo.gae(rewards, values, mask, gamma, lam))
+  for b, steps in ((0, [1, 2, 5]), (1, [0, 1, 2])):  # the model's tokens, in order
+    a_next, v_next = 0.0, 0.0
+    for t in reversed(steps):
+      delta = rewards[b, t] + gamma * v_next - values[b, t]
+      a_next = delta + gamma * lam * a_next
+      assert adv[b, t] == pytest.approx(a_next, rel=1e-5), (b, t)
+      assert ret[b, t] == pytest.approx(a_next + values[b, t], rel=1e-5)
+      v_next = values[b, t]
+  assert (adv[mask == 0] == 0).all() and (ret[mask == 0] == 0).all()
+
+
+def test_a_group_of_one_is_an_error_and_nan_scores_never_win_best_of_n():
+  with pytest.raises(ValueError, match='group_size >= 2'):
+    advantages.grpo_advantages(np.ones(4, np.float32), 1)
+  with pytest.raises(ValueError, match='sample 1 of prompt 0 is not finite'):
+    best_of_n.pick(np.array([[0.1, np.nan, 0.3]]), 3)
+  assert best_of_n.pick(np.array([[0.1, np.nan, 0.3]]), 1).tolist() == [0]  # only the first is looked at

@@ -104,3 +104,22 @@ def test_reward_model_learns_the_lab_rankings_well_above_chance(lab_rankings):
   assert accuracy(before, 'gold_accuracy') == 0.0  # a zero-initialised head ties every pair
   assert accuracy(after, 'gold_accuracy') >= 0.65, accuracy(after, 'gold_accuracy')
   assert accuracy(after, 'panel_accuracy') >= 0.6, accuracy(after, 'panel_accuracy')
+
+
+def test_ties_order_nothing_in_either_ranking_loss():
+  """Tied responses carry no preference: Bradley-Terry has no pair for them; Plackett-Luce picks each tied
+  response against everything ranked the same or below (by hand for ranks [0, 1, 1])."""
+  r = np.array([[0.3, -0.2, 0.7]], np.float64)
+  bt = float(R.bradley_terry_loss(jnp.asarray(r), jnp.asarray([[0, 1, 1]]))[0])
+  sp = lambda x: np.log1p(np.exp(-x))
+  assert bt == pytest.approx((sp(0.3 + 0.2) + sp(0.3 - 0.7)) / 2, rel=1e-5)  # the 1-vs-2 pair is absent
+  pl = float(R.plackett_luce_loss(jnp.asarray(r), jnp.asarray([[0, 1, 1]]))[0])
+  lse = lambda xs: np.log(np.sum(np.exp(xs)))
+  by_hand = (lse(r[0]) - r[0, 0]) + (lse(r[0, 1:]) - r[0, 1]) + (lse(r[0, 1:]) - r[0, 2])
+  assert pl == pytest.approx(by_hand, rel=1e-5)
+  # swapping the tied pair's rewards changes nothing
+  swapped = r[:, [0, 2, 1]]
+  assert float(R.plackett_luce_loss(jnp.asarray(swapped), jnp.asarray([[0, 1, 1]]))[0]) == pytest.approx(pl, rel=1e-5)
+  # without ties both are unchanged: all of [0, 2, 1] strictly ordered
+  strict = float(R.plackett_luce_loss(jnp.asarray(r), jnp.asarray([[0, 2, 1]]))[0])
+  assert strict == pytest.approx((lse(r[0]) - r[0, 0]) + (lse(r[0, 1:]) - r[0, 2]), rel=1e-5)

@@ -87,6 +87,8 @@ def groups(x_B, group_size: int):
 
 def grpo_advantages(rewards_B, group_size: int, scale_by_std: bool = True, eps: float = 1e-4):
   """``(r - group mean) / (group std + eps)``, std unbiased (n - 1); ``[B]``."""
+  if group_size < 2:
+    raise ValueError(f'group advantages need group_size >= 2 (a baseline from the other responses), got {group_size}')
   r_GxN = groups(rewards_B, group_size)
   centred = r_GxN - jnp.mean(r_GxN, axis=1, keepdims=True)
   if scale_by_std:

@@ -29,6 +29,10 @@ def pick(scores_GxM, n: int) -> np.ndarray:
   scores_GxM = np.asarray(scores_GxM)
   if not 1 <= n <= scores_GxM.shape[1]:
     raise ValueError(f'best-of-n: n={n} must be in 1..{scores_GxM.shape[1]} (the samples drawn per prompt)')
+  bad = np.argwhere(~np.isfinite(scores_GxM[:, :n]))
+  if len(bad):
+    raise ValueError(f'best-of-n: score {scores_GxM[tuple(bad[0])]} of sample {bad[0][1]} of prompt {bad[0][0]} '
+                     'is not finite (argmax would pick it)')
   return np.argmax(scores_GxM[:, :n], axis=1)
 
 

@@ -127,11 +127,18 @@ def penalize_unfinished(scores_B, finished_B, penalty: float | None):
   return jnp.where(finished_B, scores_B, jnp.asarray(penalty, scores_B.dtype))
 
 
+def last_token(mask_BxN):
+  """One-hot ``[B, N]`` of each row's last masked token (wherever the gaps or the padding are)."""
+  mask = mask_BxN.astype(jnp.float32)
+  N = mask.shape[1]
+  last_B = N - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+  return jax.nn.one_hot(last_B, N) * mask
+
+
 def token_rewards(scores_B, kl_BxN, mask_BxN, kl_coef):
   """``-kl_coef * kl`` at every response token, plus the score at the last one. ``kl_coef``: scalar or [B]."""
   mask = mask_BxN.astype(jnp.float32)
-  lengths_B = jnp.sum(mask, axis=1).astype(jnp.int32)
-  last_BxN = jax.nn.one_hot(jnp.maximum(lengths_B, 1) - 1, mask.shape[1]) * mask
+  last_BxN = last_token(mask)
   kl_coef_B = jnp.broadcast_to(jnp.asarray(kl_coef, jnp.float32), scores_B.shape)
   return (-kl_coef_B[:, None] * kl_BxN + scores_B[:, None] * last_BxN) * mask
 
@@ -149,19 +156,22 @@ def gae(rewards_BxN, values_BxN, mask_BxN, gamma: float, lam: float):
 
   ``delta_t = r_t + gamma * V_{t+1} - V_t`` with ``V`` zero after the last token (terminal),
   ``A_t = delta_t + gamma * lam * A_{t+1}``, computed backwards by ``lax.scan``; returns ``A + V``.
-  Both are 0 where the mask is 0.
+  ``t + 1`` is the row's next masked token: positions off the mask (padding, tool results inside a
+  turn) are not steps of the policy and are passed over. Both are 0 where the mask is 0.
   """
   mask = mask_BxN.astype(jnp.float32)
   values = values_BxN * mask
-  next_values = jnp.concatenate([values[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
-  deltas_BxN = (rewards_BxN + gamma * next_values - values) * mask
 
-  def back(next_adv_B, xs):
-    delta_B, m_B = xs
+  def back(carry, xs):
+    next_adv_B, next_value_B = carry
+    reward_B, value_B, m_B = xs
+    delta_B = (reward_B + gamma * next_value_B - value_B) * m_B
     adv_B = (delta_B + gamma * lam * next_adv_B) * m_B
-    return adv_B, adv_B
+    on = m_B > 0
+    return (jnp.where(on, adv_B, next_adv_B), jnp.where(on, value_B, next_value_B)), adv_B
 
-  _, adv_NxB = jax.lax.scan(back, jnp.zeros(mask.shape[:1]), (deltas_BxN.T, mask.T), reverse=True)
+  zeros_B = jnp.zeros(mask.shape[:1])
+  _, adv_NxB = jax.lax.scan(back, (zeros_B, zeros_B), (rewards_BxN.T, values.T, mask.T), reverse=True)
   advantages = adv_NxB.T
   return advantages, (advantages + values) * mask
 

@@ -91,6 +91,10 @@ class Rollouts:
       fn = self.score_fn if train else self.measure_fn
       batch, stats = fn(params, self.ref, self.rm_params, prompt_BxP, mask_BxP, sampled, gold_B, jnp.float32(kl_coef))
       stats = {k: to_host(v) for k, v in stats.items()}
+    bad = np.flatnonzero(~np.isfinite(stats['train_reward']))
+    if len(bad):
+      raise ValueError(f'rlhf: the reward of response {bad[0]} is {stats["train_reward"][bad[0]]} (prompt: '
+                       f'{examples[bad[0]].prompt[-1]["content"]!r})')
     stats['tool_calls'] = np.asarray([len(c) for c in calls], np.float32)
     seconds = {'sample_s': t1 - t0, 'gold_s': t2 - t1, 'score_s': time.time() - t2}
     return batch, stats, rows, seconds

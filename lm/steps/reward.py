@@ -10,6 +10,10 @@ Losses for one prompt with rewards r and the panel's order w_1 > w_2 > ... > w_K
   bradley_terry   mean over the K(K-1)/2 ordered pairs (a above b) of -log sigmoid(r_a - r_b - m)
                   (InstructGPT: every comparison of a ranking, each prompt weighted once)
 with margin m (0 by default). For K = 2 the two are the same loss. ``weight`` counts prompts.
+Ties (equal ranks, e.g. a person who could not tell two responses apart): neither loss orders tied
+responses against each other. Bradley-Terry has no pair for them; in Plackett-Luce each tied
+response is picked against every response ranked the same or below it (Breslow's rule), so a tie
+of the whole ranking carries no preference either way.
 """
 
 import jax
@@ -32,13 +36,16 @@ def plackett_luce_loss(rewards_NxK, ranks_NxK, margin: float = 0.0):
   K = rewards_NxK.shape[1]
   order_NxK = jnp.argsort(ranks_NxK, axis=1)  # response indices, best first
   r_NxK = jnp.take_along_axis(rewards_NxK, order_NxK, axis=1)
-  # place i picks w_i among {w_i..w_K}: candidate j's logit is r_j, less the margin when j is the pick
+  rank_NxK = jnp.take_along_axis(ranks_NxK, order_NxK, axis=1)
+  # place i picks w_i among the responses ranked the same or below it (ties: Breslow's rule); candidate
+  # j's logit is r_j, less the margin when j is the pick
   picked_KxK = jnp.eye(K, dtype=bool)
-  later_KxK = jnp.arange(K)[None, :] >= jnp.arange(K)[:, None]
+  rest_NxKxK = rank_NxK[:, None, :] >= rank_NxK[:, :, None]
   logits_NxKxK = r_NxK[:, None, :] - margin * picked_KxK
-  lse_NxK = jax.nn.logsumexp(jnp.where(later_KxK, logits_NxKxK, -jnp.inf), axis=-1)
+  lse_NxK = jax.nn.logsumexp(jnp.where(rest_NxKxK, logits_NxKxK, -jnp.inf), axis=-1)
   nll_NxK = lse_NxK - (r_NxK - margin)
-  return jnp.sum(nll_NxK[:, :-1], axis=1)  # the last place is certain
+  certain_NxK = jnp.sum(rest_NxKxK, axis=-1) == 1  # a pick out of one (the last place) is certain
+  return jnp.sum(jnp.where(certain_NxK, 0.0, nll_NxK), axis=1)
 
 
 def bradley_terry_loss(rewards_NxK, ranks_NxK, margin: float = 0.0):
