@@ -108,7 +108,8 @@ def test_synthetic_stage_judges_new_prompts_and_writes_what_it_kept(run):
   assert out.get('accepted') == sum(r['accepted'] for r in rows)
   for family, verdicts in by_family.items():
     assert out.get(f'acceptance[{family}]') == pytest.approx(sum(verdicts) / len(verdicts))
-  # the dataset holds the distinct accepted turns, at most keep_per_prompt per prompt, in order
+  # the dataset holds the distinct accepted turns, at most keep_per_prompt per prompt (tfds stores records in
+  # its own key-hashed order)
   expected, seen = [], defaultdict(list)
   for r in rows:
     key, turn = json.dumps(r['prompt']), json.dumps(r['turn'])
@@ -116,7 +117,8 @@ def test_synthetic_stage_judges_new_prompts_and_writes_what_it_kept(run):
       seen[key].append(turn)
       expected.append(r['prompt'] + r['turn'])
   kept = builders.read(builders.SftConversations, out.tfds_dir, 'train')
-  assert [k['messages'] for k in kept] == expected and out.get('kept') == len(expected) > 0
+  assert sorted(json.dumps(k['messages']) for k in kept) == sorted(json.dumps(m) for m in expected)
+  assert out.get('kept') == len(expected) > 1
   # new prompts only: none is an eval or SFT prompt, and none shares an item with one (lm.lab.splits)
   tfds_dir = outputs['data'].tfds_dir
   old = {json.dumps(r['prompt'], sort_keys=True) for r in builders.read(builders.EvalSet, tfds_dir, 'test')}

@@ -9,7 +9,7 @@
 
 A fraction of each kind is *held out*: those entities have facts, but their names never appear in
 any text this module writes (articles, stories, ...); they exist so that questions about them
-(``lm.data.tasks``, family ``unknown_entity``) measure hallucination. Relations of known entities
+(``lm.lab.tasks``, family ``unknown_entity``) measure hallucination. Relations of known entities
 only point at known entities.
 
 Texts (all pure functions of the world and the given seed / ``random.Random``):
@@ -20,16 +20,17 @@ Texts (all pure functions of the world and the given seed / ``random.Random``):
   world.arithmetic_texts(n, rng)    written-out sums, differences, products and worked scratchpads
   world.word_lists(n, rng)          spellings and letter counts ("strawberry is spelled s-t-r-...")
   world.translation_texts(n, rng)   English/Veltic parallel sentences and glossary lines
-  world.translate_en_to_syn(s), world.translate_syn_to_en(s)   (see lm.data.synthlang)
-  world.pretraining_documents(n_docs=None, target_chars=None, seed=0, leave_out=None)   a mix of all of the above
+  world.translate_en_to_syn(s), world.translate_syn_to_en(s)   (see lm.lab.synthlang)
+  world.pretraining_documents(n_docs=None, target_chars=None, seed=0, leave_out=None)   a mix of the above
 
 The text generators take ``leave_out(family, key)``: a line stating an item it names (by the item keys
 ``arithmetic_key``, ``char_count_key``, ``spelling_key``, ``translation_key``, which the task families
 use too) is drawn again; without it the texts are those of earlier versions, bit for bit.
 
-The synthetic language lives in ``lm.data.synthlang`` (``world.lang``); task families and gold
-scorers in ``lm.data.tasks``. CLI: ``python -m lm.data.world --task world_qa --n 5`` prints samples
-(``--docs 3`` prints pretraining documents; ``--chars 20000000 --out f.txt`` times generation).
+The synthetic language lives in ``lm.lab.synthlang`` (``world.lang``); task families and gold
+scorers in ``lm.lab.tasks``, their splits in ``lm.lab.splits``. CLI: ``python -m lm.world --task world_qa
+--n 5`` prints samples (``--docs 3`` prints pretraining documents; ``--chars 20000000 --out f.txt`` times
+generation).
 """
 
 import dataclasses
