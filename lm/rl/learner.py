@@ -24,7 +24,9 @@ names in ``lm.rl.names``).
 """
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -154,6 +156,7 @@ class Learner:
     s, c, last = self.s, self.c, {}
     prompts = pipeline.Batches({'index': np.arange(len(s.train_examples))}, c.prompts_per_iteration, seed=s.seed)
     guard.start(start)
+    self._drop_rollouts_after(start)
     for it in range(start, until):
       examples = [s.train_examples[i] for i in prompts.host_batch(it)['index']]
       state, row, kl_coef = self._iteration(update, state, it, examples, kl_coef)
@@ -186,10 +189,26 @@ class Learner:
         seconds['sample_s'] + seconds['score_s'] + update_s, 1e-9)
     return state, row, self.algo.next_kl_coef(self.c, kl_coef, row, len(rows))
 
+  def _drop_rollouts_after(self, step: int) -> None:
+    """A resumed run forgets the rollouts a killed one logged past its checkpoint (as metrics.jsonl does)."""
+    path = Path(self.s.workdir) / 'rlhf' / 'rollouts.jsonl'
+    if jax.process_index() == 0 and path.exists():
+      kept = [line for line in path.read_text().splitlines(keepends=True)
+              if line.endswith('\n') and json.loads(line)['iteration'] <= step]
+      path.write_text(''.join(kept))
+
   def _evaluate(self, state, step) -> dict:
-    """The fixed eval prompts, one response each, measured like the rollouts: ``eval_*`` metrics."""
+    """The fixed eval prompts, one response each, measured like the rollouts: ``eval_*`` metrics; the
+    responses are appended to ``<workdir>/rlhf/rollouts.jsonl`` (the browser's rollout viewer)."""
     rng = jax.random.fold_in(jax.random.key(self.s.seed + 1), step)
     _, stats, rows, _ = self.rollout(state['params'], self.s.eval_examples, rng, train=False, group=1)
+    if jax.process_index() == 0:
+      with open(Path(self.s.workdir) / 'rlhf' / 'rollouts.jsonl', 'a') as f:
+        for i, r in enumerate(rows):
+          f.write(json.dumps({'iteration': step, 'prompt': r['prompt'], 'response': r['response'], 'ids': r['ids'],
+                              'family': r['family'], 'gold_reward': r['score'],
+                              'proxy_reward': float(stats['proxy_reward'][i]), 'kl_total': float(stats['kl'][i])},
+                             ensure_ascii=False) + '\n')
     return {f'eval_{k}': v for k, v in rollouts.metrics(rows, stats).items()}
 
 

@@ -167,7 +167,8 @@ def make_score(policy_model, value_model, reward_fn, estimator: advantages_lib.E
 def gold_rows(tok, examples, tokens_BxN, lengths_B, finished_B, calls=None) -> list[dict]:
   """Each turn parsed and scored by the lab's gold scorer (which reads the final answer), as
   ``lm.evals`` rows (``family``, ``variant``, ``meta``, ``prompt``, ``response``, ``turn``, ``calls``,
-  ``finished``, ``score``); ``finished`` is True when the turn ended within the budget."""
+  ``finished``, ``score``, and the turn's token ``ids``); ``finished`` is True when the turn ended within
+  the budget."""
   rows = []
   calls = calls or [[] for _ in examples]
   for ex, tokens, n, done, row_calls in zip(examples, np.asarray(tokens_BxN), np.asarray(lengths_B),
@@ -175,7 +176,8 @@ def gold_rows(tok, examples, tokens_BxN, lengths_B, finished_B, calls=None) -> l
     turn = chat.parse_turn(tok, [int(t) for t in tokens[:int(n)]])
     answer = next((m for m in reversed(turn) if m['role'] == 'assistant'), {'role': 'assistant', 'content': ''})
     rows.append(dict(family=ex.family, variant=ex.variant, meta=ex.meta, prompt=ex.prompt, response=answer,
-                     turn=turn, calls=row_calls, finished=bool(done), score=tasks.score(ex, turn)))
+                     turn=turn, calls=row_calls, finished=bool(done), score=tasks.score(ex, turn),
+                     ids=[int(t) for t in tokens[:int(n)]]))
   return rows
 
 
