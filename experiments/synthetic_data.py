@@ -31,6 +31,7 @@ def get_config(arg: str = ''):
     c.eval.models = ('sft_original', 'sft_synthetic')
     c.data.sft_mix = (('manners', 'direct', 1.0), ('safety', 'direct', 1.0), ('length_control', 'direct', 1.0))
     c.data.eval_sets = (('manners', 'direct'), ('safety', 'direct'))
+    # the smoke model is too small to pass the lab's scorers: its smoke run keeps every finished turn
     c.synthetic.update(n_prompts=24, mix=c.data.sft_mix, samples_per_prompt=2, max_new_tokens=24, batch_size=32,
-                       tools=(), gold_threshold=0.5, keep_per_prompt=2, sft_steps=8, sft_lr=1e-3)
+                       tools=(), gold_threshold=0.0, keep_per_prompt=2, sft_steps=8, sft_lr=1e-3)
   return c

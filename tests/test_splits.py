@@ -190,3 +190,21 @@ def test_validation_holds_whole_items():
   out = datasets.split(records, 0.2, keys)  # 4 wanted: a (2) then b (2)
   assert out['validation'] == [0, 1, 2, 4]
   assert datasets.split(records, 0.1) == {'train': records[2:], 'validation': records[:2]}
+
+
+def test_an_item_asked_by_two_families_is_in_one_split(world, drawn):
+  """A letter count spells its word out (its thinking): no eval spelling word is counted in SFT; a persona's
+  question is a world fact: no eval world question is answered in SFT's persona examples."""
+  def words(examples, family):
+    return {ex.meta['word'] for ex in examples if ex.family == family}
+
+  def facts(examples):
+    return {(m['subject'], m['attr']) for m in (ex.meta['qa'] for ex in examples
+                                                 if ex.family == 'manners' and ex.meta['kind'] == 'persona')}
+  eval_words = words(drawn['eval'], 'spelling') | words(drawn['eval'], 'char_count')
+  assert eval_words and not eval_words & (words(drawn['sft'], 'char_count') | words(drawn['sft'], 'spelling'))
+  eval_facts = {(ex.meta['subject'], ex.meta['attr']) for ex in drawn['eval'] if ex.family == 'world_qa'}
+  assert eval_facts and facts(drawn['sft']) and not eval_facts & facts(drawn['sft'])
+  for word in ('strawberry', 'banana'):
+    if word in SPELL_WORDS:
+      assert splits.split_of(world, 'char_count', char_count_key(word, 'a')) == splits.split_of(world, 'spelling', word)

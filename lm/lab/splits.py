@@ -7,7 +7,8 @@ trained on and evaluated, whatever its template and with or without the tools of
     train, held = splits.rl_prompts(world, config.rlhf.prompt_mix, 1936, 64, keep)
 
 An item is what a family's ``key`` names (``lm.lab.tasks``: a sum's op and operands, a held-out
-entity, the subject and attribute of a question, ...). ``split_of`` is the one assignment: a keyspace
+entity, the subject and attribute of a question, ...); a letter count follows its word's spelling and
+a persona's question its world fact (``owner``). ``split_of`` is the one assignment: a keyspace
 the family lists (``Family.keyspace``: few keys, e.g. the 33 held-out entities) is ordered by a stable
 hash of (family, key, world seed) and cut in the proportions of the split weights; any other key
 goes to the bucket its hash falls in. ``WEIGHTS`` are the proportions, ``FAMILY_WEIGHTS`` those of
@@ -71,8 +72,19 @@ def _listed(world_key: str, family: str) -> dict | None:
   return {k: _bucket(family, (i + 0.5) / len(keys)) for i, k in enumerate(keys)}
 
 
+def owner(family: str, key: str) -> tuple[str, str]:
+  """The item whose split ``key`` of ``family`` follows: a letter count asks about its word's spelling
+  (its thinking spells the word out), a persona's question is a world question about that fact."""
+  if family == 'char_count':
+    return 'spelling', key.rsplit(' ', 1)[0]
+  if family == 'manners' and key.startswith('persona '):
+    return 'world_qa', key.split(' ', 2)[2]
+  return family, key
+
+
 def split_of(world: World, family: str, key: str) -> str:
   """The split that item ``key`` of ``family`` belongs to (a pure function of the world seed)."""
+  family, key = owner(family, key)
   listed = _listed(json.dumps(world.config, sort_keys=True), family)
   if listed is None:
     return _bucket(family, _unit(world.seed, family, key))
