@@ -123,3 +123,31 @@ def test_ties_order_nothing_in_either_ranking_loss():
   # without ties both are unchanged: all of [0, 2, 1] strictly ordered
   strict = float(R.plackett_luce_loss(jnp.asarray(r), jnp.asarray([[0, 2, 1]]))[0])
   assert strict == pytest.approx((lse(r[0]) - r[0, 0]) + (lse(r[0, 1:]) - r[0, 2]), rel=1e-5)
+
+
+def test_packed_rankings_by_hand_and_the_same_loss_as_padded_rows(lab_rankings):
+  out = pipeline.pack_rankings(np.array([[[1, 2, 3, 0], [4, 5, 0, 0]], [[6, 0, 0, 0], [7, 8, 9, 9]]]),
+                               np.array([[3, 2], [1, 4]]), n_rows=3)
+  # first-fit decreasing: 4 tokens, 3, 2 (into the row with 1 left? no: a new row), 1
+  np.testing.assert_array_equal(out['tokens'], [[7, 8, 9, 9], [1, 2, 3, 6], [4, 5, 0, 0]])
+  np.testing.assert_array_equal(out['segment_ids'], [[1, 1, 1, 1], [1, 1, 1, 2], [1, 1, 0, 0]])
+  np.testing.assert_array_equal(out['positions'], [[0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 0, 0]])
+  np.testing.assert_array_equal(out['last_index'], [[1 * 4 + 2, 2 * 4 + 1], [1 * 4 + 3, 0 * 4 + 3]])
+  with pytest.raises(ValueError, match='do not fit 2 packed rows'):
+    pipeline.pack_rankings(np.zeros((2, 2, 4), np.int32), np.array([[3, 2], [1, 4]]), n_rows=2)
+  _, _, rows = lab_rankings
+  model = Transformer(ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128,
+                                  max_seq_len=192, lm_head=False, scalar_head=True))
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  params['scalar_head'] = jax.random.normal(jax.random.key(1), params['scalar_head'].shape)
+  batches = pipeline.PackedRankings(rows, 8, seed=0, steps=5, multiple=4)
+  padded = pipeline.Batches(rows, 8, seed=0)
+  loss = jax.jit(R.make_loss_sums(model))
+  for i in range(5):
+    packed = batches.host_batch(i)
+    assert packed['tokens'].shape == (batches.n_rows, 192) and batches.n_rows % 4 == 0
+    assert batches.n_rows < 8 * 4  # fewer rows than the 32 padded ones
+    a, sums_a = loss(params, packed, None)
+    b, sums_b = loss(params, {k: v for k, v in padded.host_batch(i).items() if k != 'response_mask'}, None)
+    np.testing.assert_allclose(a, b, rtol=2e-5)
+    np.testing.assert_allclose(sums_a['reward_mean'], sums_b['reward_mean'], rtol=2e-5, atol=1e-6)

@@ -156,3 +156,67 @@ def preference_rows(tok, records, seq_len: int, ranking: str = 'panel') -> dict[
   rows = preference_arrays(prompts, responses, order, seq_len, tok.pad_id, masks)
   rows['gold_utilities'] = np.stack([np.asarray(r['gold_utilities'], np.float32) for r in records])
   return rows
+
+
+def pack_rankings(tokens_NxKxT, lengths_NxK, n_rows: int) -> dict[str, np.ndarray]:
+  """The ``N x K`` sequences (``tokens[n, k, :lengths[n, k]]``) packed into ``n_rows`` rows of ``T`` by
+  first-fit decreasing: ``tokens``, ``segment_ids`` (1, 2, ... within a row; 0 is padding) and
+  ``positions`` ``[n_rows, T]``, and ``last_index`` ``[N, K]``: each sequence's last token as a flat
+  position ``row * T + t`` (``lm.steps.reward.sequence_rewards`` reads the reward there)."""
+  N, K, T = tokens_NxKxT.shape
+  tokens = np.zeros((n_rows, T), np.int32)
+  segment_ids = np.zeros((n_rows, T), np.int32)
+  positions = np.zeros((n_rows, T), np.int32)
+  last_index = np.zeros((N, K), np.int32)
+  used, segments = np.zeros(n_rows, np.int64), np.zeros(n_rows, np.int32)
+  for flat in np.argsort(-lengths_NxK.reshape(-1), kind='stable'):
+    n, k = divmod(int(flat), K)
+    length = int(lengths_NxK[n, k])
+    fits = np.flatnonzero(used + length <= T)
+    if not len(fits):
+      raise ValueError(f'{N} x {K} responses do not fit {n_rows} packed rows of {T} tokens')
+    r, start = int(fits[0]), int(used[fits[0]])
+    segments[r] += 1
+    tokens[r, start:start + length] = tokens_NxKxT[n, k, :length]
+    segment_ids[r, start:start + length] = segments[r]
+    positions[r, start:start + length] = np.arange(length)
+    last_index[n, k] = r * T + start + length - 1
+    used[r] += length
+  return {'tokens': tokens, 'segment_ids': segment_ids, 'positions': positions, 'last_index': last_index}
+
+
+def rows_to_pack(lengths_NxK, T: int) -> int:
+  """How many rows of ``T`` first-fit decreasing needs for these sequence lengths."""
+  used = []
+  for length in sorted(lengths_NxK.reshape(-1).tolist(), reverse=True):
+    row = next((i for i, u in enumerate(used) if u + length <= T), None)
+    if row is None:
+      used.append(length)
+    else:
+      used[row] += length
+  return len(used)
+
+
+class PackedRankings:
+  """``Batches`` of ``preference_rows`` (``[N, K, T]`` rows) whose ``batch_size x K`` responses are
+  packed into a fixed number of rows of ``T`` (``pack_rankings``; the most any of the first ``steps``
+  batches needs, so every step has one shape): ``tokens``, ``segment_ids``, ``positions`` ``[R, T]``,
+  ``last_index``, ``ranks``, ``gold_utilities`` ``[batch, K]``. Batch ``i`` holds the same prompts as
+  ``Batches(rows, batch_size, seed).host_batch(i)``. The rows are a ``multiple`` of the mesh's batch
+  shards. One process only (several hosts would each need their rows' offsets)."""
+
+  def __init__(self, rows: dict[str, np.ndarray], batch_size: int, seed: int, steps: int, shuffle: bool = True,
+               multiple: int = 1):
+    self.batches = Batches(rows, batch_size, seed, shuffle)
+    self.rows, self.T = rows, rows['tokens'].shape[-1]
+    lengths = rows['last_index'] + 1
+    n_rows = max(rows_to_pack(lengths[self.batches.row_indices(i)], self.T) for i in range(max(steps, 1)))
+    self.n_rows = -(-n_rows // multiple) * multiple  # rows split evenly over the batch shards
+
+  def host_batch(self, i: int, host_slice: slice = slice(None)) -> dict[str, np.ndarray]:
+    if host_slice != slice(None) and (host_slice.start, host_slice.stop) != (0, self.batches.batch_size):
+      raise ValueError('packed rankings are fed by one process')
+    idx = self.batches.row_indices(i)
+    out = pack_rankings(self.rows['tokens'][idx], self.rows['last_index'][idx] + 1, self.n_rows)
+    out.update({k: self.rows[k][idx] for k in ('ranks', 'gold_utilities') if k in self.rows})
+    return out

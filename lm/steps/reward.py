@@ -1,7 +1,7 @@
 """Reward model objective: a scalar per response, read at its last token, fit to K-way rankings.
 
-A batch holds N prompts with K responses each: ``tokens``/``segment_ids``/``positions`` ``[N, K, T]``,
-``last_index`` ``[N, K]``, ``ranks`` ``[N, K]`` (0 = best, from the rater panel) and optionally
+A batch holds N prompts with K responses each: ``tokens``/``segment_ids``/``positions`` ``[N, K, T]``
+(or packed, several responses a row: ``[R, T]``), ``last_index`` ``[N, K]``, ``ranks`` ``[N, K]`` (0 = best, from the rater panel) and optionally
 ``gold_utilities`` ``[N, K]`` (the lab's gold, for accuracy only).
 
 Losses for one prompt with rewards r and the panel's order w_1 > w_2 > ... > w_K:
@@ -23,12 +23,17 @@ LOSSES = ('plackett_luce', 'bradley_terry')
 
 
 def sequence_rewards(model, params, tokens, segment_ids, positions, last_index):
-  """Raw scalar-head rewards at ``last_index`` of each row: any leading shape ``[..., T]`` -> ``[...]``."""
-  lead, T = tokens.shape[:-1], tokens.shape[-1]
+  """Raw scalar-head rewards at ``last_index`` of each row: any leading shape ``[..., T]`` -> ``[...]``.
+
+  Packed rows (``lm.data.pipeline.PackedRankings``: ``tokens`` ``[R, T]``, several responses a row, and
+  ``last_index`` ``[N, K]`` a flat position ``row * T + t``) give ``[N, K]``."""
+  T = tokens.shape[-1]
   flat = lambda x: x.reshape(-1, T)
   scalar_MxT = model.apply({'params': params}, flat(tokens), flat(positions), flat(segment_ids))['scalar']
+  if tokens.ndim == 2 and last_index.ndim == 2:  # packed
+    return scalar_MxT.reshape(-1)[last_index]
   rewards_M = jnp.take_along_axis(scalar_MxT, last_index.reshape(-1, 1), axis=1)[:, 0]
-  return rewards_M.reshape(lead)
+  return rewards_M.reshape(tokens.shape[:-1])
 
 
 def plackett_luce_loss(rewards_NxK, ranks_NxK, margin: float = 0.0):
