@@ -48,7 +48,8 @@ TRAIN_TPS = {'pretrain': [1000.0, 3000.0, 2000.0], 'sft': [500.0, 700.0], 'rewar
 def _train_rows(stage, tps):
   rows = []
   for i, t in enumerate(tps):
-    row = {'stage': stage, 'step': 4 * (i + 1), 'loss': 6.0 - i, 'tokens_per_s': t, 'grad_norm': 1.0}
+    row = {'stage': stage, 'step': 4 * (i + 1), 'loss': 6.0 - i, 'tokens_per_s': t, 'grad_norm': 1.0,
+           'non_padding': 0.5 + 0.1 * i}
     if i == 0:
       row['compile_s'] = 7.5
     rows += [row, {'stage': stage, 'step': 4 * (i + 1), 'eval_loss': 6.5 - i}]
@@ -186,8 +187,10 @@ def test_time_throughput_and_mfu_by_hand(full):
   for stage, n, seq in (('pretrain', n_policy, 64), ('sft', n_policy, 128), ('reward', n_reward, 128)):
     fpt = 6 * n + 12 * 2 * seq * 4 * 16
     tps = statistics.median(TRAIN_TPS[stage])
-    assert times[stage][3:] == [f'{tps:.0f}', '7.5', f'{fpt:,}', f'{tps * fpt / 1e9:.2%}'], stage
-  assert times['pretrain'][4:6] == ['7.5', '739,200']
+    fill = statistics.median(0.5 + 0.1 * i for i in range(len(TRAIN_TPS[stage])))
+    assert times[stage][3:] == [f'{tps:.0f}', f'{fill:.1%}', '7.5', f'{fpt:,}', f'{tps * fpt / 1e9:.2%}'], stage
+  assert times['pretrain'][5:7] == ['7.5', '739,200']
+  assert 'Compile time in all: 22.5 s' in ' '.join(secs['Time and throughput'])  # 7.5 in each of 3 stages
   assert times['rlhf'][3] == f'{statistics.median(r["tokens_per_s"] for r in RLHF_ROWS):.0f}'
   assert times['rlhf'][-2:] == ['-', '-']  # sampling and training mixed: no MFU
 
@@ -252,3 +255,12 @@ def test_a_sweep_links_its_variants_and_shared_stages_feed_each_variant(tmp_path
 def test_not_a_run_is_a_one_line_error(tmp_path, capsys):
   with pytest.raises(SystemExit, match=f'lm.report: error: {tmp_path / "config.json"} not found: not a run directory'):
     report_cli.main([f'--workdir={tmp_path}'])
+
+
+def test_a_lora_stage_is_charged_what_it_computes():
+  from lm.model.transformer import ModelConfig
+  model = ModelConfig(**MODEL)
+  full = report.flops_per_token(model, 128)
+  lora = report.flops_per_token(model, 128, trainable=1000)
+  n = (full - 12 * 2 * 128 * 4 * 16) // 6  # the params in matmuls
+  assert lora == 4 * n + 6 * 1000 + 12 * 2 * 128 * 4 * 16  # no weight gradients of the frozen base

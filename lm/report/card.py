@@ -120,14 +120,19 @@ def _traces(run: Run, name: str) -> list[dict]:
 
 # ------------------------------------------------------------------------------ numbers
 
-def flops_per_token(model: ModelConfig, seq_len: int) -> int:
+def flops_per_token(model: ModelConfig, seq_len: int, trainable: int | None = None) -> int:
   """Model FLOPs of one trained token (forward + backward), the PaLM appendix B count that
   ``benchmarks/train_step.py`` uses: ``6 N + 12 L T d_attn``, N the params in matmuls (the layers
-  and the head; a tied embedding counted once, as the head), T the sequence length."""
+  and the head; a tied embedding counted once, as the head), T the sequence length. With LoRA
+  (``trainable`` adapter params beside a frozen base) the base's weight gradients are not computed:
+  ``4 N + 6 N_adapters + 12 L T d_attn``."""
   n_matmul = model.n_params(include_embedding=False)
   if model.lm_head and model.tie_embeddings:
     n_matmul += model.d_model * model.vocab_size
-  return 6 * n_matmul + 12 * model.n_layers * seq_len * model.n_heads * model.head_size
+  attention = 12 * model.n_layers * seq_len * model.n_heads * model.head_size
+  if trainable is not None:
+    return 4 * n_matmul + 6 * trainable + attention
+  return 6 * n_matmul + attention
 
 
 def measured_cpu_peak(dtype: str = 'float32', n: int = 1024, reps: int = 5) -> float:
@@ -420,33 +425,37 @@ def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
   devices = next((o['devices'] for o in run.outputs.values() if 'devices' in o), None)
   model = _model_of(run, None)
   peak, peak_note = None, ''
-  table, has_mfu = [], False
+  table, has_mfu, compile_total = [], False, 0.0
   for stage, out in run.outputs.items():
     rows = [r for r in _stage_rows(run, stage) if 'tokens_per_s' in r]
     tps = statistics.median(r['tokens_per_s'] for r in rows) if rows else None
+    fill = [r['non_padding'] for r in rows if 'non_padding' in r]
     compile_s = next((r['compile_s'] for r in rows if 'compile_s' in r), None)
+    compile_total += compile_s or 0.0
     fpt = mfu = None
     section = run.config.get(stage)
     seq_len = out.get('seq_len') or (section.get('seq_len') if isinstance(section, dict) else None)
     if tps and seq_len and 'model' in out and stage not in NOT_TRAINING:
-      fpt = flops_per_token(_model_of(run, stage), seq_len)
+      fpt = flops_per_token(_model_of(run, stage), seq_len, out.get('trainable_params') if out.get('lora') else None)
       if peak is None and not peak_note:
         peak, peak_note = peak_of(devices, model.dtype if model else 'float32', peak_flops)
       mfu = tps * fpt / peak if peak else None
       has_mfu = True
     wall = out.get('wall_s')
     table.append([stage, _fmt(wall, 1), f'{wall / total:.1%}' if wall is not None and total else '-',
-                  _fmt(out.get('step', out.get('iterations'))), _fmt(tps, 0), _fmt(compile_s, 1),
+                  _fmt(out.get('step', out.get('iterations'))), _fmt(tps, 0),
+                  f'{statistics.median(fill):.1%}' if fill else '-', _fmt(compile_s, 1),
                   f'{fpt:,}' if fpt else '-', f'{mfu:.2%}' if mfu is not None else '-'])
   recorded = any('wall_s' in o for o in run.outputs.values())
   s.text((f'Total wall time of the stages: {total:.1f} s (a resumed stage counts its last attempt). ' if recorded
           else 'The stages did not record their wall time (a run from before the launcher kept it). ')
-         + 'tokens/s is the median over logged intervals (padding '
-         'included; rlhf: response tokens per second of sampling, scoring and updating). FLOPs/token = 6 N + 12 L T '
-         'd_attn (PaLM appendix B; N = params in matmuls, T = the stage\'s sequence length).')
+         + 'tokens/s is the median over logged intervals of real tokens (padding excluded; rlhf: response '
+         'tokens per second of sampling, scoring and updating); non-padding is the share of the rows\' slots that '
+         'hold tokens. FLOPs/token = 6 N + 12 L T d_attn (PaLM appendix B; N = params in matmuls, T = the stage\'s '
+         f'sequence length; LoRA stages 4 N + 6 N_adapters + 12 L T d_attn). Compile time in all: {compile_total:.1f} s.')
   if has_mfu:
     s.text(f'MFU = tokens/s x FLOPs/token / peak; {peak_note}.')
-  s.table(['stage', 'wall s', 'share', 'steps', 'tokens/s', 'compile s', 'FLOPs/token', 'MFU'], table)
+  s.table(['stage', 'wall s', 'share', 'steps', 'tokens/s', 'non-padding', 'compile s', 'FLOPs/token', 'MFU'], table)
   return s
 
 
