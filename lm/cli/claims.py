@@ -24,7 +24,9 @@ import numpy as np
 from lm import config as lm_config
 from lm import evals, metrics, stats
 from lm.cli import launch
-from lm.lab import tasks
+from lm.data import builders
+from lm.lab import agreement, tasks
+from lm.rl import reward_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +203,111 @@ def rater_bias(r):
                   point(before), point(after), effect, effect.clears(0.1))
 
 
+def _heldout_records(results, variant) -> tuple[dict, list]:
+  """A reward model's ``heldout.json`` (rewards ``[N, K]``, gold utilities, sources) with the held-out
+  ranking records they were measured on, in the same order (the validation rankings of its sources)."""
+  path = Path(results[variant]['reward'].checkpoint_dir).parent / 'heldout.json'
+  raw = json.loads(path.read_text())
+  run = results[variant]
+  tfds_dir = (run['preferences'] if 'preferences' in run else run['data']).tfds_dir
+  sources = list(raw['sources'])
+  records = [x for x in builders.read(builders.PreferenceRankings, tfds_dir, 'validation')
+             if reward_model.source_of(x) in set(sources)]
+  if [reward_model.source_of(x) for x in records] != sources:
+    raise ValueError(f'{path} does not match the validation rankings in {tfds_dir}')
+  return {k: np.asarray(raw[k], np.float64) for k in ('rewards', 'gold_utilities')}, records
+
+
+def _gold_pairs(h) -> tuple[np.ndarray, np.ndarray]:
+  """Per held-out prompt: the pairs of strictly different gold utility the rewards order like gold, and
+  how many such pairs there are."""
+  g, r = h['gold_utilities'], h['rewards']
+  better = g[:, :, None] > g[:, None, :]
+  return (better & (r[:, :, None] > r[:, None, :])).sum((1, 2)), better.sum((1, 2))
+
+
+def _pooled(right, pairs, idx) -> float:
+  total = pairs[idx].sum()
+  return float(right[idx].sum() / total) if total else float('nan')
+
+
+def _boot(stat, *sizes) -> list:
+  """``stat(*idx)`` over ``stats.N_BOOT`` resamples (with replacement) of index sets of the given sizes."""
+  rng = np.random.default_rng(stats.SEED)
+  return [stat(*(rng.integers(0, n, n) for n in sizes)) for _ in range(stats.N_BOOT)]
+
+
+def _estimate(value, draws, n) -> stats.Estimate:
+  draws = np.asarray(draws, np.float64)
+  return stats.Estimate(float(value), float(np.nanquantile(draws, 0.025)), float(np.nanquantile(draws, 0.975)), n)
+
+
+def _two_groups(values_a, values_b, stat) -> tuple[stats.Estimate, stats.Estimate, stats.Estimate]:
+  """``stat`` of group a, of group b and ``b - a``, each with a bootstrap interval (the groups resampled
+  apart: different prompts)."""
+  na, nb = len(values_a), len(values_b)
+  if not na or not nb:
+    raise ValueError('a group without prompts')
+  a, b = stat(values_a, np.arange(na)), stat(values_b, np.arange(nb))
+  draws = np.asarray(_boot(lambda i, j: (stat(values_a, i), stat(values_b, j)), na, nb))
+  return (_estimate(a, draws[:, 0], na), _estimate(b, draws[:, 1], nb),
+          _estimate(b - a, draws[:, 1] - draws[:, 0], na + nb))
+
+
+def _subjective_split(families) -> np.ndarray:
+  return np.asarray([agreement.domain(f) == 'subjective' for f in families])
+
+
+def subjective(r):
+  h, records = _heldout_records(r, 'tastes')
+  right, pairs = _gold_pairs(h)
+  subj = _subjective_split(x['family'] for x in records)
+  rp = np.stack([right, pairs], 1)
+  accuracy = lambda v, idx: _pooled(v[:, 0], v[:, 1], idx)
+  before, after, effect = _two_groups(rp[~subj], rp[subj], accuracy)
+  w = np.asarray([agreement.kendall_w(agreement.ranks(x['rater_rankings'])) for x in records])
+  w_obj, w_subj, w_diff = _two_groups(w[~subj], w[subj], lambda v, idx: float(np.mean(v[idx])))
+  holds = effect.clears(-0.05) and w_diff.high < 0
+  return Measured("reward model's held-out pairwise accuracy against gold, objective -> subjective families",
+                  before, after, effect, holds,
+                  note=f"Kendall's W of the panel {w_obj} -> {w_subj}, difference {w_diff} (must be below 0)")
+
+
+def subjective_rlhf(r):
+  sft, rlhf = traces(r, 'sft', 'tastes'), traces(r, 'rlhf', 'tastes')
+  _paired(sft, rlhf)
+  gain = np.asarray([b['score'] - a['score'] for a, b in zip(sft, rlhf)])
+  subj = _subjective_split(row['family'] for row in sft)
+  mean = lambda v, idx: float(np.mean(v[idx]))
+  before, after, effect = _two_groups(gain[~subj], gain[subj], mean)
+  return Measured('gold-score gain of RLHF over SFT on the eval prompts, objective -> subjective families',
+                  before, after, effect, effect.clears(-0.02))
+
+
+def expert_raters(r):
+  (lay, lay_records), (expert, expert_records) = _heldout_records(r, 'lay'), _heldout_records(r, 'expert')
+  same = lambda recs: [(tasks.prompt_key(x['prompt']), json.dumps(x['responses'])) for x in recs]
+  if same(lay_records) != same(expert_records):
+    raise ValueError('the two reward models were not measured on the same held-out prompts and candidates')
+  (ra, pa), (rb, pb) = _gold_pairs(lay), _gold_pairs(expert)
+  n = len(ra)
+  every = np.arange(n)
+  before, after = _pooled(ra, pa, every), _pooled(rb, pb, every)
+  draws = np.asarray(_boot(lambda i: (_pooled(ra, pa, i), _pooled(rb, pb, i)), n))
+  domains = np.asarray([agreement.domain(x['family']) for x in lay_records])
+  per_domain = ', '.join(f'{d} {_pooled(ra, pa, np.flatnonzero(domains == d)):.3f} -> '
+                         f'{_pooled(rb, pb, np.flatnonzero(domains == d)):.3f}' for d in sorted(set(domains)))
+  effect = _estimate(after - before, draws[:, 1] - draws[:, 0], n)
+  return Measured("reward model's held-out pairwise accuracy against gold, lay -> expert panel (same candidates)",
+                  _estimate(before, draws[:, 0], n), _estimate(after, draws[:, 1], n), effect, effect.clears(0.05),
+                  note=f'per domain: {per_domain}')
+
+
+def expert_rlhf(r):
+  return compare(traces(r, 'rlhf', 'lay'), traces(r, 'rlhf', 'expert'), 'gold reward of the RLHF model on the '
+                 'eval prompts, lay -> expert panel', 0.0, metric='accuracy')
+
+
 def reward_hacking(r):
   rows = [row for row in metrics.read(Path(r['ppo']['rlhf'].checkpoint_dir).parents[1], 'rlhf')
           if 'eval_gold_reward' in row]
@@ -250,6 +357,15 @@ CLAIMS = (
           'over-refusal rises by less than 0.1 (upper bound)', over_refusal),
     Claim('tools', 'tools extend what the model gets right (facts it never saw)', 'tools_vs_none',
           'accuracy on held-out facts rises by more than 0.2', tools),
+    Claim('subjective', 'raters agree least on matters of taste, and the reward model learns least there',
+          'subjective', "accuracy against gold at least 0.05 lower on subjective families, and the panel's Kendall's "
+          'W lower there (both intervals)', subjective),
+    Claim('subjective_rlhf', '... and RLHF gains least there', 'subjective',
+          'the gold gain of RLHF over SFT at least 0.02 lower on subjective families', subjective_rlhf),
+    Claim('expert_raters', 'expert raters give a reward model closer to gold than lay raters', 'expert_raters',
+          'accuracy against gold rises by more than 0.05 (paired over the same held-out candidates)', expert_raters),
+    Claim('expert_rlhf', '... and a better RLHF model', 'expert_raters',
+          'the RLHF model\'s gold reward rises (interval above 0)', expert_rlhf),
 )
 BY_NAME = {c.name: c for c in CLAIMS}
 

@@ -25,12 +25,18 @@ SFT_MIX = (
     ('char_count', 'tool', 0.5),
     ('spelling', 'direct', 0.5), ('translation', 'direct', 1.0), ('length_control', 'direct', 1.0),
     ('manners', 'direct', 1.0), ('safety', 'direct', 1.0), ('creative', 'direct', 0.5),
+    ('joke', 'direct', 0.5), ('slogan', 'direct', 0.5),
 )
 EVAL_SETS = tuple(sorted({(f, v) for f, v, _ in SFT_MIX}))
 
 
-# the simulated rater panel (lm.raters.Panel): biases 0 and no noise would reproduce the gold ranking
-PANEL = dict(n_raters=5, length_bias=0.0, confidence_bias=0.0, position_bias=0.0, noise=0.1, seed=0)
+# the simulated rater panel (lm.lab.raters.Panel): biases 0 and no noise would reproduce the gold ranking
+# (outside the subjective families, where each rater has a taste of their own). experts: None (unset,
+# everyone judges by gold), a fraction of raters expert in every domain, or per rater a domain, 'all',
+# '' or a list of domains (math, world, veltic, safety, subjective); outside their expertise a rater
+# judges correctness by lay_surface * surface cues (length, confidence, politeness) + lay_noise
+PANEL = dict(n_raters=5, length_bias=0.0, confidence_bias=0.0, position_bias=0.0, noise=0.1, seed=0,
+             experts=None, lay_surface=0.5, lay_noise=0.3)
 
 
 def data_section(**overrides) -> ml_collections.ConfigDict:
@@ -41,6 +47,7 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       pretrain_chars=2_000_000, validation_fraction=0.02,
       pretrain_tfds='',  # e.g. 'tiny_shakespeare' or 'c4:train:text' instead of the world's text ([tf] extra)
       sft_examples=4000, sft_mix=SFT_MIX,
+      sft_writers=1.0,  # the fraction of SFT answers experts wrote (the references); lay writers wrote the rest
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
       preferences=dict(n_prompts=500, k=4, mix=SFT_MIX, validation_fraction=0.1,  # held-out rankings
                        panel=PANEL),
@@ -109,6 +116,38 @@ def synthetic_section(**overrides) -> ml_collections.ConfigDict:
       sft_steps=100, sft_lr=3e-4)
   cfg.update(overrides)
   return ml_collections.ConfigDict(cfg)
+
+
+# What a number may be, checked before a run starts (lm.config.validate; every experiment's config
+# passes): dotted key pattern ('*' matches any part) -> '>= x', '> x' or 'a..b' (both ends included).
+# The first pattern that matches a key applies; for a tuple, to each of its numbers.
+RANGES = {
+    # counts that must be positive (0 would train nothing, divide by zero or never log)
+    '*.steps': '>= 1', '*.batch_size': '>= 1', '*.seq_len': '>= 1', '*.microbatches': '>= 1',
+    '*.log_every': '>= 1', '*.checkpoint_every': '>= 1', '*.keep_checkpoints': '>= 1',
+    'rlhf.eval_every': '>= 0',  # 0: no eval
+    '*.eval_every': '>= 1', '*.eval_batches': '>= 0',
+    'rlhf.iterations': '>= 1', 'rlhf.prompts_per_iteration': '>= 1', 'rlhf.group_size': '>= 1',
+    'rlhf.epochs': '>= 1', 'rlhf.minibatch_size': '>= 1', 'rlhf.rounds': '>= 1', 'rlhf.n_prompts': '>= 1',
+    'rlhf.eval_prompts': '>= 0', 'rlhf.best_of_n': '>= 1', 'rlhf.preference.steps_per_iteration': '>= 1',
+    '*max_new_tokens': '>= 1', '*.max_prompt_len': '>= 1', '*.result_tokens': '>= 1', '*.max_tool_calls': '>= 0',
+    '*.n_prompts': '>= 0', '*.k': '>= 2', '*.samples_per_prompt': '>= 1', '*.keep_per_prompt': '>= 1',
+    '*.normalize_prompts': '>= 1', '*.sft_steps': '>= 1', '*.max_examples': '>= 0', '*.n_raters': '>= 1',
+    'data.pretrain_chars': '>= 1', 'data.sft_examples': '>= 1', 'data.eval_examples': '>= 1',
+    'data.world.n_*': '>= 1', 'tokenizer.vocab_size': '>= 1', 'sft.lora.rank': '>= 1',
+    'model.vocab_size': '>= 1', 'model.d_model': '>= 1', 'model.n_layers': '>= 1', 'model.n_heads': '>= 1',
+    'model.n_kv_heads': '>= 1', 'model.d_ff': '>= 1', 'model.max_seq_len': '>= 1', 'model.head_dim': '>= 0',
+    'model.sliding_window': '>= 0', 'model.norm_eps': '> 0',
+    'distributed.num_processes': '>= 1', 'distributed.process_id': '>= 0',
+    # rates, coefficients and temperatures (0 allowed: no decay, no clipping, greedy sampling, ...)
+    '*.optim.lr': '>= 0', '*.optim.warmup_steps': '>= 0', '*.optim.min_lr_ratio': '0..1', '*.optim.b1': '0..1',
+    '*.optim.b2': '0..1', '*.optim.eps': '>= 0', '*.optim.weight_decay': '>= 0', '*.optim.clip_norm': '>= 0',
+    '*.sft_lr': '>= 0', '*.z_loss_weight': '>= 0', '*temperature': '>= 0', '*.margin': '>= 0', '*.noise': '>= 0',
+    'rlhf.kl_coef': '>= 0', 'rlhf.kl_target': '>= 0', 'rlhf.kl_horizon': '> 0', 'rlhf.reward_weights': '>= 0',
+    'rlhf.ppo.gamma': '0..1', 'rlhf.ppo.lam': '0..1', 'rlhf.ppo.*': '>= 0', 'rlhf.preference.beta': '> 0',
+    'rlhf.dapo.*': '0..1', 'rlhf.gspo.*': '0..1', 'sft.lora.alpha': '>= 0',
+    '*_fraction': '0..1',  # validation_fraction, held_out_fraction
+}
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -60,8 +60,18 @@ def eval_examples(world, c) -> list[tasks.Example]:
 
 
 def sft_examples(world, c) -> list[tasks.Example]:
-  """``data.sft_examples`` of ``data.sft_mix`` from the sft split."""
-  return splits.draw_mix(world, c.sft_mix, c.sft_examples, 'sft')
+  """``data.sft_examples`` of ``data.sft_mix`` from the sft split. ``data.sft_writers`` is the fraction
+  written by experts (the references); the others, drawn at random (stream ``sft writers``), a lay
+  writer answers (``lm.lab.raters.lay_answer``: plausible, sometimes wrong or padded)."""
+  examples = splits.draw_mix(world, c.sft_mix, c.sft_examples, 'sft')
+  if not 0 <= c.sft_writers <= 1:
+    raise ValueError(f'data.sft_writers={c.sft_writers} must be a fraction in [0, 1]')
+  if c.sft_writers < 1:
+    rng = splits.stream(world, 'sft writers')
+    for i in sorted(rng.sample(range(len(examples)), round((1 - c.sft_writers) * len(examples)))):
+      ex = examples[i]
+      examples[i] = tasks.Example(ex.family, ex.variant, ex.prompt, raters.lay_answer(world, ex, rng), ex.meta)
+  return examples
 
 
 def preference_prompts(world, c) -> list[tasks.Example]:

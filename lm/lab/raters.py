@@ -9,8 +9,10 @@
 (``Family.wrong``: wrong number or entity, hallucination, needless refusal, missing refusal, off
 length, ...), and restyled versions: ``polite`` / ``rude`` / ``hedged`` reference, ``confident`` and
 ``padded`` (verbose filler around the answer) wrong answers, a padded reference, a needless refusal
-and an "I don't know". ``candidates`` keeps the reference and draws ``k - 1`` others at random, then
-shuffles them.
+and an "I don't know". A subjective family's pool leaves out the refusal, the "I don't know" and its
+``IMPLAUSIBLE`` answers (echo, off topic), which every taste puts last: its candidates are the
+trade-offs tastes disagree on. ``candidates`` keeps the reference and draws ``k - 1`` others at
+random, then shuffles them.
 
 **Gold utility** of a candidate = the family's gold score of its messages (in [0, 1])
 + ``POLITE_BONUS`` (0.05) if polite - ``RUDE_PENALTY`` (0.25) if rude - ``PADDING_PENALTY`` (0.05)
@@ -31,10 +33,35 @@ once from ``seed``; a setting of 0 stays 0, so no bias and no noise reproduce th
 The panel's aggregate ranking is a Borda count (mean rank, ties by index). Candidates of equal
 utility (e.g. two wrong answers) are ordered by position in the gold ranking: use
 ``gold_utilities`` to find such ties.
+
+**Tastes.** In a subjective family (``Family.taste``: ``joke``, ``slogan``) a candidate's ``parts`` are
+scored from its text, and rater r's ``utility_i`` above is their own: ``w_r . parts_i`` plus the
+politeness terms, with ``w_r ~ Dirichlet(concentration * mean)`` drawn once per (panel seed, family).
+Gold is the population's expected utility, ``mean . parts_i``, so even a panel without bias or noise
+disagrees with gold (and with itself) there.
+
+**Expertise** (``experts``; unset, None: every rater judges as above, today's rankings bit for bit).
+Each rater is an expert or a lay person in each of ``tasks.DOMAINS`` (math, world, veltic, safety,
+subjective; a family's ``Family.domain``; 'general' families every rater judges as an expert). An
+expert's ``utility_i`` is the gold utility (in a subjective family: the population's, not their own
+taste). A lay rater's is their own judgement of correctness leaning on surface cues,
+
+    (1 - lay_surface) * own_i + lay_surface * surface_i + lay_noise * N(0, 1) + politeness terms
+
+where ``own_i`` is the gold score (their taste's utility in a subjective family) and ``surface_i`` the
+mean of three cues in [0, 1]: length (``sigmoid(2 (log(1 + n_words_i) - mean))``), tone (1 confident,
+0.5 neither, 0 hedged) and politeness. ``experts`` is a fraction (the first ``round(f * R)`` raters are
+experts in every domain, the rest in none) or one entry per rater: a domain, ``'all'``, ``''`` (none)
+or a list of domains. The biases, position and noise terms apply to every rater as before.
+
+**Writers.** ``lay_answer`` is what a lay writer (``data.sft_writers``) writes for an example: a
+plausible wrong answer (``LAY_WRITING``: the family's wrong answers bar echoes, rude and off-topic
+ones, half of them confidently restyled), a padded reference, or the reference itself.
 """
 
 import dataclasses
 import random
+import zlib
 
 import numpy as np
 
@@ -59,6 +86,8 @@ class Candidate:
   gold_score: float     # the family's gold scorer
   utility: float        # gold_score + politeness terms (module docstring)
   features: dict        # n_words, tone, refusal, polite, rude
+  family: str = ''      # the example's task family
+  parts: tuple = ()     # a subjective family's parts (``Taste.mean`` order), else ()
 
 
 def _restyle(messages, style, rng):
@@ -92,13 +121,18 @@ def candidate(example, kind: str, messages) -> Candidate:
   gold = tasks.score(example, messages)
   f = features(messages)
   utility = gold + POLITE_BONUS * f['polite'] - RUDE_PENALTY * f['rude'] - PADDING_PENALTY * ('padded' in kind)
-  return Candidate(messages, kind, gold, round(utility, 6), f)
+  taste = tasks.TASKS[example.family].taste
+  parts = taste.vector(example, messages) if taste else ()
+  return Candidate(messages, kind, gold, round(utility, 6), f, example.family, parts)
 
 
 def candidate_pool(world: World, example: tasks.Example, rng: random.Random) -> list[Candidate]:
   """Every candidate for ``example``: the reference first, then wrong and restyled ones (deduplicated)."""
   ref = example.reference
+  taste = tasks.TASKS[example.family].taste
   wrongs = tasks.TASKS[example.family].wrong(world, example, rng)
+  if taste:  # a subjective family's pool: its trade-offs, where tastes differ (module docstring)
+    wrongs = [(kind, msgs) for kind, msgs in wrongs if kind not in IMPLAUSIBLE]
   pool = [('reference', ref)] + wrongs
   pool += [('polite_reference', _restyle(ref, 'polite', rng)), ('rude_reference', _restyle(ref, 'rude', rng)),
            ('hedged_reference', _restyle(ref, 'hedged', rng)), ('padded_reference', _restyle(ref, 'padded', rng))]
@@ -108,9 +142,9 @@ def candidate_pool(world: World, example: tasks.Example, rng: random.Random) -> 
     if len(wrongs) > 1:
       kind, msgs = wrongs[1]
       pool.append(('padded_' + kind, _restyle(msgs, 'padded', rng)))
-  if not example.meta.get('harmful'):
+  if not example.meta.get('harmful') and not taste:
     pool.append(('needless_refusal', tasks.needless_refusal()))
-  if example.family not in ('unknown_entity',):
+  if example.family not in ('unknown_entity',) and not taste:
     pool.append(('idk', tasks.say("I don't know.")))
   out, seen = [], set()
   for kind, msgs in pool:
@@ -150,11 +184,44 @@ class Rankings:
   gold: np.ndarray       # [K] by gold utility
 
 
+def expertise(experts, n_raters: int) -> list[frozenset] | None:
+  """Each rater's domains of expertise from a panel's ``experts`` setting (module docstring); None if unset."""
+  if experts is None:
+    return None
+  if isinstance(experts, (int, float)) and not isinstance(experts, bool):
+    if not 0 <= experts <= 1:
+      raise ValueError(f'raters.panel.experts={experts}: a fraction must be in [0, 1]')
+    n = round(experts * n_raters)
+    return [frozenset(tasks.DOMAINS) if r < n else frozenset() for r in range(n_raters)]
+  entries = [experts] * n_raters if isinstance(experts, str) else list(experts)
+  if len(entries) != n_raters:
+    raise ValueError(f'raters.panel.experts has {len(entries)} entries for {n_raters} raters')
+  out = []
+  for e in entries:
+    domains = [] if e == '' else list(tasks.DOMAINS) if e == 'all' else [e] if isinstance(e, str) else list(e)
+    unknown = sorted(set(domains) - set(tasks.DOMAINS))
+    if unknown:
+      raise ValueError(f'raters.panel.experts: unknown domain {unknown[0]!r}; valid: all, {", ".join(tasks.DOMAINS)}')
+    out.append(frozenset(domains))
+  return out
+
+
+def surface(cands: list[Candidate]) -> np.ndarray:
+  """``[K]`` what a lay rater takes for quality: the mean of the length, tone and politeness cues."""
+  loglen_K = np.log1p([c.features['n_words'] for c in cands])
+  length_K = 1 / (1 + np.exp(-2 * (loglen_K - loglen_K.mean())))
+  tone_K = (np.array([c.features['tone'] for c in cands], float) + 1) / 2
+  polite_K = np.array([c.features['polite'] for c in cands], float)
+  return (length_K + tone_K + polite_K) / 3
+
+
 class Panel:
-  """Simulated raters: gold utility plus length, confidence and position biases and noise."""
+  """Simulated raters: gold utility (their own taste's in subjective families; a lay rater's surface-led
+  judgement outside their expertise) plus length, confidence and position biases and noise."""
 
   def __init__(self, n_raters: int = 5, length_bias: float = 0.0, confidence_bias: float = 0.0,
-               position_bias: float = 0.0, noise: float = 0.0, seed: int = 0, spread: float = 0.3):
+               position_bias: float = 0.0, noise: float = 0.0, seed: int = 0, spread: float = 0.3,
+               experts=None, lay_surface: float = 0.5, lay_noise: float = 0.3):
     self.n_raters = n_raters
     rs = np.random.default_rng([seed, 1])
 
@@ -163,17 +230,50 @@ class Panel:
     self.length, self.confidence = mix(length_bias), mix(confidence_bias)
     self.position, self.noise = mix(position_bias), mix(noise)
     self._rng = np.random.default_rng([seed, 2])
+    self.seed, self.lay_surface, self.lay_noise = seed, lay_surface, lay_noise
+    self.expertise = expertise(experts, n_raters)
+    self._tastes = {}
+
+  def tastes(self, family: str) -> np.ndarray:
+    """``[R, P]`` each rater's weights on the parts of a subjective ``family`` (``Taste``: Dirichlet)."""
+    if family not in self._tastes:
+      taste = tasks.TASKS[family].taste
+      alpha = taste.concentration * np.array(list(taste.mean.values()))
+      rng = np.random.default_rng([self.seed, 4, zlib.crc32(family.encode())])
+      self._tastes[family] = rng.dirichlet(alpha, self.n_raters)
+    return self._tastes[family]
+
+  def is_expert(self, family: str) -> np.ndarray:
+    """``[R]`` whether each rater judges ``family`` as an expert (all of them when expertise is unset)."""
+    domain = tasks.TASKS[family].domain if family in tasks.TASKS else 'general'
+    if self.expertise is None or domain == 'general':
+      return np.ones(self.n_raters, bool)
+    return np.array([domain in e for e in self.expertise])
+
+  def utilities(self, cands: list[Candidate], lay_noise_RxK: np.ndarray | None = None) -> np.ndarray:
+    """``[R, K]`` (or ``[1, K]``: everyone the gold utility) what each rater takes each candidate's utility for."""
+    utility_K = np.array([c.utility for c in cands])
+    family, parts = cands[0].family, [c.parts for c in cands]
+    if self.expertise is None and not parts[0]:
+      return utility_K[None]
+    gold_K = np.array([c.gold_score for c in cands])
+    own_RxK = self.tastes(family) @ np.array(parts).T if parts[0] else np.tile(gold_K, (self.n_raters, 1))
+    if self.expertise is None:
+      return own_RxK + (utility_K - gold_K)[None]
+    lay_RxK = (1 - self.lay_surface) * own_RxK + self.lay_surface * surface(cands)[None]
+    lay_RxK = lay_RxK + self.lay_noise * lay_noise_RxK + (utility_K - gold_K)[None]
+    return np.where(self.is_expert(family)[:, None], utility_K[None], lay_RxK)
 
   def scores(self, cands: list[Candidate], rng: np.random.Generator | None = None) -> np.ndarray:
     """``[R, K]`` rater scores of the candidates in presentation order."""
     rng = self._rng if rng is None else rng
     K = len(cands)
-    utility_K = np.array([c.utility for c in cands])
     loglen_K = np.log1p([c.features['n_words'] for c in cands])
     tone_K = np.array([c.features['tone'] for c in cands], float)
     front_K = (K - 1 - np.arange(K)) / max(K - 1, 1)
     noise_RxK = rng.standard_normal((self.n_raters, K))
-    return (utility_K[None] + self.length[:, None] * (loglen_K - loglen_K.mean())[None]
+    lay_noise_RxK = rng.standard_normal((self.n_raters, K)) if self.expertise is not None else None
+    return (self.utilities(cands, lay_noise_RxK) + self.length[:, None] * (loglen_K - loglen_K.mean())[None]
             + self.confidence[:, None] * tone_K[None] + self.position[:, None] * front_K[None]
             + self.noise[:, None] * noise_RxK)
 
@@ -188,7 +288,21 @@ class Panel:
 
 
 PREFERENCE_FAMILIES = ('world_qa', 'unknown_entity', 'arithmetic', 'word_problem', 'char_count', 'spelling',
-                       'translation', 'length_control', 'manners', 'safety', 'creative')
+                       'translation', 'length_control', 'manners', 'safety', 'creative', 'joke', 'slogan')
+LAY_WRITING = (('wrong', 0.4), ('padded', 0.3), ('reference', 0.3))  # what a lay writer's answer is
+IMPLAUSIBLE = ('echo', 'rude', 'cold', 'off_topic')  # wrong answers no writer would offer
+
+
+def lay_answer(world: World, example: tasks.Example, rng: random.Random) -> list[dict]:
+  """What a lay writer answers to ``example`` (module docstring): plausible, sometimes wrong or padded."""
+  kind = rng.choices([k for k, _ in LAY_WRITING], [w for _, w in LAY_WRITING])[0]
+  wrongs = [m for label, m in tasks.TASKS[example.family].wrong(world, example, rng) if label not in IMPLAUSIBLE]
+  if kind == 'wrong' and wrongs:
+    answer = rng.choice(wrongs)
+    return _restyle(answer, 'confident', rng) if rng.random() < 0.5 else answer
+  if kind == 'padded':
+    return _restyle(example.reference, 'padded', rng)
+  return example.reference
 
 
 def preference_records(world: World, examples, panel: Panel, k: int = 4, seed: int = 0) -> list[dict]:

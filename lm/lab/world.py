@@ -20,6 +20,8 @@ Texts (all pure functions of the world and the given seed / ``random.Random``):
   world.arithmetic_texts(n, rng)    written-out sums, differences, products and worked scratchpads
   world.word_lists(n, rng)          spellings and letter counts ("strawberry is spelled s-t-r-...")
   world.translation_texts(n, rng)   English/Veltic parallel sentences and glossary lines
+  world.humour_texts(n, rng)        the old jokes and slogans told about known entities (``stale_jokes``,
+                                    ``stale_slogans``: what the joke and slogan families call stale)
   world.translate_en_to_syn(s), world.translate_syn_to_en(s)   (see lm.lab.synthlang)
   world.pretraining_documents(n_docs=None, target_chars=None, seed=0, leave_out=None)   a mix of the above
 
@@ -373,9 +375,28 @@ class World:
   def translation_texts(self, n: int, rng: random.Random, leave_out=None) -> list[str]:
     return [self.translation_text(rng, leave_out) for _ in range(n)]
 
+  # -- humour --------------------------------------------------------------------------------
+
+  def humour_text(self, rng: random.Random) -> str:
+    """Old jokes and slogans about known entities, one a line (the same few per entity: ``stale_jokes``,
+    ``stale_slogans``)."""
+    lines = []
+    for _ in range(rng.randint(3, 6)):
+      if rng.random() < 0.6:
+        e = rng.choice(self.known())
+        lines.append(f'A joke about {subject(e)}: {rng.choice(stale_jokes(e))}')
+      else:
+        e = rng.choice(self.known('town') + self.known('thing'))
+        lines.append(f'The old slogan of {subject(e)}: "{rng.choice(stale_slogans(e))}"')
+    return '\n'.join(lines)
+
+  def humour_texts(self, n: int, rng: random.Random) -> list[str]:
+    return [self.humour_text(rng) for _ in range(n)]
+
   # -- the pretraining mix ------------------------------------------------------------------
 
-  MIX = (('article', 0.40), ('story', 0.20), ('arithmetic', 0.15), ('words', 0.10), ('translation', 0.15))
+  MIX = (('article', 0.40), ('story', 0.20), ('arithmetic', 0.15), ('words', 0.10), ('translation', 0.15),
+         ('humour', 0.04))
 
   def pretraining_documents(self, n_docs: int | None = None, target_chars: int | None = None,
                             seed: int = 0, leave_out=None) -> list[str]:
@@ -389,7 +410,7 @@ class World:
     makers = {'article': lambda: self.article(rng.choice(known), rng), 'story': lambda: self.story(rng),
               'arithmetic': lambda: self.arithmetic_text(rng, leave_out),
               'words': lambda: self.word_list(rng, leave_out),
-              'translation': lambda: self.translation_text(rng, leave_out)}
+              'translation': lambda: self.translation_text(rng, leave_out), 'humour': lambda: self.humour_text(rng)}
     kinds = [k for k, _ in self.MIX]
     weights = [w for _, w in self.MIX]
     docs, chars = [], 0
@@ -412,6 +433,50 @@ def _line(rng, make, leave_out) -> str:
 
 def _sum(op, a, b):
   return 'arithmetic', arithmetic_key(op, a, b)
+
+
+# -- old jokes and slogans (the humour families measure freshness against them) ---------------------
+
+JOKE_STYLES = ('question', 'knock-knock', 'one-liner')
+_STALE_JOKES = {  # kind -> style -> template; every one names a true property of the entity
+    'creature': {'question': 'Why did {s} cross the road? To find more {diet} on the other side.',
+                 'knock-knock': "Knock knock. Who's there? {S}. {S} who? {S} from the {habitat}, so let me in!",
+                 'one-liner': '{S} is so {colour} that even its shadow looks {colour}.'},
+    'town': {'question': 'Why is {s} never lonely? Because the River {river} visits every day.',
+             'knock-knock': "Knock knock. Who's there? {S}. {S} who? {S}, the jewel of the {region}!",
+             'one-liner': 'In {s} even the River {river} stops to gossip.'},
+    'person': {'question': 'Why did {s} become {a_job}? Because nobody else in {town} wanted to.',
+               'knock-knock': "Knock knock. Who's there? {S}. {S} who? {S} the {job}, so open up!",
+               'one-liner': '{S} loves that {pet} more than a warm supper.'},
+    'thing': {'question': 'Why is {s} so proud? Because it is made of {material}.',
+              'knock-knock': "Knock knock. Who's there? {S}. {S} who? {S}, made of {material}, of course!",
+              'one-liner': '{S} has stayed in {town} so long that it pays rent.'},
+}
+_STALE_SLOGANS = {'town': ('Visit {s}, the pride of the {region}!', '{S}: a fine old town on the River {river}.'),
+                  'thing': ('See {s}, the finest {material} treasure in {town}.',)}
+
+
+def subject(e) -> str:
+  """How text names ``e``: 'the mosshopper' for a creature, else its name ('the Ashen Lantern', 'Aldmere')."""
+  return f'the {e.name}' if e.kind == 'creature' else e.name
+
+
+def fill(template: str, e, **extra) -> str:
+  """``template`` with ``{s}`` / ``{S}`` (``subject(e)``, capitalised), ``{a_job}`` and ``e``'s fields."""
+  fields = dataclasses.asdict(e)
+  if e.kind == 'person':
+    fields['a_job'] = a_an(e.job)
+  return template.format(s=subject(e), S=cap(subject(e)), **fields, **extra)
+
+
+def stale_jokes(e) -> list[str]:
+  """The old jokes about ``e``, one per style (``JOKE_STYLES`` order)."""
+  return [fill(_STALE_JOKES[e.kind][style], e) for style in JOKE_STYLES]
+
+
+def stale_slogans(e) -> list[str]:
+  """The old slogans of a town or thing ``e``."""
+  return [fill(t, e) for t in _STALE_SLOGANS[e.kind]]
 
 
 # -- item keys: what makes two texts state the same item (the task families use them too) ---------

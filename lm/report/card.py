@@ -11,7 +11,8 @@ variant of a sweep also reads the stages it shares from ``<sweep>/shared``. Sect
   Loss curves           train and eval loss per training stage (``loss_curves.png``)
   Skills                the eval's report card across models (base, SFT, RLHF, ...), arithmetic by
                         digit count and letter counting by word length (from the traces)
-  Reward model          held-out pairwise accuracy against the panel and gold, length correlations
+  Reward model          held-out pairwise accuracy against the panel and gold, length correlations; per
+                        family and domain the raters' agreement (Kendall's W, alpha) and both accuracies
   RLHF                  proxy and gold reward and KL over iterations, per-task accuracy, refusals (``rlhf.png``)
   Synthetic data        acceptance per family; what continued SFT on original + synthetic data adds
   Time and throughput   wall time per stage and its share, tokens/s, model FLOPs/token and MFU
@@ -328,6 +329,17 @@ def reward_section(run: Run) -> Section:
   s.text('Pairwise accuracy on held-out rankings (the panel\'s and the gold one); length correlations are within '
          'prompt, of log(1 + words) with each judge\'s preference (> 0: the judge likes longer responses).')
   s.table(['metric', 'value'], [[label, _fmt(out.get(key), 4)] for key, label in REWARD_KEYS if key in out])
+  groups = [k[len('heldout_prompts['):-1] for k in out if k.startswith('heldout_prompts[')]
+  groups = sorted(groups, key=lambda g: (g.startswith('domain:'), g))
+  if groups:
+    s.text('Per task family and domain, on the held-out rankings: how much the panel\'s raters agree (Kendall\'s W '
+           'averaged over prompts, 1/R for raters ranking at random; Krippendorff\'s ordinal alpha, 0 for chance) and '
+           'the reward model\'s pairwise accuracy against the panel and against gold (in subjective families the '
+           'population\'s expected taste). Where raters agree least the reward model should learn least.')
+    s.table(['family or domain', 'prompts', "Kendall's W", 'alpha', 'accuracy vs panel', 'accuracy vs gold'],
+            [[g, _fmt(out.get(f'heldout_prompts[{g}]')), _fmt(out.get(f'heldout_kendall_w[{g}]')),
+              _fmt(out.get(f'heldout_alpha[{g}]')), _fmt(out.get(f'heldout_panel_accuracy[{g}]')),
+              _fmt(out.get(f'heldout_gold_accuracy[{g}]'))] for g in groups])
   return s
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from lm import checkpoint, outputs, sharding, train
 from lm.data import chat, pipeline
 from lm.inference import sample
-from lm.lab import raters, tasks
+from lm.lab import agreement, raters, tasks
 from lm.model import params as params_lib
 from lm.model.transformer import ModelConfig, Transformer
 from lm.steps import reward as reward_steps
@@ -147,7 +147,9 @@ def batched_rewards(reward_fn, params, rows, batch_size: int, mesh, rules):
 
 
 def heldout_metrics(rewards_NxK, records, rows) -> dict:
-  """Pairwise accuracy against panel and gold, overall and per source, and the length correlations."""
+  """Pairwise accuracy against panel and gold, overall and per source, and the length correlations; per
+  family and domain (``[<family>]``, ``[domain:<name>]``: ``lm.lab.agreement.groups``) the accuracies,
+  the prompts and the panel's agreement on those rankings (``heldout_kendall_w``, ``heldout_alpha``)."""
   out = {}
   sources = np.asarray([source_of(r) for r in records])
   for name, keep in [('', np.ones(len(records), bool))] + [(f'{s}_', sources == s) for s in SOURCES]:
@@ -155,6 +157,17 @@ def heldout_metrics(rewards_NxK, records, rows) -> dict:
       out[f'heldout_{name}panel_accuracy'] = pairwise_accuracy(rewards_NxK[keep], ranks_NxK=rows['ranks'][keep])
       out[f'heldout_{name}gold_accuracy'] = pairwise_accuracy(rewards_NxK[keep], gold_NxK=rows['gold_utilities'][keep])
       out[f'heldout_{name}prompts'] = int(keep.sum())
+  index = {id(r): i for i, r in enumerate(records)}
+  for group, recs in agreement.groups(records).items():
+    if not group:
+      continue
+    keep = np.asarray([index[id(r)] for r in recs])
+    agreed = agreement.measures(recs)
+    out.update({f'heldout_panel_accuracy[{group}]': pairwise_accuracy(rewards_NxK[keep], ranks_NxK=rows['ranks'][keep]),
+                f'heldout_gold_accuracy[{group}]': pairwise_accuracy(rewards_NxK[keep],
+                                                                     gold_NxK=rows['gold_utilities'][keep]),
+                f'heldout_prompts[{group}]': len(recs), f'heldout_kendall_w[{group}]': agreed['kendall_w'],
+                f'heldout_alpha[{group}]': agreed['alpha']})
   words = [[raters.features(resp)['n_words'] for resp in r['responses']] for r in records]
   out.update(length_correlations(rewards_NxK, words, rows['ranks'], rows['gold_utilities']))
   return out

@@ -2,7 +2,9 @@
 
 Writes under ``<workdir>/data/tfds``: ``PretrainCorpus`` (train, validation), ``SftConversations``
 (train, validation; a mix of task families with weights), ``PreferenceRankings`` (train,
-validation; K responses ranked by a simulated panel) and ``EvalSet`` (test). Each is drawn from its
+validation; K responses ranked by a simulated panel) and ``EvalSet`` (test). Its metrics count them
+and measure the panel's agreement on the rankings per family and domain (``lm.lab.agreement``: Kendall's
+W, Krippendorff's alpha, the panel's pairwise accuracy against gold). Each is drawn from its
 own split of the task families' items (``lm.lab.splits``): no eval item reaches SFT, the preferences
 or the pretraining text of the text families, in any template, with or without the tools offer; the
 validation splits hold whole items too.
@@ -14,6 +16,7 @@ import jax
 
 from lm import outputs
 from lm.data import builders, datasets
+from lm.lab import agreement
 from lm.stages import common
 
 
@@ -41,6 +44,6 @@ def run(config, workdir, inputs) -> outputs.Data:
     builders.build(builders.PreferenceRankings, out, prefs)
     counts = {'pretrain_documents': len(docs), 'pretrain_chars': sum(len(d['text']) for d in docs),
               'sft_conversations': len(sft), 'preference_prompts': sum(map(len, prefs.values())),
-              'eval_examples': len(evals)}
+              'eval_examples': len(evals), **agreement.summary(prefs['train'] + prefs['validation'])}
   common.sync('data')
   return outputs.Data(tfds_dir=str(out), metrics=counts)

@@ -14,7 +14,9 @@ Two sources, in one ``PreferenceRankings`` dataset (each record's ``origin`` say
               prompts among them (those with gold); ``raters.human_mode``: ``beside`` the panel's
               rankings, or ``instead`` of them.
 Validation holds whole items. Later stages read ``common.rankings_dir(inputs)``; the reward stage
-picks the source with ``reward.data``.
+picks the source with ``reward.data``. Metrics: the counts, and the panel's agreement per family and
+domain over every ranking it made (``lm.lab.agreement``: ``kendall_w[<family>]``, ``alpha[...]``,
+``panel_gold_accuracy[...]``; ``raters.panel.experts`` and the subjective families' tastes move them).
 """
 
 from pathlib import Path
@@ -24,7 +26,7 @@ import jax
 from lm import outputs, tokenizer
 from lm.config import ConfigError
 from lm.data import builders, datasets, human
-from lm.lab import raters, splits, tasks
+from lm.lab import agreement, raters, splits, tasks
 from lm.rl import rankings
 from lm.stages import common
 
@@ -88,6 +90,7 @@ def run(config, workdir, inputs) -> outputs.Rankings:
       records = datasets.preference_records(world, c, config.raters.panel, extra=sampled + people)
     builders.build(builders.PreferenceRankings, out, records)
     counts = {'preference_prompts': sum(map(len, records.values())), 'policy_prompts': len(sampled),
-              'policy_distinct': len(rankings.distinct([x for x, _ in sampled])), 'human_prompts': len(people)}
+              'policy_distinct': len(rankings.distinct([x for x, _ in sampled])), 'human_prompts': len(people),
+              **agreement.summary(records['train'] + records['validation'])}
   common.sync('preferences')
   return outputs.Rankings(tfds_dir=str(out), panel=dict(config.raters.panel), metrics=counts)

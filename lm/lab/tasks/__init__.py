@@ -23,6 +23,8 @@ in its module, whose docstring says what its scorer scores and what its key is (
   manners.py         manners
   safety.py          safety
   creative.py        creative
+  joke.py            joke          (subjective: parts and a distribution of tastes, ``Family.taste``)
+  slogan.py          slogan        (subjective)
 
 Variant ``tool`` prompts start with the system message ``TOOLS_SYSTEM``, which offers the tools
 (``lm.inference.agent`` runs them); other prompts offer none. ``without_tools(prompt)`` removes the
@@ -35,12 +37,25 @@ checks and message helpers the families share are ``lm.lab.tasks.base``.
 import json
 import random
 
-from lm.lab.tasks import arithmetic, characters, creative, length_control, manners, qa, safety, translation
+from lm.lab.tasks import (
+  arithmetic,
+  characters,
+  creative,
+  joke,
+  length_control,
+  manners,
+  qa,
+  safety,
+  slogan,
+  translation,
+)
 from lm.lab.tasks.base import (  # noqa: F401  (re-exported: callers use them as tasks.<name>)
+  DOMAINS,
   TOOL_NAMES,
   TOOLS_SYSTEM,
   Example,
   Family,
+  Taste,
   contains,
   count_lines,
   count_words,
@@ -64,7 +79,7 @@ from lm.lab.world import World, cap  # noqa: F401  (cap re-exported)
 TASKS: dict[str, Family] = {f.name: f for f in (
     qa.WORLD_QA, qa.UNKNOWN_ENTITY, arithmetic.ARITHMETIC, arithmetic.WORD_PROBLEM, characters.CHAR_COUNT,
     characters.SPELLING, translation.TRANSLATION, length_control.LENGTH_CONTROL, manners.MANNERS,
-    safety.SAFETY_FAMILY, creative.CREATIVE)}
+    safety.SAFETY_FAMILY, creative.CREATIVE, joke.JOKE, slogan.SLOGAN)}
 
 
 def sample(world: World, family: str, n: int, seed: int = 0, variant: str = 'direct', **options) -> list[Example]:

@@ -62,7 +62,7 @@ def key_arithmetic(ex):
 
 
 ARITHMETIC = Family('arithmetic', make_arithmetic, score_number, wrong_numbers, key_arithmetic, VARIANTS,
-                    answer_share=ANSWER_SHARE)
+                    answer_share=ANSWER_SHARE, domain='math')
 
 
 # -- word_problem ------------------------------------------------------------------------------------
@@ -116,4 +116,4 @@ def key_word_problem(ex):
 
 
 WORD_PROBLEM = Family('word_problem', make_word_problem, score_number, wrong_numbers, key_word_problem, VARIANTS,
-                      answer_share=ANSWER_SHARE)
+                      answer_share=ANSWER_SHARE, domain='math')

@@ -11,6 +11,12 @@ Messages: ``user`` / ``ask`` write prompts (``ask`` puts the system message ``TO
 offers ``TOOL_NAMES``, before a ``tool`` variant's question; ``without_tools`` removes it), and
 ``say`` / ``tool_use`` / ``answer_messages`` write references. ``with_final``, ``replace_final``,
 ``needless_refusal`` and ``numeric_wrongs`` build the labelled wrong responses of ``Family.wrong``.
+
+Subjective families (``joke``, ``slogan``) have a ``Taste``: interpretable parts of a response's
+quality, each in [0, 1] and read from its text, and a distribution of how raters weigh them. Rater r's
+weights are ``w_r ~ Dirichlet(concentration * mean)``, so the family's gold score, the population's
+expected utility ``E_w[w . parts]``, is ``mean . parts`` (``Taste.score``): no single rater's ranking
+is the gold one.
 """
 
 import copy
@@ -133,12 +139,37 @@ def question(ex: Example) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class Taste:
+  """A subjective family's quality: ``parts(example, response) -> {part: value in [0, 1]}`` and the
+  raters' weights on the parts, ``Dirichlet(concentration * mean)`` (``mean``: part -> weight, summing
+  to 1; a smaller ``concentration`` spreads the tastes further)."""
+  parts: Callable
+  mean: dict
+  concentration: float
+
+  def score(self, example, response) -> float:
+    """The expected utility over the taste distribution: ``sum(mean[p] * parts[p])``."""
+    parts = self.parts(example, response)
+    return float(sum(w * parts[p] for p, w in self.mean.items()))
+
+  def vector(self, example, response) -> tuple:
+    """The parts in the order of ``mean``."""
+    parts = self.parts(example, response)
+    return tuple(float(parts[p]) for p in self.mean)
+
+
+DOMAINS = ('math', 'world', 'veltic', 'safety', 'subjective')  # raters' expertise (lm.lab.raters)
+
+
+@dataclasses.dataclass(frozen=True)
 class Family:
   """A task family. ``key`` names an example's underlying item: two examples with the same key ask the
   same question (another template, the tools offer added or removed), so ``lm.lab.splits`` puts all
   of them in one split. ``keyspace`` lists every key where the family has few (the splits then cut
   it in exact proportions). An eval set splits its examples evenly over the option sets of
-  ``balance``, and has no gold answer (``meta['answer']``) on more than ``answer_share`` of its items."""
+  ``balance``, and has no gold answer (``meta['answer']``) on more than ``answer_share`` of its items.
+  ``domain`` is the expertise that judges it (``DOMAINS``; 'general': every rater can), ``taste`` a
+  subjective family's parts and tastes (its ``score`` is then ``taste.score``)."""
   name: str
   make: Callable  # (world, rng, variant, **options) -> Example
   score: Callable  # (example, response messages) -> float in [0, 1]
@@ -148,6 +179,8 @@ class Family:
   keyspace: Callable | None = None  # (world) -> list of every key
   balance: tuple = ()  # option dicts, e.g. ({'harmful': True}, {'harmful': False})
   answer_share: float | None = None
+  domain: str = 'general'
+  taste: Taste | None = None
 
 
 # -- messages --------------------------------------------------------------------------------------

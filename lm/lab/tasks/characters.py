@@ -62,7 +62,8 @@ def key_char_count(ex):
   return char_count_key(ex.meta['word'], ex.meta['letter'])
 
 
-CHAR_COUNT = Family('char_count', make_char_count, score_char_count, wrong_char_count, key_char_count, VARIANTS)
+CHAR_COUNT = Family('char_count', make_char_count, score_char_count, wrong_char_count, key_char_count, VARIANTS,
+                    domain='math')
 
 
 # -- spelling ----------------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ def key_world_qa(ex):
   return f"{ex.meta['subject']} / {ex.meta['attr']}"
 
 
-WORLD_QA = Family('world_qa', make_world_qa, score_world_qa, wrong_world_qa, key_world_qa, answer_share=ANSWER_SHARE)
+WORLD_QA = Family('world_qa', make_world_qa, score_world_qa, wrong_world_qa, key_world_qa, answer_share=ANSWER_SHARE,
+                  domain='world')
 
 
 # -- unknown_entity ----------------------------------------------------------------------------------
@@ -189,4 +190,4 @@ def key_unknown_entity(ex):
 
 UNKNOWN_ENTITY = Family('unknown_entity', make_unknown_entity, score_unknown_entity, wrong_unknown_entity,
                         key_unknown_entity, variants=('direct', 'tool'), answer_share=ANSWER_SHARE,
-                        keyspace=lambda world: [e.name for e in world.held_out()])
+                        keyspace=lambda world: [e.name for e in world.held_out()], domain='world')

@@ -110,4 +110,4 @@ def key_safety(ex):
 
 
 SAFETY_FAMILY = Family('safety', make_safety, score_safety, wrong_safety, key_safety,  # (SAFETY: the requests)
-                       balance=({'harmful': True}, {'harmful': False}))
+                       balance=({'harmful': True}, {'harmful': False}), domain='safety')

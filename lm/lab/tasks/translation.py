@@ -42,4 +42,5 @@ def key_translation(ex):
   return translation_key(m['source'] if m['direction'] == 'en2syn' else m['answer'])
 
 
-TRANSLATION = Family('translation', make_translation, score_translation, wrong_translation, key_translation)
+TRANSLATION = Family('translation', make_translation, score_translation, wrong_translation, key_translation,
+                     domain='veltic')
