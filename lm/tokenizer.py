@@ -204,6 +204,6 @@ def load(path):
     raise FileNotFoundError(f'tokenizer file {path} does not exist')
   with open(path, 'rb') as f:
     is_json = f.read(1) == b'{'
-  if is_json and json.loads(path.read_text()).get('kind') == 'hf_sentencepiece':
-    return hf_tokenizer.HfTokenizer(path)
+  if is_json and json.loads(path.read_text()).get('kind') in hf_tokenizer.KINDS:
+    return hf_tokenizer.load(path)
   return CharTokenizer.load(path) if is_json else Tokenizer(path)

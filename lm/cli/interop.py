@@ -14,7 +14,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog='python -m lm.interop', description=__doc__.split('\n')[0])
   sub = p.add_subparsers(dest='command', required=True)
   imp = sub.add_parser('import', help='a Hugging Face checkpoint directory -> an lm workdir')
-  imp.add_argument('--hf_dir', required=True, help='config.json + safetensors (+ tokenizer.model)')
+  imp.add_argument('--hf_dir', required=True, help='config.json + safetensors (+ tokenizer.model or tokenizer.json)')
   imp.add_argument('--out', required=True, help='the workdir to write (<out>/import/...)')
   imp.add_argument('--dtype', default='float32', help='model.dtype: compute dtype of the matmuls')
   imp.add_argument('--scan_layers', action='store_true', help='model.scan_layers (stacked layer params)')
@@ -35,7 +35,7 @@ def main(argv=None):
       if args.max_seq_len:
         overrides['max_seq_len'] = args.max_seq_len
       out = convert.import_checkpoint(args.hf_dir, args.out, overwrite=args.overwrite, **overrides)
-      tok = out.tokenizer or 'none (only sentencepiece tokenizers are imported)'
+      tok = out.tokenizer or 'none (the checkpoint has no tokenizer.model or tokenizer.json)'
       print(f'imported {out.family} ({out.metrics["params"]:,} params) into {args.out}/import; tokenizer: {tok}')
     else:
       out = convert.export_checkpoint(args.workdir, args.out, args.stage, args.dtype)

@@ -40,6 +40,11 @@ result_tokens``), each row's tokens packed to the left, in order:
                                  0 where ``response_mask`` is 0
   lengths        int32 [B]       real tokens per row (``mask.sum(-1)``)
 
+An imported checkpoint's chat format (``lm.data.chat_formats``: llama3, chatml, qwen3) brings its own
+protocol: the ids that may close a call (``call_stop_ids``), whether a stopped segment ends in a call
+(``call_in``), the ids of a result block (``result_ids``: for Qwen ``<|im_end|>`` ... ``<tool_response>``
+... ``<|im_start|>assistant\n``) and the parsing of a turn; the loop is the same.
+
 A training forward over ``prompt + tokens[:length]`` (positions counting on, as in the cache) sees
 exactly what the sampler saw. SFT needs nothing more: ``lm.chat.render`` already puts no loss on tool
 messages (``[tool_result]`` ... ``[/tool_result]``).
@@ -54,10 +59,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm import sharding as sharding_lib
-from lm.data import chat
-from lm.tools import base as tool_base
+from lm.data import chat, chat_formats
 from lm.inference import sample
 from lm.tokenizer import END_ID, END_TOOL_CALL_ID, END_TOOL_RESULT_ID, TOOL_RESULT_ID
+from lm.tools import base as tool_base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +77,11 @@ class AgentConfig:
       raise ValueError(f'agent result_tokens={self.result_tokens} must be >= 3 (two control tokens and text)')
 
 
-def _with_call_stop(cfg: sample.SamplingConfig) -> sample.SamplingConfig:
-  if END_TOOL_CALL_ID in cfg.stop_ids:
-    return cfg
-  return dataclasses.replace(cfg, stop_ids=cfg.stop_ids + (END_TOOL_CALL_ID,))
+def _with_call_stop(cfg: sample.SamplingConfig, fmt=None) -> sample.SamplingConfig:
+  if fmt is not None and cfg.stop_ids == sample.SamplingConfig.stop_ids:  # lm's ids mean nothing there
+    cfg = dataclasses.replace(cfg, stop_ids=fmt.stop_ids, pad_id=fmt.tok.pad_id)
+  calls = fmt.call_stop_ids if fmt is not None else (END_TOOL_CALL_ID,)
+  return dataclasses.replace(cfg, stop_ids=cfg.stop_ids + tuple(i for i in calls if i not in cfg.stop_ids))
 
 
 def turn_length(cfg: sample.SamplingConfig, agent_cfg: AgentConfig) -> int:
@@ -122,6 +128,14 @@ def compile_count() -> int:
 
 # --------------------------------------------------------------------------------- the loop
 
+def _call_in(tokenizer, segment_ids):
+  """None when generated ``segment_ids`` ended the turn; else ``_call_of`` them."""
+  fmt = chat_formats.of(tokenizer)
+  if fmt is not None:
+    return fmt.call_in(segment_ids)
+  return _call_of(tokenizer, segment_ids) if int(segment_ids[-1]) == END_TOOL_CALL_ID else None
+
+
 def _call_of(tokenizer, segment_ids) -> tuple[dict | None, str | None]:
   """(call, None) for the call that ends ``segment_ids``, or (None, what is wrong with it)."""
   message = chat.parse(tokenizer, segment_ids)
@@ -132,6 +146,9 @@ def _call_of(tokenizer, segment_ids) -> tuple[dict | None, str | None]:
 
 
 def _result_ids(tokenizer, text: str, room: int) -> tuple[list[int], bool]:
+  fmt = chat_formats.of(tokenizer)
+  if fmt is not None:
+    return fmt.result_ids(text, room)
   ids = list(tokenizer.encode(text))
   truncated = len(ids) > room - 2
   return [TOOL_RESULT_ID, *ids[:room - 2], END_TOOL_RESULT_ID], truncated
@@ -148,7 +165,7 @@ def run(params, model, tokenizer, prompt_BxP, prompt_mask_BxP, cfg: sample.Sampl
   ended at a stop id, ``'tool_budget'`` or ``'max_new_tokens'``) and the final decode ``state`` and
   ``logits`` (the cache after the last round; each row's prediction after its last token).
   """
-  cfg = _with_call_stop(cfg)
+  cfg = _with_call_stop(cfg, chat_formats.of(tokenizer))
   B, P = prompt_BxP.shape
   R, L = agent_cfg.result_tokens, turn_length(cfg, agent_cfg)
   put = (lambda x: x) if mesh is None else (
@@ -183,11 +200,12 @@ def run(params, model, tokenizer, prompt_BxP, prompt_mask_BxP, cfg: sample.Sampl
       if not done[b]:
         stopped[b], live[b] = 'max_new_tokens', False
         continue
-      if int(seg_tokens[b, n - 1]) != END_TOOL_CALL_ID:
+      segment = tokens[b, segment_start[b]:length[b]]
+      found = _call_in(tokenizer, segment) if n else None
+      if found is None:
         live[b] = False  # ended its turn
         continue
-      segment = tokens[b, segment_start[b]:length[b]]
-      call, problem = _call_of(tokenizer, segment)
+      call, problem = found
       record = dict(call) if call else {'error': problem, 'text': tokenizer.decode(segment)}
       if len(calls[b]) >= agent_cfg.max_calls:
         calls[b].append({**record, 'executed': False})
@@ -217,11 +235,13 @@ def trace(tokenizer, ids, calls, stopped, stop_ids) -> dict:
   assistant), ``answer`` (the last assistant message: its content is what scorers read), ``calls``,
   ``finished`` (ended at a stop id), ``end_of_turn`` (ended with ``<|end|>``) and ``stopped``."""
   ids = [int(i) for i in ids]
-  messages = chat.parse_turn(tokenizer, ids)
+  fmt = chat_formats.of(tokenizer)
+  messages = fmt.parse_turn(ids) if fmt is not None else chat.parse_turn(tokenizer, ids)
   answer = next((m for m in reversed(messages) if m['role'] == 'assistant'), {'role': 'assistant', 'content': ''})
-  finished = bool(ids) and ids[-1] in stop_ids and ids[-1] != END_TOOL_CALL_ID
+  call_ends, ends = (fmt.call_stop_ids, fmt.end_ids) if fmt is not None else ((END_TOOL_CALL_ID,), (END_ID,))
+  finished = bool(ids) and ids[-1] in stop_ids and ids[-1] not in call_ends and stopped is None
   return {'messages': messages, 'answer': answer, 'calls': calls, 'finished': finished,
-          'end_of_turn': bool(ids) and ids[-1] == END_ID, 'stopped': stopped}
+          'end_of_turn': bool(ids) and ids[-1] in ends and stopped is None, 'stopped': stopped}
 
 
 def plain_turn(reply) -> dict:
@@ -250,8 +270,9 @@ def generate(params, model, tokenizer, prompts_ids, cfg: sample.SamplingConfig, 
                                          sample._batch_bucket(n, shards), cfg.pad_id)
   out = run(params, model, tokenizer, prompt_BxP, mask_BxP, cfg, rng, tools, agent_cfg, mesh, rules)
   arrays = {k: out[k][:n] for k in ('tokens', 'mask', 'response_mask', 'logprobs', 'lengths')}
+  stop_ids = _with_call_stop(cfg, chat_formats.of(tokenizer)).stop_ids
   arrays['traces'] = [trace(tokenizer, out['tokens'][b, :out['lengths'][b]], out['calls'][b], out['stopped'][b],
-                            cfg.stop_ids) for b in range(n)]
+                            stop_ids) for b in range(n)]
   return arrays
 
 

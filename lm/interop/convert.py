@@ -48,7 +48,7 @@ def load(hf_dir, mesh=None, rules=sharding.DEFAULT_RULES, **overrides):
 
 def import_checkpoint(hf_dir, workdir, mesh=None, rules=sharding.DEFAULT_RULES, overwrite: bool = False,
                       **overrides) -> outputs.Imported:
-  """Writes the checkpoint of ``hf_dir`` (params, tokenizer where sentencepiece) into
+  """Writes the checkpoint of ``hf_dir`` (params, its tokenizer files) into
   ``<workdir>/import``; returns the stage outputs (also written to ``outputs.json``).
 
   A workdir that already holds a finished import is an error unless ``overwrite``. Everything is
@@ -162,5 +162,5 @@ def export_checkpoint(workdir, out_dir, stage: str | None = None, dtype: str = '
 
 
 def _token_ids(tokenizer_dir) -> dict:
-  tok = hf_tokenizer.HfTokenizer(Path(tokenizer_dir) / hf_tokenizer.META_FILE)
+  tok = hf_tokenizer.load(Path(tokenizer_dir) / hf_tokenizer.META_FILE)
   return {'bos_token_id': tok.bos_id, 'eos_token_id': tok.eos_id, 'pad_token_id': tok.pad_id}
