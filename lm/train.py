@@ -1,7 +1,8 @@
 """The supervised train loop, and the run guard every loop (supervised and RL) runs on.
 
 ``Guard`` is what a loop needs around its steps: the checkpoint manager of ``<workdir>/<name>/checkpoints``
-(resume from the latest), SIGTERM (one process: a handler; under ``jax.distributed``: jax's
+(resume from the newest readable step; unreadable ones set aside with a warning; a failed save stops
+the run naming the step), SIGTERM (one process: a handler; under ``jax.distributed``: jax's
 preemption sync point, so that every host stops and saves at the same step), divergence (a
 non-finite loss or grad norm stops the run naming the step and the last good checkpoint, which is
 kept), the progress bar and the metrics writer.
@@ -10,8 +11,11 @@ kept), the progress bar and the metrics writer.
 section (``steps``, ``batch_size``, ``microbatches``, ``optim``, cadences) on that guard.
 """
 
+import contextlib
 import dataclasses
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -38,7 +42,7 @@ class Guard:
   """Checkpoints, SIGTERM, divergence, progress bar and metrics of one loop named ``name``.
 
     with Guard(name, workdir, steps, checkpoint_every, keep) as guard:
-      restored = guard.restore(abstract_state)        # (state, meta) of the latest checkpoint, or None
+      restored = guard.restore(abstract_state)        # (state, meta) of the newest readable checkpoint, or None
       guard.start(first_step)                         # writer, bar, SIGTERM handling
       for step in ...:
         guard.check(step, step_metrics)               # Diverged on a non-finite loss or grad_norm
@@ -53,6 +57,7 @@ class Guard:
     self.name, self.workdir, self.steps, self.checkpoint_every = name, workdir, steps, checkpoint_every
     self.mgr = checkpoint.manager(Path(workdir) / name / 'checkpoints', keep=keep)
     self.stop_requested = False
+    self._saving = None  # the step whose asynchronous save may still be in flight
     self.writer = self.bar = None
     # One process: a SIGTERM handler sets the flag. Under jax.distributed, jax's preemption service
     # catches SIGTERM on any host and names one step at which every host stops and saves (a host
@@ -67,12 +72,18 @@ class Guard:
   def __enter__(self):
     return self
 
-  def __exit__(self, *_):
+  def __exit__(self, exc_type, *_):
     if self._previous_handler is not None:
       signal.signal(signal.SIGTERM, self._previous_handler)
     try:
-      self.mgr.wait_until_finished()
-      self.mgr.close()
+      try:
+        self._wait()
+      except checkpoint.SaveFailed as e:
+        if exc_type is None:
+          raise
+        self._warn(str(e).removeprefix(f'{self.name}: '))  # the error already on its way out is the one raised
+      with contextlib.suppress(Exception):  # a failed save was reported above
+        self.mgr.close()
     finally:
       if self.bar is not None:
         self.bar.close()
@@ -80,9 +91,62 @@ class Guard:
         self.writer.close()
 
   def restore(self, abstract_state):
-    """``(state, meta)`` of the latest checkpoint onto ``abstract_state``'s shardings, or None."""
-    step = self.mgr.latest_step()
-    return None if step is None else checkpoint.restore(self.mgr, step, abstract_state)
+    """``(state, meta)`` of the newest readable checkpoint onto ``abstract_state``'s shardings, or None.
+
+    Saves that never finished (the run killed, or the disk full, while writing them) are removed, and
+    a step that cannot be read (a file removed or cut short, its metadata missing) is moved to
+    ``<workdir>/<name>/bad_checkpoints/``, each with a one-line warning; then the step before it is
+    tried, so the run resumes from the newest good step and nothing before it is lost. A checkpoint
+    of another model's shapes is an error, not a fallback: every step of it would fail alike."""
+    for path in checkpoint.unfinished(self.directory):
+      self._warn(f'removed {path}: a save that never finished (the run stopped while writing it)')
+      if jax.process_index() == 0:
+        shutil.rmtree(path, ignore_errors=True)
+    for step in sorted(self.mgr.all_steps(), reverse=True):
+      try:
+        return checkpoint.restore(self.mgr, step, abstract_state)
+      except checkpoint.Unreadable as e:
+        self._set_aside(step, e)
+    return None
+
+  def _set_aside(self, step: int, error: checkpoint.Unreadable) -> None:
+    """Moves the unreadable ``step`` out of the checkpoints (kept for inspection), with a warning."""
+    aside = Path(self.directory).parent / 'bad_checkpoints'
+    dest = aside / str(step)
+    n = 0
+    while dest.exists():
+      n += 1
+      dest = aside / f'{step}.{n}'
+    if jax.process_index() == 0:
+      aside.mkdir(parents=True, exist_ok=True)
+      checkpoint.step_dir(self.mgr, step).rename(dest)
+    self._warn(f'{error}; moved to {dest}; resuming from the newest readable step before it')
+    if self.synced:
+      multihost_utils.sync_global_devices(f'{self.name}: set aside step {step}')
+    self.mgr.reload()
+
+  def _warn(self, message: str) -> None:
+    if jax.process_index() == 0:
+      print(f'{self.name}: warning: {message}', file=sys.stderr, flush=True)
+
+  def _wait(self) -> None:
+    """Waits for the save in flight; its failure (e.g. a full disk) is ``SaveFailed`` naming the step
+    (once: the run stops there)."""
+    if self._saving is None:
+      return
+    try:
+      self.mgr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001  (orbax re-raises what its writer threads hit)
+      step, self._saving = self._saving, None
+      raise self._save_failed(step, e) from e
+    self._saving = None
+
+  def _save_failed(self, step, error) -> checkpoint.SaveFailed:
+    kept = max((s for s in self.mgr.all_steps() if s != step), default=None)
+    where = f'step {kept}' if kept is not None else 'none'
+    return checkpoint.SaveFailed(f'{self.name}: saving checkpoint step {step} in {self.directory} failed '
+                                 f'({checkpoint.reason(error)}); the last good checkpoint: {where}. Run the same '
+                                 'command again to resume from it once the cause is fixed')
 
   def start(self, first_step: int) -> None:
     """Opens the metrics writer (rows past ``first_step`` dropped) and the bar; catches SIGTERM."""
@@ -99,7 +163,8 @@ class Guard:
     """Stops the run when ``loss`` or ``grad_norm`` of ``step`` is not finite."""
     bad = [k for k in ('loss', 'grad_norm') if not np.isfinite(step_metrics[k])]
     if bad:
-      self.mgr.wait_until_finished()
+      with contextlib.suppress(checkpoint.SaveFailed):  # a step whose save failed is not a good checkpoint
+        self._wait()
       kept = self.mgr.latest_step()
       where = f'step {kept} in {self.mgr.directory}' if kept is not None else f'none in {self.mgr.directory}'
       raise Diverged(f'{self.name}: {bad[0]} is {float(step_metrics[bad[0]])} at step {step}; stopped. '
@@ -119,8 +184,14 @@ class Guard:
     return step % self.checkpoint_every == 0 or step == self.steps or self.stop_requested
 
   def save(self, step: int, state, meta: dict) -> None:
-    """Saves ``state`` (asynchronously); after a SIGTERM, stops the run with ``Preempted``."""
-    checkpoint.save(self.mgr, step, state, meta)
+    """Saves ``state`` (asynchronously); after a SIGTERM, stops the run with ``Preempted``. A save that
+    fails (this one, or the one before it, in the background) stops the run with ``SaveFailed``."""
+    self._wait()
+    try:
+      checkpoint.save(self.mgr, step, state, meta)
+    except OSError as e:
+      raise self._save_failed(step, e) from e
+    self._saving = step
     if self.stop_requested:
       raise Preempted(f'{self.name}: SIGTERM at step {step}; checkpoint saved in {self.mgr.directory}; '
                       'run the same command again to resume')

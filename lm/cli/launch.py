@@ -12,6 +12,8 @@ record its ``wall_s`` and ``devices``; every run ends with its report card (``lm
 ``report.md``, PNGs, ``report.html``), a sweep with one per variant and one linking them.
 """
 
+import functools
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,8 +22,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lm import checkpoint, outputs, sharding, train
 from lm import config as lm_config
-from lm import outputs, sharding, train
+from lm.configs import base
+from lm.model.transformer import ModelConfig
 from lm.report import card, comparison
 from lm.stages import STAGES
 
@@ -95,7 +99,21 @@ def compilation_cache(workdir: Path) -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.1)
 
 
+def check(config) -> None:
+  """The whole config, before anything runs or is written: keys, types and ranges against
+  ``lm.configs.base`` (``lm.config.validate``), every variant as the config it makes, and the model
+  section; the first problem is a one-line ConfigError naming the key."""
+  schema = base.get_config()
+  lm_config.validate(config, schema, base.RANGES)
+  for name, overrides in config.variants.items():
+    variant = lm_config.with_overrides(config, dict(overrides))
+    lm_config.validate(variant, schema, base.RANGES, where=f'variant {name!r}: ')
+    ModelConfig.from_config(variant.model)
+  ModelConfig.from_config(config.model)
+
+
 def launch(config, workdir: Path) -> dict:
+  check(config)
   sharding.maybe_initialize_distributed(config.distributed)
   if not jax.config.jax_compilation_cache_dir:  # a caller's own cache (the tests') wins
     compilation_cache(workdir)
@@ -145,8 +163,8 @@ def _main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   try:
     launch(_CONFIG.value, Path(_WORKDIR.value))
-  except ValueError as e:  # ConfigError and the config checks of model, mesh and data
-    sys.exit(f'lm.launch: error: {e}')
+  except (ValueError, FileNotFoundError, checkpoint.SaveFailed) as e:  # ConfigError, the config checks of model,
+    sys.exit(f'lm.launch: error: {e}')  # mesh and data, unreadable checkpoints, a failed save (a full disk)
   except train.Preempted as e:
     print(f'lm.launch: {e}', file=sys.stderr)
     sys.exit(143)
@@ -160,7 +178,23 @@ def main():
   if spec is None:
     sys.exit('lm.launch: error: --config=path/to/experiment.py[:arg] is required')
   try:
-    lm_config.check_argv(lm_config.load(spec), sys.argv[1:])
+    config = lm_config.load(spec)
+    lm_config.check_argv(config, sys.argv[1:])
   except (lm_config.ConfigError, ValueError) as e:
     sys.exit(f'lm.launch: error: {e}')
-  app.run(_main)
+  app.run(_main, flags_parser=functools.partial(_parse_flags, config))
+
+
+def _parse_flags(config, argv):
+  """absl's flag parsing, where a ``--config.<key>=<value>`` it cannot parse is one line naming the key."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    text = ' '.join(str(e).split())
+    match = re.match(r'flag --config\.([\w.]+)=(.*?): ', text)
+    if match:
+      key, value = match.groups()
+      default = functools.reduce(lambda node, k: node[k], key.split('.'), config)
+      text = (f'config key {key}={value}: expected {lm_config.kind_name(default)} like the default {default!r} '
+              f'({text[match.end():]})')
+    sys.exit(f'lm.launch: error: {text}')

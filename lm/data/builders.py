@@ -1,8 +1,12 @@
 """tfds builders for the lab's datasets, written as array_record and read without TensorFlow.
 
-Each builder takes its records per split at build time (the lab generates them) and checks every
-record, so a malformed one is an error naming its split and index. Nested fields (conversations,
-metadata) are stored as JSON text and parsed back by ``read``.
+Each builder takes its records per split at build time (the lab generates them). ``build`` checks
+every record before writing anything, so a malformed one is a one-line error naming its split, index
+and field, and the data directory is left as it was: text fields must be strings, JSON fields plain
+JSON (``lm.tools.base.json_problem``), number lists numbers of their type, conversations valid
+(``lm.data.chat.check``), and a preference record's lists as long as its responses (rankings
+permutations of them). Nested fields (conversations, metadata) are stored as JSON text and parsed
+back by ``read``.
 
   PretrainCorpus       text
   SftConversations     messages (JSON), family, variant
@@ -15,21 +19,27 @@ machine with the ``[tf]`` extra and internet; nothing here downloads otherwise.
 """
 
 import json
+import math
+import numbers
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lm.data import chat
+from lm.tools.base import json_problem, short
+
 _TEXT, _JSON = 'text', 'json'
+_INT32 = (-2**31, 2**31 - 1)
 
 
 class _Records(tfds.core.GeneratorBasedBuilder):
-  """Examples from in-memory records per split; ``FIELDS`` maps field -> kind."""
+  """Examples from checked, encoded records per split (``build``); ``FIELDS`` maps field -> kind."""
 
   VERSION = tfds.core.Version('1.0.0')
   FIELDS: dict = {}
 
-  def __init__(self, *, splits: dict | None = None, **kwargs):
-    self._splits = splits
+  def __init__(self, *, examples: dict | None = None, **kwargs):
+    self._examples = examples
     kwargs.setdefault('file_format', 'array_record')
     super().__init__(**kwargs)
 
@@ -39,29 +49,77 @@ class _Records(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    if self._splits is None:
-      raise ValueError(f'{self.name}: nothing to build from (pass splits=...)')
-    return {split: self._generate_examples(split, records) for split, records in self._splits.items()}
+    if self._examples is None:
+      raise ValueError(f'{self.name}: nothing to build from (use builders.build)')
+    return {split: self._generate_examples(examples) for split, examples in self._examples.items()}
 
-  def _generate_examples(self, split, records):
-    for i, record in enumerate(records):
-      yield i, self._encode(split, i, record)
+  def _generate_examples(self, examples):
+    yield from enumerate(examples)
 
-  def _encode(self, split, i, record):
-    where = f'{self.name} {split} record {i}'
+  @classmethod
+  def encode(cls, split: str, i: int, record) -> dict:
+    """Record ``i`` of ``split`` as stored; a ValueError naming the split, index and field if malformed."""
+    where = f'{cls.name} {split} record {i}'
     if not isinstance(record, dict):
       raise ValueError(f'{where}: expected a dict, got {type(record).__name__}')
-    missing = sorted(set(self.FIELDS) - set(record))
+    missing = sorted(set(cls.FIELDS) - set(record))
     if missing:
-      raise ValueError(f'{where}: missing field {missing[0]!r} (fields: {", ".join(self.FIELDS)})')
+      raise ValueError(f'{where}: missing field {missing[0]!r} (fields: {", ".join(cls.FIELDS)})')
     out = {}
-    for name, kind in self.FIELDS.items():
-      value = record[name]
-      if kind == _TEXT and not isinstance(value, str):
-        raise ValueError(f'{where}: field {name!r} must be a string, got {type(value).__name__}')
-      out[name] = json.dumps(value, ensure_ascii=False) if kind == _JSON else (
-          [json.dumps(v, ensure_ascii=False) for v in value] if kind == 'json_list' else value)
+    for name, kind in cls.FIELDS.items():
+      problem, out[name] = _encode_field(kind, record[name])
+      if problem:
+        raise ValueError(f'{where}: field {name!r} {problem}')
+    problem = cls.check(record)
+    if problem:
+      raise ValueError(f'{where}: {problem}')
     return out
+
+  @classmethod
+  def check(cls, record: dict) -> str | None:
+    """What is wrong with a record whose fields have their kinds (None when nothing)."""
+    return None
+
+
+def _encode_field(kind, value):
+  """``(problem or None, stored value)`` of one field of ``kind``."""
+  if kind == _TEXT:
+    return json_problem(value) if isinstance(value, str) else f'must be a string, got {type(value).__name__}', value
+  if kind == _JSON:
+    problem = json_problem(value)
+    return (f'is not JSON: {problem}', None) if problem else (None, json.dumps(value, ensure_ascii=False))
+  if not isinstance(value, (list, tuple)) and not (isinstance(value, np.ndarray) and value.ndim == 1):
+    return f'must be a list, got {type(value).__name__}', None
+  if kind == 'json_list':
+    problem = next(filter(None, (json_problem(v, where=f'[{j}]') for j, v in enumerate(value))), None)
+    return (f'is not JSON: {problem}', None) if problem else (None, [json.dumps(v, ensure_ascii=False) for v in value])
+  for j, v in enumerate(value):  # 'int32' or 'float32': numbers
+    if kind == 'int32' and not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and
+                                _INT32[0] <= v <= _INT32[1]):
+      return f'[{j}]={short(v)} is not an int32', None
+    if kind == 'float32' and not (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)):
+      return f'[{j}]={short(v)} is not a finite number', None
+  return None, [v.item() if hasattr(v, 'item') else v for v in value]
+
+
+def _conversation_problem(field: str, messages) -> str | None:
+  """What ``chat.check`` finds wrong with a conversation field; an empty list has nothing to check
+  (rendering it is the error of whoever renders it)."""
+  if isinstance(messages, list) and not messages:
+    return None
+  try:
+    chat.check(messages)
+  except ValueError as e:
+    return f'field {field}: {e}'
+  return None
+
+
+def _permutation_problem(field: str, ranking, k: int) -> str | None:
+  ints = isinstance(ranking, (list, tuple, np.ndarray)) and all(
+      isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in ranking)
+  if not ints or sorted(ranking) != list(range(k)):
+    return f'field {field} {short(ranking)} is not a permutation of 0..{k - 1} (one index per response)'
+  return None
 
 
 def _feature(kind):
@@ -81,6 +139,10 @@ class SftConversations(_Records):
   """Conversations for supervised fine-tuning, one per example, with their task family."""
   FIELDS = {'messages': _JSON, 'family': _TEXT, 'variant': _TEXT}
 
+  @classmethod
+  def check(cls, record):
+    return _conversation_problem("'messages'", record['messages'])
+
 
 class PreferenceRankings(_Records):
   """K responses to one prompt; rankings are response indices, best first (panel, each rater, gold)."""
@@ -88,19 +150,63 @@ class PreferenceRankings(_Records):
             'gold_ranking': 'int32', 'gold_utilities': 'float32', 'kinds': _JSON, 'family': _TEXT, 'variant': _TEXT,
             'origin': _JSON}  # {'source': 'candidates'} or {'source': 'policy', 'policy', 'round', 'temperature'}
 
+  @classmethod
+  def check(cls, record):
+    """K >= 2 responses, each a conversation; rankings permutations of them; a utility and a kind each."""
+    k = len(record['responses'])
+    if k < 2:
+      return f"field 'responses' has {k} response(s); a ranking needs at least 2"
+    raters = record['rater_rankings']
+    if not isinstance(raters, list):
+      return f"field 'rater_rankings' must be a list of rankings, got {type(raters).__name__}"
+    if len(record['gold_utilities']) != k:
+      return f"field 'gold_utilities' has {len(record['gold_utilities'])} values for {k} responses"
+    if not isinstance(record['kinds'], list) or len(record['kinds']) != k:
+      return f"field 'kinds' must be a list of {k} (one per response), got {short(record['kinds'])}"
+    if record['origin'] is not None and not isinstance(record['origin'], dict):
+      return f"field 'origin' must be a dict or None, got {type(record['origin']).__name__}"
+    problems = (_conversation_problem("'prompt'", record['prompt']),
+                *(_conversation_problem(f"'responses'[{j}]", r) for j, r in enumerate(record['responses'])),
+                _permutation_problem("'ranking'", record['ranking'], k),
+                _permutation_problem("'gold_ranking'", record['gold_ranking'], k),
+                *(_permutation_problem(f"'rater_rankings'[{j}]", r, k) for j, r in enumerate(raters)))
+    return next(filter(None, problems), None)
+
+  @classmethod
+  def check_split(cls, records: list) -> str | None:
+    """One K for the whole dataset (the reward model stacks responses K at a time)."""
+    ks = [len(r['responses']) for r in records]
+    odd = next((i for i, k in enumerate(ks) if k != ks[0]), None)
+    return None if odd is None else f'record {odd}: {ks[odd]} responses, but record 0 has {ks[0]} (one K a dataset)'
+
 
 class EvalSet(_Records):
   """Prompts with reference answers and what the gold scorer needs."""
   FIELDS = {'prompt': _JSON, 'reference': _JSON, 'meta': _JSON, 'family': _TEXT, 'variant': _TEXT}
+
+  @classmethod
+  def check(cls, record):
+    if not isinstance(record['meta'], dict):
+      return f"field 'meta' must be a dict, got {type(record['meta']).__name__}"
+    return (_conversation_problem("'prompt'", record['prompt']) or
+            _conversation_problem("'reference'", record['reference']))
 
 
 BUILDERS = {b.__name__: b for b in (PretrainCorpus, SftConversations, PreferenceRankings, EvalSet)}
 
 
 def build(builder_cls, data_dir, splits: dict):
-  """Writes ``splits`` (split -> records) as an array_record dataset under ``data_dir``."""
+  """Writes ``splits`` (split -> records) as an array_record dataset under ``data_dir``, once every
+  record is checked: a malformed one is a ValueError naming it, and nothing is written."""
+  examples = {split: [builder_cls.encode(split, i, r) for i, r in enumerate(records)]
+              for split, records in splits.items()}
+  check_split = getattr(builder_cls, 'check_split', None)
+  for split, records in splits.items():
+    problem = check_split and check_split(list(records))
+    if problem:
+      raise ValueError(f'{builder_cls.name} {split} {problem}')
   tfds.disable_progress_bar()
-  builder = builder_cls(splits=splits, data_dir=str(data_dir))
+  builder = builder_cls(examples=examples, data_dir=str(data_dir))
   builder.download_and_prepare()
   return builder
 

@@ -46,6 +46,7 @@ from lm.tokenizer import (
   TOOL_RESULT_ID,
   USER_ID,
 )
+from lm.tools import base as tool_base
 
 ROLES = ('system', 'user', 'assistant', 'tool')
 _HEADERS = {'system': SYSTEM_ID, 'user': USER_ID}
@@ -80,11 +81,35 @@ def render_prompt(tokenizer, messages) -> np.ndarray:
   return np.asarray(ids, np.int32)
 
 
-def _render(tokenizer, messages):
+def check(messages) -> None:
+  """The one-line ValueError ``render`` would raise for ``messages`` (its roles, fields, tool calls
+  and the results that answer them, in order), without a tokenizer: datasets check conversations
+  with it before writing them."""
+  state = _start(messages)
+  for i, m in enumerate(messages):
+    _advance(state, _check(i, m, state), m)
+
+
+def _start(messages) -> dict:
+  """The state before the first message: no assistant turn open, no tool call awaiting its result."""
   if not isinstance(messages, (list, tuple)) or not messages:
     raise ValueError('conversation is empty (or not a list of messages)')
+  return {'turn_open': False, 'pending_calls': 0}
+
+
+def _advance(state: dict, role: str, m: dict) -> None:
+  """The state after (checked) message ``m``: a tool result answers a call; an assistant message with
+  calls leaves its turn open, awaiting their results."""
+  if role == 'tool':
+    state['pending_calls'] -= 1
+  elif role == 'assistant':
+    calls = m.get('tool_calls') or []
+    state['turn_open'], state['pending_calls'] = bool(calls), len(calls)
+
+
+def _render(tokenizer, messages):
+  state = _start(messages)
   ids, mask = [], []
-  state = {'turn_open': False, 'pending_calls': 0}
 
   def add(tokens, loss):
     ids.extend(tokens)
@@ -96,7 +121,6 @@ def _render(tokenizer, messages):
       add([_HEADERS[role], *tokenizer.encode(m['content']), END_ID], 0)
     elif role == 'tool':
       add([TOOL_RESULT_ID, *tokenizer.encode(m['content']), END_TOOL_RESULT_ID], 0)
-      state['pending_calls'] -= 1
     else:
       if not state['turn_open']:
         add([ASSISTANT_ID], 0)
@@ -109,7 +133,7 @@ def _render(tokenizer, messages):
         add([TOOL_CALL_ID, *tokenizer.encode(text), END_TOOL_CALL_ID], 1)
       if not calls:
         add([END_ID], 1)
-      state['turn_open'], state['pending_calls'] = bool(calls), len(calls)
+    _advance(state, role, m)
   return ids, mask, state
 
 
@@ -147,13 +171,12 @@ def _check(i, m, state) -> str:
     if not isinstance(call, dict) or not isinstance(call.get('name'), str) or not call['name']:
       fail(f'tool call {k} has no name')
     chat_formats.check_text(i, f'tool call {k} name', call['name'])
-    if not isinstance(call.get('arguments', {}), dict):
-      fail(f'tool call {k} ({call["name"]}) arguments must be a dict')
-    try:
-      text = json.dumps({'name': call['name'], 'arguments': call.get('arguments', {})}, ensure_ascii=False)
-    except (TypeError, ValueError) as e:
-      fail(f'tool call {k} ({call["name"]}) arguments are not JSON: {e}')
-    chat_formats.check_text(i, f'tool call {k} arguments', text)
+    arguments, name = call.get('arguments', {}), call['name'][:60]
+    if not isinstance(arguments, dict):
+      fail(f'tool call {k} ({name}) arguments must be a dict, not {type(arguments).__name__}')
+    problem = tool_base.json_problem(arguments)
+    if problem:
+      fail(f'tool call {k} ({name}) arguments are not JSON: {problem}')
   return role
 
 
