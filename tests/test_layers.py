@@ -28,7 +28,8 @@ LAYERS = (
     ('stages', ('lm.stages',)),
     ('cli', ('lm.cli',)),
 )
-ENTRY_POINTS = ('lm.launch', 'lm.claims', 'lm.chat', 'lm.generate', 'lm.world')  # ``python -m lm.<name>``
+ENTRY_POINTS = ('lm.launch', 'lm.claims', 'lm.chat', 'lm.generate', 'lm.world',
+                'lm.benchmark')  # ``python -m lm.<name>``
 
 
 def _modules() -> dict[str, Path]:
