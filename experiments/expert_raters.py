@@ -2,7 +2,7 @@
 expert panel and a mixed one (each rater an expert in one domain), from one shared SFT model.
 
   python -m lm.launch --config=experiments/expert_raters.py --workdir=runs/expert_raters
-  ...:smoke    a minutes-long version for tests
+  ...:smoke    a minutes-long version for tests (tiny sizes)
 
 data .. sft run once in ``<workdir>/shared``; each variant re-ranks the same candidates with its panel
 (``preferences`` stage, ``raters.panel.experts``: an expert judges by the gold scorer, a lay rater's
@@ -31,8 +31,6 @@ def get_config(arg: str = ''):
     raise ValueError(f'unknown experiments/expert_raters.py argument {arg!r}; valid: smoke')
   c = rlhf_tiny.get_config(arg)
   c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
-  if arg == 'smoke':
-    c.stages = c.stages[:-2]  # the reward models only
   c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft')
   c.data.preferences.update(mix=MIX, n_prompts=160 if arg == 'smoke' else 1200, validation_fraction=0.25)
   c.rlhf.prompt_mix = MIX

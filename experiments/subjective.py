@@ -2,7 +2,7 @@
 (jokes, slogans: ``lm.lab.tasks.joke``, ``slogan``), and the reward model and RLHF learn less there.
 
   python -m lm.launch --config=experiments/subjective.py --workdir=runs/subjective
-  ...:smoke    a minutes-long version for tests
+  ...:smoke    a minutes-long version for tests (tiny sizes)
 
 data .. sft run once in ``<workdir>/shared``; each variant ranks the same candidates for the same
 prompts (half objective families, half subjective ones) with its panel, trains a reward model on the
@@ -33,8 +33,6 @@ def get_config(arg: str = ''):
     raise ValueError(f'unknown experiments/subjective.py argument {arg!r}; valid: smoke')
   c = rlhf_tiny.get_config(arg)
   c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
-  if arg == 'smoke':
-    c.stages = c.stages[:-2]  # the reward models only
   c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft')
   c.data.preferences.update(mix=OBJECTIVE + SUBJECTIVE, n_prompts=160 if arg == 'smoke' else 1200,
                             validation_fraction=0.25)

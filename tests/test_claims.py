@@ -8,6 +8,7 @@ import pytest
 
 from lm import outputs
 from lm.cli import claims
+from lm.data import builders
 
 
 def _row(i, family, score, variant='direct', finished=True, text='ok', harmful=None):
@@ -156,3 +157,102 @@ def test_cli_rejects_an_unknown_claim(capsys):
   with pytest.raises(SystemExit):
     claims.main(['--workdir', '/nonexistent', '--only', 'flat_earth'])
   assert 'unknown claim' in capsys.readouterr().err
+
+
+def _rankings_run(tmp_path, name, families, rewards_NxK, gold_NxK, rater_rankings, responses=None):
+  """A run whose preferences stage holds validation rankings of ``families`` and whose reward model's
+  heldout.json holds ``rewards_NxK`` against ``gold_NxK``."""
+  n, k = gold_NxK.shape
+  responses = responses or [[[{'role': 'assistant', 'content': f'answer {i} {j}'}] for j in range(k)] for i in range(n)]
+  records = [{'prompt': [{'role': 'user', 'content': f'prompt {i}'}], 'responses': responses[i],
+              'ranking': [int(x) for x in rater_rankings[i][0]],
+              'rater_rankings': [[int(x) for x in row] for row in rater_rankings[i]],
+              'gold_ranking': np.argsort(-gold_NxK[i], kind='stable').tolist(), 'gold_utilities': gold_NxK[i].tolist(),
+              'kinds': ['x'] * k, 'family': f, 'variant': 'direct', 'origin': {'source': 'candidates'}}
+             for i, f in enumerate(families)]
+  tfds_dir = tmp_path / name / 'preferences' / 'tfds'
+  builders.build(builders.PreferenceRankings, tfds_dir, {'train': records[:1], 'validation': records})
+  # the reward stage measures the records in the order the dataset reads them back (by key hash)
+  order = [int(r['prompt'][0]['content'].split()[1]) for r in builders.read(builders.PreferenceRankings, tfds_dir,
+                                                                             'validation')]
+  rewards_NxK, gold_NxK = rewards_NxK[order], gold_NxK[order]
+  (tmp_path / name / 'reward').mkdir(parents=True)
+  (tmp_path / name / 'reward' / 'heldout.json').write_text(json.dumps(
+      {'rewards': rewards_NxK.tolist(), 'words': [[3] * k] * n, 'panel_ranks': [], 'gold_utilities': gold_NxK.tolist(),
+       'sources': ['candidates'] * n}))
+  return {'preferences': outputs.Rankings(tfds_dir=str(tfds_dir)),
+          'reward': outputs.Reward(checkpoint_dir=str(tmp_path / name / 'reward' / 'checkpoints'), model={},
+                                   tokenizer='', reward_mean=0, reward_std=1)}
+
+
+def _orders(rng, n, k, agree):
+  """Per prompt, 5 raters' rankings: all the same (``agree``) or each at random."""
+  return [[rng.permutation(k)] * 5 if agree else [rng.permutation(k) for _ in range(5)] for _ in range(n)]
+
+
+@pytest.mark.parametrize('subjective_noise, holds', [(3.0, True), (0.05, False)])
+def test_subjective_needs_lower_accuracy_and_agreement_on_taste(tmp_path, subjective_noise, holds):
+  rng = np.random.default_rng(0)
+  n, k = 80, 4
+  gold = rng.random((n, k))
+  subjective = np.arange(n) >= n // 2
+  rewards = gold + rng.normal(0, 1, (n, k)) * np.where(subjective, subjective_noise, 0.05)[:, None]
+  families = ['joke' if s else 'arithmetic' for s in subjective]
+  orders = _orders(rng, n // 2, k, True) + _orders(rng, n // 2, k, False)
+  r = claims.row(claims.BY_NAME['subjective'], {'tastes': _rankings_run(tmp_path, 'tastes', families, rewards, gold,
+                                                                        orders)})
+  assert r['holds'] is holds and r['n'] == n and "Kendall's W" in r['note']
+  assert r['before']['value'] > 0.9 and r['effect']['low'] < r['effect']['value'] < r['effect']['high']
+
+
+def test_subjective_needs_the_raters_to_agree_less(tmp_path):
+  rng = np.random.default_rng(1)
+  n, k = 80, 4
+  gold = rng.random((n, k))
+  subjective = np.arange(n) >= n // 2
+  rewards = gold + rng.normal(0, 1, (n, k)) * np.where(subjective, 3.0, 0.05)[:, None]
+  families = ['slogan' if s else 'world_qa' for s in subjective]
+  agreeing = _orders(rng, n, k, True)  # the reward model is worse on taste, but the raters agree as much
+  r = claims.row(claims.BY_NAME['subjective'], {'tastes': _rankings_run(tmp_path, 'tastes', families, rewards, gold,
+                                                                        agreeing)})
+  assert not r['holds'] and r['effect']['high'] < -0.05
+
+
+@pytest.mark.parametrize('subjective_gain, holds', [(0.0, True), (0.5, False)])
+def test_subjective_rlhf_compares_gains_by_family_kind(tmp_path, subjective_gain, holds):
+  families = ['arithmetic'] * 100 + ['joke'] * 100
+  sft = _scores(0.2, n=200)
+  gain = np.concatenate([_scores(0.5, n=100, seed=3), _scores(subjective_gain, n=100, seed=4)])
+  rlhf = np.maximum(sft, gain)
+  run = _eval_run(tmp_path, {'sft': [_row(i, f, s) for i, (f, s) in enumerate(zip(families, sft))],
+                             'rlhf': [_row(i, f, s) for i, (f, s) in enumerate(zip(families, rlhf))]})
+  r = claims.row(claims.BY_NAME['subjective_rlhf'], {'tastes': run})
+  assert r['holds'] is holds and r['n'] == 200
+  assert r['before']['value'] == pytest.approx(np.mean((rlhf - sft)[:100]))
+
+
+@pytest.mark.parametrize('lay_noise, holds', [(2.0, True), (0.1, False)])
+def test_expert_raters_pairs_the_same_candidates(tmp_path, lay_noise, holds):
+  rng = np.random.default_rng(2)
+  n, k = 60, 4
+  gold = rng.random((n, k))
+  families = ['arithmetic', 'translation', 'joke'] * (n // 3)
+  orders = _orders(rng, n, k, True)
+  expert = _rankings_run(tmp_path, 'expert', families, gold + rng.normal(0, 0.1, (n, k)), gold, orders)
+  lay = _rankings_run(tmp_path, 'lay', families, gold + rng.normal(0, lay_noise, (n, k)), gold, orders)
+  r = claims.row(claims.BY_NAME['expert_raters'], {'lay': lay, 'expert': expert})
+  assert r['holds'] is holds and r['n'] == n and 'per domain: math' in r['note']
+  other = _rankings_run(tmp_path, 'other', families, gold, gold, orders,
+                        responses=[[[{'role': 'assistant', 'content': f'other {i} {j}'}] for j in range(k)]
+                                   for i in range(n)])
+  r = claims.row(claims.BY_NAME['expert_raters'], {'lay': other, 'expert': expert})
+  assert not r['holds'] and 'same held-out prompts' in r['measure']
+
+
+@pytest.mark.parametrize('expert_p, holds', [(0.6, True), (0.3, False)])
+def test_expert_rlhf_compares_the_rlhf_models(tmp_path, expert_p, holds):
+  lay = _scores(0.3)
+  expert = np.maximum(lay, _scores(expert_p - 0.2, seed=5)) if holds else _scores(expert_p, seed=5)
+  results = {name: _eval_run(tmp_path / name, {'rlhf': [_row(i, 'world_qa', s) for i, s in enumerate(scores)]})
+             for name, scores in (('lay', lay), ('expert', expert))}
+  assert claims.row(claims.BY_NAME['expert_rlhf'], results)['holds'] is holds

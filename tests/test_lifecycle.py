@@ -14,7 +14,7 @@ import pytest
 
 from lm import config as lm_config
 from lm import metrics, tokenizer
-from lm.cli import launch
+from lm.cli import claims, launch
 from lm.data import builders
 from lm.inference import sample
 from lm.lab import tasks
@@ -104,3 +104,36 @@ def test_rater_bias_panels_differ_on_the_same_candidates(lifecycle, tmp_path):
   # the same candidates: a panel that likes length prefers the longer answers more
   assert biased['reward'].get('length_correlation_panel') > unbiased['reward'].get('length_correlation_panel')
   assert biased['reward'].get('length_correlation_gold') == pytest.approx(unbiased['reward'].get('length_correlation_gold'))
+
+
+def test_expert_raters_rank_the_same_candidates(lifecycle, tmp_path):
+  results, variants = _claim('expert_raters', lifecycle, tmp_path)
+  assert variants == {'lay', 'expert', 'mixed'}
+  lay, expert = results['lay'], results['expert']
+  assert lay['preferences'].panel['experts'] == 0.0 and expert['preferences'].panel['experts'] == 1.0
+  # the same candidates, ranked closer to gold by experts; the reward models measured per domain
+  assert expert['preferences'].get('panel_gold_accuracy[objective]') > lay['preferences'].get(
+      'panel_gold_accuracy[objective]')
+  for domain in ('math', 'world', 'veltic', 'safety', 'subjective'):
+    assert 0 <= lay['reward'].get(f'heldout_gold_accuracy[domain:{domain}]') <= 1, domain
+  row = claims.row(claims.BY_NAME['expert_raters'], results)
+  assert row['n'] == lay['reward'].get('heldout_prompts') and 'per domain: math' in row['note']
+  # the RLHF models answered the same eval prompts
+  assert claims.row(claims.BY_NAME['expert_rlhf'], results)['n'] == len(claims.traces(results, 'rlhf', 'lay')) > 0
+
+
+def test_subjective_raters_agree_less_where_taste_decides(lifecycle, tmp_path):
+  results, variants = _claim('subjective', lifecycle, tmp_path)
+  assert variants == {'tastes', 'critics'}
+  tastes, critics = results['tastes']['preferences'], results['critics']['preferences']
+  assert tastes.get('kendall_w[domain:subjective]') < tastes.get('kendall_w[objective]')
+  assert tastes.get('alpha[domain:subjective]') < critics.get('alpha[domain:subjective]')
+  reward = results['tastes']['reward']
+  assert reward.get('heldout_prompts[joke]') + reward.get('heldout_prompts[slogan]') == reward.get(
+      'heldout_prompts[domain:subjective]') > 0
+  row = claims.row(claims.BY_NAME['subjective'], results)
+  assert row['n'] == reward.get('heldout_prompts') and "Kendall's W" in row['note']
+  families = {r['family'] for r in claims.traces(results, 'rlhf', 'tastes')}
+  assert {'joke', 'slogan', 'arithmetic'} <= families
+  assert claims.row(claims.BY_NAME['subjective_rlhf'], results)['n'] == len(claims.traces(results, 'sft', 'tastes'))
+  assert "Kendall's W" in (tmp_path / 'tastes' / 'report.md').read_text()  # the report card's per-family table
