@@ -281,37 +281,46 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
 
     host_slice = sharding.host_batch_slice(cfg.batch_size)
     example = task.train_batches.host_batch(start, host_slice)
-    token_rows = example['inputs'] if 'inputs' in example else example['tokens']  # [B, T] or [B, K, T]
-    tokens_per_step = cfg.batch_size * int(np.prod(token_rows.shape[1:]))
     t0 = time.time()
     compiled = step_fn.lower(state, sharding.place_batch(example, mesh), frozen).compile()
     compile_s = time.time() - t0
 
     guard.start(start)
-    loop = _Loop(task, cfg, guard, mesh, eval_fn, start, tokens_per_step, compile_s, frozen)
+    loop = _Loop(task, cfg, guard, mesh, eval_fn, start, compile_s, frozen)
     loop.train(compiled, state, host_slice)
   return {'checkpoint_dir': guard.directory, 'step': cfg.steps, **loop.last}
+
+
+def token_counts(host_batch: dict) -> tuple[int, int]:
+  """``(real, slots)`` tokens of a batch over every process: real ones are in a segment (``segment_ids``
+  > 0), slots count the padding too."""
+  segments = host_batch['segment_ids']
+  return (int(np.count_nonzero(segments)) * jax.process_count(), int(segments.size) * jax.process_count())
 
 
 class _Loop:
   """The supervised steps on a started guard: pending metrics (fetched every ``log_every`` steps), eval."""
 
-  def __init__(self, task, cfg, guard: Guard, mesh, eval_fn, start, tokens_per_step, compile_s, frozen):
+  def __init__(self, task, cfg, guard: Guard, mesh, eval_fn, start, compile_s, frozen):
     self.task, self.cfg, self.guard, self.mesh, self.eval_fn = task, cfg, guard, mesh, eval_fn
     self.frozen = frozen
-    self.start, self.tokens_per_step, self.compile_s = start, tokens_per_step, compile_s
+    self.start, self.compile_s = start, compile_s
     self.pending = []
+    self.tokens_seen = 0  # real (non-padding) tokens trained on, up to ``start`` from what was logged
     self.last = {}  # final metrics; a resumed run starts from what it logged before
     for row in metrics.read(guard.workdir, task.name):
-      self.last.update({k: v for k, v in row.items() if k in ('loss', 'tokens_per_s') or k.startswith('eval_')})
+      if row['step'] <= start:
+        self.last.update({k: v for k, v in row.items() if k in ('loss', 'tokens_per_s') or k.startswith('eval_')})
+        self.tokens_seen = row.get('tokens_seen', self.tokens_seen)
 
   def train(self, compiled, state, host_slice):
     self.t_last = time.time()
     for i in range(self.start, self.cfg.steps):
-      batch = sharding.place_batch(self.task.train_batches.host_batch(i, host_slice), self.mesh)
+      host_batch = self.task.train_batches.host_batch(i, host_slice)
+      batch = sharding.place_batch(host_batch, self.mesh)
       state, step_metrics = compiled(state, batch, self.frozen)
       step = i + 1
-      self.pending.append((step, step_metrics))
+      self.pending.append((step, step_metrics, *token_counts(host_batch)))
       last = step == self.cfg.steps
       if len(self.pending) >= self.cfg.log_every or last:
         self._flush()
@@ -326,14 +335,17 @@ class _Loop:
     """Fetches pending step metrics, stops on a non-finite loss or grad norm, writes one averaged line."""
     if not self.pending:
       return
-    fetched = [(s, jax.device_get(m)) for s, m in self.pending]
-    n, self.pending = len(fetched), []
-    for s, m in fetched:
+    fetched = [(s, jax.device_get(m), real, slots) for s, m, real, slots in self.pending]
+    self.pending = []
+    for s, m, _, _ in fetched:
       self.guard.check(s, m)
     now = time.time()
-    row = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[-1][1]}
-    row['tokens_per_s'] = n * self.tokens_per_step / max(now - self.t_last, 1e-9)
-    row['tokens_seen'] = fetched[-1][0] * self.tokens_per_step
+    row = {k: float(np.mean([m[k] for _, m, _, _ in fetched])) for k in fetched[-1][1]}
+    real, slots = sum(f[2] for f in fetched), sum(f[3] for f in fetched)
+    self.tokens_seen += real
+    row['tokens_per_s'] = real / max(now - self.t_last, 1e-9)  # real tokens: padding is not throughput
+    row['non_padding'] = real / max(slots, 1)
+    row['tokens_seen'] = self.tokens_seen
     if fetched[0][0] == self.start + 1:
       row['compile_s'] = self.compile_s
     self.t_last = now
