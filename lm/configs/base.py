@@ -46,6 +46,7 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       world=dict(n_people=200, n_towns=40, n_creatures=30, n_objects=60, held_out_fraction=0.1),
       pretrain_chars=2_000_000, validation_fraction=0.02,
       pretrain_tfds='',  # e.g. 'tiny_shakespeare' or 'c4:train:text' instead of the world's text ([tf] extra)
+      pretrain_stream=False,  # pretrain streams its corpus (lm.data.streaming); a pretrain_tfds source always does
       sft_examples=4000, sft_mix=SFT_MIX,
       sft_writers=1.0,  # the fraction of SFT answers experts wrote (the references); lay writers wrote the rest
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
@@ -147,6 +148,7 @@ RANGES = {
     'rlhf.ppo.gamma': '0..1', 'rlhf.ppo.lam': '0..1', 'rlhf.ppo.*': '>= 0', 'rlhf.preference.beta': '> 0',
     'rlhf.dapo.*': '0..1', 'rlhf.gspo.*': '0..1', 'sft.lora.alpha': '>= 0',
     '*_fraction': '0..1',  # validation_fraction, held_out_fraction
+    'data.sft_writers': '0..1', '*.lay_surface': '0..1', '*.lay_noise': '>= 0',
 }
 
 
@@ -154,6 +156,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.stages = ('data', 'tokenizer', 'pretrain')
+  c.tracker = 'none'  # also trackio or wandb: metrics, the config and sample tables beside metrics.jsonl (lm.metrics)
   c.mesh = meshes.get('data')
   # Set these for several processes outside TPU VMs (which jax detects itself).
   c.distributed = ml_collections.ConfigDict({'coordinator_address': '', 'num_processes': 1, 'process_id': 0})
