@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jax
 
-from lm import evals, outputs, tokenizer
+from lm import evals, metrics, outputs, tokenizer
 from lm import tools as tools_lib
 from lm.config import ConfigError
 from lm.data import builders
@@ -68,6 +68,8 @@ def run(config, workdir, inputs) -> outputs.Eval:
     (out_dir / 'report.md').write_text(
         f'# Eval: {len(examples)} prompts per model\n\nEvery value: mean [95% interval]; differences are paired '
         f'over the same prompts (bootstrap).\n\n{table}')
+    metrics.log_tables(workdir, 'eval', {f'traces_{name}': rows for name, rows in rows_by_model.items()},
+                       {f'{name}/{k}': v for name, card in cards.items() for k, v in card['metrics'].items()})
   print(table, flush=True)
   headline = {f'{name}.{k}': v for name, card in cards.items() for k, v in card['metrics'].items()}
   return outputs.Eval(results=str(out_dir / 'results.json'), report=str(out_dir / 'report.md'),
