@@ -132,6 +132,8 @@ SPECIALS = {  # family: (special added tokens, non-special added tokens, tokeniz
               ['<tool_call>', '</tool_call>', '<think>', '</think>', '<tool_response>', '</tool_response>'],
               {'bos_token': None, 'eos_token': '<|im_end|>', 'pad_token': '<|endoftext|>',
                'chat_template': QWEN3_TEMPLATE}),
+    'chatml': (['<|endoftext|>', '<|im_start|>', '<|im_end|>'], [],  # Qwen 2: no tool or think markers
+               {'bos_token': None, 'eos_token': '<|im_end|>', 'pad_token': '<|endoftext|>'}),
 }
 CONVERSATIONS = [
     [{'role': 'user', 'content': ' What is 12 + 30? '}, {'role': 'assistant', 'content': '42.'},
@@ -149,7 +151,7 @@ def write_bpe(directory, family: str) -> Path:
   ``tokenizer_config.json`` with the family's chat template."""
   special, plain, config = SPECIALS[family]
   tok = Tokenizer(models.BPE())
-  if family == 'qwen3':
+  if family != 'llama3':
     tok.normalizer = normalizers.NFC()
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
   tok.decoder = decoders.ByteLevel()
@@ -167,7 +169,7 @@ def write_bpe(directory, family: str) -> Path:
 
 def imported(tmp_path, family):
   hf = write_bpe(tmp_path / 'hf', family)
-  meta = hf_tokenizer.save(hf, tmp_path / 'tok', 'llama' if family == 'llama3' else 'qwen3')
+  meta = hf_tokenizer.save(hf, tmp_path / 'tok', {'llama3': 'llama', 'chatml': 'qwen2'}.get(family, family))
   return tokenizer.load(meta), transformers.AutoTokenizer.from_pretrained(hf)
 
 
@@ -255,6 +257,20 @@ def test_llama3_tool_call_is_its_json_convention(tmp_path):
     chat.render(tok, [conversation[0], {'role': 'assistant', 'content': 'x', 'thinking': 'hm'}])
   with pytest.raises(ValueError, match='message 1: the llama3 chat format holds one tool call alone'):
     chat.render(tok, [conversation[0], {'role': 'assistant', 'content': 'first', 'tool_calls': [call]}])
+
+
+def test_chatml_without_tool_markers_renders_plain_turns_and_refuses_calls(tmp_path):
+  tok, _ = imported(tmp_path, 'chatml')
+  assert tok.chat_format == 'chatml' and tok.bos_id is None
+  ids, mask = chat.render(tok, CONVERSATIONS[1])
+  assert tok.display(ids) == ('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello! How are you today?'
+                              '<|im_end|>\n<|im_start|>assistant\nI am fine, thank you.<|im_end|>\n')
+  assert tok.display(ids[mask > 0]) == 'I am fine, thank you.<|im_end|>'
+  call = {'role': 'assistant', 'content': '', 'tool_calls': [{'name': 'calculator', 'arguments': {}}]}
+  with pytest.raises(ValueError, match='^message 1: tool calls need the <tool_call> markers this tokenizer lacks$'):
+    chat.render(tok, [CONVERSATIONS[0][0], call])
+  with pytest.raises(ValueError, match='^message 1: thinking is not in the chatml chat format$'):
+    chat.render(tok, [CONVERSATIONS[0][0], {'role': 'assistant', 'content': 'x', 'thinking': 'hm'}])
 
 
 @pytest.mark.parametrize('family', ['llama3', 'qwen3'])

@@ -377,11 +377,17 @@ class ChatML(_Marked):
   def __init__(self, tok):
     super().__init__(tok)
     self.start_id, self.end_id = tok.token_id('<|im_start|>'), tok.token_id('<|im_end|>')
-    self.call_id, self.end_call_id = tok.token_id('<tool_call>'), tok.token_id('</tool_call>')
-    self.response_id, self.end_response_id = tok.token_id('<tool_response>'), tok.token_id('</tool_response>')
-    self.call_stop_ids = (self.end_call_id,)
+    markers = ('<tool_call>', '</tool_call>', '<tool_response>', '</tool_response>')  # Qwen 2.5 on; not Qwen 2
+    self.tools = all(m in tok.special_ids for m in markers)
+    self.call_id, self.end_call_id, self.response_id, self.end_response_id = (
+        tok.special_ids.get(m, -1) for m in markers)
+    self.call_stop_ids = (self.end_call_id,) if self.tools else ()
     if self.thinking:
       self.think_id, self.end_think_id = tok.token_id('<think>'), tok.token_id('</think>')
+
+  def _check_calls(self, i, message, calls):
+    if calls and not self.tools:
+      raise ValueError(f'message {i}: tool calls need the <tool_call> markers this tokenizer lacks')
 
   def _call_text(self, call) -> str:
     args = json.dumps(call.get('arguments', {}), ensure_ascii=False)
