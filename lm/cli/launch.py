@@ -112,12 +112,30 @@ def check(config) -> None:
   ModelConfig.from_config(config.model)
 
 
+TRAIN_SECTIONS = {'pretrain': 'pretrain', 'sft': 'sft', 'sft_original': 'sft', 'sft_synthetic': 'sft',
+                  'reward': 'reward'}  # stage -> the train section it reads
+
+
+def check_batches(config, mesh_shape) -> None:
+  """Every train section a listed stage uses (in every variant) splits its batch evenly over the
+  mesh's batch shards (data x fsdp) and its microbatches; else a one-line ConfigError naming it."""
+  shards = mesh_shape[0] * mesh_shape[1]
+  configs = [config] + [lm_config.with_overrides(config, dict(o)) for o in config.variants.values()]
+  for c in configs:
+    for section in sorted({TRAIN_SECTIONS[s] for s in c.stages if s in TRAIN_SECTIONS}):
+      size, micro = c[section].batch_size, c[section].microbatches
+      if size % micro or (size // micro) % shards:
+        raise lm_config.ConfigError(f'{section}.batch_size={size} must be a multiple of {section}.microbatches='
+                                    f'{micro} times the mesh batch shards ({shards}: data x fsdp of mesh.shape '
+                                    f'{mesh_shape})')
+
+
 def launch(config, workdir: Path) -> dict:
   check(config)
   sharding.maybe_initialize_distributed(config.distributed)
   if not jax.config.jax_compilation_cache_dir:  # a caller's own cache (the tests') wins
     compilation_cache(workdir)
-  sharding.mesh_shape(config.mesh.shape, jax.device_count())  # a mesh that cannot fit fails now
+  check_batches(config, sharding.mesh_shape(config.mesh.shape, jax.device_count()))  # a mesh that cannot fit: now
   variants = dict(config.variants)
   if not variants:
     results = run_stages(config, workdir)
