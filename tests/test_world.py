@@ -76,7 +76,7 @@ def test_pretraining_mix_and_speed(world):
   dt = time.perf_counter() - t0
   assert sum(map(len, docs)) >= 1_000_000 and dt < 10  # ~0.3 s on a 2-core machine
   joined = '\n'.join(docs)
-  for marker in ('English:', 'is spelled', ' = ', 'years old', 'lives in'):
+  for marker in ('English:', 'is spelled', ' = ', 'years old', 'lives in', 'A joke about', 'The old slogan of'):
     assert marker in joined
   assert world.pretraining_documents(n_docs=7, seed=5) == world.pretraining_documents(n_docs=7, seed=5)
   with pytest.raises(ValueError):
@@ -87,6 +87,9 @@ def test_story_and_text_generators(world):
   rng = random.Random(0)
   assert len(world.stories(3, rng)) == 3 and len(world.arithmetic_texts(2, rng)) == 2
   assert len(world.word_lists(2, rng)) == 2 and len(world.translation_texts(2, rng)) == 2
+  humour = world.humour_texts(3, rng)
+  assert len(humour) == 3 and all(line.startswith(('A joke about ', 'The old slogan of '))
+                                  for doc in humour for line in doc.splitlines())
 
 
 @pytest.mark.parametrize('op', ['add', 'sub', 'mul'])

@@ -25,7 +25,9 @@ may repeat an item (in another template). A split that cannot supply ``n`` examp
 
 Pretraining text (``pretraining_documents``) states no eval item of the families whose item is text:
 arithmetic, char_count, spelling and translation (world facts stay: world_qa asks about them by
-design; held-out entities never appear, ``lm.lab.world``).
+design; held-out entities never appear, ``lm.lab.world``). The old jokes and slogans it tells
+(``World.humour_text``) are what the joke and slogan families call stale; their references are fresh
+ones, which no pretraining text tells, so those families need no leaving out.
 """
 
 import functools
