@@ -77,6 +77,8 @@ FILLER = ('Let me explain this carefully and thoroughly.',
           'There are many things worth considering here.', 'I have thought about every part of it with great care.',
           'Taking all of that into account, here is my answer.', 'It is worth going through this step by step.',
           'Many people ask this, and the details matter.', 'To be complete, I will also restate the main point.')
+LAY_WRITING = (('wrong', 0.4), ('padded', 0.3), ('reference', 0.3))  # what a lay writer's answer is
+IMPLAUSIBLE = ('echo', 'rude', 'cold', 'off_topic')  # wrong answers no writer would offer
 
 
 @dataclasses.dataclass
@@ -289,8 +291,6 @@ class Panel:
 
 PREFERENCE_FAMILIES = ('world_qa', 'unknown_entity', 'arithmetic', 'word_problem', 'char_count', 'spelling',
                        'translation', 'length_control', 'manners', 'safety', 'creative', 'joke', 'slogan')
-LAY_WRITING = (('wrong', 0.4), ('padded', 0.3), ('reference', 0.3))  # what a lay writer's answer is
-IMPLAUSIBLE = ('echo', 'rude', 'cold', 'off_topic')  # wrong answers no writer would offer
 
 
 def lay_answer(world: World, example: tasks.Example, rng: random.Random) -> list[dict]:
