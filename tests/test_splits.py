@@ -193,18 +193,21 @@ def test_validation_holds_whole_items():
 
 
 def test_an_item_asked_by_two_families_is_in_one_split(world, drawn):
-  """A letter count spells its word out (its thinking): no eval spelling word is counted in SFT; a persona's
-  question is a world fact: no eval world question is answered in SFT's persona examples."""
+  """A letter count spells its word out (its thinking): no split counts the letters of a spelling-eval word;
+  a persona's question is a world fact: no eval world question is answered in SFT's persona examples."""
   def words(examples, family):
     return {ex.meta['word'] for ex in examples if ex.family == family}
 
   def facts(examples):
     return {(m['subject'], m['attr']) for m in (ex.meta['qa'] for ex in examples
                                                  if ex.family == 'manners' and ex.meta['kind'] == 'persona')}
-  eval_words = words(drawn['eval'], 'spelling') | words(drawn['eval'], 'char_count')
-  assert eval_words and not eval_words & (words(drawn['sft'], 'char_count') | words(drawn['sft'], 'spelling'))
+  spelled_in_eval = words(drawn['eval'], 'spelling')
+  counted = set().union(*(words(examples, 'char_count') for examples in drawn.values()))
+  assert spelled_in_eval and counted and not spelled_in_eval & counted
+  eval_counts = {(ex.meta['word'], ex.meta['letter']) for ex in drawn['eval'] if ex.family == 'char_count'}
+  sft_counts = {(ex.meta['word'], ex.meta['letter']) for ex in drawn['sft'] if ex.family == 'char_count'}
+  assert eval_counts and not eval_counts & sft_counts
   eval_facts = {(ex.meta['subject'], ex.meta['attr']) for ex in drawn['eval'] if ex.family == 'world_qa'}
   assert eval_facts and facts(drawn['sft']) and not eval_facts & facts(drawn['sft'])
-  for word in ('strawberry', 'banana'):
-    if word in SPELL_WORDS:
-      assert splits.split_of(world, 'char_count', char_count_key(word, 'a')) == splits.split_of(world, 'spelling', word)
+  held = [w for w in SPELL_WORDS if splits.split_of(world, 'spelling', w) == 'eval']
+  assert held and all(splits.split_of(world, 'char_count', char_count_key(w, w[0])) == splits.HELD for w in held)

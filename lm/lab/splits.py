@@ -7,8 +7,9 @@ trained on and evaluated, whatever its template and with or without the tools of
     train, held = splits.rl_prompts(world, config.rlhf.prompt_mix, 1936, 64, keep)
 
 An item is what a family's ``key`` names (``lm.lab.tasks``: a sum's op and operands, a held-out
-entity, the subject and attribute of a question, ...); a letter count follows its word's spelling and
-a persona's question its world fact (``owner``). ``split_of`` is the one assignment: a keyspace
+entity, the subject and attribute of a question, ...); a persona's question follows its world fact
+(``owner``), and no split counts the letters of a word the spelling eval asks about (``HELD``).
+``split_of`` is the one assignment: a keyspace
 the family lists (``Family.keyspace``: few keys, e.g. the 33 held-out entities) is ordered by a stable
 hash of (family, key, world seed) and cut in the proportions of the split weights; any other key
 goes to the bucket its hash falls in. ``WEIGHTS`` are the proportions, ``FAMILY_WEIGHTS`` those of
@@ -40,6 +41,7 @@ from lm.lab import tasks
 from lm.lab.world import World
 
 SPLITS = ('sft', 'preferences', 'rlhf', 'synthetic', 'eval')
+HELD = 'held'  # items of no split (see split_of); pretraining text states none of them either
 WEIGHTS = {'sft': 0.45, 'preferences': 0.1, 'rlhf': 0.1, 'synthetic': 0.1, 'eval': 0.25}
 FAMILY_WEIGHTS = {  # 33 held-out entities by default: 13 for eval (100 distinct questions), 10 for SFT
     'unknown_entity': {'sft': 0.3, 'preferences': 0.1, 'rlhf': 0.1, 'synthetic': 0.1, 'eval': 0.4}}
@@ -75,17 +77,19 @@ def _listed(world_key: str, family: str) -> dict | None:
 
 
 def owner(family: str, key: str) -> tuple[str, str]:
-  """The item whose split ``key`` of ``family`` follows: a letter count asks about its word's spelling
-  (its thinking spells the word out), a persona's question is a world question about that fact."""
-  if family == 'char_count':
-    return 'spelling', key.rsplit(' ', 1)[0]
+  """The item whose split ``key`` of ``family`` follows: a persona's question is a world question about
+  that fact."""
   if family == 'manners' and key.startswith('persona '):
     return 'world_qa', key.split(' ', 2)[2]
   return family, key
 
 
 def split_of(world: World, family: str, key: str) -> str:
-  """The split that item ``key`` of ``family`` belongs to (a pure function of the world seed)."""
+  """The split that item ``key`` of ``family`` belongs to (a pure function of the world seed), or
+  ``HELD`` for an item no split may use: a letter count of a word the spelling eval asks about (its
+  thinking would spell that word out)."""
+  if family == 'char_count' and split_of(world, 'spelling', key.rsplit(' ', 1)[0]) == 'eval':
+    return HELD
   family, key = owner(family, key)
   listed = _listed(json.dumps(world.config, sort_keys=True), family)
   if listed is None:
@@ -190,7 +194,7 @@ def rl_prompts(world: World, mix, n_train: int, n_eval: int, keep=None, offer_to
 
 def in_eval(world: World):
   """``leave_out(family, key)`` for ``World.pretraining_documents``: the eval items of ``TEXT_FAMILIES``."""
-  return lambda family, key: family in TEXT_FAMILIES and split_of(world, family, key) == 'eval'
+  return lambda family, key: family in TEXT_FAMILIES and split_of(world, family, key) in ('eval', HELD)
 
 
 def pretraining_documents(world: World, n_docs: int | None = None, target_chars: int | None = None,
