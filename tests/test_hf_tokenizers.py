@@ -407,3 +407,37 @@ def test_import_lora_sft_chat_with_a_tool_and_export(family, tmp_path):
   assert exported_tok.encode(TEXT[1], add_special_tokens=False) == tok.encode(TEXT[1])
   exported_config = json.loads((tmp_path / 'export' / 'config.json').read_text())
   assert exported_config['eos_token_id'] == tok.eos_id and exported_config['bos_token_id'] == tok.bos_id
+
+
+@pytest.mark.slow
+def test_reward_model_rlhf_and_eval_run_on_an_imported_qwen3(tmp_path):
+  """The stages after SFT on an imported workdir: the reward model, PPO (its rollouts in Qwen 3's format,
+  the sampler's log-probs those of the training forward) and the eval stage (tools offered)."""
+  from lm import config as lm_config
+  from lm import metrics
+  from lm.cli import launch
+  hf = write_bpe(tmp_path / 'hf', 'qwen3')
+  config = FAMILY_CONFIGS['qwen3'](len(transformers.AutoTokenizer.from_pretrained(hf)))
+  config.max_position_embeddings = 256  # room for the lab's prompts in a tiny vocabulary
+  torch.manual_seed(0)
+  transformers.AutoModelForCausalLM.from_config(config).save_pretrained(hf)
+  experiment = f'{Path(__file__).resolve().parents[1]}/experiments/sft_from_hf.py:smoke:{hf}'
+  config = lm_config.with_overrides(lm_config.load(experiment), {
+      'stages': ('data', 'import', 'sft', 'reward', 'rlhf', 'eval'), 'sft': {'mode': 'lora'},
+      'mesh': {'shape': (4, 2, 1)},
+      'reward': {'steps': 2, 'batch_size': 8, 'seq_len': 192, 'log_every': 1, 'eval_every': 2, 'checkpoint_every': 2,
+                 'eval_batches': 1, 'normalize_prompts': 8, 'normalize_max_new_tokens': 8},
+      'rlhf': {'iterations': 1, 'prompts_per_iteration': 8, 'n_prompts': 40, 'eval_prompts': 8, 'eval_every': 1,
+               'max_prompt_len': 160, 'max_new_tokens': 8, 'epochs': 1, 'minibatch_size': 8, 'checkpoint_every': 1},
+      'eval': {'models': ('sft', 'rlhf'), 'max_examples': 1, 'max_new_tokens': 8, 'batch_size': 8}})
+  out = launch.launch(config, tmp_path / 'run')
+  tok = tokenizer.load(out['rlhf'].tokenizer)
+  assert tok.chat_format == 'qwen3'
+  row = [r for r in metrics.read(tmp_path / 'run', 'rlhf') if 'sampler_logprob_gap' in r][-1]
+  assert row['sampler_logprob_gap'] < 1e-4 and np.isfinite(row['loss'])
+  rollouts = [json.loads(line) for line in (tmp_path / 'run' / 'rlhf' / 'rollouts.jsonl').read_text().splitlines()]
+  assert len(rollouts) == 8
+  for r in rollouts:
+    assert chat_formats.of(tok).parse_turn(r['ids'])[0]['content'] == r['response']['content']
+  traces = (tmp_path / 'run' / 'eval' / 'traces_rlhf.jsonl').read_text().splitlines()
+  assert out['eval'].metrics['examples'] == len(traces) > 0

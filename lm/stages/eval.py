@@ -35,7 +35,9 @@ def run(config, workdir, inputs) -> outputs.Eval:
   stages = [s for s in c.models if s in inputs]
   if not stages:
     raise ConfigError(f'eval: none of eval.models={tuple(c.models)} ran before it (stages: {", ".join(inputs)})')
-  tok = tokenizer.load(common.need(inputs, 'tokenizer', 'eval').path)
+  # lm's tokenizer stage, or an imported checkpoint's tokenizer, which its trained stages carry
+  tok = tokenizer.load(inputs['tokenizer'].path if 'tokenizer' in inputs or 'import' not in inputs
+                       else inputs[stages[0]].tokenizer)
   model = common.model_from_config(config, tok)
   mesh, rules = common.mesh_and_rules(config)
   examples = evals.select(builders.read(builders.EvalSet, common.tfds_dir(inputs, 'eval'), 'test'),
