@@ -36,7 +36,7 @@ def run(config, workdir, inputs) -> outputs.Eval:
   if not stages:
     raise ConfigError(f'eval: none of eval.models={tuple(c.models)} ran before it (stages: {", ".join(inputs)})')
   # lm's tokenizer stage, or an imported checkpoint's tokenizer, which its trained stages carry
-  tok = tokenizer.load(inputs['tokenizer'].path if 'tokenizer' in inputs or 'import' not in inputs
+  tok = tokenizer.load(common.need(inputs, 'tokenizer', 'eval').path if 'tokenizer' in inputs or 'import' not in inputs
                        else inputs[stages[0]].tokenizer)
   model = common.model_from_config(config, tok)
   mesh, rules = common.mesh_and_rules(config)
