@@ -62,9 +62,12 @@ def _apply(node, overrides, prefix):
   for key, value in overrides.items():
     if key not in node:
       raise _unknown_key(prefix, key, node.keys())
+    name = f'{prefix}.{key}' if prefix else key
     if isinstance(node[key], ml_collections.ConfigDict) and hasattr(value, 'items'):
-      _apply(node[key], value, f'{prefix}.{key}' if prefix else key)
+      _apply(node[key], value, name)
     else:
+      if isinstance(value, bool) and isinstance(node[key], float):  # ConfigDict would store True as 1.0
+        raise ConfigError(f'config key {name}={value!r}: expected a number, got bool')
       with node.ignore_type():
         node[key] = value
 
@@ -108,7 +111,7 @@ def _leaves(node, ref, where, prefix=''):
       raise ConfigError(where + str(_unknown_key(prefix, key, ref.keys())))
     if isinstance(ref[key], ml_collections.ConfigDict):
       if not hasattr(value, 'items'):
-        raise ConfigError(f'{where}config key {name}={value!r}: expected a section (keys: '
+        raise ConfigError(f'{where}config key {name}={_show(value)}: expected a section (keys: '
                           f'{", ".join(sorted(ref[key].keys()))}), got {type(value).__name__}')
       if ref[key]:  # an empty section in the schema is free-form
         yield from _leaves(value, ref[key], where, name)
@@ -144,21 +147,21 @@ def _type_problem(key: str, value, ref) -> str | None:
     fits = isinstance(value, int) and not isinstance(value, bool)
   else:
     fits = isinstance(value, kind)
-  return None if fits else f'config key {key}={value!r}: expected {name}, got {type(value).__name__}'
+  return None if fits else f'config key {key}={_show(value)}: expected {name}, got {type(value).__name__}'
 
 
 def _tuple_problem(key: str, value, ref) -> str | None:
   """A tuple where the schema has the tuple ``ref``: its elements are checked when ``ref``'s are all of
   one kind, or are rows of one length (each column checked where ``ref``'s rows agree on its kind)."""
   if not isinstance(value, (tuple, list)):
-    return f'config key {key}={value!r}: expected a tuple, got {type(value).__name__}'
+    return f'config key {key}={_show(value)}: expected a tuple, got {type(value).__name__}'
   is_row = lambda x: isinstance(x, (tuple, list))
   if ref and all(map(is_row, ref)) and len({len(r) for r in ref}) == 1:
     width = len(ref[0])
     columns = [ref[0][j] if len({_kind(r[j]) for r in ref}) == 1 else None for j in range(width)]
     for i, row in enumerate(value):
       if not is_row(row) or len(row) != width:
-        return f'config key {key}[{i}]={row!r}: expected a tuple of {width} like {tuple(ref[0])!r}'
+        return f'config key {key}[{i}]={_show(row)}: expected a tuple of {width} like {_show(tuple(ref[0]))}'
       problem = next(filter(None, (_type_problem(f'{key}[{i}][{j}]', x, c) for j, (x, c) in
                                    enumerate(zip(row, columns)))), None)
       if problem:
@@ -176,9 +179,15 @@ def _range_problem(key: str, value, ranges: dict) -> str | None:
   numbers = value if isinstance(value, (tuple, list)) else (value,)
   for x in numbers:
     if isinstance(x, (int, float)) and not isinstance(x, bool) and not _within(x, rule):
-      shown = f'{key}={value!r}' if x is value else f'{key}={value!r} (element {x!r})'
+      shown = f'{key}={_show(value)}' if x is value else f'{key}={_show(value)} (element {x!r})'
       return f'config key {shown} is out of range: must be {rule}'
   return None
+
+
+def _show(value) -> str:
+  """``value`` as an error shows it: one line, at most about 80 characters."""
+  text = ' '.join(repr(value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value).split())
+  return text if len(text) <= 80 else text[:80] + '...'
 
 
 def _within(x, rule: str) -> bool:

@@ -23,13 +23,13 @@ def json_problem(value, max_depth: int = MAX_DEPTH, where: str = '') -> str | No
   """What keeps ``value`` from being plain JSON that round-trips, or None: a key that is not a string,
   a number that is not finite, text that is not valid UTF-8 (a lone surrogate), a value of another
   type, nesting deeper than ``max_depth``. The place is named like ``['a'][2]``."""
-  at = f' at {where}' if where else ''
+  at = f' at {where[:60]}{"..." if len(where) > 60 else ""}' if where else ''
   if max_depth < 0:
     return f'nested too deep{at}'
   if isinstance(value, dict):
     for key, item in value.items():
       if not isinstance(key, str):
-        return f'key {short(key)}{at} is a {type(key).__name__}, not a string'
+        return f'key {short(key)}{at} is not a string ({type(key).__name__})'
       problem = json_problem(key, max_depth, where) or json_problem(item, max_depth - 1, f'{where}[{short(key)}]')
       if problem:
         return problem
@@ -46,7 +46,7 @@ def json_problem(value, max_depth: int = MAX_DEPTH, where: str = '') -> str | No
     return f'{value}{at} is not a JSON number'
   if value is None or isinstance(value, (bool, int, float)):
     return None
-  return f'a {type(value).__name__}{at} is not JSON'
+  return f'{type(value).__name__} value{at} is not JSON'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +124,7 @@ def run_call(tools: dict[str, Tool], call) -> ToolResult:
     try:
       call = json.loads(call)
     except json.JSONDecodeError as e:
-      return error(f'tool call is not valid JSON: {e.msg} at character {e.pos}')
+      return error(f'tool call is not valid JSON: {e.msg} (character {e.pos})')
     except RecursionError:
       return error(f'tool call is not valid JSON: nested too deep (at most {MAX_DEPTH} levels)')
   if not isinstance(call, dict):
