@@ -82,8 +82,9 @@ class Guard:
         if exc_type is None:
           raise
         self._warn(str(e).removeprefix(f'{self.name}: '))  # the error already on its way out is the one raised
-      with contextlib.suppress(Exception):  # a failed save was reported above
-        self.mgr.close()
+      finally:
+        with contextlib.suppress(Exception):  # orbax raises a failed save again here: raised or reported above
+          self.mgr.close()
     finally:
       if self.bar is not None:
         self.bar.close()
