@@ -190,7 +190,7 @@ class Guard:
     self._wait()
     try:
       checkpoint.save(self.mgr, step, state, meta)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001  (a full disk is an OSError here, a ValueError from tensorstore)
       raise self._save_failed(step, e) from e
     self._saving = step
     if self.stop_requested:
