@@ -212,6 +212,7 @@ class Task:
   load_params: Callable | None = None  # shardings -> params to start from (e.g. another stage's checkpoint)
   frozen: object = None              # params on the mesh that do not train (a LoRA base); when set,
                                      # loss_sums and eval_step take them as a last argument
+  probe: Callable | None = None      # (params, frozen) -> metrics at each eval (e.g. skills by sampling)
 
 
 def _with_frozen(fn, frozen):
@@ -365,6 +366,8 @@ class _Loop:
       totals = {k: totals.get(k, 0.0) + float(v) for k, v in sums.items()}
     row = {f'eval_{k}': v / max(totals.get(f'{k}_weight', totals['weight']), 1.0)
            for k, v in totals.items() if k != 'weight' and not k.endswith('_weight')}
+    if self.task.probe is not None:
+      row.update(self.task.probe(params, self.frozen))
     self.guard.log(step, row)
     self.last.update(row)
     self.t_last = time.time()  # eval time is not training throughput

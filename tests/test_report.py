@@ -5,6 +5,7 @@ import base64
 import json
 import re
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,3 +265,14 @@ def test_a_lora_stage_is_charged_what_it_computes():
   lora = report.flops_per_token(model, 128, trainable=1000)
   n = (full - 12 * 2 * 128 * 4 * 16) // 6  # the params in matmuls
   assert lora == 4 * n + 6 * 1000 + 12 * 2 * 128 * 4 * 16  # no weight gradients of the frozen base
+
+
+def test_skill_curves_are_plotted_from_the_sft_probe(tmp_path):
+  workdir = write_run(tmp_path / 'run')
+  rows = [json.dumps({'stage': 'sft', 'step': s, 'skill[arithmetic/direct]': a, 'skill[world_qa/direct]': w}) + '\n'
+          for s, a, w in ((4, 0.0, 0.1), (8, 0.25, 0.3))]
+  with open(workdir / 'metrics.jsonl', 'a') as f:
+    f.writelines(rows)
+  secs = sections(Path(report.write(workdir, peak_flops=1e9)).read_text())
+  assert any('Skills as SFT trains' in line for line in secs['Skills'])
+  assert (workdir / 'skill_curves.png').read_bytes()[:4] == b'\x89PNG'

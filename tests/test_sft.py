@@ -8,9 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import checkpoint, metrics
+from lm import checkpoint, evals, metrics, tokenizer
 from lm import config as lm_config
 from lm.cli import launch
+from lm.data import builders
 from lm.stages import common, sft
 from lm.steps import lm as lm_steps
 
@@ -89,3 +90,20 @@ def test_a_checkpoint_of_another_model_shape_is_a_clear_error(pretrained):
   mesh, rules = common.mesh_and_rules(bigger)
   with pytest.raises(ValueError, match=r'params/embed has shape \(512, 64\) but the model expects \(512, 96\)'):
     common.load_params(inputs['pretrain'], model, mesh, rules)
+
+
+def test_the_skill_probe_logs_what_the_model_answers_at_each_eval(pretrained, tmp_path):
+  config, inputs = pretrained
+  config, out = _sft(config, inputs, tmp_path, mode='full', probe_examples=1, probe_max_new_tokens=8)
+  rows = [r for r in metrics.read(tmp_path, 'sft') if any(k.startswith('skill[') for k in r)]
+  c = config.sft
+  assert [r['step'] for r in rows] == sorted({*range(c.eval_every, c.steps + 1, c.eval_every), c.steps})
+  # the last probe equals the final model's greedy answers to the same prompts, scored
+  model = common.model_from_config(config)
+  mesh, rules = common.mesh_and_rules(config)
+  params = common.load_params(out, model, mesh, rules)
+  tok = tokenizer.load(out.tokenizer)
+  examples = evals.select(builders.read(builders.EvalSet, inputs['data'].tfds_dir, 'test'), 1)
+  answers = evals.respond(params, model, tok, examples, 8, len(examples), mesh, rules, config.seed)
+  expected = {f'skill[{s["family"]}/{s["variant"]}]': s['accuracy'] for s in evals.accuracy_by_set(answers)}
+  assert {k: v for k, v in rows[-1].items() if k.startswith('skill[')} == expected

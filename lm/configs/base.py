@@ -167,6 +167,9 @@ def get_config() -> ml_collections.ConfigDict:
                              eval_every=50, checkpoint_every=50)
   c.sft = train_section(steps=150, batch_size=16, seq_len=256, lr=1e-3, warmup_steps=15,
                         eval_every=50, checkpoint_every=50, mode='full', pack=True,
+                        # a learning curve per skill: at each eval, greedy answers to this many eval
+                        # prompts of every set (0: off), logged as skill[<family>/<variant>]
+                        probe_examples=0, probe_max_new_tokens=64,
                         thinking=True,  # False: scratchpads stripped (thinking examples become direct ones)
                         tools=True,     # False: conversations that offer or use tools are left out
                         lora=ml_collections.ConfigDict({'rank': 8, 'alpha': 16.0,

@@ -275,8 +275,22 @@ def loss_section(run: Run, out_dir: Path) -> Section:
   return s
 
 
-def skills_section(run: Run) -> Section:
+def skill_curves(run: Run, s: 'Section', out_dir: Path) -> None:
+  """Each skill's accuracy as SFT trains (``sft.probe_examples`` > 0), one line per eval set."""
+  rows = _stage_rows(run, 'sft')
+  keys = sorted({k for r in rows for k in r if k.startswith('skill[')})
+  if not keys:
+    return
+  n = run.config.get('sft', {}).get('probe_examples', '?')
+  s.text(f'Skills as SFT trains: greedy accuracy on the first {n} eval prompts of each set at every SFT eval:')
+  plots.figure(out_dir / 'skill_curves.png', [('skills during SFT', [(k[6:-1], *plots.series(rows, k), '')
+                                                                       for k in keys], 'SFT step')])
+  s.image('skill_curves.png')
+
+
+def skills_section(run: Run, out_dir: Path) -> Section:
   s = Section('Skills')
+  skill_curves(run, s, out_dir)
   path = run.workdir / 'eval' / 'results.json'
   if 'eval' not in run.outputs or not path.is_file():
     s.text('No eval stage in this run.')
@@ -549,6 +563,6 @@ def write(workdir, peak_flops: float | None = None) -> str:
   if not (workdir / 'config.json').is_file() and (workdir / 'comparison.md').is_file():
     return _write(workdir, f'Sweep: {workdir.name}', _sweep_sections(workdir))
   run = load(workdir)
-  sections = [run_section(run), loss_section(run, workdir), skills_section(run), reward_section(run),
+  sections = [run_section(run), loss_section(run, workdir), skills_section(run, workdir), reward_section(run),
               rlhf_section(run, workdir), synthetic_section(run), throughput_section(run, peak_flops)]
   return _write(workdir, f'Report: {workdir.name}', sections)

@@ -10,7 +10,7 @@ same steps, so that a difference between the two is what the synthetic data adds
 
 import jax
 
-from lm import checkpoint, outputs, tokenizer, train
+from lm import checkpoint, evals, outputs, tokenizer, train
 from lm import config as lm_config
 from lm.config import ConfigError
 from lm.data import builders, chat, pipeline
@@ -40,6 +40,24 @@ def conversation_rows(tok, tfds_dir, split, seq_len, pack=True, thinking=True, t
   records = [r for d in (tfds_dir, *extra_dirs) for r in builders.read(builders.SftConversations, d, split)]
   rendered = [chat.render(tok, m) for m in select((r['messages'] for r in records), thinking, tools)]
   return pipeline.pack_conversations(rendered, seq_len, tok.pad_id, one_per_row=not pack)
+
+
+def skill_probe(config, tok, model, tfds_dir, mesh, rules, lora_cfg=None):
+  """``probe(params, frozen) -> {'skill[<family>/<variant>]': accuracy}`` on the first ``sft.probe_examples``
+  eval prompts of each set, greedy, without tools (a learning curve per skill; None when 0)."""
+  c = config.sft
+  if not c.probe_examples:
+    return None
+  examples = evals.select(builders.read(builders.EvalSet, tfds_dir, 'test'), c.probe_examples)
+
+  def probe(params, frozen):
+    if lora_cfg is not None:
+      params = lora.merge(frozen, params, lora_cfg)
+    rows = evals.respond(params, model, tok, examples, c.probe_max_new_tokens, len(examples), mesh, rules,
+                         config.seed)
+    return {f'skill[{s["family"]}/{s["variant"]}]': s['accuracy'] for s in evals.accuracy_by_set(rows)}
+
+  return probe
 
 
 def starting_point(inputs) -> outputs.Model:
@@ -89,6 +107,8 @@ def run(config, workdir, inputs) -> outputs.Model:
     extra = {**{f'memory.{k}': v for k, v in report.items()}, 'trainable_params': report['trainable_params'],
              'train_state_bytes': report['lora_state_bytes']}
     fields = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained}
+  task['probe'] = skill_probe(config, tok, model, tfds_dir, mesh, rules,
+                              lora.LoraConfig.from_config(c.lora) if c.mode == 'lora' else None)
   out = train.run(train.Task(**task), c, workdir, mesh, rules, seed=config.seed)
   out.update(extra, train_rows=int(len(rows['train']['inputs'])))
   return common.model_outputs(config, out, start.tokenizer, **fields)
