@@ -115,7 +115,8 @@ def _reward_run(tmp_path, name, length_weight):
   rewards = length_weight * np.log1p(words) + rng.normal(0, 1, size=(100, 4))
   (tmp_path / name / 'reward').mkdir(parents=True)
   (tmp_path / name / 'reward' / 'heldout.json').write_text(json.dumps(
-      {'rewards': rewards.tolist(), 'words': words.tolist(), 'panel_ranks': [], 'gold_utilities': []}))
+      {'rewards': rewards.tolist(), 'words': words.tolist(), 'panel_ranks': [], 'gold_utilities': [],
+       'sources': ['candidates'] * len(rewards)}))  # as the reward stage writes it
   ckpt = str(tmp_path / name / 'reward' / 'checkpoints')
   return {'reward': outputs.Reward(checkpoint_dir=ckpt, model={}, tokenizer='', reward_mean=0, reward_std=1)}
 

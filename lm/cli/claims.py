@@ -178,7 +178,8 @@ def lora(r):
 
 def _heldout(results, variant) -> dict:
   path = Path(results[variant]['reward'].checkpoint_dir).parent / 'heldout.json'
-  return {k: np.asarray(v, np.float64) for k, v in json.loads(path.read_text()).items()}
+  numbers = ('rewards', 'words', 'panel_ranks', 'gold_utilities')  # (sources are names)
+  return {k: np.asarray(v, np.float64) for k, v in json.loads(path.read_text()).items() if k in numbers}
 
 
 def _length_correlation(h, idx) -> float:
