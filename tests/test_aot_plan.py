@@ -72,8 +72,9 @@ def test_flops_match_the_hand_count(plans):
 
 def test_untied_head_is_counted_once(make_config):
   # 8B and 70B have their own head matrix: its dots (h w, dh, dw) are 6 x d x V per token, as a tied one's
-  c = make_config(d_model=128, n_heads=4, n_kv_heads=2, d_ff=256, vocab_size=512, tie_embeddings=False)
-  assert c.n_params() == make_config(d_model=128, n_heads=4, n_kv_heads=2, d_ff=256, vocab_size=512).n_params() + 128 * 512
+  dims = dict(d_model=128, n_heads=4, n_kv_heads=2, d_ff=256, vocab_size=512)
+  c = make_config(**dims, tie_embeddings=False)
+  assert c.n_params() == make_config(**dims).n_params() + 128 * 512  # the head is there, once
   r = aot_plan.plan(c, sharding.make_mesh((1, 8, 1), jax.devices()), B, T)
   projections, attention = hand_count(c)
   np.testing.assert_allclose(r['flops'], (projections + attention) / 8, rtol=1e-6)
