@@ -11,9 +11,11 @@ Fair by construction:
   N CPUs before JAX starts (XLA:CPU sizes its intra-op pool from the affinity when its client
   starts) and torch gets ``set_num_threads(N)``; the script prints the threads each one has: XLA's
   counted as its ``XLAEigen`` pool threads in /proc/self/task, torch's from ``get_num_threads``.
-- Rounds interleave the frameworks (lm, torch, lm, torch, ... for each precision), so a shared,
-  noisy machine slows both alike; the ratio is lm tokens/s over torch tokens/s per round, and the
-  table gives its median over ``--rounds`` with the min-max.
+- Rounds interleave the frameworks (lm, torch, lm, torch, ... for each precision); the ratio is lm
+  tokens/s over torch tokens/s per round, and the table gives its median over ``--rounds`` with the
+  min-max. Interleaving does not make a loaded machine fair: other processes on these CPUs slow
+  torch's OpenMP threads far more than XLA's pool (2-10x vs ~2x here), so the script prints the
+  load average and warns when it exceeds the thread count. Quote only quiet runs.
 - FLOPs per token follow the PaLM appendix: ``6 N + 12 L T d_attn``, N the weights in matmuls
   (the layers' projections and the vocab head once, tied or untied: ``aot_plan.matmul_params``),
   L layers, T the sequence length, d_attn = heads x head_dim (full T x T scores, as in PaLM).
@@ -276,6 +278,7 @@ def main(argv=None):
     print(f'  warmed up {name:<20s} first step + {args.warmup}: {time.perf_counter() - t0:6.1f} s, loss {loss:.3f}')
 
   times = {name: [] for name in variants}
+  load_before = os.getloadavg()[0]
   for _ in range(args.rounds):
     for dt in args.precisions:  # lm, torch, lm, torch, ...
       for name in (f'lm {dt}', TORCH_NAME[dt]):
@@ -299,6 +302,11 @@ def main(argv=None):
         f'{cfg.n_heads * cfg.head_size} = {fpt:,}  (N = matmul weights, vocab head once; PaLM appendix B)')
   print(peak_note)
   print(f'{args.rounds} rounds of {args.steps} steps per variant; ms/step = median over rounds [min-max]')
+  load = max(load_before, os.getloadavg()[0])
+  print(f'load average (1 min) before / after the timed rounds: {load_before:.1f} / {os.getloadavg()[0]:.1f}')
+  if load > n_threads + 0.5:
+    print(f'WARNING: load {load:.1f} > {n_threads} threads: other processes share these CPUs. torch (OpenMP) slows '
+          'down far more than XLA under contention, so the ratio flatters lm; rerun on a quiet machine.')
   print('\n| variant | ms/step | tokens/s | achieved FLOP/s | MFU | lm / torch, same precision (per round) |')
   print('|---|---|---|---|---|---|')
   ratios = {}

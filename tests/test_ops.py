@@ -84,6 +84,36 @@ def test_row_with_no_visible_key_falls_back_and_matches():
   _check(*_qkv(1, T, T, 2, 2, 8), mask, chunk=chunk)
 
 
+@pytest.mark.parametrize('dtype,tol', [(jnp.float32, F32), (jnp.bfloat16, BF16)])
+def test_unchecked_blocks_are_exact_where_positions_count_up(dtype, tol):
+  """check=False: rows whose positions count up in their segment get exactly the reference (values and
+  gradients); a padding tail with all positions 0 (as lm.data.pipeline pads) that sees padding keys
+  past its block gets only the keys up to its block's end: not the reference there."""
+  T, chunk = 48, 16
+  seg, pos = _packed(2, [10, 20, 18])
+  seg = seg.at[:, 28:].set(0)
+  pos = pos.at[:, 28:].set(0)  # rows 28..47: padding across the block boundary at 32
+  mask = ops.attention_mask(seg, seg, pos, pos)
+  assert not bool(ops.causal_chunks_are_exact(mask, chunk))
+  q, k, v = _qkv(2, T, T, 2, 2, 8)
+  real = (seg > 0)[:, :, None, None, None]
+  cot = jnp.asarray(np.random.default_rng(1).normal(size=q.shape), jnp.float32) * real
+
+  def loss(fn):
+    return lambda q, k, v: jnp.sum(fn(q, k, v) * cot)
+
+  fast = lambda q, k, v: ops.attention(q, k, v, mask, dtype, chunk=chunk, check=False)  # noqa: E731
+  ref = lambda q, k, v: ops.attention_reference(q, k, v, mask, dtype)  # noqa: E731
+  got, want = jax.jit(fast)(q, k, v), ref(q, k, v)
+  np.testing.assert_allclose(np.where(real, got, 0), np.where(real, want, 0), **tol)
+  diff = np.abs(np.asarray(got - want)).max(axis=(0, 2, 3, 4))
+  assert diff[28:32].min() > 1e-3  # padding in block [16, 32) sees padding keys 32..47: skipped
+  if dtype == jnp.float32:
+    assert diff[32:].max() < 1e-4  # the last block sees every key
+  for g, w in zip(jax.jit(jax.grad(loss(fast), (0, 1, 2)))(q, k, v), jax.grad(loss(ref), (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(g, w, **tol)
+
+
 def test_kv_cache_decode_single_query_against_slots():
   S = 24
   q, k, v = _qkv(2, 1, S, 2, 2, 8)
@@ -102,7 +132,8 @@ def test_prefill_chunk_against_a_longer_cache():
   _check(q, k, v, mask, chunk=2)
 
 
-@pytest.mark.parametrize('S,block,kv_len,T', [(24, 8, 10, 1), (40, 8, 17, 3), (30, 8, 27, 3), (30, 8, 30, 2), (16, 64, 5, 1)])
+@pytest.mark.parametrize('S,block,kv_len,T',
+                         [(24, 8, 10, 1), (40, 8, 17, 3), (30, 8, 27, 3), (30, 8, 30, 2), (16, 64, 5, 1)])
 def test_cached_attention_reads_only_filled_blocks_and_matches(S, block, kv_len, T):
   """Blocks past kv_len are skipped (filled with NaN here to prove it); the last block may overlap."""
   q, k, v = _qkv(2, T, S, 2, 2, 8)

@@ -1,6 +1,7 @@
 """Attention per backend, chosen by ``model.attention``; all compute the same thing.
 
-  xla          ``lm.ops.attention``: any mask, causal query blocks, fast-path backward (best on CPU)
+  xla          ``lm.ops.attention`` with the dense mask of positions: causal query blocks, fast-path
+               backward (best on CPU)
   chunked      ``lm.ops.segment_causal_attention``: packed causal rows by query blocks, no [T, T]
                mask (long sequences on any backend; the AOT plans' stand-in for splash)
   dot_product  ``jax.nn.dot_product_attention(implementation='xla')`` with the mask
@@ -17,6 +18,13 @@ positions (``ops.attention_mask``); ``chunked``, ``cudnn`` and ``splash`` take t
 order keys by index. For packed rows, whose positions count up from 0 in each segment (as
 ``lm.data.pipeline`` writes them), the two agree; where they could differ, on padding rows, nothing
 is learnt. Decoding with a KV cache always uses ``ops.cached_attention``.
+
+``xla`` runs its causal query blocks without ``ops.attention``'s run-time check (a ``lax.cond``
+that doubled attention's time on XLA:CPU): a block of queries attends to the keys up to its own
+end, which is all a query sees when its segment's positions count up with the index. Only a row
+whose positions do not (padding: segment 0, positions 0) would see keys past its block; there it
+sees the keys up to its block's end, like ``chunked``. Sequences of at most ``ops.ATTENTION_CHUNK``
+tokens are one block: exactly the dense mask.
 
 Shapes: q ``[B, T, K, G, D]`` (pre-scaled by 1/sqrt(D)), k and v ``[B, K, S, D]``; the output is
 float32 ``[B, T, K, G, D]``. Matmul operands are cast to the compute dtype.
@@ -54,16 +62,16 @@ def check(config) -> None:
 
 def resolve(config) -> str:
   """The implementation ``config.attention`` means on this backend."""
-  impl, backend = config.attention, jax.default_backend()
+  impl, backend, dtype = config.attention, jax.default_backend(), config.compute_dtype.name
   if impl == 'auto':
     if config.sliding_layers:
       return 'xla'
     if backend == 'tpu':
       return 'splash'
-    if backend == 'gpu' and config.dtype in ('bfloat16', 'float16') and not config.attn_softcap:
+    if backend == 'gpu' and dtype in ('bfloat16', 'float16') and not config.attn_softcap:
       return 'cudnn'
     return 'xla'
-  if impl == 'cudnn' and (backend != 'gpu' or config.dtype == 'float32'):
+  if impl == 'cudnn' and (backend != 'gpu' or dtype == 'float32'):
     raise ValueError(f"model.attention='cudnn' needs a GPU and model.dtype bfloat16 or float16 "
                      f'(here: {backend}, {config.dtype})')
   return impl
@@ -83,7 +91,7 @@ def attend(config, q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask, dtype):
   if impl == 'splash' and config.attention == 'auto' and q_BxTxKxGxD.shape[1] % 128:
     impl = 'chunked'  # splash takes multiples of 128 tokens; both take the segment ids
   if impl == 'xla':
-    return ops.attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask, dtype, softcap=softcap)
+    return ops.attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask, dtype, softcap=softcap, check=False)
   if impl == 'chunked':
     return ops.segment_causal_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask.ids_BxT, dtype, softcap=softcap)
   if impl == 'dot_product':

@@ -6,12 +6,19 @@ accumulate in float32 (``preferred_element_type``), which is also what lets XLA:
 on its fast path.
 
 Why the hand-written backward passes (``jax.custom_vjp``): XLA:CPU in this jaxlib hands a dot to
-its fast library (YNNPACK) only when the left operand is row-major with its contracting dimension
-last (``[M,K]@[K,N]``, or ``[M,K]@[N,K]^T``). Autodiff's weight gradients (``x^T @ dy``) and the
-attention gradients ``p^T @ do``, ``ds^T @ q`` contract the left operand's first dimension and fall
-back to a slow path; writing ``x.T`` does not help (XLA folds it into the dot), so
-``_transposed`` materialises the transpose behind an ``optimization_barrier``. The results equal
-plain autodiff (tests/test_ops.py checks values and gradients against a jnp reference).
+its fast library (YNNPACK; AMX for bf16) only when both operands are row-major in memory with the
+left one contracting its last dimension: ``[M,K]@[K,N]`` or ``[M,K]@[N,K]^T``. And it decides
+whether a bf16 dot stays bf16 before it assigns layouts, from the layouts the program arrives
+with: an operand that is a ``transpose`` (which arrives as a column-major view) makes it upcast
+the whole dot to float32 (4-6x slower than bf16 with AMX). So here
+- ``a @ b^T`` is one ``dot_general`` contracting both last dimensions (``_dot_nt``), never ``b.T``;
+- a left operand that must be transposed (weight gradients ``x^T dy``, attention's ``p^T do`` and
+  ``ds^T q``) is copied row-major by ``_transposed``: flattened behind an ``optimization_barrier``
+  and reshaped back, so XLA can neither fold the transpose into the dot nor see a column-major
+  view (a plain barrier around ``x.T`` keeps the view: the dot then runs in float32);
+- a weight that may arrive transposed (the tied embedding as the vocab head) is copied the same way.
+The copies are made on CPU only; other backends get the plain transposes. The results equal plain
+autodiff (tests/test_ops.py checks values and gradients against a jnp reference).
 """
 
 import functools
@@ -23,13 +30,46 @@ NEG_INF = -1e30  # finite, so that a row with no visible key gives a uniform sof
 ATTENTION_CHUNK = 64  # query rows per block in causal attention (blocks skip keys in their future)
 
 
+def _on_cpu() -> bool:
+  return jax.default_backend() == 'cpu'
+
+
+def _row_major(x):
+  """``x`` as a fresh row-major array that XLA cannot fuse into its consumer (CPU; elsewhere ``x``)."""
+  if not _on_cpu():
+    return x
+  return jax.lax.optimization_barrier(x.reshape(-1)).reshape(x.shape)
+
+
+def _settled(*xs):
+  """``xs`` behind an ``optimization_barrier`` on CPU: what the caller does with a dot's result (autodiff
+  transposing a weight's gradient, say) is not folded into the dot, which would make it a bf16 dot
+  with a transposed operand that this jaxlib can neither run fast nor, once layouts are assigned,
+  run at all (``DotThunk``: unsupported BF16 x BF16 = F32)."""
+  return jax.lax.optimization_barrier(xs) if _on_cpu() else xs
+
+
+def _row_major_all(*xs):
+  """``_row_major`` of each of ``xs``: attention's q, k and v arrive as transposed views (or whole
+  slices of them), which would make XLA:CPU run their bf16 dots in float32."""
+  return tuple(_row_major(x) for x in xs)
+
+
 def _transposed(x_AxB):
-  """``x.T`` as a physical row-major copy, so that a dot taking it as left operand stays fast."""
-  return jax.lax.optimization_barrier(jnp.swapaxes(x_AxB, -1, -2))
+  """``swapaxes(x, -1, -2)``, on CPU as a physical row-major copy (see the module doc)."""
+  return _row_major(jnp.swapaxes(x_AxB, -1, -2))
 
 
 def _dot(a, b, dtype):
+  """``a @ b`` (batched over leading dimensions) with ``dtype`` operands and a float32 result."""
   return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _dot_nt(a_xMxK, b_xNxK, dtype):
+  """``a @ b^T`` over the last two dimensions (leading ones batched), without a transpose op."""
+  batch = tuple(range(a_xMxK.ndim - 2))
+  dims = (((a_xMxK.ndim - 1,), (b_xNxK.ndim - 1,)), (batch, batch))
+  return jax.lax.dot_general(a_xMxK.astype(dtype), b_xNxK.astype(dtype), dims, preferred_element_type=jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------ linear
@@ -46,8 +86,9 @@ def _linear_fn(dtype, x_dtype, w_dtype):
 
   def bwd(res, dy_MxN):
     x_MxK, w_KxN = res
-    dx_MxK = _dot(dy_MxN, w_KxN.T, dtype)              # rhs-transposed: still the fast path
-    dw_KxN = _dot(_transposed(x_MxK), dy_MxN, dtype)   # lhs needs a physical transpose
+    dx_MxK = _dot_nt(dy_MxN, w_KxN, dtype)
+    dw_KxN = _dot(_transposed(x_MxK), dy_MxN, dtype)
+    dx_MxK, dw_KxN = _settled(dx_MxK, dw_KxN)
     return dx_MxK.astype(x_dtype), dw_KxN.astype(w_dtype)
 
   f.defvjp(fwd, bwd)
@@ -63,21 +104,68 @@ def linear_reference(x_MxK, w_KxN, dtype=jnp.float32):
   return jnp.dot(x_MxK.astype(dtype), w_KxN.astype(dtype), preferred_element_type=jnp.float32)
 
 
+# ---------------------------------------------------------------------------------------- rms norm
+
+@functools.lru_cache(maxsize=None)
+def _rms_norm_fn(eps: float):
+  def forward(x_xD, w_D):
+    r_x1 = jax.lax.rsqrt(jnp.mean(jnp.square(x_xD), axis=-1, keepdims=True) + eps)
+    return x_xD * r_x1 * w_D, r_x1
+
+  @jax.custom_vjp
+  def f(x_xD, w_D):
+    return forward(x_xD, w_D)[0]
+
+  def fwd(x_xD, w_D):
+    y, r_x1 = forward(x_xD, w_D)
+    return y, (x_xD, w_D, r_x1)
+
+  def bwd(res, dy_xD):
+    x_xD, w_D, r_x1 = res
+    g_xD = dy_xD * w_D
+    dx_xD = r_x1 * (g_xD - x_xD * (jnp.square(r_x1) * jnp.mean(g_xD * x_xD, axis=-1, keepdims=True)))
+    dw_D = jnp.sum((dy_xD * x_xD * r_x1).reshape(-1, w_D.shape[0]), axis=0)
+    return dx_xD, dw_D
+
+  f.defvjp(fwd, bwd)
+  return f
+
+
+def rms_norm(x_xD, w_D, eps: float):
+  """``x / sqrt(mean(x^2) + eps) * w`` over the last axis (float32), with a hand-written backward:
+  autodiff's kept more broadcasts of the row statistics than the two passes it needs."""
+  return _rms_norm_fn(float(eps))(x_xD, w_D)
+
+
 # -------------------------------------------------------------------------------------------- rope
 
-def rope(x_BxTxNxD, positions_BxT, theta: float, inv_freq_F=None):
-  """Rotary position embedding, rotate-half convention (as in Llama / Hugging Face).
+def rope_tables(positions_BxT, head_dim: int, theta: float, inv_freq_F=None):
+  """``(cos, sin)`` ``[B, T, 1, head_dim / 2]`` of the RoPE angles, for ``apply_rope``.
 
-  ``inv_freq_F`` (``D / 2`` frequencies) replaces the default ``theta ** (-2i / D)``, e.g. when scaled.
+  ``inv_freq_F`` (``head_dim / 2`` frequencies) replaces the default ``theta ** (-2i / D)``, e.g.
+  when scaled. (XLA:CPU fuses the sine and cosine into every consumer, q and k, forward and
+  backward: the fusions that recompute them took ~5% of a profiled tiny step. A barrier does not
+  stop it, XLA:CPU removes barriers before fusion; a dot with the identity did, but adds FLOPs
+  that tests/test_aot_plan.py rightly counts.)
   """
-  d_half = x_BxTxNxD.shape[-1] // 2
+  d_half = head_dim // 2
   if inv_freq_F is None:
     inv_freq_F = 1.0 / (theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
-  angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_F
-  sin = jnp.sin(angles_BxTxF)[:, :, None, :]
-  cos = jnp.cos(angles_BxTxF)[:, :, None, :]
+  angles_BxTx1xF = (positions_BxT.astype(jnp.float32)[..., None] * inv_freq_F)[:, :, None, :]
+  return jnp.cos(angles_BxTx1xF), jnp.sin(angles_BxTx1xF)
+
+
+def apply_rope(x_BxTxNxD, cos_BxTx1xF, sin_BxTx1xF):
+  """Rotary position embedding, rotate-half convention (as in Llama / Hugging Face)."""
+  d_half = x_BxTxNxD.shape[-1] // 2
   x1, x2 = x_BxTxNxD[..., :d_half], x_BxTxNxD[..., d_half:]
-  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x_BxTxNxD.dtype)
+  rotated = [x1 * cos_BxTx1xF - x2 * sin_BxTx1xF, x2 * cos_BxTx1xF + x1 * sin_BxTx1xF]
+  return jnp.concatenate(rotated, axis=-1).astype(x_BxTxNxD.dtype)
+
+
+def rope(x_BxTxNxD, positions_BxT, theta: float, inv_freq_F=None):
+  """``apply_rope`` with the tables of ``positions_BxT`` (``rope_tables``)."""
+  return apply_rope(x_BxTxNxD, *rope_tables(positions_BxT, x_BxTxNxD.shape[-1], theta, inv_freq_F))
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -95,7 +183,7 @@ def attention_mask(q_segment_ids_BxT, kv_segment_ids_BxS, q_positions_BxT, kv_po
 
 def _scores(q_BxKxTxGxD, k_BxKxSxD, dtype):
   B, K, T, G, D = q_BxKxTxGxD.shape
-  return _dot(q_BxKxTxGxD.reshape(B, K, T * G, D), jnp.swapaxes(k_BxKxSxD, -1, -2), dtype)
+  return _dot_nt(q_BxKxTxGxD.reshape(B, K, T * G, D), k_BxKxSxD, dtype)
 
 
 def _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype, softcap):
@@ -108,58 +196,87 @@ def _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype, softcap):
   return jax.nn.softmax(scores_BxKxTxGxS, axis=-1).reshape(B, K, T * G, -1)
 
 
+def _block_mask(mask, segments: bool, t0: int, t1: int, s1: int):
+  """The [B, t1 - t0, s1] mask of query rows [t0, t1) over keys [0, s1): a slice of the dense mask,
+  or built from segment ids (same segment, key index <= query index)."""
+  if not segments:
+    return mask[:, t0:t1, :s1]
+  index = jnp.arange(s1)
+  return (mask[:, t0:t1, None] == mask[:, None, :s1]) & (index[None, :] <= index[t0:t1, None])
+
+
 @functools.lru_cache(maxsize=None)
-def _attention_core_fn(dtype, q_dtype, k_dtype, v_dtype, softcap):
-  """softmax(q k^T, masked) v with a backward pass made of fast-path dots only.
+def _blocks_fn(dtype, bounds, segments, softcap, q_dtype, k_dtype, v_dtype):
+  """softmax(q k^T, masked) v over blocks of query rows, each ``(t0, t1, s1)``: rows [t0, t1) attend to
+  keys [0, s1). One custom_vjp for all blocks: q, k and v are cast to ``dtype`` once, each block keeps
+  its probabilities (float32), and the backward's dots are all fast-path ones; dq is concatenated
+  and dk, dv are accumulated in place (autodiff of per-block slices would pad each block to full).
 
   With ``softcap`` the scores are ``softcap * tanh(q k^T / softcap)`` (Gemma 2); the backward
   recomputes ``q k^T`` for the tanh's derivative rather than keeping another [M, S] residual.
   """
 
-  def forward(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS):
-    probs_BxKxMxS = _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype, softcap)
-    out_BxKxMxD = _dot(probs_BxKxMxS, v_BxKxSxD, dtype)
-    return out_BxKxMxD.reshape(q_BxKxTxGxD.shape), probs_BxKxMxS
+  def forward(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask):
+    B, K, T, G, D = q_BxKxTxGxD.shape
+    q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD = (x.astype(dtype) for x in (q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD))
+    outs, probs = [], []
+    for t0, t1, s1 in bounds:
+      mask_BxCxS = _block_mask(mask, segments, t0, t1, s1)
+      p_BxKxCxS = _masked_softmax(q_BxKxTxGxD[:, :, t0:t1], k_BxKxSxD[:, :, :s1], mask_BxCxS, dtype, softcap)
+      outs.append(_dot(p_BxKxCxS, v_BxKxSxD[:, :, :s1], dtype))
+      probs.append(p_BxKxCxS)
+    (out_BxKxMxD,) = _settled(jnp.concatenate(outs, axis=2) if len(outs) > 1 else outs[0])
+    return out_BxKxMxD.reshape(B, K, T, G, D), (q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask, tuple(probs))
 
   @jax.custom_vjp
   def f(q, k, v, mask):
     return forward(q, k, v, mask)[0]
 
-  def fwd(q, k, v, mask):
-    out, probs = forward(q, k, v, mask)
-    return out, (q, k, v, mask, probs)
-
   def bwd(res, dout_BxKxTxGxD):
-    q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask, probs_BxKxMxS = res
+    q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask, probs = res
     B, K, T, G, D = q_BxKxTxGxD.shape
-    q_BxKxMxD = q_BxKxTxGxD.reshape(B, K, T * G, D)
     dout_BxKxMxD = dout_BxKxTxGxD.reshape(B, K, T * G, D)
-    dv_BxKxSxD = _dot(_transposed(probs_BxKxMxS), dout_BxKxMxD, dtype)
-    dprobs_BxKxMxS = _dot(dout_BxKxMxD, jnp.swapaxes(v_BxKxSxD, -1, -2), dtype)
-    dscores_BxKxMxS = probs_BxKxMxS * (dprobs_BxKxMxS - jnp.sum(dprobs_BxKxMxS * probs_BxKxMxS, -1, keepdims=True))
-    # Masked scores get no gradient (as through the reference's ``where``); this only matters for a
-    # row that sees no key, whose uniform probs are otherwise nonzero at masked keys.
-    dscores_BxKxMxS = jnp.where(mask[:, None, :, None, :], dscores_BxKxMxS.reshape(B, K, T, G, -1), 0.0)
-    dscores_BxKxMxS = dscores_BxKxMxS.reshape(B, K, T * G, -1)
-    if softcap:
-      capped_BxKxMxS = jnp.tanh(_scores(q_BxKxTxGxD, k_BxKxSxD, dtype) / softcap)
-      dscores_BxKxMxS = dscores_BxKxMxS * (1.0 - jnp.square(capped_BxKxMxS))
-    dq_BxKxMxD = _dot(dscores_BxKxMxS, k_BxKxSxD, dtype)
-    dk_BxKxSxD = _dot(_transposed(dscores_BxKxMxS), q_BxKxMxD, dtype)
+    dqs, dk_BxKxSxD, dv_BxKxSxD = [], jnp.zeros(k_BxKxSxD.shape, jnp.float32), jnp.zeros(v_BxKxSxD.shape, jnp.float32)
+    for (t0, t1, s1), probs_BxKxCxS in zip(bounds, probs):
+      q_BxKxCxD = q_BxKxTxGxD[:, :, t0:t1].reshape(B, K, (t1 - t0) * G, D)
+      dout_BxKxCxD = dout_BxKxMxD[:, :, t0 * G:t1 * G]
+      k_c, v_c = k_BxKxSxD[:, :, :s1], v_BxKxSxD[:, :, :s1]
+      dv = _dot(_transposed(probs_BxKxCxS.astype(dtype)), dout_BxKxCxD, dtype)
+      dprobs = _dot_nt(dout_BxKxCxD, v_c, dtype)
+      dscores = probs_BxKxCxS * (dprobs - jnp.sum(dprobs * probs_BxKxCxS, -1, keepdims=True))
+      # Masked scores get no gradient (as through the reference's ``where``); this only matters for a
+      # row that sees no key, whose uniform probs are otherwise nonzero at masked keys.
+      visible = _block_mask(mask, segments, t0, t1, s1)[:, None, :, None, :]
+      dscores = jnp.where(visible, dscores.reshape(B, K, t1 - t0, G, s1), 0.0).reshape(B, K, -1, s1)
+      if softcap:
+        dscores = dscores * (1.0 - jnp.square(jnp.tanh(_dot_nt(q_BxKxCxD, k_c, dtype) / softcap)))
+      dqs.append(_dot(dscores, k_c, dtype))
+      dk = _dot(_transposed(dscores.astype(dtype)), q_BxKxCxD, dtype)
+      whole = s1 == k_BxKxSxD.shape[2]
+      dk_BxKxSxD = dk_BxKxSxD + dk if whole else dk_BxKxSxD.at[:, :, :s1].add(dk)
+      dv_BxKxSxD = dv_BxKxSxD + dv if whole else dv_BxKxSxD.at[:, :, :s1].add(dv)
+    dq_BxKxMxD = jnp.concatenate(dqs, axis=2) if len(dqs) > 1 else dqs[0]
+    dq_BxKxMxD, dk_BxKxSxD, dv_BxKxSxD = _settled(dq_BxKxMxD, dk_BxKxSxD, dv_BxKxSxD)
     return (dq_BxKxMxD.reshape(B, K, T, G, D).astype(q_dtype), dk_BxKxSxD.astype(k_dtype),
             dv_BxKxSxD.astype(v_dtype), None)
 
-  f.defvjp(fwd, bwd)
+  f.defvjp(forward, bwd)
   return f
 
 
-def _attention_core(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype, softcap=0.0):
-  fn = _attention_core_fn(jnp.dtype(dtype), q_BxKxTxGxD.dtype, k_BxKxSxD.dtype, v_BxKxSxD.dtype, float(softcap))
-  return fn(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS)
+def _blocks(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask, bounds, dtype, softcap=0.0, segments=False):
+  fn = _blocks_fn(jnp.dtype(dtype), tuple(bounds), segments, float(softcap), q_BxKxTxGxD.dtype, k_BxKxSxD.dtype,
+                  v_BxKxSxD.dtype)
+  return fn(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask)
 
 
 def _chunk_bounds(T: int, chunk: int):
   return [(t0, min(t0 + chunk, T)) for t0 in range(0, T, chunk)]
+
+
+def _causal_bounds(T: int, chunk: int):
+  """Query blocks of ``chunk`` rows, each over the keys up to its own end."""
+  return [(t0, t1, t1) for t0, t1 in _chunk_bounds(T, chunk)]
 
 
 def causal_chunks_are_exact(mask_BxTxS, chunk: int):
@@ -177,33 +294,31 @@ def causal_chunks_are_exact(mask_BxTxS, chunk: int):
   return no_skipped_key_visible & every_row_sees_a_key
 
 
-def _chunked_causal(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype, chunk, softcap=0.0):
-  outs = []
-  for t0, t1 in _chunk_bounds(q_BxKxTxGxD.shape[2], chunk):
-    outs.append(_attention_core(q_BxKxTxGxD[:, :, t0:t1], k_BxKxSxD[:, :, :t1], v_BxKxSxD[:, :, :t1],
-                                mask_BxTxS[:, t0:t1, :t1], dtype, softcap))
-  return jnp.concatenate(outs, axis=2)
-
-
 def attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, chunk: int | None = None,
-              softcap: float = 0.0):
+              softcap: float = 0.0, check: bool = True):
   """Grouped-query attention: G query heads share each of the K key/value heads.
 
   Keys and values come head-major, ``[B, K, S, D]`` (the KV cache's layout, read without a copy).
-  ``q`` is expected pre-scaled by 1/sqrt(D). Returns float32 ``[B, T, K, G, D]``. Exact for any
-  mask. When queries and keys are the same sequence (T == S) and T > ``chunk`` (default
-  ``ATTENTION_CHUNK``; 0 disables), query blocks skip the keys in their future, taken only when
-  ``causal_chunks_are_exact`` holds for this mask (a ``lax.cond``; otherwise one full block).
+  ``q`` is expected pre-scaled by 1/sqrt(D). Returns float32 ``[B, T, K, G, D]``. When queries and
+  keys are the same sequence (T == S) and T > ``chunk`` (default ``ATTENTION_CHUNK``; 0 disables),
+  query blocks skip the keys in their future. With ``check`` (the default: exact for any mask)
+  only when ``causal_chunks_are_exact`` holds for this mask (a ``lax.cond``; otherwise one full
+  block). Without, always: exact for causal rows whose positions count up with the index (then no
+  query sees past its block), and a row that does see past its block's end (a padding row whose
+  positions are all 0) attends only to the keys up to there. The check's ``lax.cond`` costs ~2x
+  in attention time on XLA:CPU (a branch's ops run apart from the rest of the program).
   ``softcap`` > 0 caps the scores at +-softcap with a tanh before the mask and softmax.
   """
   chunk = ATTENTION_CHUNK if chunk is None else chunk
-  q_BxKxTxGxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4))
   T, S = q_BxTxKxGxD.shape[1], k_BxKxSxD.shape[2]
-  args = (q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS)
-  full = functools.partial(_attention_core, dtype=dtype, softcap=softcap)
+  args = _row_major_all(jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4)), k_BxKxSxD, v_BxKxSxD) + (mask_BxTxS,)
+  full = functools.partial(_blocks, bounds=[(0, T, S)], dtype=dtype, softcap=softcap)
   if chunk and T == S and T > chunk:
-    blocked = functools.partial(_chunked_causal, dtype=dtype, chunk=chunk, softcap=softcap)
-    out_BxKxTxGxD = jax.lax.cond(causal_chunks_are_exact(mask_BxTxS, chunk), blocked, full, *args)
+    blocked = functools.partial(_blocks, bounds=_causal_bounds(T, chunk), dtype=dtype, softcap=softcap)
+    if check:
+      out_BxKxTxGxD = jax.lax.cond(causal_chunks_are_exact(mask_BxTxS, chunk), blocked, full, *args)
+    else:
+      out_BxKxTxGxD = blocked(*args)
   else:
     out_BxKxTxGxD = full(*args)
   return jnp.transpose(out_BxKxTxGxD, (0, 2, 1, 3, 4))
@@ -224,15 +339,11 @@ def segment_causal_attention(q_BxTxKxGxD, k_BxKxTxD, v_BxKxTxD, segment_ids_BxT,
   """
   T = q_BxTxKxGxD.shape[1]
   chunk = max(ATTENTION_CHUNK if chunk is None else chunk, -(-T // MAX_CAUSAL_BLOCKS))
-  q_BxKxTxGxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4))
-  index_T = jnp.arange(T)
-  outs = []
-  for t0, t1 in _chunk_bounds(T, chunk):
-    same_BxCxS = segment_ids_BxT[:, t0:t1, None] == segment_ids_BxT[:, None, :t1]
-    mask_BxCxS = same_BxCxS & (index_T[None, :t1] <= index_T[t0:t1, None])
-    outs.append(_attention_core(q_BxKxTxGxD[:, :, t0:t1], k_BxKxTxD[:, :, :t1], v_BxKxTxD[:, :, :t1], mask_BxCxS,
-                                dtype, softcap))
-  return jnp.transpose(jnp.concatenate(outs, axis=2), (0, 2, 1, 3, 4))
+  q_BxKxTxGxD, k_BxKxTxD, v_BxKxTxD = _row_major_all(jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4)), k_BxKxTxD,
+                                                     v_BxKxTxD)
+  out_BxKxTxGxD = _blocks(q_BxKxTxGxD, k_BxKxTxD, v_BxKxTxD, segment_ids_BxT, _causal_bounds(T, chunk), dtype, softcap,
+                          segments=True)
+  return jnp.transpose(out_BxKxTxGxD, (0, 2, 1, 3, 4))
 
 
 KV_BLOCK = 128  # cache slots per block in cached_attention
@@ -259,7 +370,7 @@ def cached_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_len, dtyp
     v_BxKxCxD = jax.lax.dynamic_slice_in_dim(v_BxKxSxD, start, block, axis=2)
     fresh_C = start + jnp.arange(block) >= i * block  # slots not already counted
     visible_BxTxC = jax.lax.dynamic_slice_in_dim(mask_BxTxS, start, block, axis=2) & fresh_C
-    scores_BxKxMxC = _dot(q_BxKxMxD, jnp.swapaxes(k_BxKxCxD, -1, -2), dtype).reshape(B, K, T, G, block)
+    scores_BxKxMxC = _dot_nt(q_BxKxMxD, k_BxKxCxD, dtype).reshape(B, K, T, G, block)
     if softcap:
       scores_BxKxMxC = softcap * jnp.tanh(scores_BxKxMxC / softcap)
     scores_BxKxMxC = jnp.where(visible_BxTxC[:, None, :, None, :], scores_BxKxMxC, -jnp.inf).reshape(B, K, T * G, block)
@@ -303,6 +414,7 @@ def attention_reference(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp
 
 HEAD_CHUNK = 1024  # rows per chunk in head_cross_entropy
 HEAD_MAX_CHUNKS = 8  # at most this many chunks: big batches get bigger chunks
+HEAD_UNROLL_BYTES = 2 ** 28  # all chunks' float32 logits up to this size: the chunk loop is unrolled
 
 
 def _head_chunk_count(M: int, chunk: int) -> int:
@@ -321,6 +433,7 @@ def _head_chunks(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight, dtype, chunk, w
   M, D = h_MxD.shape
   V = w_DxV.shape[1]
   n = _head_chunk_count(M, chunk)
+  w_DxV = _row_major(w_DxV.astype(dtype))  # cast once; a tied table arrives as a transposed view
   strided = lambda x: jnp.swapaxes(x.reshape(M // n, n, *x.shape[1:]), 0, 1)  # noqa: E731  [n, M/n, ...]
 
   def body(carry, xs):
@@ -339,15 +452,18 @@ def _head_chunks(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight, dtype, chunk, w
       return (nll, z, dw_DxV), None
     scale_C = m_C * (1.0 + 2.0 * z_loss_weight * lse_C) / sum_C
     dlogits_CxV = exp_CxV * scale_C[:, None] - jnp.where(onehot_CxV, m_C[:, None], 0.0)
-    dh_CxD = _dot(dlogits_CxV, w_DxV.T, dtype)                     # rhs-transposed: fast path
-    dw_DxV = dw_DxV + _dot(_transposed(h_CxD), dlogits_CxV, dtype)  # lhs needs a physical transpose
+    dh_CxD = _dot_nt(dlogits_CxV, w_DxV, dtype)
+    dw_DxV = dw_DxV + _dot(_transposed(h_CxD.astype(dtype)), dlogits_CxV, dtype)
     return (nll, z, dw_DxV), dh_CxD
 
   zero = jnp.zeros((), jnp.float32)
   dw0 = jnp.zeros((D, V) if with_grad else (), jnp.float32)
+  # XLA:CPU runs a loop body's ops apart from the rest of the program (and a 2-core CPU loses half
+  # its threads there): small heads unroll the loop, big ones keep one chunk's logits live at a time.
+  unroll = M * V * 4 <= HEAD_UNROLL_BYTES
   (nll, z, dw_DxV), dh_NxCxD = jax.lax.scan(body, (zero, zero, dw0), (strided(h_MxD), strided(targets_M),
-                                                                      strided(mask_M)))
-  grads = (jnp.swapaxes(dh_NxCxD, 0, 1).reshape(M, D), dw_DxV) if with_grad else None
+                                                                      strided(mask_M)), unroll=unroll)
+  grads = _settled(jnp.swapaxes(dh_NxCxD, 0, 1).reshape(M, D), dw_DxV) if with_grad else None
   return nll + z_loss_weight * z, nll, z, grads
 
 

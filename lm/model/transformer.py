@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from lm import config as lm_config
+from lm import hardware
 from lm.model import attention, ops
 
 REMAT_POLICIES = {
@@ -57,7 +58,7 @@ class ModelConfig:
   tie_embeddings: bool = True
   lm_head: bool = True       # next-token logits
   scalar_head: bool = False  # one scalar per position (reward / value)
-  dtype: str = 'float32'     # compute dtype of matmuls; params and activations stay float32
+  dtype: str = 'float32'     # compute dtype of matmuls (auto: bf16 where native); params, activations stay f32
   scan_layers: bool = False
   remat: str = 'none'        # one of REMAT_POLICIES
   max_seq_len: int = 256     # longest sequence trained on; the default KV cache length
@@ -96,8 +97,8 @@ class ModelConfig:
       raise ValueError(f'model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}')
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f'model.remat={self.remat!r}; valid: {sorted(REMAT_POLICIES)}')
-    if self.dtype not in ('float32', 'bfloat16', 'float16'):
-      raise ValueError(f'model.dtype={self.dtype!r}; valid: float32, bfloat16, float16')
+    if self.dtype != 'auto' and self.dtype not in hardware.DTYPES:
+      raise ValueError(f'model.dtype={self.dtype!r}; valid: auto, {", ".join(hardware.DTYPES)}')
     if not (self.lm_head or self.scalar_head):
       raise ValueError('model needs at least one of model.lm_head, model.scalar_head')
     attention.check(self)
@@ -117,7 +118,8 @@ class ModelConfig:
 
   @property
   def compute_dtype(self):
-    return jnp.dtype(self.dtype)
+    """The matmul operand dtype; ``auto`` resolves on this backend (``lm.hardware.resolve_dtype``)."""
+    return jnp.dtype(hardware.resolve_dtype(self.dtype))
 
   def n_params(self, include_embedding: bool = True) -> int:
     d, f, hd = self.d_model, self.d_ff, self.head_size
@@ -151,9 +153,7 @@ class RMSNorm(nn.Module):
   def __call__(self, x_BxTxD):
     init = nn.initializers.constant(1.0 - self.offset)
     scale_D = _param(self, 'scale', init, (x_BxTxD.shape[-1],), ('norm',))
-    var_BxTx1 = jnp.mean(jnp.square(x_BxTxD), axis=-1, keepdims=True)
-    normed = x_BxTxD * jax.lax.rsqrt(var_BxTx1 + self.eps)
-    return normed * (scale_D + self.offset) if self.offset else normed * scale_D
+    return ops.rms_norm(x_BxTxD, scale_D + self.offset if self.offset else scale_D, self.eps)
 
 
 ACTIVATIONS = {
@@ -218,7 +218,8 @@ class Block(nn.Module):
     dt = c.compute_dtype
 
     wqkv = _param(self, 'wqkv', _dense_init(0, (1, 2, 3)), (D, K, G + 2, Hd), ('embed', 'kv_heads', 'qkv', 'head_dim'))
-    wo = _param(self, 'wo', _dense_init((0, 1), 2, 1.0 / (2 * c.n_layers)), (c.n_heads, Hd, D), ('heads', 'head_dim', 'embed'))
+    wo = _param(self, 'wo', _dense_init((0, 1), 2, 1.0 / (2 * c.n_layers)), (c.n_heads, Hd, D),
+                ('heads', 'head_dim', 'embed'))
     w_gate_up = _param(self, 'w_gate_up', _dense_init(0, (1, 2)), (D, F, 2), ('embed', 'mlp', 'gate_up'))
     w_down = _param(self, 'w_down', _dense_init(0, 1, 1.0 / (2 * c.n_layers)), (F, D), ('mlp', 'embed'))
     norm = lambda name: RMSNorm(c.norm_eps, c.norm_offset, name=name)  # noqa: E731
@@ -232,9 +233,10 @@ class Block(nn.Module):
     if c.qk_norm:
       q_BxTxKxGxD, k_BxTxKxD = norm('q_norm')(q_BxTxKxGxD), norm('k_norm')(k_BxTxKxD)
     inv_freq_F = rope_frequencies(c) if c.rope_scaling != 'none' else None
-    q_BxTxKxGxD = ops.rope(q_BxTxKxGxD.reshape(B, T, K * G, Hd), positions_BxT, c.rope_theta, inv_freq_F)
+    cos_sin = ops.rope_tables(positions_BxT, Hd, c.rope_theta, inv_freq_F)
+    q_BxTxKxGxD = ops.apply_rope(q_BxTxKxGxD.reshape(B, T, K * G, Hd), *cos_sin)
     q_BxTxKxGxD = (q_BxTxKxGxD * (c.query_pre_attn_scalar or Hd) ** -0.5).reshape(B, T, K, G, Hd)
-    k_BxTxKxD = ops.rope(k_BxTxKxD, positions_BxT, c.rope_theta, inv_freq_F)
+    k_BxTxKxD = ops.apply_rope(k_BxTxKxD, *cos_sin)
     q_BxTxKxGxD = nn.with_logical_constraint(q_BxTxKxGxD, ('batch', 'length', 'act_kv_heads', None, None))
     k_BxTxKxD = nn.with_logical_constraint(k_BxTxKxD, ('batch', 'length', 'act_kv_heads', None))
 
