@@ -257,6 +257,9 @@ def test_llama3_tool_call_is_its_json_convention(tmp_path):
     chat.render(tok, [conversation[0], {'role': 'assistant', 'content': 'x', 'thinking': 'hm'}])
   with pytest.raises(ValueError, match='message 1: the llama3 chat format holds one tool call alone'):
     chat.render(tok, [conversation[0], {'role': 'assistant', 'content': 'first', 'tool_calls': [call]}])
+  bad = {'role': 'assistant', 'content': None, 'tool_calls': [{'name': 'f', 'arguments': {'x': object()}}]}
+  with pytest.raises(ValueError, match=r'^message 1: tool call 0 \(f\) arguments are not JSON: Object of type object'):
+    chat.render(tok, [conversation[0], bad])
 
 
 def test_chatml_without_tool_markers_renders_plain_turns_and_refuses_calls(tmp_path):

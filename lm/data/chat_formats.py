@@ -204,7 +204,11 @@ class _Marked(_Format):
           raise ValueError(f'message {i}: tool call {k} has no name')
         if not isinstance(call.get('arguments', {}), dict):
           raise ValueError(f'message {i}: tool call {k} ({call["name"]}) arguments must be a dict')
-        check_text(i, f'tool call {k}', self._call_text(call))
+        try:
+          text = self._call_text(call)
+        except (TypeError, ValueError) as e:
+          raise ValueError(f'message {i}: tool call {k} ({call["name"]}) arguments are not JSON: {e}') from None
+        check_text(i, f'tool call {k}', text)
       self._check_calls(i, m, calls)
       pending = len(calls)
     return None, list(messages)
