@@ -293,11 +293,14 @@ def test_text_with_no_utf8_encoding_is_an_error_naming_the_message(kind, tmp_pat
       render(tok, conversation)
     assert str(e.value) == 'message 2: content is not valid text: surrogates not allowed (U+D800 at position 3)'
   if kind == 'lm':
-    calls = {'tool call 0 name': [{'name': 'f\udfff'}],
-             'tool call 0 arguments': [{'name': 'f', 'arguments': {'q': bad}}]}
-    for message, field in [({'role': 'assistant', 'content': 'x', 'thinking': bad}, 'thinking'),
-                           *[({'role': 'assistant', 'content': None, 'tool_calls': c}, f) for f, c in calls.items()]]:
-      with pytest.raises(ValueError, match=f'^message 1: {field} is not valid text: surrogates not allowed'):
+    # the text fields say the text is not valid; arguments (JSON) name where in them the bad text is
+    calls = {'tool call 0 name is not valid text: surrogates not allowed': [{'name': 'f\udfff'}],
+             r"tool call 0 \(f\) arguments are not JSON: text at \['q'\] is not valid UTF-8 \(surrogates not allowed":
+             [{'name': 'f', 'arguments': {'q': bad}}]}
+    cases = [({'role': 'assistant', 'content': 'x', 'thinking': bad}, 'thinking is not valid text: surrogates not allowed'),
+             *[({'role': 'assistant', 'content': None, 'tool_calls': c}, f) for f, c in calls.items()]]
+    for message, expected in cases:
+      with pytest.raises(ValueError, match=f'^message 1: {expected}'):
         chat.render(tok, [{'role': 'user', 'content': 'hi'}, message])
   else:
     with pytest.raises(ValueError, match=r'^text is not valid: surrogates not allowed \(U\+D800 at position 3\)$'):
