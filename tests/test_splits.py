@@ -9,7 +9,7 @@ import pytest
 from lm.configs import base
 from lm.data import datasets
 from lm.lab import splits, tasks
-from lm.lab.world import SPELL_WORDS, World, arithmetic_key, char_count_key
+from lm.lab.world import FACT_QUESTIONS, SPELL_WORDS, World, a_an, arithmetic_key, cap, char_count_key, subject
 
 FAMILY_VARIANTS = [(name, v) for name, fam in tasks.TASKS.items() for v in fam.variants]
 
@@ -211,3 +211,22 @@ def test_an_item_asked_by_two_families_is_in_one_split(world, drawn):
   assert eval_facts and facts(drawn['sft']) and not eval_facts & facts(drawn['sft'])
   held = [w for w in SPELL_WORDS if splits.split_of(world, 'spelling', w) == 'eval']
   assert held and all(splits.split_of(world, 'char_count', char_count_key(w, w[0])) == splits.HELD for w in held)
+
+
+def test_question_and_answer_documents_state_no_eval_fact(world):
+  docs = splits.pretraining_documents(world, n_docs=300, mix=(('qa', 1.0),))
+  asked = re.findall(r'^Q: .*\nA: (.*)$', '\n\n'.join(docs), flags=re.M)
+  assert len(asked) > 900
+  eval_facts = [(e, attr) for kind, attrs in FACT_QUESTIONS.items() for e in world.known(kind) for attr in attrs
+                if splits.split_of(world, 'world_qa', f'{e.name} / {attr}') == 'eval']
+  stated = set()
+  for kind, attrs in FACT_QUESTIONS.items():
+    for attr, (_, answer) in attrs.items():
+      for e in world.known(kind):
+        v = getattr(e, attr)
+        text = answer.format(S=cap(subject(e)), v=v, a_v=a_an(v) if isinstance(v, str) else v)
+        if text in asked:
+          stated.add((e.name, attr))
+  assert stated and not stated & {(e.name, attr) for e, attr in eval_facts}
+  with pytest.raises(ValueError, match='kinds among article, story'):
+    world.pretraining_documents(n_docs=1, mix=(('ads', 1.0),))

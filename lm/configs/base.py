@@ -45,11 +45,15 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       seed=0,
       world=dict(n_people=200, n_towns=40, n_creatures=30, n_objects=60, held_out_fraction=0.1),
       pretrain_chars=2_000_000, validation_fraction=0.02,
+      # (kind, weight) of the world's documents (lm.lab.world KINDS: article, story, arithmetic, words,
+      # translation, humour, qa); () = World.MIX
+      pretrain_mix=(),
       pretrain_tfds='',  # e.g. 'tiny_shakespeare' or 'c4:train:text' instead of the world's text ([tf] extra)
       pretrain_stream=False,  # pretrain streams its corpus (lm.data.streaming); a pretrain_tfds source always does
       sft_examples=4000, sft_mix=SFT_MIX,
       sft_writers=1.0,  # the fraction of SFT answers experts wrote (the references); lay writers wrote the rest
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
+      eval_sizes=(('world_qa', 50),),          # (family, n): another size for that family's sets
       preferences=dict(n_prompts=500, k=4, mix=SFT_MIX, validation_fraction=0.1,  # held-out rankings
                        panel=PANEL),
   )

@@ -37,7 +37,7 @@ def pretraining_texts(world, c) -> list[str]:
   ``tiny_shakespeare``, ``c4:train:text``; needs the ``[tf]`` extra and internet), cut into pieces of
   at most ~4000 characters at line breaks."""
   if not c.pretrain_tfds:
-    return splits.pretraining_documents(world, target_chars=c.pretrain_chars, seed=c.seed)
+    return splits.pretraining_documents(world, target_chars=c.pretrain_chars, seed=c.seed, mix=c.pretrain_mix)
   name, split_name, field = (c.pretrain_tfds.split(':') + ['train', 'text'])[:3]
   pieces, chars = [], 0
   for text in builders.read_named(name, split_name or 'train', field or 'text'):
@@ -55,8 +55,11 @@ def pretraining_texts(world, c) -> list[str]:
 
 
 def eval_examples(world, c) -> list[tasks.Example]:
-  """``data.eval_examples`` of each of ``data.eval_sets`` from the eval split, set after set."""
-  return [e for family, variant in c.eval_sets for e in splits.draw(world, family, variant, 'eval', c.eval_examples)]
+  """The ``data.eval_sets`` from the eval split, set after set: ``data.eval_examples`` each, or the size
+  ``data.eval_sizes`` gives the family (``(family, n)`` pairs)."""
+  sizes = dict(c.eval_sizes)
+  return [e for family, variant in c.eval_sets
+          for e in splits.draw(world, family, variant, 'eval', sizes.get(family, c.eval_examples))]
 
 
 def sft_examples(world, c) -> list[tasks.Example]:

@@ -193,11 +193,14 @@ def rl_prompts(world: World, mix, n_train: int, n_eval: int, keep=None, offer_to
 
 
 def in_eval(world: World):
-  """``leave_out(family, key)`` for ``World.pretraining_documents``: the eval items of ``TEXT_FAMILIES``."""
-  return lambda family, key: family in TEXT_FAMILIES and split_of(world, family, key) in ('eval', HELD)
+  """``leave_out(family, key)`` for ``World.pretraining_documents``: the eval items of ``TEXT_FAMILIES``
+  and of world_qa (stated as questions and answers: the plain statements of articles stay)."""
+  return lambda family, key: (family in TEXT_FAMILIES or family == 'world_qa') and \
+      split_of(world, family, key) in ('eval', HELD)
 
 
 def pretraining_documents(world: World, n_docs: int | None = None, target_chars: int | None = None,
-                          seed: int = 0) -> list[str]:
-  """``world.pretraining_documents`` with no line stating an eval item of ``TEXT_FAMILIES``."""
-  return world.pretraining_documents(n_docs, target_chars, seed, leave_out=in_eval(world))
+                          seed: int = 0, mix=None) -> list[str]:
+  """``world.pretraining_documents`` with no line stating an eval item of ``TEXT_FAMILIES``, nor an eval
+  world question among its plain questions and answers."""
+  return world.pretraining_documents(n_docs, target_chars, seed, leave_out=in_eval(world), mix=mix or None)

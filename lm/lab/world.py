@@ -22,8 +22,10 @@ Texts (all pure functions of the world and the given seed / ``random.Random``):
   world.translation_texts(n, rng)   English/Veltic parallel sentences and glossary lines
   world.humour_texts(n, rng)        the old jokes and slogans told about known entities (``stale_jokes``,
                                     ``stale_slogans``: what the joke and slogan families call stale)
+  world.qa_text(rng)                facts as plain questions and answers (``FACT_QUESTIONS``)
   world.translate_en_to_syn(s), world.translate_syn_to_en(s)   (see lm.lab.synthlang)
-  world.pretraining_documents(n_docs=None, target_chars=None, seed=0, leave_out=None)   a mix of the above
+  world.pretraining_documents(n_docs=None, target_chars=None, seed=0, leave_out=None, mix=None)   a mix of
+                                    the above, by kind and weight (``MIX`` by default)
 
 The text generators take ``leave_out(family, key)``: a line stating an item it names (by the item keys
 ``arithmetic_key``, ``char_count_key``, ``spelling_key``, ``translation_key``, which the task families
@@ -393,26 +395,49 @@ class World:
   def humour_texts(self, n: int, rng: random.Random) -> list[str]:
     return [self.humour_text(rng) for _ in range(n)]
 
+  # -- facts as questions and answers --------------------------------------------------------
+
+  def _qa_line(self, rng: random.Random) -> tuple[str, list]:
+    e = rng.choice(self.known())
+    attr = rng.choice(sorted(FACT_QUESTIONS[e.kind]))
+    question, answer = FACT_QUESTIONS[e.kind][attr]
+    value = getattr(e, attr)
+    v = a_an(value) if '{a_v}' in answer else value
+    line = f'Q: {question.format(s=subject(e))}\nA: {answer.format(S=cap(subject(e)), v=value, a_v=v)}'
+    return line, [('world_qa', f'{e.name} / {attr}')]
+
+  def qa_text(self, rng: random.Random, leave_out=None) -> str:
+    """Facts of known entities as plain questions and answers (not the chat format), a few a document;
+    a fact ``leave_out('world_qa', key)`` names (an eval item) is never one of them."""
+    return '\n\n'.join(_line(rng, self._qa_line, leave_out) for _ in range(rng.randint(3, 6)))
+
   # -- the pretraining mix ------------------------------------------------------------------
 
   MIX = (('article', 0.40), ('story', 0.20), ('arithmetic', 0.15), ('words', 0.10), ('translation', 0.15),
          ('humour', 0.04))
+  KINDS = ('article', 'story', 'arithmetic', 'words', 'translation', 'humour', 'qa')
 
   def pretraining_documents(self, n_docs: int | None = None, target_chars: int | None = None,
-                            seed: int = 0, leave_out=None) -> list[str]:
-    """Documents drawn from ``MIX`` until ``n_docs`` of them or ``target_chars`` characters. A line that
-    states an item for which ``leave_out(family, key)`` is true is drawn again (``lm.lab.splits``
-    leaves out the eval items of arithmetic, char_count, spelling and translation)."""
+                            seed: int = 0, leave_out=None, mix=None) -> list[str]:
+    """Documents drawn from ``mix`` (``(kind, weight)`` pairs over ``KINDS``; default ``MIX``) until
+    ``n_docs`` of them or ``target_chars`` characters. A line that states an item for which
+    ``leave_out(family, key)`` is true is drawn again (``lm.lab.splits`` leaves out the eval items of
+    arithmetic, char_count, spelling and translation, and of world_qa in the question-and-answer kind)."""
     if (n_docs is None) == (target_chars is None):
       raise ValueError('give exactly one of n_docs and target_chars')
+    mix = self.MIX if mix is None else tuple(tuple(m) for m in mix)
+    unknown = [k for k, _ in mix if k not in self.KINDS]
+    if unknown or not mix or any(w < 0 for _, w in mix) or not sum(w for _, w in mix):
+      raise ValueError(f'pretraining mix {mix}: kinds among {", ".join(self.KINDS)}, weights >= 0, not all 0')
     rng = random.Random(f'pretrain:{self.seed}:{seed}')
     known = self.known()
     makers = {'article': lambda: self.article(rng.choice(known), rng), 'story': lambda: self.story(rng),
               'arithmetic': lambda: self.arithmetic_text(rng, leave_out),
               'words': lambda: self.word_list(rng, leave_out),
-              'translation': lambda: self.translation_text(rng, leave_out), 'humour': lambda: self.humour_text(rng)}
-    kinds = [k for k, _ in self.MIX]
-    weights = [w for _, w in self.MIX]
+              'translation': lambda: self.translation_text(rng, leave_out), 'humour': lambda: self.humour_text(rng),
+              'qa': lambda: self.qa_text(rng, leave_out)}
+    kinds = [k for k, _ in mix]
+    weights = [w for _, w in mix]
     docs, chars = [], 0
     while (len(docs) < n_docs) if n_docs is not None else (chars < target_chars):
       kind = rng.choices(kinds, weights)[0]
@@ -420,6 +445,28 @@ class World:
       docs.append(doc)
       chars += len(doc)
     return docs
+
+
+# kind -> attribute -> (question, answer): the plain questions and answers of ``qa_text`` (phrased unlike the
+# world_qa family's chat questions)
+FACT_QUESTIONS = {
+    'person': {'town': ('In what town can {s} be found?', '{S} lives in {v}.'),
+               'job': ('What work does {s} do?', '{S} is {a_v}.'),
+               'age': ('What age is {s}?', '{S} is {v} years old.'),
+               'friend': ('Who is the closest friend of {s}?', "{S}'s best friend is {v}."),
+               'pet': ('What animal lives with {s}?', '{S} keeps {a_v} as a pet.')},
+    'town': {'region': ('What region holds {s}?', '{S} is in the {v}.'),
+             'population': ('What is the number of people in {s}?', '{v} people live in {S}.'),
+             'river': ('Name the river of {s}.', 'The River {v} flows through {S}.')},
+    'creature': {'colour': ('Describe the colour of {s}.', '{S} is {v}.'),
+                 'diet': ('What food does {s} eat?', '{S} eats {v}.'),
+                 'legs': ('Count the legs of {s}.', '{S} has {v} legs.'),
+                 'habitat': ('What region is home to {s}?', '{S} lives in the {v}.')},
+    'thing': {'material': ('What is {s} built from?', '{S} is made of {v}.'),
+              'maker': ('Whose work is {s}?', '{S} was made by {v}.'),
+              'town': ('Which town keeps {s}?', '{S} is kept in {v}.'),
+              'year': ('What year saw {s} made?', '{S} was made in the year {v}.')},
+}
 
 
 def _line(rng, make, leave_out) -> str:
