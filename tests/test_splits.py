@@ -230,3 +230,17 @@ def test_question_and_answer_documents_state_no_eval_fact(world):
   assert stated and not stated & {(e.name, attr) for e, attr in eval_facts}
   with pytest.raises(ValueError, match='kinds among article, story'):
     world.pretraining_documents(n_docs=1, mix=(('ads', 1.0),))
+
+
+def test_task_options_shape_every_split(config, world):
+  c = config.data.copy_and_resolve_references()
+  c.task_options.arithmetic.ops, c.task_options.arithmetic.digit_range = ('add',), (2, 3)
+  c.task_options.char_count.word_lengths = (4, 6)
+  options = datasets.task_options(c)
+  assert options == {'arithmetic': {'ops': ('add',), 'digit_range': (2, 3)}, 'char_count': {'word_lengths': (4, 6)}}
+  for examples in (datasets.eval_examples(world, c), datasets.sft_examples(world, c)):
+    sums = [e.meta for e in examples if e.family == 'arithmetic']
+    assert sums and {m['op'] for m in sums} == {'add'} and {m['digits'] for m in sums} == {2, 3}
+    assert all(len(str(m['a'])) == m['digits'] for m in sums)
+    words = [e.meta['word'] for e in examples if e.family == 'char_count']
+    assert words and all(4 <= len(w) <= 6 for w in words)

@@ -54,6 +54,9 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       sft_writers=1.0,  # the fraction of SFT answers experts wrote (the references); lay writers wrote the rest
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
       eval_sizes=(('world_qa', 50),),          # (family, n): another size for that family's sets
+      # options of a family's examples, in every split ((): the family's own): arithmetic ops and
+      # digit_range (inclusive; default 1-5, products 1-3); char_count word_lengths (inclusive)
+      task_options=dict(arithmetic=dict(ops=(), digit_range=()), char_count=dict(word_lengths=())),
       preferences=dict(n_prompts=500, k=4, mix=SFT_MIX, validation_fraction=0.1,  # held-out rankings
                        panel=PANEL),
   )

@@ -54,19 +54,25 @@ def pretraining_texts(world, c) -> list[str]:
   return pieces
 
 
+def task_options(c) -> dict:
+  """``data.task_options`` as ``{family: {option: value}}``, the options left at () dropped (the family's own)."""
+  return {family: {k: tuple(v) for k, v in opts.items() if v} for family, opts in c.task_options.items()}
+
+
 def eval_examples(world, c) -> list[tasks.Example]:
   """The ``data.eval_sets`` from the eval split, set after set: ``data.eval_examples`` each, or the size
   ``data.eval_sizes`` gives the family (``(family, n)`` pairs)."""
-  sizes = dict(c.eval_sizes)
+  sizes, options = dict(c.eval_sizes), task_options(c)
   return [e for family, variant in c.eval_sets
-          for e in splits.draw(world, family, variant, 'eval', sizes.get(family, c.eval_examples))]
+          for e in splits.draw(world, family, variant, 'eval', sizes.get(family, c.eval_examples),
+                               **options.get(family, {}))]
 
 
 def sft_examples(world, c) -> list[tasks.Example]:
   """``data.sft_examples`` of ``data.sft_mix`` from the sft split. ``data.sft_writers`` is the fraction
   written by experts (the references); the others, drawn at random (stream ``sft writers``), a lay
   writer answers (``lm.lab.raters.lay_answer``: plausible, sometimes wrong or padded)."""
-  examples = splits.draw_mix(world, c.sft_mix, c.sft_examples, 'sft')
+  examples = splits.draw_mix(world, c.sft_mix, c.sft_examples, 'sft', options=task_options(c))
   if not 0 <= c.sft_writers <= 1:
     raise ValueError(f'data.sft_writers={c.sft_writers} must be a fraction in [0, 1]')
   if c.sft_writers < 1:
@@ -79,7 +85,7 @@ def sft_examples(world, c) -> list[tasks.Example]:
 
 def preference_prompts(world, c) -> list[tasks.Example]:
   """``data.preferences.n_prompts`` of ``data.preferences.mix`` from the preferences split."""
-  return splits.draw_mix(world, c.preferences.mix, c.preferences.n_prompts, 'preferences')
+  return splits.draw_mix(world, c.preferences.mix, c.preferences.n_prompts, 'preferences', options=task_options(c))
 
 
 def preference_records(world, c, panel: dict, extra=()) -> dict:

@@ -161,21 +161,24 @@ def _counts(n: int, weights) -> list[int]:
   return counts
 
 
-def draw_mix(world: World, mix, n: int, split: str, purpose: str | None = None, keep=None) -> list[tasks.Example]:
+def draw_mix(world: World, mix, n: int, split: str, purpose: str | None = None, keep=None,
+             options: dict | None = None) -> list[tasks.Example]:
   """``n`` examples of ``mix`` (``(family, variant, weight)`` triples, counts in proportion to the
-  weights) from ``split``, shuffled by the stream ``(purpose or split, 'mix')``."""
+  weights) from ``split``, shuffled by the stream ``(purpose or split, 'mix')``; ``options[family]``
+  go to that family's ``make`` (e.g. ``{'arithmetic': {'ops': ('add',), 'digit_range': (2, 2)}}``)."""
   for family, variant, _ in mix:
     if family not in tasks.TASKS:
       raise ValueError(f'data mix: unknown task family {family!r}; valid: {", ".join(tasks.TASKS)}')
     _check_family(family, variant)
   examples = []
   for (family, variant, _), k in zip(mix, _counts(n, [w for _, _, w in mix])):
-    examples += draw(world, family, variant, split, k, purpose, keep) if k else []
+    examples += draw(world, family, variant, split, k, purpose, keep, **(options or {}).get(family, {})) if k else []
   stream(world, purpose or split, 'mix').shuffle(examples)
   return examples
 
 
-def rl_prompts(world: World, mix, n_train: int, n_eval: int, keep=None, offer_tools: bool = False) -> tuple[list, list]:
+def rl_prompts(world: World, mix, n_train: int, n_eval: int, keep=None, offer_tools: bool = False,
+               options: dict | None = None) -> tuple[list, list]:
   """RL prompts of ``mix``: ``n_train`` from the ``rlhf`` split and ``n_eval`` held-out ones from the
   ``eval`` split (purpose ``'rlhf eval'``), so none shares an item with the other set, with SFT or
   with preferences. The tools offer is removed unless ``offer_tools``; ``keep(example)`` (e.g. a
@@ -188,8 +191,8 @@ def rl_prompts(world: World, mix, n_train: int, n_eval: int, keep=None, offer_to
   def kept(e):
     prompt = e.prompt if offer_tools else tasks.without_tools(e.prompt)
     return keep is None or keep(tasks.Example(e.family, e.variant, prompt, e.reference, e.meta))
-  return (strip(draw_mix(world, mix, n_train, 'rlhf', keep=kept)),
-          strip(draw_mix(world, mix, n_eval, 'eval', 'rlhf eval', keep=kept)))
+  return (strip(draw_mix(world, mix, n_train, 'rlhf', keep=kept, options=options)),
+          strip(draw_mix(world, mix, n_eval, 'eval', 'rlhf eval', keep=kept, options=options)))
 
 
 def in_eval(world: World):

@@ -40,7 +40,8 @@ def policy_records(config, inputs, world) -> list[tuple[dict, tasks.Example]]:
   model = common.model_from_config(config, tok)
   mesh, rules = common.mesh_and_rules(config)
   params = common.load_params(trained, model, mesh, rules)
-  prompts = splits.draw_mix(world, config.data.preferences.mix, r.n_prompts, 'preferences', purpose='rankings')
+  prompts = splits.draw_mix(world, config.data.preferences.mix, r.n_prompts, 'preferences', purpose='rankings',
+                            options=datasets.task_options(config.data))
   for ex in prompts:
     ex.prompt = tasks.without_tools(ex.prompt)
   plan = rankings.SamplingPlan(k=r.k, temperature=r.temperature, max_new_tokens=r.max_new_tokens,

@@ -51,7 +51,7 @@ def prompt_sets(config, tok) -> tuple[list, list]:
       raise ConfigError(f'rlhf.prompt_mix: unknown task family {family!r}; valid: {", ".join(tasks.TASKS)}')
   fits = lambda e: len(chat.render_prompt(tok, e.prompt)) <= c.max_prompt_len
   train, held = splits.rl_prompts(common.world(config), c.prompt_mix, c.n_prompts, 2 * c.eval_prompts,
-                                  offer_tools=bool(c.tools))
+                                  offer_tools=bool(c.tools), options=datasets.task_options(config.data))
   train, held = [e for e in train if fits(e)], [e for e in held if fits(e)][:c.eval_prompts]
   if not train or len(held) < c.eval_prompts:
     raise ConfigError(f'rlhf: {len(train)} training and {len(held)} eval prompts fit rlhf.max_prompt_len='
@@ -130,7 +130,7 @@ def _next_reward(config, workdir, inputs, r: int, previous: outputs.Reward, tok,
   policy = params_lib.load_trained(model, mesh, rules, policy_dir)
   world = common.world(config)
   prompts = splits.draw_mix(world, config.data.preferences.mix, rk.n_prompts, 'preferences',
-                            purpose=f'rankings round {r}')
+                            purpose=f'rankings round {r}', options=datasets.task_options(config.data))
   for ex in prompts:
     ex.prompt = tasks.without_tools(ex.prompt)
   plan = rankings.SamplingPlan(k=rk.k, temperature=rk.temperature, max_new_tokens=rk.max_new_tokens,

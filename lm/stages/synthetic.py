@@ -30,7 +30,7 @@ import jax
 from lm import evals, outputs, tokenizer
 from lm import tools as tools_lib
 from lm.config import ConfigError
-from lm.data import builders, chat
+from lm.data import builders, chat, datasets
 from lm.inference import agent
 from lm.lab import splits, tasks
 from lm.rl import reward_model
@@ -78,7 +78,8 @@ def new_prompts(config) -> list[tasks.Example]:
   """``synthetic.n_prompts`` examples of ``synthetic.mix`` from the synthetic split."""
   c = config.synthetic
   try:
-    return splits.draw_mix(common.world(config), c.mix, c.n_prompts, 'synthetic', f'synthetic {c.seed}')
+    return splits.draw_mix(common.world(config), c.mix, c.n_prompts, 'synthetic', f'synthetic {c.seed}',
+                           options=datasets.task_options(config.data))
   except ValueError as e:
     raise ConfigError(f'synthetic.mix: {e}') from None
 

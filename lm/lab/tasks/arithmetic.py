@@ -42,9 +42,11 @@ def _rand_digits(rng, d):
   return rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
 
 
-def make_arithmetic(world, rng, variant, op=None, digits=None):
-  op = op or rng.choice(tuple(_OPS))
-  d = digits or rng.randint(1, 3 if op == 'mul' else 5)
+def make_arithmetic(world, rng, variant, op=None, digits=None, ops=(), digit_range=()):
+  """A sum, difference or product (``op``, else one of ``ops``, else any) of two ``digits``-digit numbers
+  (else a length drawn from ``digit_range``, inclusive; else 1-5, products 1-3)."""
+  op = op or rng.choice(tuple(ops) or tuple(_OPS))
+  d = digits or rng.randint(*(digit_range or (1, 3 if op == 'mul' else 5)))
   a, b = _rand_digits(rng, d), _rand_digits(rng, d)
   if op == 'sub' and a < b:
     a, b = b, a

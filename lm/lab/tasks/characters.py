@@ -33,8 +33,10 @@ _COUNT_WORDS = tuple(w for w in SPELL_WORDS if w not in NUMBER_WORDS and len(w) 
 
 # -- char_count --------------------------------------------------------------------------------------
 
-def make_char_count(world, rng, variant, word=None, letter=None):
-  w = word or rng.choice(_COUNT_WORDS)
+def make_char_count(world, rng, variant, word=None, letter=None, word_lengths=()):
+  """Letters counted in a word (``word``, else one whose length is in ``word_lengths`` (inclusive), else any)."""
+  lo, hi = word_lengths or (0, 99)
+  w = word or rng.choice([x for x in _COUNT_WORDS if lo <= len(x) <= hi] if word_lengths else _COUNT_WORDS)
   if letter is None:
     absent = [c for c in 'abcdefghijklmnopqrstuvwxyz' if c not in w]
     letter = rng.choice(w) if rng.random() < 0.85 else rng.choice(absent)
