@@ -5,6 +5,7 @@ test: the claim experiments' ``<workdir>/shared`` is seeded with its stages (the
 stage whose outputs.json exists), so only their variants run here.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -137,3 +138,26 @@ def test_subjective_raters_agree_less_where_taste_decides(lifecycle, tmp_path):
   assert {'joke', 'slogan', 'arithmetic'} <= families
   assert claims.row(claims.BY_NAME['subjective_rlhf'], results)['n'] == len(claims.traces(results, 'sft', 'tastes'))
   assert "Kendall's W" in (tmp_path / 'tastes' / 'report.md').read_text()  # the report card's per-family table
+
+
+def test_rlhf_vs_rlvr_trains_on_each_reward_and_logs_gold(lifecycle, tmp_path):
+  results, variants = _claim('rlhf_vs_rlvr', lifecycle, tmp_path)
+  assert variants == {'model', 'gold', 'mix'}
+  for name in variants:
+    rows = [r for r in metrics.read(tmp_path / name, 'rlhf') if 'train_reward' in r]
+    assert rows and all('gold_reward' in r and 'proxy_reward' in r for r in rows)
+    if name == 'gold':  # RLVR: the reward trained on is the gold score itself
+      assert all(abs(r['train_reward'] - r['gold_reward']) < 1e-6 for r in rows)
+    if name == 'model':
+      assert all(abs(r['train_reward'] - r['proxy_reward']) < 1e-6 for r in rows)
+    if name == 'mix':
+      assert all(abs(r['train_reward'] - 0.5 * (r['proxy_reward'] + r['gold_reward'])) < 1e-5 for r in rows)
+
+
+def test_rl_tools_runs_the_calls_inside_the_rollouts(lifecycle, tmp_path):
+  results, variants = _claim('rl_tools', lifecycle, tmp_path)
+  assert variants == {'tools', 'none'}
+  offered = lambda v: [tasks.offers_tools(json.loads(line)['prompt'])
+                       for line in (tmp_path / v / 'rlhf' / 'rollouts.jsonl').read_text().splitlines()]
+  assert all(offered('tools')) and not any(offered('none'))
+  assert all('tool_calls' in r for r in metrics.read(tmp_path / 'tools', 'rlhf') if 'proxy_reward' in r)
