@@ -20,6 +20,11 @@ Fair by construction:
   (the layers' projections and the vocab head once, tied or untied: ``aot_plan.matmul_params``),
   L layers, T the sequence length, d_attn = heads x head_dim (full T x T scores, as in PaLM).
 - MFU uses a peak measured here: a 2048^3 ``jnp.dot`` per dtype (bf16 inputs, f32 result).
+- Memory: by default the process calls ``lm.hardware.keep_freed_memory()`` first, so glibc reuses
+  freed blocks instead of mapping and zero-filling them again: XLA:CPU allocates the step's 0.7-0.9
+  GB of temporaries on every run (~25% of lm's step in page faults otherwise; torch's big tensors
+  fault too, less). Both frameworks share the process, hence the setting; ``--malloc default``
+  measures glibc's defaults.
 - The table comes with ``lscpu``'s model name and the flags that decide bf16 speed (avx2, avx512f,
   avx512_bf16, amx_bf16).
 
@@ -85,6 +90,9 @@ def parse_args(argv=None):
   p.add_argument('--warmup', type=int, default=2, help='untimed steps per variant after compiling')
   p.add_argument('--threads', type=int, default=None, help='CPUs for both frameworks (default: all allowed)')
   p.add_argument('--no_torch', action='store_true', help='lm rows only')
+  p.add_argument('--malloc', default='keep', choices=['keep', 'default'],
+                 help="keep: lm.hardware.keep_freed_memory() for the whole process (both frameworks); default: "
+                      "glibc's own (maps and zero-fills XLA's temporaries afresh on every step)")
   p.add_argument('--peak_flops', type=float, default=None,
                  help='peak FLOP/s for MFU (default: measured with a large matmul, per dtype)')
   p.add_argument('--tie_embeddings', type=int, default=1)
@@ -251,6 +259,7 @@ def timed_block(run, steps):
 def main(argv=None):
   args = parse_args(argv)
   cpus = pin_threads(args.threads)  # before the first JAX computation starts XLA's thread pool
+  kept = args.malloc == 'keep' and hardware.keep_freed_memory()  # likewise before any thread allocates
   n_threads = len(cpus)
   shape = args.shape
   tokens, targets = random_batch(shape)
@@ -298,6 +307,8 @@ def main(argv=None):
   print(f'native bf16 matmuls here (lm.hardware): {hardware.native_bf16_matmul()}; model.dtype=auto would be '
         f'{hardware.resolve_dtype("auto")}')
   print(f'threads: affinity {n_threads} CPUs {cpus}; XLA intra-op pool: {xla_pool_threads()} threads; {torch_note}')
+  print('malloc: ' + ('lm.hardware.keep_freed_memory() for the whole process (both frameworks)' if kept
+                      else "glibc's default (--malloc default, or no mallopt here)"))
   print(f'model FLOPs/token = 6*N + 12*L*T*d_attn = 6*{n_matmul:,} + 12*{cfg.n_layers}*{T}*'
         f'{cfg.n_heads * cfg.head_size} = {fpt:,}  (N = matmul weights, vocab head once; PaLM appendix B)')
   print(peak_note)

@@ -137,6 +137,33 @@ def rms_norm(x_xD, w_D, eps: float):
   return _rms_norm_fn(float(eps))(x_xD, w_D)
 
 
+# ----------------------------------------------------------------------------------- gated unit
+
+@functools.lru_cache(maxsize=None)
+def _gated_fn(activation):
+  def forward(gate_up_xFx2):
+    return activation(gate_up_xFx2[..., 0]) * gate_up_xFx2[..., 1]
+
+  @jax.custom_vjp
+  def f(gate_up_xFx2):
+    return forward(gate_up_xFx2)
+
+  def bwd(gate_up_xFx2, dh_xF):
+    gate_xF, up_xF = gate_up_xFx2[..., 0], gate_up_xFx2[..., 1]
+    act_xF, act_vjp = jax.vjp(activation, gate_xF)
+    return (jnp.stack([act_vjp(dh_xF * up_xF)[0], dh_xF * act_xF], axis=-1),)
+
+  f.defvjp(lambda g: (forward(g), g), bwd)
+  return f
+
+
+def gated_unit(gate_up_xFx2, activation):
+  """``activation(gate) * up`` of interleaved ``[..., F, 2]`` (gate, up) pairs (SwiGLU / GeGLU), keeping
+  only its input for the backward: autodiff kept the activation and its pieces too (three passes
+  over [M, F] in the forward instead of one)."""
+  return _gated_fn(activation)(gate_up_xFx2)
+
+
 # -------------------------------------------------------------------------------------------- rope
 
 def rope_tables(positions_BxT, head_dim: int, theta: float, inv_freq_F=None):
@@ -414,7 +441,6 @@ def attention_reference(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp
 
 HEAD_CHUNK = 1024  # rows per chunk in head_cross_entropy
 HEAD_MAX_CHUNKS = 8  # at most this many chunks: big batches get bigger chunks
-HEAD_UNROLL_BYTES = 2 ** 28  # all chunks' float32 logits up to this size: the chunk loop is unrolled
 
 
 def _head_chunk_count(M: int, chunk: int) -> int:
@@ -458,11 +484,8 @@ def _head_chunks(h_MxD, w_DxV, targets_M, mask_M, z_loss_weight, dtype, chunk, w
 
   zero = jnp.zeros((), jnp.float32)
   dw0 = jnp.zeros((D, V) if with_grad else (), jnp.float32)
-  # XLA:CPU runs a loop body's ops apart from the rest of the program (and a 2-core CPU loses half
-  # its threads there): small heads unroll the loop, big ones keep one chunk's logits live at a time.
-  unroll = M * V * 4 <= HEAD_UNROLL_BYTES
   (nll, z, dw_DxV), dh_NxCxD = jax.lax.scan(body, (zero, zero, dw0), (strided(h_MxD), strided(targets_M),
-                                                                      strided(mask_M)), unroll=unroll)
+                                                                      strided(mask_M)))
   grads = _settled(jnp.swapaxes(dh_NxCxD, 0, 1).reshape(M, D), dw_DxV) if with_grad else None
   return nll + z_loss_weight * z, nll, z, grads
 

@@ -262,7 +262,7 @@ class Block(nn.Module):
 
     h_BxTxD = norm('mlp_norm')(x_BxTxD)
     gate_up = ops.linear(h_BxTxD.reshape(B * T, D), w_gate_up.reshape(D, 2 * F), dt).reshape(B * T, F, 2)
-    hidden_MxF = ACTIVATIONS[c.mlp_activation](gate_up[..., 0]) * gate_up[..., 1]
+    hidden_MxF = ops.gated_unit(gate_up, ACTIVATIONS[c.mlp_activation])
     hidden_MxF = nn.with_logical_constraint(hidden_MxF, ('batch', 'act_mlp'))
     mlp_BxTxD = ops.linear(hidden_MxF, w_down, dt).reshape(B, T, D)
     if c.post_norms:
