@@ -48,6 +48,8 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       # (kind, weight) of the world's documents (lm.lab.world KINDS: article, story, arithmetic, words,
       # translation, humour, qa); () = World.MIX
       pretrain_mix=(),
+      # articles on every known entity ahead of the mix: each known fact is stated at least this often
+      fact_articles=0,
       pretrain_tfds='',  # e.g. 'tiny_shakespeare' or 'c4:train:text' instead of the world's text ([tf] extra)
       pretrain_stream=False,  # pretrain streams its corpus (lm.data.streaming); a pretrain_tfds source always does
       sft_examples=4000, sft_mix=SFT_MIX,
@@ -141,7 +143,8 @@ RANGES = {
     '*max_new_tokens': '>= 1', '*.max_prompt_len': '>= 1', '*.result_tokens': '>= 1', '*.max_tool_calls': '>= 0',
     '*.n_prompts': '>= 0', '*.k': '>= 2', '*.samples_per_prompt': '>= 1', '*.keep_per_prompt': '>= 1',
     '*.normalize_prompts': '>= 1', '*.sft_steps': '>= 1', '*.max_examples': '>= 0', '*.n_raters': '>= 1',
-    'data.pretrain_chars': '>= 1', 'data.sft_examples': '>= 1', 'data.eval_examples': '>= 1',
+    'data.pretrain_chars': '>= 1', 'data.fact_articles': '>= 0', 'data.sft_examples': '>= 1',
+    'data.eval_examples': '>= 1',
     'data.world.n_*': '>= 1', 'tokenizer.vocab_size': '>= 1', 'sft.lora.rank': '>= 1',
     'model.vocab_size': '>= 1', 'model.d_model': '>= 1', 'model.n_layers': '>= 1', 'model.n_heads': '>= 1',
     'model.n_kv_heads': '>= 1', 'model.d_ff': '>= 1', 'model.max_seq_len': '>= 1', 'model.head_dim': '>= 0',

@@ -37,7 +37,8 @@ def pretraining_texts(world, c) -> list[str]:
   ``tiny_shakespeare``, ``c4:train:text``; needs the ``[tf]`` extra and internet), cut into pieces of
   at most ~4000 characters at line breaks."""
   if not c.pretrain_tfds:
-    return splits.pretraining_documents(world, target_chars=c.pretrain_chars, seed=c.seed, mix=c.pretrain_mix)
+    return splits.pretraining_documents(world, target_chars=c.pretrain_chars, seed=c.seed, mix=c.pretrain_mix,
+                                        fact_articles=c.fact_articles)
   name, split_name, field = (c.pretrain_tfds.split(':') + ['train', 'text'])[:3]
   pieces, chars = [], 0
   for text in builders.read_named(name, split_name or 'train', field or 'text'):

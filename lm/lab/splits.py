@@ -203,7 +203,8 @@ def in_eval(world: World):
 
 
 def pretraining_documents(world: World, n_docs: int | None = None, target_chars: int | None = None,
-                          seed: int = 0, mix=None) -> list[str]:
+                          seed: int = 0, mix=None, fact_articles: int = 0) -> list[str]:
   """``world.pretraining_documents`` with no line stating an eval item of ``TEXT_FAMILIES``, nor an eval
   world question among its plain questions and answers."""
-  return world.pretraining_documents(n_docs, target_chars, seed, leave_out=in_eval(world), mix=mix or None)
+  return world.pretraining_documents(n_docs, target_chars, seed, leave_out=in_eval(world), mix=mix or None,
+                                     fact_articles=fact_articles)

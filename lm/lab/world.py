@@ -418,9 +418,12 @@ class World:
   KINDS = ('article', 'story', 'arithmetic', 'words', 'translation', 'humour', 'qa')
 
   def pretraining_documents(self, n_docs: int | None = None, target_chars: int | None = None,
-                            seed: int = 0, leave_out=None, mix=None) -> list[str]:
+                            seed: int = 0, leave_out=None, mix=None, fact_articles: int = 0) -> list[str]:
     """Documents drawn from ``mix`` (``(kind, weight)`` pairs over ``KINDS``; default ``MIX``) until
-    ``n_docs`` of them or ``target_chars`` characters. A line that states an item for which
+    ``n_docs`` of them or ``target_chars`` characters. With ``fact_articles=k`` the first documents
+    are ``k`` articles on every known entity (each states all of its facts, each in one of two or three
+    phrasings), so every known fact is stated at least ``k`` times whatever the draw; the mix fills
+    the rest, and the documents are shuffled. A line that states an item for which
     ``leave_out(family, key)`` is true is drawn again (``lm.lab.splits`` leaves out the eval items of
     arithmetic, char_count, spelling and translation, and of world_qa in the question-and-answer kind)."""
     if (n_docs is None) == (target_chars is None):
@@ -438,12 +441,15 @@ class World:
               'qa': lambda: self.qa_text(rng, leave_out)}
     kinds = [k for k, _ in mix]
     weights = [w for _, w in mix]
-    docs, chars = [], 0
+    docs = [self.article(e, rng) for _ in range(fact_articles) for e in known]
+    chars = sum(map(len, docs))
     while (len(docs) < n_docs) if n_docs is not None else (chars < target_chars):
       kind = rng.choices(kinds, weights)[0]
       doc = makers[kind]()
       docs.append(doc)
       chars += len(doc)
+    if fact_articles:
+      rng.shuffle(docs)
     return docs
 
 
