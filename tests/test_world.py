@@ -339,3 +339,32 @@ def test_cli_prints_samples(capsys):
   assert out.count('=== arithmetic') == 2 and 'calculator' in out and 'gold score of the reference: 1.0' in out
   main(['--docs', '2'])
   assert capsys.readouterr().out.count('---') >= 2
+
+
+@pytest.mark.parametrize('steps', [1, 2, 3])
+def test_word_problem_steps_option(world, steps):
+  for variant in ('direct', 'thinking'):
+    for ex in tasks.sample(world, 'word_problem', 40, seed=4, variant=variant, steps=(steps,)):
+      m = ex.meta
+      assert m['steps'] == steps
+      assert eval(m['expression'].replace('/', '//')) == m['answer'] >= 0, m  # noqa: S307 (our own digits)
+      assert tasks.score(ex, ex.reference) == 1.0
+      if variant == 'thinking':
+        assert ex.reference[-1]['thinking'].count('Step ') == steps
+  mixed = {ex.meta['steps'] for ex in tasks.sample(world, 'word_problem', 60, seed=4, steps=(1, 3))}
+  assert mixed == {1, 3}
+
+
+def test_translation_length_and_vocabulary_options(world):
+  from lm.lab.synthlang import ADJECTIVES, NOUNS
+  plain = tasks.sample(world, 'translation', 60, seed=5, adjectives=(0,), vocabulary=(3, 2))
+  default = tasks.sample(world, 'translation', 60, seed=5)
+  for examples, nouns, adjs in ((plain, NOUNS[:3], ()), (default, NOUNS, ADJECTIVES)):
+    for ex in examples:
+      en = ex.meta['source'] if ex.meta['direction'] == 'en2syn' else ex.meta['answer']
+      words = set(en.lower().rstrip('.').split())
+      assert not words & (set(ADJECTIVES) - set(adjs)), en
+      assert not words & (set(NOUNS) - set(nouns)), en
+      assert tasks.score(ex, ex.reference) == 1.0
+  mean_len = lambda exs: sum(len(ex.meta['answer'].split()) for ex in exs) / len(exs)  # noqa: E731
+  assert mean_len(plain) < mean_len(default) - 0.5

@@ -57,8 +57,11 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
       eval_sizes=(('world_qa', 50),),          # (family, n): another size for that family's sets
       # options of a family's examples, in every split ((): the family's own): arithmetic ops and
-      # digit_range (inclusive; default 1-5, products 1-3); char_count word_lengths (inclusive)
-      task_options=dict(arithmetic=dict(ops=(), digit_range=()), char_count=dict(word_lengths=())),
+      # digit_range (inclusive; default 1-5, products 1-3); char_count word_lengths (inclusive);
+      # translation adjectives (counts per noun phrase drawn from; default 0,1,1,1,2) and vocabulary
+      # (nouns, adjectives used; default all 98, 40); word_problem steps (drawn from; default 2)
+      task_options=dict(arithmetic=dict(ops=(), digit_range=()), char_count=dict(word_lengths=()),
+                        translation=dict(adjectives=(), vocabulary=()), word_problem=dict(steps=())),
       preferences=dict(n_prompts=500, k=4, mix=SFT_MIX, validation_fraction=0.1,  # held-out rankings
                        panel=PANEL),
   )

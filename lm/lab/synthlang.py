@@ -67,14 +67,19 @@ class SynthLang:
 
   # -- generation ---------------------------------------------------------------------------
 
-  def random_sentence(self, rng: random.Random, names=(), towns=()) -> str:
-    """An English sentence of the grammar; ``names`` may fill noun phrases, ``towns`` the place."""
+  def random_sentence(self, rng: random.Random, names=(), towns=(), adjectives=(0, 1, 1, 1, 2),
+                      vocabulary=None) -> str:
+    """An English sentence of the grammar; ``names`` may fill noun phrases, ``towns`` the place. A noun
+    phrase has one of ``adjectives`` adjectives (drawn uniformly from the tuple); ``vocabulary=(n, a)``
+    uses only the first ``n`` nouns and ``a`` adjectives."""
+    nouns, adj_words = (NOUNS[:vocabulary[0]], ADJECTIVES[:vocabulary[1]]) if vocabulary else (NOUNS, ADJECTIVES)
+
     def np_():
       if names and rng.random() < 0.2:
         return [rng.choice(names)]
       det = rng.choice(('the', 'the', 'a'))
-      adjs = rng.sample(ADJECTIVES, rng.choice((0, 1, 1, 1, 2)))
-      return [det, *adjs, rng.choice(NOUNS)]
+      adjs = rng.sample(adj_words, min(rng.choice(adjectives), len(adj_words)))
+      return [det, *adjs, rng.choice(nouns)]
     words = np_() + [rng.choice(VERBS)] + np_()
     if towns and rng.random() < 0.4:
       words += ['in', rng.choice(towns)]

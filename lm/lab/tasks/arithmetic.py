@@ -69,48 +69,79 @@ ARITHMETIC = Family('arithmetic', make_arithmetic, score_number, wrong_numbers, 
 
 # -- word_problem ------------------------------------------------------------------------------------
 
-def _word_problem(world, rng):
-  """(question, steps as (expression, value, note), final expression, answer sentence with {ans})."""
+def _word_problem(world, rng, steps=2):
+  """(question, steps as (expression, value, note), final expression, answer sentence with {ans}): one
+  of four stories, asked after its first step, its second (the default) or a third."""
   p = rng.choice(world.known('person'))
   item = rng.choice(_ITEMS)
   k = rng.randrange(4)
   if k == 0:
     a, d = rng.randint(3, 40), rng.randint(2, 9)
     s = rng.randint(1, a * d - 1)
-    q = (f'{p.name} is {a_an(p.job)} in {p.town}. Each day {p.name} makes {a} {item}. After {d} days, '
-         f'{p.name} has sold {s} of them. How many {item} are left?')
-    steps = [(f'{a} * {d}', a * d, f'{item} made'), (f'{a * d} - {s}', a * d - s, f'{item} left')]
-    return q, steps, f'{a}*{d}-{s}', f'{p.name} has {{ans}} {item} left.'
-  if k == 1:
+    intro = f'{p.name} is {a_an(p.job)} in {p.town}. Each day {p.name} makes {a} {item}.'
+    chain = [(f'{a} * {d}', a * d, f'{item} made', f'{a}*{d}',
+              f' How many {item} does {p.name} make in {d} days?', f'{p.name} makes {{ans}} {item}.'),
+             (f'{a * d} - {s}', a * d - s, f'{item} left', f'{a}*{d}-{s}',
+              f' After {d} days, {p.name} has sold {s} of them. How many {item} are left?',
+              f'{p.name} has {{ans}} {item} left.')]
+    g = rng.randint(1, 50) if steps > 2 else 0
+    chain.append((f'{a * d - s} + {g}', a * d - s + g, f'{item} now', f'{a}*{d}-{s}+{g}',
+                  f' After {d} days, {p.name} has sold {s} of them and then makes {g} more. How many {item} '
+                  f'are there now?', f'{p.name} has {{ans}} {item} now.'))
+  elif k == 1:
     n, c = rng.randint(2, 12), rng.randint(2, 30)
     m = n * c + rng.randint(1, 100)
-    q = (f'{p.name} buys {n} {item} at {c} coins each and pays with {m} coins. '
-         f'How many coins of change does {p.name} get?')
-    steps = [(f'{n} * {c}', n * c, 'coins spent'), (f'{m} - {n * c}', m - n * c, 'coins of change')]
-    return q, steps, f'{m}-{n}*{c}', f'{p.name} gets {{ans}} coins of change.'
-  if k == 2:
+    intro = f'{p.name} buys {n} {item} at {c} coins each'
+    chain = [(f'{n} * {c}', n * c, 'coins spent', f'{n}*{c}', f'. How many coins does {p.name} spend?',
+              f'{p.name} spends {{ans}} coins.'),
+             (f'{m} - {n * c}', m - n * c, 'coins of change', f'{m}-{n}*{c}',
+              f' and pays with {m} coins. How many coins of change does {p.name} get?',
+              f'{p.name} gets {{ans}} coins of change.')]
+    g = rng.randint(1, m - n * c) if steps > 2 else 0
+    chain.append((f'{m - n * c} - {g}', m - n * c - g, 'coins left', f'{m}-{n}*{c}-{g}',
+                  f' and pays with {m} coins, then spends {g} coins of the change on bread. How many coins '
+                  f'does {p.name} have left?', f'{p.name} has {{ans}} coins left.'))
+  elif k == 2:
     t = world.by_name[p.town]
     x, y = rng.randint(1, min(500, t.population - 1)), rng.randint(1, 500)
-    q = (f'{t.name} has {t.population} people. In spring, {x} people move away and {y} new people arrive. '
-         f'How many people live in {t.name} after spring?')
-    steps = [(f'{t.population} - {x}', t.population - x, 'after some move away'),
-             (f'{t.population - x} + {y}', t.population - x + y, 'after the new people arrive')]
-    return q, steps, f'{t.population}-{x}+{y}', f'After spring, {t.name} has {{ans}} people.'
-  m = rng.randint(2, 6)
-  n, per = rng.randint(2, 9), m * rng.randint(1, 8)
-  q = (f'{p.name} has {n} crates with {per} {item} in each, and shares them equally among {m} friends. '
-       f'How many {item} does each friend get?')
-  steps = [(f'{n} * {per}', n * per, f'{item} in all'), (f'{n * per} / {m}', n * per // m, f'{item} each')]
-  return q, steps, f'{n}*{per}/{m}', f'Each friend gets {{ans}} {item}.'
+    intro = f'{t.name} has {t.population} people.'
+    chain = [(f'{t.population} - {x}', t.population - x, 'after some move away', f'{t.population}-{x}',
+              f' In spring, {x} people move away. How many people live in {t.name} after spring?',
+              f'After spring, {t.name} has {{ans}} people.'),
+             (f'{t.population - x} + {y}', t.population - x + y, 'after the new people arrive',
+              f'{t.population}-{x}+{y}', f' In spring, {x} people move away and {y} new people arrive. '
+              f'How many people live in {t.name} after spring?', f'After spring, {t.name} has {{ans}} people.')]
+    g = rng.randint(1, 500) if steps > 2 else 0
+    chain.append((f'{t.population - x + y} + {g}', t.population - x + y + g, 'after summer',
+                  f'{t.population}-{x}+{y}+{g}', f' In spring, {x} people move away and {y} new people arrive; '
+                  f'in summer {g} more arrive. How many people live in {t.name} after summer?',
+                  f'After summer, {t.name} has {{ans}} people.'))
+  else:
+    m = rng.randint(2, 6)
+    n, per = rng.randint(2, 9), m * rng.randint(1, 8)
+    intro = f'{p.name} has {n} crates with {per} {item} in each'
+    share = n * per // m
+    chain = [(f'{n} * {per}', n * per, f'{item} in all', f'{n}*{per}', f'. How many {item} does {p.name} have?',
+              f'{p.name} has {{ans}} {item}.'),
+             (f'{n * per} / {m}', share, f'{item} each', f'{n}*{per}/{m}',
+              f', and shares them equally among {m} friends. How many {item} does each friend get?',
+              f'Each friend gets {{ans}} {item}.')]
+    g = rng.randint(1, share - 1) if steps > 2 else 0
+    chain.append((f'{share} - {g}', share - g, f'{item} each friend keeps', f'{n}*{per}/{m}-{g}',
+                  f', and shares them equally among {m} friends; each friend gives {g} away. How many {item} '
+                  f'does each friend keep?', f'Each friend keeps {{ans}} {item}.'))
+  chain = chain[:steps]
+  return (intro + chain[-1][4], [(e, v, note) for e, v, note, *_ in chain], chain[-1][3], chain[-1][5])
 
 
-def make_word_problem(world, rng, variant):
-  q, steps, expr, sentence = _word_problem(world, rng)
-  ans = steps[-1][1]
-  thinking = '\n'.join(f'Step {i + 1}: {e} = {v} ({note}).' for i, (e, v, note) in enumerate(steps))
+def make_word_problem(world, rng, variant, steps=()):
+  """A story problem of ``steps`` steps (one drawn from the tuple; default 2)."""
+  q, chain, expr, sentence = _word_problem(world, rng, rng.choice(tuple(steps)) if steps else 2)
+  ans = chain[-1][1]
+  thinking = '\n'.join(f'Step {i + 1}: {e} = {v} ({note}).' for i, (e, v, note) in enumerate(chain))
   thinking += f'\nSo the answer is {ans}.'
   ref = answer_messages(variant, sentence.format(ans=ans), thinking, expr, ans)
-  return Example('word_problem', variant, ask(variant, q), ref, dict(answer=ans, steps=len(steps), expression=expr))
+  return Example('word_problem', variant, ask(variant, q), ref, dict(answer=ans, steps=len(chain), expression=expr))
 
 
 def key_word_problem(ex):

@@ -10,9 +10,12 @@ from lm.lab.tasks.base import Example, Family, final_text, say, simple, user
 from lm.lab.world import translation_key
 
 
-def make_translation(world, rng, variant, direction=None):
+def make_translation(world, rng, variant, direction=None, adjectives=(), vocabulary=()):
+  """A sentence to translate either way; ``adjectives`` (the counts per noun phrase to draw from) and
+  ``vocabulary`` (how many nouns and adjectives) set its length and words (``SynthLang.random_sentence``)."""
   direction = direction or rng.choice(('en2syn', 'syn2en'))
-  en = world.lang.random_sentence(rng, world.first_names, [t.name for t in world.known('town')])
+  en = world.lang.random_sentence(rng, world.first_names, [t.name for t in world.known('town')],
+                                  tuple(adjectives) or (0, 1, 1, 1, 2), tuple(vocabulary) or None)
   syn = world.lang.en_to_syn(en)
   src, tgt = (en, syn) if direction == 'en2syn' else (syn, en)
   lang = LANG_NAME if direction == 'en2syn' else 'English'
