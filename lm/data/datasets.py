@@ -57,7 +57,8 @@ def pretraining_texts(world, c) -> list[str]:
 
 def task_options(c) -> dict:
   """``data.task_options`` as ``{family: {option: value}}``, the options left at () dropped (the family's own)."""
-  return {family: {k: tuple(v) for k, v in opts.items() if v} for family, opts in c.task_options.items()}
+  chosen = {family: {k: tuple(v) for k, v in opts.items() if v} for family, opts in c.task_options.items()}
+  return {family: opts for family, opts in chosen.items() if opts}
 
 
 def eval_examples(world, c) -> list[tasks.Example]:
