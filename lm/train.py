@@ -312,7 +312,8 @@ class _Loop:
     self.last = {}  # final metrics; a resumed run starts from what it logged before
     for row in metrics.read(guard.workdir, task.name):
       if row['step'] <= start:
-        self.last.update({k: v for k, v in row.items() if k in ('loss', 'tokens_per_s') or k.startswith('eval_')})
+        self.last.update({k: v for k, v in row.items()
+                          if k in ('loss', 'tokens_per_s', 'tokens_seen') or k.startswith('eval_')})
         self.tokens_seen = row.get('tokens_seen', self.tokens_seen)
 
   def train(self, compiled, state, host_slice):
@@ -353,7 +354,7 @@ class _Loop:
     self.t_last = now
     step = fetched[-1][0]
     self.guard.log(step, row)
-    self.last.update(loss=row['loss'], tokens_per_s=row['tokens_per_s'])
+    self.last.update(loss=row['loss'], tokens_per_s=row['tokens_per_s'], tokens_seen=self.tokens_seen)
     self.guard.progress(step, loss=f'{row["loss"]:.3f}', tok_s=f'{row["tokens_per_s"]:.0f}')
 
   def _evaluate(self, step, params):

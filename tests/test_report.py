@@ -13,6 +13,7 @@ import pytest
 from lm import outputs as lm_outputs
 from lm.cli import report as report_cli
 from lm.report import card as report
+from lm.report import comparison
 
 MODEL = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=128)
 DEVICES = {'count': 8, 'kind': 'cpu'}
@@ -276,3 +277,20 @@ def test_skill_curves_are_plotted_from_the_sft_probe(tmp_path):
   secs = sections(Path(report.write(workdir, peak_flops=1e9)).read_text())
   assert any('Skills as SFT trains' in line for line in secs['Skills'])
   assert (workdir / 'skill_curves.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_comparison_cells_show_intervals_and_curves_join_a_series(tmp_path):
+  def run(tokens, acc, low, high):
+    return {'pretrain': lm_outputs.Model(checkpoint_dir='', model={}, tokenizer='', metrics={'tokens_seen': tokens}),
+            'eval': lm_outputs.Eval(results='', report='', metrics={
+                'sft.acc[world_qa/direct]': acc, 'sft.acc[world_qa/direct].low': low,
+                'sft.acc[world_qa/direct].high': high, 'examples': 10})}
+  results = {'small@1': run(100, 0.25, 0.1, 0.4), 'small@2': run(200, 0.5, 0.3, 0.7), 'big@1': run(100, 0.75, 0.6, 0.9)}
+  lines = comparison.table(results).splitlines()
+  assert lines[0] == ('| variant | pretrain.wall_s | pretrain.tokens_seen | eval.wall_s | '
+                      'eval.sft.acc[world_qa/direct] | eval.examples |')  # the bounds are in their cell
+  assert lines[3] == '| small@2 | 0 | 200 | 0 | 0.500 [0.300, 0.700] | 10 |'
+  path = tmp_path / 'curves.png'
+  assert comparison.curves(results, 'pretrain.tokens_seen', ('eval.sft.acc[world_qa/direct]',), path)
+  assert path.read_bytes()[:4] == b'\x89PNG'
+  assert not comparison.curves(results, 'pretrain.tokens_seen', ('eval.nothing',), tmp_path / 'none.png')

@@ -17,6 +17,7 @@ from lm import checkpoint, metrics, sharding, train
 from lm import config as lm_config
 from lm import outputs as lm_outputs
 from lm.cli import launch
+from lm.model.transformer import ModelConfig
 from lm.train import Diverged
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +43,10 @@ def test_loss_falls_and_every_output_is_written(tmp_path):
   assert train_rows[-1]['loss'] < train_rows[0]['loss'] - 0.8, train_rows
   assert eval_rows[-1]['eval_loss'] < eval_rows[0]['eval_loss'] - 0.8, eval_rows
   assert out['pretrain'].get('eval_loss') == pytest.approx(eval_rows[-1]['eval_loss'])
+  c = smoke_config()
+  assert out['pretrain'].get('tokens_seen') == train_rows[-1]['tokens_seen']
+  assert out['pretrain'].get('tokens_seen') == 20 * c.pretrain.batch_size * c.pretrain.seq_len  # packed: no padding
+  assert out['pretrain'].get('params') == ModelConfig.from_config(c.model).n_params()
   ckpts = sorted(int(p.name) for p in (tmp_path / 'pretrain' / 'checkpoints').iterdir() if p.name.isdigit())
   assert ckpts == [10, 15, 20]  # keep_checkpoints=3
   assert list((tmp_path / 'tensorboard' / 'pretrain').glob('events.out.tfevents.*'))
@@ -121,6 +126,8 @@ def test_kill_9_and_sigterm_resume_give_the_uninterrupted_losses(tmp_path):
   assert len(rows) == 3 and rows[1]['step'] > 1 and rows[2]['step'] > rows[1]['step']  # two real resumes
   # Same compiled program, same data order, restored state: CPU XLA is deterministic, so exact.
   np.testing.assert_array_equal([got[s] for s in range(1, 61)], [expected[s] for s in range(1, 61)])
+  seen = [lm_outputs.load(w / 'pretrain' / 'outputs.json').get('tokens_seen') for w in (work, tmp_path / 'straight')]
+  assert seen[0] == seen[1] > 0  # counted across the resumes
 
 
 def test_divergence_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):

@@ -163,6 +163,8 @@ def launch(config, workdir: Path) -> dict:
     (workdir / 'comparison.md').write_text(table)
     if config.comparison.plot:
       comparison.plot(own, *config.comparison.plot, workdir / 'comparison.png')
+    if config.comparison.curves:
+      comparison.curves(own, *config.comparison.curves, workdir / 'comparison_curves.png')
   _say(table)
   for name in (['shared'] if shared_names else []) + list(variants):
     _report(workdir / name)

@@ -217,7 +217,8 @@ def get_config() -> ml_collections.ConfigDict:
   # finished stages of another run that this one takes as inputs (e.g. data .. sft of a lifecycle run)
   c.reuse = ml_collections.ConfigDict({'workdir': '', 'stages': ()})
   c.shared_stages = ()  # with variants: stages run once in <workdir>/shared, their outputs given to each variant
-  # with variants: the comparison table's 'stage.key' columns (() = all) and an optional (x, y) scatter
-  c.comparison = ml_collections.ConfigDict({'columns': (), 'plot': ()})
+  # with variants: the comparison table's 'stage.key' columns (() = all), an optional (x, y) scatter
+  # and optional curves (x, (y, ...)): lm.report.comparison
+  c.comparison = ml_collections.ConfigDict({'columns': (), 'plot': (), 'curves': ()})
   c.lock()
   return c

@@ -543,8 +543,9 @@ def _sweep_sections(workdir: Path) -> list[Section]:
     comparison.table(cells(lines[0]), [cells(line) for line in lines[2:]])
   else:
     comparison.text('comparison.md has no table.')
-  if (workdir / 'comparison.png').is_file():
-    comparison.image('comparison.png')
+  for image in ('comparison.png', 'comparison_curves.png'):
+    if (workdir / image).is_file():
+      comparison.image(image)
   variants = Section('Variants')
   links, walls = [], []
   for d in sorted(p.parent for p in workdir.glob('*/config.json')):

@@ -2,7 +2,10 @@
 
 ``comparison.columns`` picks and orders the ``stage.key`` columns (default: every scalar output of
 the variants' own stages); ``comparison.plot = ('stage.key_x', 'stage.key_y')`` adds a scatter of the
-variants (e.g. gold reward against KL: a reward-KL frontier) as ``comparison.png``.
+variants (e.g. gold reward against KL: a reward-KL frontier) as ``comparison.png``;
+``comparison.curves = ('stage.key_x', ('stage.key_y', ...))`` draws one panel per y against x as
+``comparison_curves.png``, a line per series: variants named ``series@point`` share a line (a sweep
+of sizes at several budgets: ``small@400``, ``small@800``, ``base@400``, ...).
 """
 
 from pathlib import Path
@@ -15,21 +18,33 @@ def _value(results: dict, column: str):
   return results[stage].get(key) if stage in results else None
 
 
+def _cell(results: dict, column: str) -> str:
+  """The value, with ``[low, high]`` when the stage reports ``<key>.low`` and ``<key>.high``."""
+  value = _value(results, column)
+  if value is None:
+    return ''
+  if not isinstance(value, float):
+    return str(value)
+  low, high = _value(results, column + '.low'), _value(results, column + '.high')
+  if isinstance(low, float) and isinstance(high, float):
+    return f'{value:.3f} [{low:.3f}, {high:.3f}]'
+  return f'{value:.4g}'
+
+
 def table(results: dict, columns=()) -> str:
   """Markdown: one row per variant (``results``: variant -> {stage: outputs})."""
   columns = list(columns)
   if not columns:
     for outputs in results.values():
       for stage, out in outputs.items():
-        for key in out.scalars():
-          if f'{stage}.{key}' not in columns:
+        scalars = out.scalars()
+        for key in scalars:
+          bound = key.endswith(('.low', '.high')) and key.rsplit('.', 1)[0] in scalars  # shown in its cell
+          if f'{stage}.{key}' not in columns and not bound:
             columns.append(f'{stage}.{key}')
   lines = ['| variant | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
   for variant, outputs in results.items():
-    cells = []
-    for col in columns:
-      value = _value(outputs, col)
-      cells.append('' if value is None else f'{value:.4g}' if isinstance(value, float) else str(value))
+    cells = [_cell(outputs, col) for col in columns]
     lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -41,4 +56,22 @@ def plot(results: dict, x: str, y: str, path: Path) -> bool:
   if not points:
     return False
   plots.scatter(path, points, x, y)
+  return True
+
+
+def curves(results: dict, x: str, ys, path: Path) -> bool:
+  """One panel per column of ``ys`` against ``x``, one line per series (the variant's name before
+  '@'), points sorted by x; False if no variant has x and any y."""
+  panels = []
+  for y in ys:
+    lines = {}
+    for variant, outputs in results.items():
+      a, b = _value(outputs, x), _value(outputs, y)
+      if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        lines.setdefault(variant.split('@')[0], []).append((a, b))
+    panels.append((y, [(name, [p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)], 'o-')
+                       for name, pts in lines.items()], x))
+  if not any(lines for _, lines, _ in panels):
+    return False
+  plots.figure(path, panels, xlabel=x, columns=3)
   return True

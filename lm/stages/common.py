@@ -54,10 +54,12 @@ def load_params(trained: outputs.Model, model: Transformer, mesh, rules):
 
 
 def model_outputs(config, out: dict, tokenizer: str, **fields) -> outputs.Model:
-  """``outputs.Model`` of a training stage: ``train.run``'s result (checkpoint dir, final metrics)
-  with the model's config and tokenizer."""
+  """``outputs.Model`` of a training stage: ``train.run``'s result (checkpoint dir, final metrics:
+  loss, tokens_seen, ...) with the model's config, its parameter count and tokenizer."""
+  n_params = ModelConfig.from_config(config.model).n_params()
   return outputs.Model(checkpoint_dir=out['checkpoint_dir'], model=dict(config.model), tokenizer=tokenizer,
-                       metrics={k: v for k, v in out.items() if k != 'checkpoint_dir'}, **fields)
+                       metrics={'params': n_params, **{k: v for k, v in out.items() if k != 'checkpoint_dir'}},
+                       **fields)
 
 
 def sync(name: str) -> None:
