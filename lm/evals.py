@@ -139,7 +139,8 @@ def breakdown(rows, spec: str) -> dict:
   """Accuracy of the rows that ``spec`` names: ``family``, ``family/variant``, either followed by
   ``:meta_key`` for one value per distinct ``meta[meta_key]`` (e.g. ``arithmetic:digits``).
 
-  Keys: ``acc[<family>[/<variant>]]`` or ``acc[<family>[/<variant>]:<key>=<value>]``, values sorted.
+  Keys: ``acc[<family>[/<variant>]]`` or ``acc[<family>[/<variant>]:<key>=<value>]``, values sorted;
+  values: ``stats.Estimate`` (mean, 95% interval, n).
   """
   where, _, key = spec.partition(':')
   family, _, variant = where.partition('/')
@@ -147,23 +148,23 @@ def breakdown(rows, spec: str) -> dict:
     raise ValueError(f'eval.breakdowns has {spec!r}: unknown task family {family!r}; valid: {", ".join(tasks.TASKS)}')
   rows = [r for r in _of(rows, family) if variant in ('', r['variant'])]
   if not key:
-    return {f'acc[{where}]': stats.mean(r['score'] for r in rows).value}
+    return {f'acc[{where}]': stats.mean(r['score'] for r in rows)}
   groups = defaultdict(list)
   for r in rows:
     if key not in r['meta']:
       raise ValueError(f'eval.breakdowns has {spec!r}: {family} examples have no meta {key!r} '
                        f'(they have {", ".join(sorted(r["meta"]))})')
     groups[r['meta'][key]].append(r['score'])
-  return {f'acc[{where}:{key}={value}]': stats.mean(groups[value]).value for value in sorted(groups)}
+  return {f'acc[{where}:{key}={value}]': stats.mean(groups[value]) for value in sorted(groups)}
 
 
 def report(rows, breakdowns=()) -> dict:
   """``{'metrics': headline skills (flat) and each of ``breakdowns``, 'intervals': metric -> Estimate
   fields, 'sets': accuracy per (family, variant) with intervals}``."""
   estimates = {name: stats.mean(values(rows, name)) for name in METRICS}
-  metrics = {name: est.value for name, est in estimates.items()}
   for spec in breakdowns:
-    metrics.update(breakdown(rows, spec))
+    estimates.update(breakdown(rows, spec))
+  metrics = {name: est.value for name, est in estimates.items()}
   return {'metrics': metrics, 'intervals': {k: e.to_json() for k, e in estimates.items()},
           'sets': accuracy_by_set(rows)}
 
@@ -234,8 +235,6 @@ def markdown(cards: dict, baselines=(), diffs: dict | None = None) -> str:
   for key in first['intervals']:
     n = first['intervals'][key]['n']
     lines.append(f'| {key} (n={n}) | ' + ' | '.join(_cell(cards[m]['intervals'].get(key)) for m in names) + ' |')
-  for key in (k for k in first['metrics'] if k not in first['intervals']):  # breakdowns: no interval
-    lines.append(f'| {key} | ' + ' | '.join(f'{cards[m]["metrics"].get(key, float("nan")):.3f}' for m in names) + ' |')
   trivial = {(b['family'], b['variant']): b for b in baselines}
   lines += ['', '| set | ' + ' | '.join(names) + ' | best trivial answer |', '|---' * (len(names) + 2) + '|']
   by_set = {m: {(s['family'], s['variant']): s for s in cards[m]['sets']} for m in names}
@@ -248,6 +247,6 @@ def markdown(cards: dict, baselines=(), diffs: dict | None = None) -> str:
                  + (f'{base["best_score"]:.3f} ({base["best"]})' if base else '-') + ' |')
   if diffs:
     lines += ['', '| metric | ' + ' | '.join(diffs) + ' |', '|---' * (len(diffs) + 1) + '|']
-    for key in first['intervals']:
+    for key in (k for k in first['intervals'] if any(k in d for d in diffs.values())):
       lines.append(f'| {key} | ' + ' | '.join(_cell(d.get(key)) for d in diffs.values()) + ' |')
   return '\n'.join(lines) + '\n'

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from lm import evals, tools
+from lm import evals, stats, tools
 from lm.cli import chat as chat_cli
 from lm.data import chat
 from lm.lab import tasks
@@ -107,6 +107,7 @@ def test_breakdowns_and_hallucination_without_tools():
   assert m['acc[arithmetic:digits=1]'] == 0.5 and m['acc[arithmetic:digits=3]'] == pytest.approx(1 / 3)
   assert m['acc[arithmetic/direct:digits=1]'] == 1.0 and m['acc[char_count]'] == 1.0
   assert m['acc[unknown_entity/tool]'] == 0.0
+  assert card['intervals']['acc[arithmetic:digits=3]'] == stats.mean([1.0, 0.0, 0.0]).to_json()  # n=3 with its interval
   assert m['hallucination_rate'] == 0.0  # the tool row is not a question the model had to decline
   assert m['tool_calls_per_answer'] == 2 / 8
   with pytest.raises(ValueError, match=r"eval.breakdowns has 'arithmetic:nope': arithmetic examples have no meta "
