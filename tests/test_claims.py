@@ -160,15 +160,15 @@ def test_cli_rejects_an_unknown_claim(capsys):
   assert 'unknown claim' in capsys.readouterr().err
 
 
-def _rankings_run(tmp_path, name, families, rewards_NxK, gold_NxK, rater_rankings, responses=None):
+def _rankings_run(tmp_path, name, families, rewards_BxR, gold_BxR, rater_rankings, responses=None):
   """A run whose preferences stage holds validation rankings of ``families`` and whose reward model's
-  heldout.json holds ``rewards_NxK`` against ``gold_NxK``."""
-  n, k = gold_NxK.shape
+  heldout.json holds ``rewards_BxR`` against ``gold_BxR``."""
+  n, k = gold_BxR.shape
   responses = responses or [[[{'role': 'assistant', 'content': f'answer {i} {j}'}] for j in range(k)] for i in range(n)]
   records = [{'prompt': [{'role': 'user', 'content': f'prompt {i}'}], 'responses': responses[i],
               'ranking': [int(x) for x in rater_rankings[i][0]],
               'rater_rankings': [[int(x) for x in row] for row in rater_rankings[i]],
-              'gold_ranking': np.argsort(-gold_NxK[i], kind='stable').tolist(), 'gold_utilities': gold_NxK[i].tolist(),
+              'gold_ranking': np.argsort(-gold_BxR[i], kind='stable').tolist(), 'gold_utilities': gold_BxR[i].tolist(),
               'kinds': ['x'] * k, 'family': f, 'variant': 'direct', 'origin': {'source': 'candidates'}}
              for i, f in enumerate(families)]
   tfds_dir = tmp_path / name / 'preferences' / 'tfds'
@@ -176,10 +176,10 @@ def _rankings_run(tmp_path, name, families, rewards_NxK, gold_NxK, rater_ranking
   # the reward stage measures the records in the order the dataset reads them back (by key hash)
   order = [int(r['prompt'][0]['content'].split()[1]) for r in builders.read(builders.PreferenceRankings, tfds_dir,
                                                                              'validation')]
-  rewards_NxK, gold_NxK = rewards_NxK[order], gold_NxK[order]
+  rewards_BxR, gold_BxR = rewards_BxR[order], gold_BxR[order]
   (tmp_path / name / 'reward').mkdir(parents=True)
   (tmp_path / name / 'reward' / 'heldout.json').write_text(json.dumps(
-      {'rewards': rewards_NxK.tolist(), 'words': [[3] * k] * n, 'panel_ranks': [], 'gold_utilities': gold_NxK.tolist(),
+      {'rewards': rewards_BxR.tolist(), 'words': [[3] * k] * n, 'panel_ranks': [], 'gold_utilities': gold_BxR.tolist(),
        'sources': ['candidates'] * n}))
   return {'preferences': outputs.Rankings(tfds_dir=str(tfds_dir)),
           'reward': outputs.Reward(checkpoint_dir=str(tmp_path / name / 'reward' / 'checkpoints'), model={},

@@ -58,11 +58,11 @@ def _np_rms(x, scale, eps):
   return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps) * scale
 
 
-def _np_rope(x_BxTxNxD, positions_BxT, theta):
-  d = x_BxTxNxD.shape[-1]
+def _np_rope(x_BxTxHxE, positions_BxT, theta):
+  d = x_BxTxHxE.shape[-1]
   inv_freq = theta ** (-np.arange(0, d, 2, dtype=np.float64) / d)
   ang = positions_BxT.astype(np.float64)[:, :, None, None] * inv_freq
-  x1, x2 = x_BxTxNxD[..., :d // 2], x_BxTxNxD[..., d // 2:]
+  x1, x2 = x_BxTxHxE[..., :d // 2], x_BxTxHxE[..., d // 2:]
   return np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
 
 

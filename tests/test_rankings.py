@@ -56,10 +56,10 @@ def test_pairwise_accuracy_by_hand():
   rewards = np.array([[3.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
   ranks = np.array([[0, 1, 2], [0, 1, 2]])         # first is best
   # row 0: pairs (0>1 yes, 0>2 yes, 1>2 no); row 1: all three wrong -> 2 of 6
-  assert reward_model.pairwise_accuracy(rewards, ranks_NxK=ranks) == pytest.approx(2 / 6)
+  assert reward_model.pairwise_accuracy(rewards, ranks_BxR=ranks) == pytest.approx(2 / 6)
   gold = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 1.0]])  # tied utilities make no pair
   # row 0: (0>1 yes, 0>2 yes); row 1: (2>0 yes, 2>1 yes) -> 4 of 4
-  assert reward_model.pairwise_accuracy(rewards, gold_NxK=gold) == 1.0
+  assert reward_model.pairwise_accuracy(rewards, gold_BxR=gold) == 1.0
 
 
 @pytest.fixture(scope='module')

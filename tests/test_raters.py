@@ -189,9 +189,9 @@ def test_tastes_average_to_gold(world):
     assert not (crowd.tastes(family)[:5] == raters.Panel(n_raters=5, seed=2).tastes(family)).all()
     for ex in tasks.sample(world, family, 5, seed=4):
       cands = raters.candidates(world, ex, K, rng)
-      own_RxK = crowd.utilities(cands)
-      assert own_RxK.mean(0) == pytest.approx([c.utility for c in cands], abs=0.01)
-      assert own_RxK.std(0).max() > 0.05  # but raters differ
+      own_WxR = crowd.utilities(cands)
+      assert own_WxR.mean(0) == pytest.approx([c.utility for c in cands], abs=0.01)
+      assert own_WxR.std(0).max() > 0.05  # but raters differ
 
 
 def test_lay_writers_answer_plausibly(world):

@@ -205,7 +205,7 @@ def rater_bias(r):
 
 
 def _heldout_records(results, variant) -> tuple[dict, list]:
-  """A reward model's ``heldout.json`` (rewards ``[N, K]``, gold utilities, sources) with the held-out
+  """A reward model's ``heldout.json`` (rewards ``[B, R]``, gold utilities, sources) with the held-out
   ranking records they were measured on, in the same order (the validation rankings of its sources)."""
   path = Path(results[variant]['reward'].checkpoint_dir).parent / 'heldout.json'
   raw = json.loads(path.read_text())

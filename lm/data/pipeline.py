@@ -14,7 +14,7 @@ from lm.data import chat
 
 
 def pack(docs_tokens, seq_len: int, eos_id: int) -> dict[str, np.ndarray]:
-  """Concatenates tokenised documents (+EOS) and cuts them into ``[N, seq_len]`` training rows."""
+  """Concatenates tokenised documents (+EOS) and cuts them into ``[rows, seq_len]`` training rows."""
   lengths = np.array([len(d) + 1 for d in docs_tokens])
   flat = np.concatenate([np.append(np.asarray(d, np.int32), eos_id) for d in docs_tokens]).astype(np.int32)
   doc_ids = np.repeat(np.arange(len(docs_tokens), dtype=np.int32), lengths)
@@ -58,7 +58,7 @@ class Batches:
 
 def pack_conversations(rendered, seq_len: int, pad_id: int = 0, one_per_row: bool = False) -> dict[str, np.ndarray]:
   """Greedily packs rendered conversations (``(ids [L], loss_mask [L])`` from ``lm.chat.render``)
-  into ``[N, seq_len]`` rows, in order; a conversation that does not fit starts a new row
+  into ``[rows, seq_len]`` rows, in order; a conversation that does not fit starts a new row
   (``one_per_row``: every conversation does, i.e. padding instead of packing).
 
   A conversation of L tokens takes L - 1 slots (inputs ``ids[:-1]``, targets ``ids[1:]``, loss on
@@ -95,26 +95,26 @@ def pack_conversations(rendered, seq_len: int, pad_id: int = 0, one_per_row: boo
 
 def preference_arrays(prompts_ids, responses_ids, rankings, seq_len: int, pad_id: int = 0,
                       responses_masks=None) -> dict[str, np.ndarray]:
-  """Prompt + each of K responses as ``[N, K, seq_len]`` token rows for a reward model or DPO.
+  """Prompt + each of R responses as ``[B, R, seq_len]`` token rows for a reward model or DPO.
 
   ``prompts_ids[n]`` are a prompt's ids, ``responses_ids[n][k]`` the ids of response k (ending in
   its end-of-turn id), ``rankings[n]`` response indices best first; ``responses_masks[n][k]`` (same
   length as the response; default all 1) marks the tokens the model wrote (0 on tool results).
   Returns ``tokens``, ``segment_ids`` and ``positions`` (one segment per row), ``response_mask``
-  (the response's model-written tokens), ``last_index`` ``[N, K]`` (the response's last token,
-  where the reward is read) and ``ranks`` ``[N, K]`` (0 = best). A prompt too long to leave room
+  (the response's model-written tokens), ``last_index`` ``[B, R]`` (the response's last token,
+  where the reward is read) and ``ranks`` ``[B, R]`` (0 = best). A prompt too long to leave room
   for its longest response loses its oldest tokens; a response longer than ``seq_len`` is cut.
   """
-  N, K = len(responses_ids), len(responses_ids[0])
-  tokens = np.full((N, K, seq_len), pad_id, np.int32)
-  response_mask = np.zeros((N, K, seq_len), np.float32)
-  last_index = np.zeros((N, K), np.int32)
-  ranks = np.zeros((N, K), np.int32)
-  for n in range(N):
-    if len(responses_ids[n]) != K:
-      raise ValueError(f'preference record {n}: {len(responses_ids[n])} responses, expected {K}')
-    if sorted(rankings[n]) != list(range(K)):
-      raise ValueError(f'preference record {n}: ranking {list(rankings[n])} is not a permutation of 0..{K - 1}')
+  B, R = len(responses_ids), len(responses_ids[0])
+  tokens = np.full((B, R, seq_len), pad_id, np.int32)
+  response_mask = np.zeros((B, R, seq_len), np.float32)
+  last_index = np.zeros((B, R), np.int32)
+  ranks = np.zeros((B, R), np.int32)
+  for n in range(B):
+    if len(responses_ids[n]) != R:
+      raise ValueError(f'preference record {n}: {len(responses_ids[n])} responses, expected {R}')
+    if sorted(rankings[n]) != list(range(R)):
+      raise ValueError(f'preference record {n}: ranking {list(rankings[n])} is not a permutation of 0..{R - 1}')
     longest = min(max(len(r) for r in responses_ids[n]), seq_len - 1)
     prompt = np.asarray(prompts_ids[n])[-(seq_len - longest):]
     for k, response in enumerate(responses_ids[n]):
@@ -125,7 +125,7 @@ def preference_arrays(prompts_ids, responses_ids, rankings, seq_len: int, pad_id
       tokens[n, k, :len(row)] = row
       response_mask[n, k, len(prompt):len(row)] = mask
       last_index[n, k] = len(row) - 1
-    ranks[n, np.asarray(rankings[n])] = np.arange(K)
+    ranks[n, np.asarray(rankings[n])] = np.arange(R)
   filled = np.arange(seq_len)[None, None, :] <= last_index[..., None]
   return {'tokens': tokens, 'segment_ids': filled.astype(np.int32),
           'positions': (np.arange(seq_len)[None, None, :] * filled).astype(np.int32),
@@ -133,8 +133,8 @@ def preference_arrays(prompts_ids, responses_ids, rankings, seq_len: int, pad_id
 
 
 def preference_rows(tok, records, seq_len: int, ranking: str = 'panel') -> dict[str, np.ndarray]:
-  """``PreferenceRankings`` records as ``preference_arrays`` rows (``[N, K, seq_len]``), ranked by the
-  panel's Borda ``ranking`` or the ``gold`` ranking, with the records' ``gold_utilities`` ``[N, K]``.
+  """``PreferenceRankings`` records as ``preference_arrays`` rows (``[B, R, seq_len]``), ranked by the
+  panel's Borda ``ranking`` or the ``gold`` ranking, with the records' ``gold_utilities`` ``[B, R]``.
   Each response is rendered after its prompt (``lm.data.chat``); its model-written tokens are its
   loss mask there."""
   if ranking not in ('panel', 'gold'):
@@ -158,26 +158,26 @@ def preference_rows(tok, records, seq_len: int, ranking: str = 'panel') -> dict[
   return rows
 
 
-def pack_rankings(tokens_NxKxT, lengths_NxK, n_rows: int) -> dict[str, np.ndarray]:
-  """The ``N x K`` sequences (``tokens[n, k, :lengths[n, k]]``) packed into ``n_rows`` rows of ``T`` by
+def pack_rankings(tokens_BxRxT, lengths_BxR, n_rows: int) -> dict[str, np.ndarray]:
+  """The ``B x R`` sequences (``tokens[n, k, :lengths[n, k]]``) packed into ``n_rows`` rows of ``T`` by
   first-fit decreasing: ``tokens``, ``segment_ids`` (1, 2, ... within a row; 0 is padding) and
-  ``positions`` ``[n_rows, T]``, and ``last_index`` ``[N, K]``: each sequence's last token as a flat
+  ``positions`` ``[n_rows, T]``, and ``last_index`` ``[B, R]``: each sequence's last token as a flat
   position ``row * T + t`` (``lm.steps.reward.sequence_rewards`` reads the reward there)."""
-  N, K, T = tokens_NxKxT.shape
+  B, R, T = tokens_BxRxT.shape
   tokens = np.zeros((n_rows, T), np.int32)
   segment_ids = np.zeros((n_rows, T), np.int32)
   positions = np.zeros((n_rows, T), np.int32)
-  last_index = np.zeros((N, K), np.int32)
+  last_index = np.zeros((B, R), np.int32)
   used, segments = np.zeros(n_rows, np.int64), np.zeros(n_rows, np.int32)
-  for flat in np.argsort(-lengths_NxK.reshape(-1), kind='stable'):
-    n, k = divmod(int(flat), K)
-    length = int(lengths_NxK[n, k])
+  for flat in np.argsort(-lengths_BxR.reshape(-1), kind='stable'):
+    n, k = divmod(int(flat), R)
+    length = int(lengths_BxR[n, k])
     fits = np.flatnonzero(used + length <= T)
     if not len(fits):
-      raise ValueError(f'{N} x {K} responses do not fit {n_rows} packed rows of {T} tokens')
+      raise ValueError(f'{B} x {R} responses do not fit {n_rows} packed rows of {T} tokens')
     r, start = int(fits[0]), int(used[fits[0]])
     segments[r] += 1
-    tokens[r, start:start + length] = tokens_NxKxT[n, k, :length]
+    tokens[r, start:start + length] = tokens_BxRxT[n, k, :length]
     segment_ids[r, start:start + length] = segments[r]
     positions[r, start:start + length] = np.arange(length)
     last_index[n, k] = r * T + start + length - 1
@@ -185,10 +185,10 @@ def pack_rankings(tokens_NxKxT, lengths_NxK, n_rows: int) -> dict[str, np.ndarra
   return {'tokens': tokens, 'segment_ids': segment_ids, 'positions': positions, 'last_index': last_index}
 
 
-def rows_to_pack(lengths_NxK, T: int) -> int:
+def rows_to_pack(lengths_BxR, T: int) -> int:
   """How many rows of ``T`` first-fit decreasing needs for these sequence lengths."""
   used = []
-  for length in sorted(lengths_NxK.reshape(-1).tolist(), reverse=True):
+  for length in sorted(lengths_BxR.reshape(-1).tolist(), reverse=True):
     row = next((i for i, u in enumerate(used) if u + length <= T), None)
     if row is None:
       used.append(length)
@@ -198,10 +198,10 @@ def rows_to_pack(lengths_NxK, T: int) -> int:
 
 
 class PackedRankings:
-  """``Batches`` of ``preference_rows`` (``[N, K, T]`` rows) whose ``batch_size x K`` responses are
+  """``Batches`` of ``preference_rows`` (``[B, R, T]`` rows) whose ``batch_size x R`` responses are
   packed into a fixed number of rows of ``T`` (``pack_rankings``; the most any of the first ``steps``
-  batches needs, so every step has one shape): ``tokens``, ``segment_ids``, ``positions`` ``[R, T]``,
-  ``last_index``, ``ranks``, ``gold_utilities`` ``[batch, K]``. Batch ``i`` holds the same prompts as
+  batches needs, so every step has one shape): ``tokens``, ``segment_ids``, ``positions`` ``[M, T]``,
+  ``last_index``, ``ranks``, ``gold_utilities`` ``[batch, R]``. Batch ``i`` holds the same prompts as
   ``Batches(rows, batch_size, seed).host_batch(i)``. The rows are a ``multiple`` of the mesh's batch
   shards. One process only (several hosts would each need their rows' offsets)."""
 

@@ -148,7 +148,7 @@ def decode_loop(step_fn: Callable, logits_BxV, state, rng, cfg: SamplingConfig, 
 # A decode state is {'cache': the model's cache, 'positions': [B] position of each row's next token}.
 
 def _constrain_cache(cache):
-  def kv(x):  # [B, K, S, D] per layer, or [L, B, K, S, D] stacked
+  def kv(x):  # [B, K, S, E] per layer, or [L, B, K, S, E] stacked
     return nn.with_logical_constraint(x, (None,) * (x.ndim - 4) + ('batch', 'act_kv_heads', 'length', None))
   return {**cache,
           'k': jax.tree.map(kv, cache['k']),

@@ -30,8 +30,8 @@ row at that call (``stopped='tool_budget'``, the call not run). Each segment get
 ``max_new_tokens``; the cache holds ``agent.turn_length`` tokens after the prompt, as in the agent.
 
 Shapes: rows are padded to ``B`` (a power of two, a multiple of the mesh's data x fsdp), prompts
-left-padded to ``P = sample.prompt_bucket``, the cache holds ``C = P + room`` slots. One compiled
-prefill per (model, B, P, C) and one compiled step per (model, sampling config, top_k, B, C): a
+left-padded to ``P = sample.prompt_bucket``, the cache holds ``S = P + room`` slots. One compiled
+prefill per (model, B, P, S) and one compiled step per (model, sampling config, top_k, B, S): a
 step is never recompiled per token; ``compile_count()`` counts both.
 """
 
@@ -91,11 +91,11 @@ def _step(params, state, logits_BxV, keys_B, i, forced_B, live_B, *, model, cfg:
   token_B = jnp.where(forced_B >= 0, forced_B, jax.vmap(choose)(logits_BxV, keys_B))
   token_B = jnp.where(live_B, token_B, cfg.pad_id)
   logp_B = jnp.take_along_axis(logp_BxV, token_B[:, None], -1)[:, 0]
-  top_logp_BxK, top_ids_BxK = jax.lax.top_k(logp_BxV, top_k)
+  top_logp_BxA, top_ids_BxA = jax.lax.top_k(logp_BxV, top_k)
   entropy_B = -jnp.sum(jnp.where(logp_BxV > -jnp.inf, jnp.exp(logp_BxV) * logp_BxV, 0.0), axis=-1)
   new_logits_BxV, state = sample.extend(params, model, state, token_B[:, None], live_B[:, None])
   logits_BxV = jnp.where(live_B[:, None], new_logits_BxV.astype(jnp.float32), logits_BxV)
-  report = {'token': token_B, 'logprob': logp_B, 'top_ids': top_ids_BxK, 'top_logprobs': top_logp_BxK,
+  report = {'token': token_B, 'logprob': logp_B, 'top_ids': top_ids_BxA, 'top_logprobs': top_logp_BxA,
             'entropy': entropy_B}
   return report, logits_BxV, state
 

@@ -4,9 +4,9 @@ HF stores a linear layer as ``weight [out, in]`` (``y = x @ W.T``); lm keeps ``[
 the attention projections fused (see ``lm.model``):
 
   lm param                      HF tensors of layer i (prefix model.layers.{i}.)
-  wqkv   [D, K, G+2, Hd]        self_attn.{q,k,v}_proj.weight  [H*Hd, D], [K*Hd, D], [K*Hd, D]
-  bqkv   [K, G+2, Hd]           self_attn.{q,k,v}_proj.bias    (qwen2)
-  wo     [H, Hd, D]             self_attn.o_proj.weight        [D, H*Hd]
+  wqkv   [D, K, G+2, E]        self_attn.{q,k,v}_proj.weight  [H*E, D], [K*E, D], [K*E, D]
+  bqkv   [K, G+2, E]           self_attn.{q,k,v}_proj.bias    (qwen2)
+  wo     [H, E, D]             self_attn.o_proj.weight        [D, H*E]
   w_gate_up [D, F, 2]           mlp.{gate,up}_proj.weight      [F, D]
   w_down [F, D]                 mlp.down_proj.weight           [D, F]
   attn_norm, mlp_norm, ...      the family's norms (``layer_norms``)
@@ -65,20 +65,20 @@ class _Source:
 
 def _layer_param(src, cfg, family, i: int, key: tuple) -> np.ndarray:
   """lm param ``key`` (path inside a layer) of layer ``i``, in lm layout."""
-  D, K, G, Hd, H, F = _dims(cfg)
+  D, K, G, E, H, F = _dims(cfg)
   p = f'model.layers.{i}.'
   if key == ('wqkv',):
-    q = src(p + 'self_attn.q_proj.weight', (H * Hd, D)).T.reshape(D, K, G, Hd)
-    k = src(p + 'self_attn.k_proj.weight', (K * Hd, D)).T.reshape(D, K, 1, Hd)
-    v = src(p + 'self_attn.v_proj.weight', (K * Hd, D)).T.reshape(D, K, 1, Hd)
+    q = src(p + 'self_attn.q_proj.weight', (H * E, D)).T.reshape(D, K, G, E)
+    k = src(p + 'self_attn.k_proj.weight', (K * E, D)).T.reshape(D, K, 1, E)
+    v = src(p + 'self_attn.v_proj.weight', (K * E, D)).T.reshape(D, K, 1, E)
     return np.concatenate([q, k, v], axis=2)
   if key == ('bqkv',):
-    q = src(p + 'self_attn.q_proj.bias', (H * Hd,)).reshape(K, G, Hd)
-    k = src(p + 'self_attn.k_proj.bias', (K * Hd,)).reshape(K, 1, Hd)
-    v = src(p + 'self_attn.v_proj.bias', (K * Hd,)).reshape(K, 1, Hd)
+    q = src(p + 'self_attn.q_proj.bias', (H * E,)).reshape(K, G, E)
+    k = src(p + 'self_attn.k_proj.bias', (K * E,)).reshape(K, 1, E)
+    v = src(p + 'self_attn.v_proj.bias', (K * E,)).reshape(K, 1, E)
     return np.concatenate([q, k, v], axis=1)
   if key == ('wo',):
-    return src(p + 'self_attn.o_proj.weight', (D, H * Hd)).T.reshape(H, Hd, D)
+    return src(p + 'self_attn.o_proj.weight', (D, H * E)).T.reshape(H, E, D)
   if key == ('w_gate_up',):
     gate, up = src(p + 'mlp.gate_proj.weight', (F, D)), src(p + 'mlp.up_proj.weight', (F, D))
     return np.stack([gate.T, up.T], axis=-1)
@@ -86,7 +86,7 @@ def _layer_param(src, cfg, family, i: int, key: tuple) -> np.ndarray:
     return src(p + 'mlp.down_proj.weight', (D, F)).T
   norms = layer_norms(family)
   if len(key) == 2 and key[0] in norms and key[1] == 'scale':
-    size = Hd if key[0] in ('q_norm', 'k_norm') else D
+    size = E if key[0] in ('q_norm', 'k_norm') else D
     return src(p + norms[key[0]] + '.weight', (size,))
   raise UnsupportedError(f'lm param {"/".join(key)} has no {family} tensor')
 
@@ -151,18 +151,18 @@ def load_params(reader, cfg, family: str, mesh, rules):
 # --------------------------------------------------------------------------------------- export
 
 def _layer_tensors(layer: dict, cfg, family: str, i: int):
-  D, K, G, Hd, H, F = _dims(cfg)
+  D, K, G, E, H, F = _dims(cfg)
   p = f'model.layers.{i}.'
   wqkv = np.asarray(layer['wqkv'], np.float32)
-  yield p + 'self_attn.q_proj.weight', wqkv[:, :, :G].reshape(D, H * Hd).T
-  yield p + 'self_attn.k_proj.weight', wqkv[:, :, G].reshape(D, K * Hd).T
-  yield p + 'self_attn.v_proj.weight', wqkv[:, :, G + 1].reshape(D, K * Hd).T
+  yield p + 'self_attn.q_proj.weight', wqkv[:, :, :G].reshape(D, H * E).T
+  yield p + 'self_attn.k_proj.weight', wqkv[:, :, G].reshape(D, K * E).T
+  yield p + 'self_attn.v_proj.weight', wqkv[:, :, G + 1].reshape(D, K * E).T
   if 'bqkv' in layer:
     bqkv = np.asarray(layer['bqkv'], np.float32)
-    yield p + 'self_attn.q_proj.bias', bqkv[:, :G].reshape(H * Hd)
-    yield p + 'self_attn.k_proj.bias', bqkv[:, G].reshape(K * Hd)
-    yield p + 'self_attn.v_proj.bias', bqkv[:, G + 1].reshape(K * Hd)
-  yield p + 'self_attn.o_proj.weight', np.asarray(layer['wo'], np.float32).reshape(H * Hd, D).T
+    yield p + 'self_attn.q_proj.bias', bqkv[:, :G].reshape(H * E)
+    yield p + 'self_attn.k_proj.bias', bqkv[:, G].reshape(K * E)
+    yield p + 'self_attn.v_proj.bias', bqkv[:, G + 1].reshape(K * E)
+  yield p + 'self_attn.o_proj.weight', np.asarray(layer['wo'], np.float32).reshape(H * E, D).T
   w_gate_up = np.asarray(layer['w_gate_up'], np.float32)
   yield p + 'mlp.gate_proj.weight', w_gate_up[..., 0].T
   yield p + 'mlp.up_proj.weight', w_gate_up[..., 1].T

@@ -1,13 +1,13 @@
-"""How much a rater panel agrees: Kendall's W and Krippendorff's ordinal alpha over K-way rankings.
+"""How much a rater panel agrees: Kendall's W and Krippendorff's ordinal alpha over R-way rankings.
 
-  ranks_RxK = ranks(per_rater_RxK)          # rater r's rank of candidate k (0 = best)
-  kendall_w(ranks_RxK)                       # one prompt's W
-  krippendorff_alpha(values_RxU)             # ordinal alpha over units (NaN: not rated)
+  ranks_WxR = ranks(per_rater_WxR)          # rater w's rank of candidate r (0 = best)
+  kendall_w(ranks_WxR)                       # one prompt's Kendall's W
+  krippendorff_alpha(values_WxU)             # ordinal alpha over units (NaN: not rated)
   summary(records)                           # per family and domain, over PreferenceRankings records
 
-**Kendall's W** of R raters ranking K candidates (no ties): with ``S_k`` the sum of candidate k's ranks,
-``W = 12 sum_k (S_k - R (K - 1) / 2)^2 / (R^2 (K^3 - K))``: 1 when the raters agree exactly; raters
-ranking independently at random give ``E[W] = 1 / R``, so ``mean_spearman = (R W - 1) / (R - 1)``,
+**Kendall's W** of m raters ranking n candidates (no ties): with ``S_i`` the sum of candidate i's ranks,
+``W = 12 sum_i (S_i - m (n - 1) / 2)^2 / (m^2 (n^3 - n))``: 1 when the raters agree exactly; raters
+ranking independently at random give ``E[W] = 1 / m``, so ``mean_spearman = (m W - 1) / (m - 1)``,
 the mean Spearman correlation over pairs of raters, is about 0 for them.
 
 **Krippendorff's alpha** (ordinal): ``1 - D_o / D_e``, the disagreement observed within units over
@@ -30,21 +30,21 @@ import numpy as np
 from lm.lab import tasks
 
 
-def ranks(per_rater_RxK) -> np.ndarray:
-  """``[R, K]`` each rater's rank (0 = best) of each candidate, from rankings (candidate indices, best first)."""
-  per_rater_RxK = np.asarray(per_rater_RxK)
-  R, K = per_rater_RxK.shape
-  out = np.empty((R, K), np.int64)
-  out[np.arange(R)[:, None], per_rater_RxK] = np.arange(K)[None, :]
+def ranks(per_rater_WxR) -> np.ndarray:
+  """``[W, R]`` each rater's rank (0 = best) of each candidate, from rankings (candidate indices, best first)."""
+  per_rater_WxR = np.asarray(per_rater_WxR)
+  W, R = per_rater_WxR.shape
+  out = np.empty((W, R), np.int64)
+  out[np.arange(W)[:, None], per_rater_WxR] = np.arange(R)[None, :]
   return out
 
 
-def kendall_w(ranks_RxK) -> float:
+def kendall_w(ranks_WxR) -> float:
   """Kendall's coefficient of concordance of complete rankings without ties (module docstring)."""
-  r = np.asarray(ranks_RxK, np.float64)
-  R, K = r.shape
-  s = r.sum(0) - R * (K - 1) / 2
-  return float(12 * np.sum(s * s) / (R * R * (K ** 3 - K)))
+  r = np.asarray(ranks_WxR, np.float64)
+  m, n = r.shape
+  s = r.sum(0) - m * (n - 1) / 2
+  return float(12 * np.sum(s * s) / (m * m * (n ** 3 - n)))
 
 
 def mean_spearman(w: float, n_raters: int) -> float:
@@ -52,26 +52,26 @@ def mean_spearman(w: float, n_raters: int) -> float:
   return (n_raters * w - 1) / (n_raters - 1)
 
 
-def krippendorff_alpha(values_RxU) -> float:
-  """Krippendorff's alpha for ordinal values; ``values_RxU[r, u]`` is rater r's value for unit u (NaN:
+def krippendorff_alpha(values_WxU) -> float:
+  """Krippendorff's alpha for ordinal values; ``values_WxU[w, u]`` is rater w's value for unit u (NaN:
   none). Units with fewer than two values are left out; NaN when no two values differ."""
-  v = np.asarray(values_RxU, np.float64)
+  v = np.asarray(values_WxU, np.float64)
   v = v[:, (~np.isnan(v)).sum(0) >= 2]
   categories = np.unique(v[~np.isnan(v)])
-  C = len(categories)
-  counts_UxC = np.stack([(v == c).sum(0) for c in categories], 1).astype(np.float64)
-  m_U = counts_UxC.sum(1)
-  pairs_UxCxC = counts_UxC[:, :, None] * counts_UxC[:, None, :] - np.eye(C)[None] * counts_UxC[:, :, None]
-  coincidence_CxC = (pairs_UxCxC / (m_U - 1)[:, None, None]).sum(0)
-  n_C = coincidence_CxC.sum(1)
-  n = n_C.sum()
-  cum = np.concatenate([[0.0], np.cumsum(n_C)])
-  lo, hi = np.minimum.outer(np.arange(C), np.arange(C)), np.maximum.outer(np.arange(C), np.arange(C))
-  delta_CxC = (cum[hi + 1] - cum[lo] - (n_C[lo] + n_C[hi]) / 2) ** 2
-  expected = np.sum(np.outer(n_C, n_C) * delta_CxC)
+  Y = len(categories)
+  counts_UxY = np.stack([(v == c).sum(0) for c in categories], 1).astype(np.float64)
+  m_U = counts_UxY.sum(1)
+  pairs_UxYxY = counts_UxY[:, :, None] * counts_UxY[:, None, :] - np.eye(Y)[None] * counts_UxY[:, :, None]
+  coincidence_YxY = (pairs_UxYxY / (m_U - 1)[:, None, None]).sum(0)
+  n_Y = coincidence_YxY.sum(1)
+  n = n_Y.sum()
+  cum = np.concatenate([[0.0], np.cumsum(n_Y)])
+  lo, hi = np.minimum.outer(np.arange(Y), np.arange(Y)), np.maximum.outer(np.arange(Y), np.arange(Y))
+  delta_YxY = (cum[hi + 1] - cum[lo] - (n_Y[lo] + n_Y[hi]) / 2) ** 2
+  expected = np.sum(np.outer(n_Y, n_Y) * delta_YxY)
   if expected == 0:
     return float('nan')
-  return float(1 - (n - 1) * np.sum(coincidence_CxC * delta_CxC) / expected)
+  return float(1 - (n - 1) * np.sum(coincidence_YxY * delta_YxY) / expected)
 
 
 def _pairwise_gold(ranking, gold_utilities) -> tuple[int, int]:

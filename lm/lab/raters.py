@@ -2,7 +2,7 @@
 
     cands = candidates(world, example, k=4, rng=random.Random(0))   # presentation order
     panel = Panel(n_raters=5, length_bias=0.5, confidence_bias=0.3, position_bias=0.2, noise=0.1, seed=0)
-    r = panel.rank(cands)            # r.per_rater [R, K], r.panel [K], r.gold [K]: candidate indices, best first
+    r = panel.rank(cands)            # r.per_rater [W, R], r.panel [R], r.gold [R]: candidate indices, best first
     records = preference_dataset(world, n=1000, k=4, panel=panel, seed=0)
 
 **Candidates.** For one example the pool holds the reference, the family's labelled wrong answers
@@ -25,7 +25,7 @@ thinking excluded), ``tone`` (+1 confident, -1 hedged, 0 neither; also as flags 
 **Raters.** Rater r scores candidate i shown at position p (0 = first) as
 
     utility_i + length_r * (log(1 + n_words_i) - mean over candidates) + confidence_r * tone_i
-              + position_r * (K - 1 - p) / (K - 1) + noise_r * N(0, 1)
+              + position_r * (R - 1 - p) / (R - 1) + noise_r * N(0, 1)
 
 and ranks by score (ties: presentation order). Each rater's ``length_r``, ``confidence_r``,
 ``position_r`` and ``noise_r`` are the panel's setting times a log-normal factor (``spread``), drawn
@@ -50,7 +50,7 @@ taste). A lay rater's is their own judgement of correctness leaning on surface c
 
 where ``own_i`` is the gold score (their taste's utility in a subjective family) and ``surface_i`` the
 mean of three cues in [0, 1]: length (``sigmoid(2 (log(1 + n_words_i) - mean))``), tone (1 confident,
-0.5 neither, 0 hedged) and politeness. ``experts`` is a fraction (the first ``round(f * R)`` raters are
+0.5 neither, 0 hedged) and politeness. ``experts`` is a fraction (the first ``round(f * W)`` of the W raters are
 experts in every domain, the rest in none) or one entry per rater: a domain, ``'all'``, ``''`` (none)
 or a list of domains. The biases, position and noise terms apply to every rater as before.
 
@@ -171,19 +171,19 @@ def gold_ranking(cands: list[Candidate]) -> np.ndarray:
   return np.argsort(-np.array([c.utility for c in cands]), kind='stable')
 
 
-def borda(per_rater_RxK: np.ndarray) -> np.ndarray:
+def borda(per_rater_WxR: np.ndarray) -> np.ndarray:
   """Aggregate rankings (each row: indices best first) by mean rank; ties by index."""
-  R, K = per_rater_RxK.shape
-  ranks_RxK = np.empty_like(per_rater_RxK)
-  ranks_RxK[np.arange(R)[:, None], per_rater_RxK] = np.arange(K)[None, :]
-  return np.argsort(ranks_RxK.mean(0), kind='stable')
+  W, R = per_rater_WxR.shape
+  ranks_WxR = np.empty_like(per_rater_WxR)
+  ranks_WxR[np.arange(W)[:, None], per_rater_WxR] = np.arange(R)[None, :]
+  return np.argsort(ranks_WxR.mean(0), kind='stable')
 
 
 @dataclasses.dataclass
 class Rankings:
-  per_rater: np.ndarray  # [R, K] candidate indices, best first, one row per rater
-  panel: np.ndarray      # [K] Borda aggregate of the rows
-  gold: np.ndarray       # [K] by gold utility
+  per_rater: np.ndarray  # [W, R] candidate indices, best first, one row per rater
+  panel: np.ndarray      # [R] Borda aggregate of the rows
+  gold: np.ndarray       # [R] by gold utility
 
 
 def expertise(experts, n_raters: int) -> list[frozenset] | None:
@@ -209,12 +209,12 @@ def expertise(experts, n_raters: int) -> list[frozenset] | None:
 
 
 def surface(cands: list[Candidate]) -> np.ndarray:
-  """``[K]`` what a lay rater takes for quality: the mean of the length, tone and politeness cues."""
-  loglen_K = np.log1p([c.features['n_words'] for c in cands])
-  length_K = 1 / (1 + np.exp(-2 * (loglen_K - loglen_K.mean())))
-  tone_K = (np.array([c.features['tone'] for c in cands], float) + 1) / 2
-  polite_K = np.array([c.features['polite'] for c in cands], float)
-  return (length_K + tone_K + polite_K) / 3
+  """``[R]`` what a lay rater takes for quality: the mean of the length, tone and politeness cues."""
+  loglen_R = np.log1p([c.features['n_words'] for c in cands])
+  length_R = 1 / (1 + np.exp(-2 * (loglen_R - loglen_R.mean())))
+  tone_R = (np.array([c.features['tone'] for c in cands], float) + 1) / 2
+  polite_R = np.array([c.features['polite'] for c in cands], float)
+  return (length_R + tone_R + polite_R) / 3
 
 
 class Panel:
@@ -237,7 +237,7 @@ class Panel:
     self._tastes = {}
 
   def tastes(self, family: str) -> np.ndarray:
-    """``[R, P]`` each rater's weights on the parts of a subjective ``family`` (``Taste``: Dirichlet)."""
+    """``[W, Q]`` each rater's weights on the parts of a subjective ``family`` (``Taste``: Dirichlet)."""
     if family not in self._tastes:
       taste = tasks.TASKS[family].taste
       alpha = taste.concentration * np.array(list(taste.mean.values()))
@@ -246,38 +246,38 @@ class Panel:
     return self._tastes[family]
 
   def is_expert(self, family: str) -> np.ndarray:
-    """``[R]`` whether each rater judges ``family`` as an expert (all of them when expertise is unset)."""
+    """``[W]`` whether each rater judges ``family`` as an expert (all of them when expertise is unset)."""
     domain = tasks.TASKS[family].domain if family in tasks.TASKS else 'general'
     if self.expertise is None or domain == 'general':
       return np.ones(self.n_raters, bool)
     return np.array([domain in e for e in self.expertise])
 
-  def utilities(self, cands: list[Candidate], lay_noise_RxK: np.ndarray | None = None) -> np.ndarray:
-    """``[R, K]`` (or ``[1, K]``: everyone the gold utility) what each rater takes each candidate's utility for."""
-    utility_K = np.array([c.utility for c in cands])
+  def utilities(self, cands: list[Candidate], lay_noise_WxR: np.ndarray | None = None) -> np.ndarray:
+    """``[W, R]`` (or ``[1, R]``: everyone the gold utility) what each rater takes each candidate's utility for."""
+    utility_R = np.array([c.utility for c in cands])
     family, parts = cands[0].family, [c.parts for c in cands]
     if self.expertise is None and not parts[0]:
-      return utility_K[None]
-    gold_K = np.array([c.gold_score for c in cands])
-    own_RxK = self.tastes(family) @ np.array(parts).T if parts[0] else np.tile(gold_K, (self.n_raters, 1))
+      return utility_R[None]
+    gold_R = np.array([c.gold_score for c in cands])
+    own_WxR = self.tastes(family) @ np.array(parts).T if parts[0] else np.tile(gold_R, (self.n_raters, 1))
     if self.expertise is None:
-      return own_RxK + (utility_K - gold_K)[None]
-    lay_RxK = (1 - self.lay_surface) * own_RxK + self.lay_surface * surface(cands)[None]
-    lay_RxK = lay_RxK + self.lay_noise * lay_noise_RxK + (utility_K - gold_K)[None]
-    return np.where(self.is_expert(family)[:, None], utility_K[None], lay_RxK)
+      return own_WxR + (utility_R - gold_R)[None]
+    lay_WxR = (1 - self.lay_surface) * own_WxR + self.lay_surface * surface(cands)[None]
+    lay_WxR = lay_WxR + self.lay_noise * lay_noise_WxR + (utility_R - gold_R)[None]
+    return np.where(self.is_expert(family)[:, None], utility_R[None], lay_WxR)
 
   def scores(self, cands: list[Candidate], rng: np.random.Generator | None = None) -> np.ndarray:
-    """``[R, K]`` rater scores of the candidates in presentation order."""
+    """``[W, R]`` rater scores of the candidates in presentation order."""
     rng = self._rng if rng is None else rng
-    K = len(cands)
-    loglen_K = np.log1p([c.features['n_words'] for c in cands])
-    tone_K = np.array([c.features['tone'] for c in cands], float)
-    front_K = (K - 1 - np.arange(K)) / max(K - 1, 1)
-    noise_RxK = rng.standard_normal((self.n_raters, K))
-    lay_noise_RxK = rng.standard_normal((self.n_raters, K)) if self.expertise is not None else None
-    return (self.utilities(cands, lay_noise_RxK) + self.length[:, None] * (loglen_K - loglen_K.mean())[None]
-            + self.confidence[:, None] * tone_K[None] + self.position[:, None] * front_K[None]
-            + self.noise[:, None] * noise_RxK)
+    R = len(cands)
+    loglen_R = np.log1p([c.features['n_words'] for c in cands])
+    tone_R = np.array([c.features['tone'] for c in cands], float)
+    front_R = (R - 1 - np.arange(R)) / max(R - 1, 1)
+    noise_WxR = rng.standard_normal((self.n_raters, R))
+    lay_noise_WxR = rng.standard_normal((self.n_raters, R)) if self.expertise is not None else None
+    return (self.utilities(cands, lay_noise_WxR) + self.length[:, None] * (loglen_R - loglen_R.mean())[None]
+            + self.confidence[:, None] * tone_R[None] + self.position[:, None] * front_R[None]
+            + self.noise[:, None] * noise_WxR)
 
   def rank(self, cands: list[Candidate], rng: np.random.Generator | None = None) -> Rankings:
     """Each rater's ranking, their Borda aggregate and the gold ranking (indices, best first).

@@ -26,8 +26,8 @@ whose positions do not (padding: segment 0, positions 0) would see keys past its
 sees the keys up to its block's end, like ``chunked``. Sequences of at most ``ops.ATTENTION_CHUNK``
 tokens are one block: exactly the dense mask.
 
-Shapes: q ``[B, T, K, G, D]`` (pre-scaled by 1/sqrt(D)), k and v ``[B, K, S, D]``; the output is
-float32 ``[B, T, K, G, D]``. Matmul operands are cast to the compute dtype.
+Shapes: q ``[B, T, K, G, E]`` (pre-scaled by 1/sqrt(E)), k and v ``[B, K, S, E]``; the output is
+float32 ``[B, T, K, G, E]``. Matmul operands are cast to the compute dtype.
 """
 
 import functools
@@ -84,31 +84,31 @@ def self_mask(config, segment_ids_BxT, positions_BxT):
   return ops.attention_mask(segment_ids_BxT, segment_ids_BxT, positions_BxT, positions_BxT)
 
 
-def attend(config, q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask, dtype):
+def attend(config, q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask, dtype):
   """Training attention by ``config.attention``; ``mask`` comes from ``self_mask``."""
   impl = resolve(config)
   softcap = config.attn_softcap
-  if impl == 'splash' and config.attention == 'auto' and q_BxTxKxGxD.shape[1] % 128:
+  if impl == 'splash' and config.attention == 'auto' and q_BxTxKxGxE.shape[1] % 128:
     impl = 'chunked'  # splash takes multiples of 128 tokens; both take the segment ids
   if impl == 'xla':
-    return ops.attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask, dtype, softcap=softcap, check=False)
+    return ops.attention(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask, dtype, softcap=softcap, check=False)
   if impl == 'chunked':
-    return ops.segment_causal_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask.ids_BxT, dtype, softcap=softcap)
+    return ops.segment_causal_attention(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask.ids_BxT, dtype, softcap=softcap)
   if impl == 'dot_product':
-    return _dot_product(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask[:, None], False, 'xla', dtype)
+    return _dot_product(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask[:, None], False, 'xla', dtype)
   if impl == 'cudnn':
     same_Bx1xTxS = (mask.ids_BxT[:, :, None] == mask.ids_BxT[:, None, :])[:, None]
-    return _dot_product(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, same_Bx1xTxS, True, 'cudnn', dtype)
-  return splash(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask.ids_BxT, dtype, softcap)
+    return _dot_product(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, same_Bx1xTxS, True, 'cudnn', dtype)
+  return splash(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask.ids_BxT, dtype, softcap)
 
 
-def _dot_product(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_Bx1xTxS, is_causal, implementation, dtype):
-  B, T, K, G, D = q_BxTxKxGxD.shape
+def _dot_product(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask_Bx1xTxS, is_causal, implementation, dtype):
+  B, T, K, G, E = q_BxTxKxGxE.shape
   to_bskd = lambda x: jnp.transpose(x, (0, 2, 1, 3)).astype(dtype)  # noqa: E731
-  out_BxTxNxD = jax.nn.dot_product_attention(
-      q_BxTxKxGxD.reshape(B, T, K * G, D).astype(dtype), to_bskd(k_BxKxSxD), to_bskd(v_BxKxSxD),
+  out_BxTxHxE = jax.nn.dot_product_attention(
+      q_BxTxKxGxE.reshape(B, T, K * G, E).astype(dtype), to_bskd(k_BxKxSxE), to_bskd(v_BxKxSxE),
       mask=mask_Bx1xTxS, scale=1.0, is_causal=is_causal, implementation=implementation)
-  return out_BxTxNxD.reshape(B, T, K, G, D).astype(jnp.float32)
+  return out_BxTxHxE.reshape(B, T, K, G, E).astype(jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------ splash
@@ -130,24 +130,24 @@ def _splash_kernel(T: int, G: int, softcap: float, interpret: bool):
   return kernel, sk.SegmentIds
 
 
-def _splash_local(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, segment_ids_BxT, dtype, softcap):
-  T, G = q_BxTxKxGxD.shape[1], q_BxTxKxGxD.shape[3]
+def _splash_local(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, segment_ids_BxT, dtype, softcap):
+  T, G = q_BxTxKxGxE.shape[1], q_BxTxKxGxE.shape[3]
   kernel, segment_ids = _splash_kernel(T, G, float(softcap), jax.default_backend() != 'tpu')
-  q_BxKxGxTxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 3, 1, 4)).astype(dtype)
+  q_BxKxGxTxE = jnp.transpose(q_BxTxKxGxE, (0, 2, 3, 1, 4)).astype(dtype)
   per_head = lambda q, k, v, s: kernel(q, k, v, segment_ids=segment_ids(s, s))  # noqa: E731
   per_row = jax.vmap(per_head, in_axes=(0, 0, 0, None))
-  out_BxKxGxTxD = jax.vmap(per_row)(q_BxKxGxTxD, k_BxKxSxD.astype(dtype), v_BxKxSxD.astype(dtype), segment_ids_BxT)
-  return jnp.transpose(out_BxKxGxTxD, (0, 3, 1, 2, 4)).astype(jnp.float32)
+  out_BxKxGxTxE = jax.vmap(per_row)(q_BxKxGxTxE, k_BxKxSxE.astype(dtype), v_BxKxSxE.astype(dtype), segment_ids_BxT)
+  return jnp.transpose(out_BxKxGxTxE, (0, 3, 1, 2, 4)).astype(jnp.float32)
 
 
-def splash(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, segment_ids_BxT, dtype=jnp.float32, softcap: float = 0.0):
+def splash(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, segment_ids_BxT, dtype=jnp.float32, softcap: float = 0.0):
   """Splash attention; under a mesh, each device runs the kernel on its own batch rows and
   key/value heads (``shard_map`` over the logical ``batch`` and ``act_kv_heads`` axes)."""
   run = functools.partial(_splash_local, dtype=dtype, softcap=softcap)
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return run(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, segment_ids_BxT)
-  args = (q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, segment_ids_BxT)
+    return run(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, segment_ids_BxT)
+  args = (q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, segment_ids_BxT)
   names = (('batch', None, 'act_kv_heads', None, None), ('batch', 'act_kv_heads', None, None),
            ('batch', 'act_kv_heads', None, None), ('batch', None))
   specs = [_spec(n, x.shape, mesh) for n, x in zip(names, args)]

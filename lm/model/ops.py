@@ -7,7 +7,7 @@ on its fast path.
 
 Why the hand-written backward passes (``jax.custom_vjp``): XLA:CPU in this jaxlib hands a dot to
 its fast library (YNNPACK; AMX for bf16) only when both operands are row-major in memory with the
-left one contracting its last dimension: ``[M,K]@[K,N]`` or ``[M,K]@[N,K]^T``. And it decides
+left one contracting its last dimension: ``[M,I]@[I,O]`` or ``[M,I]@[O,I]^T``. And it decides
 whether a bf16 dot stays bf16 before it assigns layouts, from the layouts the program arrives
 with: an operand that is a ``transpose`` (which arrives as a column-major view) makes it upcast
 the whole dot to float32 (4-6x slower than bf16 with AMX). So here
@@ -55,9 +55,9 @@ def _row_major_all(*xs):
   return tuple(_row_major(x) for x in xs)
 
 
-def _transposed(x_AxB):
+def _transposed(x_MxI):
   """``swapaxes(x, -1, -2)``, on CPU as a physical row-major copy (see the module doc)."""
-  return _row_major(jnp.swapaxes(x_AxB, -1, -2))
+  return _row_major(jnp.swapaxes(x_MxI, -1, -2))
 
 
 def _dot(a, b, dtype):
@@ -65,11 +65,11 @@ def _dot(a, b, dtype):
   return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
-def _dot_nt(a_xMxK, b_xNxK, dtype):
+def _dot_nt(a_xMxI, b_xOxI, dtype):
   """``a @ b^T`` over the last two dimensions (leading ones batched), without a transpose op."""
-  batch = tuple(range(a_xMxK.ndim - 2))
-  dims = (((a_xMxK.ndim - 1,), (b_xNxK.ndim - 1,)), (batch, batch))
-  return jax.lax.dot_general(a_xMxK.astype(dtype), b_xNxK.astype(dtype), dims, preferred_element_type=jnp.float32)
+  batch = tuple(range(a_xMxI.ndim - 2))
+  dims = (((a_xMxI.ndim - 1,), (b_xOxI.ndim - 1,)), (batch, batch))
+  return jax.lax.dot_general(a_xMxI.astype(dtype), b_xOxI.astype(dtype), dims, preferred_element_type=jnp.float32)
 
 
 # ------------------------------------------------------------------------------------------ linear
@@ -77,31 +77,31 @@ def _dot_nt(a_xMxK, b_xNxK, dtype):
 @functools.lru_cache(maxsize=None)
 def _linear_fn(dtype, x_dtype, w_dtype):
   @jax.custom_vjp
-  def f(x_MxK, w_KxN):
-    return _dot(x_MxK, w_KxN, dtype)
+  def f(x_MxI, w_IxO):
+    return _dot(x_MxI, w_IxO, dtype)
 
-  def fwd(x_MxK, w_KxN):
-    x_MxK, w_KxN = x_MxK.astype(dtype), w_KxN.astype(dtype)
-    return _dot(x_MxK, w_KxN, dtype), (x_MxK, w_KxN)
+  def fwd(x_MxI, w_IxO):
+    x_MxI, w_IxO = x_MxI.astype(dtype), w_IxO.astype(dtype)
+    return _dot(x_MxI, w_IxO, dtype), (x_MxI, w_IxO)
 
-  def bwd(res, dy_MxN):
-    x_MxK, w_KxN = res
-    dx_MxK = _dot_nt(dy_MxN, w_KxN, dtype)
-    dw_KxN = _dot(_transposed(x_MxK), dy_MxN, dtype)
-    dx_MxK, dw_KxN = _settled(dx_MxK, dw_KxN)
-    return dx_MxK.astype(x_dtype), dw_KxN.astype(w_dtype)
+  def bwd(res, dy_MxO):
+    x_MxI, w_IxO = res
+    dx_MxI = _dot_nt(dy_MxO, w_IxO, dtype)
+    dw_IxO = _dot(_transposed(x_MxI), dy_MxO, dtype)
+    dx_MxI, dw_IxO = _settled(dx_MxI, dw_IxO)
+    return dx_MxI.astype(x_dtype), dw_IxO.astype(w_dtype)
 
   f.defvjp(fwd, bwd)
   return f
 
 
-def linear(x_MxK, w_KxN, dtype=jnp.float32):
+def linear(x_MxI, w_IxO, dtype=jnp.float32):
   """``x @ w`` with operands in ``dtype`` and a float32 result (2-D operands)."""
-  return _linear_fn(jnp.dtype(dtype), x_MxK.dtype, w_KxN.dtype)(x_MxK, w_KxN)
+  return _linear_fn(jnp.dtype(dtype), x_MxI.dtype, w_IxO.dtype)(x_MxI, w_IxO)
 
 
-def linear_reference(x_MxK, w_KxN, dtype=jnp.float32):
-  return jnp.dot(x_MxK.astype(dtype), w_KxN.astype(dtype), preferred_element_type=jnp.float32)
+def linear_reference(x_MxI, w_IxO, dtype=jnp.float32):
+  return jnp.dot(x_MxI.astype(dtype), w_IxO.astype(dtype), preferred_element_type=jnp.float32)
 
 
 # ---------------------------------------------------------------------------------------- rms norm
@@ -166,33 +166,33 @@ def gated_unit(gate_up_xFx2, activation):
 
 # -------------------------------------------------------------------------------------------- rope
 
-def rope_tables(positions_BxT, head_dim: int, theta: float, inv_freq_F=None):
+def rope_tables(positions_BxT, head_dim: int, theta: float, inv_freq_J=None):
   """``(cos, sin)`` ``[B, T, 1, head_dim / 2]`` of the RoPE angles, for ``apply_rope``.
 
-  ``inv_freq_F`` (``head_dim / 2`` frequencies) replaces the default ``theta ** (-2i / D)``, e.g.
+  ``inv_freq_J`` (``head_dim / 2`` frequencies) replaces the default ``theta ** (-2i / E)``, e.g.
   when scaled. (XLA:CPU fuses the sine and cosine into every consumer, q and k, forward and
   backward: the fusions that recompute them took ~5% of a profiled tiny step. A barrier does not
   stop it, XLA:CPU removes barriers before fusion; a dot with the identity did, but adds FLOPs
   that tests/test_aot_plan.py rightly counts.)
   """
   d_half = head_dim // 2
-  if inv_freq_F is None:
-    inv_freq_F = 1.0 / (theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
-  angles_BxTx1xF = (positions_BxT.astype(jnp.float32)[..., None] * inv_freq_F)[:, :, None, :]
-  return jnp.cos(angles_BxTx1xF), jnp.sin(angles_BxTx1xF)
+  if inv_freq_J is None:
+    inv_freq_J = 1.0 / (theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
+  angles_BxTx1xJ = (positions_BxT.astype(jnp.float32)[..., None] * inv_freq_J)[:, :, None, :]
+  return jnp.cos(angles_BxTx1xJ), jnp.sin(angles_BxTx1xJ)
 
 
-def apply_rope(x_BxTxNxD, cos_BxTx1xF, sin_BxTx1xF):
+def apply_rope(x_BxTxHxE, cos_BxTx1xJ, sin_BxTx1xJ):
   """Rotary position embedding, rotate-half convention (as in Llama / Hugging Face)."""
-  d_half = x_BxTxNxD.shape[-1] // 2
-  x1, x2 = x_BxTxNxD[..., :d_half], x_BxTxNxD[..., d_half:]
-  rotated = [x1 * cos_BxTx1xF - x2 * sin_BxTx1xF, x2 * cos_BxTx1xF + x1 * sin_BxTx1xF]
-  return jnp.concatenate(rotated, axis=-1).astype(x_BxTxNxD.dtype)
+  d_half = x_BxTxHxE.shape[-1] // 2
+  x1, x2 = x_BxTxHxE[..., :d_half], x_BxTxHxE[..., d_half:]
+  rotated = [x1 * cos_BxTx1xJ - x2 * sin_BxTx1xJ, x2 * cos_BxTx1xJ + x1 * sin_BxTx1xJ]
+  return jnp.concatenate(rotated, axis=-1).astype(x_BxTxHxE.dtype)
 
 
-def rope(x_BxTxNxD, positions_BxT, theta: float, inv_freq_F=None):
+def rope(x_BxTxHxE, positions_BxT, theta: float, inv_freq_J=None):
   """``apply_rope`` with the tables of ``positions_BxT`` (``rope_tables``)."""
-  return apply_rope(x_BxTxNxD, *rope_tables(positions_BxT, x_BxTxNxD.shape[-1], theta, inv_freq_F))
+  return apply_rope(x_BxTxHxE, *rope_tables(positions_BxT, x_BxTxHxE.shape[-1], theta, inv_freq_J))
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -205,17 +205,17 @@ def attention_mask(q_segment_ids_BxT, kv_segment_ids_BxS, q_positions_BxT, kv_po
 
 
 # ------------------------------------------------------------------------------------- attention
-# The core works on q as [B, K, T, G, D] -> rows M = T*G per key/value head, so that every dot is a
-# batched 2-D matmul over (B, K). The mask [B, T, S] is shared by the G query heads of a group.
+# The core works on q as [B, K, T, G, E] -> rows M = T*G per key/value head, so that every dot is a
+# batched 2-E matmul over (B, K). The mask [B, T, S] is shared by the G query heads of a group.
 
-def _scores(q_BxKxTxGxD, k_BxKxSxD, dtype):
-  B, K, T, G, D = q_BxKxTxGxD.shape
-  return _dot_nt(q_BxKxTxGxD.reshape(B, K, T * G, D), k_BxKxSxD, dtype)
+def _scores(q_BxKxTxGxE, k_BxKxSxE, dtype):
+  B, K, T, G, E = q_BxKxTxGxE.shape
+  return _dot_nt(q_BxKxTxGxE.reshape(B, K, T * G, E), k_BxKxSxE, dtype)
 
 
-def _masked_softmax(q_BxKxTxGxD, k_BxKxSxD, mask_BxTxS, dtype, softcap):
-  B, K, T, G, D = q_BxKxTxGxD.shape
-  scores_BxKxMxS = _scores(q_BxKxTxGxD, k_BxKxSxD, dtype)
+def _masked_softmax(q_BxKxTxGxE, k_BxKxSxE, mask_BxTxS, dtype, softcap):
+  B, K, T, G, E = q_BxKxTxGxE.shape
+  scores_BxKxMxS = _scores(q_BxKxTxGxE, k_BxKxSxE, dtype)
   if softcap:
     scores_BxKxMxS = softcap * jnp.tanh(scores_BxKxMxS / softcap)
   scores_BxKxTxGxS = scores_BxKxMxS.reshape(B, K, T, G, -1)
@@ -243,58 +243,58 @@ def _blocks_fn(dtype, bounds, segments, softcap, q_dtype, k_dtype, v_dtype):
   recomputes ``q k^T`` for the tanh's derivative rather than keeping another [M, S] residual.
   """
 
-  def forward(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask):
-    B, K, T, G, D = q_BxKxTxGxD.shape
-    q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD = (x.astype(dtype) for x in (q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD))
+  def forward(q_BxKxTxGxE, k_BxKxSxE, v_BxKxSxE, mask):
+    B, K, T, G, E = q_BxKxTxGxE.shape
+    q_BxKxTxGxE, k_BxKxSxE, v_BxKxSxE = (x.astype(dtype) for x in (q_BxKxTxGxE, k_BxKxSxE, v_BxKxSxE))
     outs, probs = [], []
     for t0, t1, s1 in bounds:
       mask_BxCxS = _block_mask(mask, segments, t0, t1, s1)
-      p_BxKxCxS = _masked_softmax(q_BxKxTxGxD[:, :, t0:t1], k_BxKxSxD[:, :, :s1], mask_BxCxS, dtype, softcap)
-      outs.append(_dot(p_BxKxCxS, v_BxKxSxD[:, :, :s1], dtype))
+      p_BxKxCxS = _masked_softmax(q_BxKxTxGxE[:, :, t0:t1], k_BxKxSxE[:, :, :s1], mask_BxCxS, dtype, softcap)
+      outs.append(_dot(p_BxKxCxS, v_BxKxSxE[:, :, :s1], dtype))
       probs.append(p_BxKxCxS)
-    (out_BxKxMxD,) = _settled(jnp.concatenate(outs, axis=2) if len(outs) > 1 else outs[0])
-    return out_BxKxMxD.reshape(B, K, T, G, D), (q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask, tuple(probs))
+    (out_BxKxMxE,) = _settled(jnp.concatenate(outs, axis=2) if len(outs) > 1 else outs[0])
+    return out_BxKxMxE.reshape(B, K, T, G, E), (q_BxKxTxGxE, k_BxKxSxE, v_BxKxSxE, mask, tuple(probs))
 
   @jax.custom_vjp
   def f(q, k, v, mask):
     return forward(q, k, v, mask)[0]
 
-  def bwd(res, dout_BxKxTxGxD):
-    q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask, probs = res
-    B, K, T, G, D = q_BxKxTxGxD.shape
-    dout_BxKxMxD = dout_BxKxTxGxD.reshape(B, K, T * G, D)
-    dqs, dk_BxKxSxD, dv_BxKxSxD = [], jnp.zeros(k_BxKxSxD.shape, jnp.float32), jnp.zeros(v_BxKxSxD.shape, jnp.float32)
+  def bwd(res, dout_BxKxTxGxE):
+    q_BxKxTxGxE, k_BxKxSxE, v_BxKxSxE, mask, probs = res
+    B, K, T, G, E = q_BxKxTxGxE.shape
+    dout_BxKxMxE = dout_BxKxTxGxE.reshape(B, K, T * G, E)
+    dqs, dk_BxKxSxE, dv_BxKxSxE = [], jnp.zeros(k_BxKxSxE.shape, jnp.float32), jnp.zeros(v_BxKxSxE.shape, jnp.float32)
     for (t0, t1, s1), probs_BxKxCxS in zip(bounds, probs):
-      q_BxKxCxD = q_BxKxTxGxD[:, :, t0:t1].reshape(B, K, (t1 - t0) * G, D)
-      dout_BxKxCxD = dout_BxKxMxD[:, :, t0 * G:t1 * G]
-      k_c, v_c = k_BxKxSxD[:, :, :s1], v_BxKxSxD[:, :, :s1]
-      dv = _dot(_transposed(probs_BxKxCxS.astype(dtype)), dout_BxKxCxD, dtype)
-      dprobs = _dot_nt(dout_BxKxCxD, v_c, dtype)
+      q_BxKxCxE = q_BxKxTxGxE[:, :, t0:t1].reshape(B, K, (t1 - t0) * G, E)
+      dout_BxKxCxE = dout_BxKxMxE[:, :, t0 * G:t1 * G]
+      k_c, v_c = k_BxKxSxE[:, :, :s1], v_BxKxSxE[:, :, :s1]
+      dv = _dot(_transposed(probs_BxKxCxS.astype(dtype)), dout_BxKxCxE, dtype)
+      dprobs = _dot_nt(dout_BxKxCxE, v_c, dtype)
       dscores = probs_BxKxCxS * (dprobs - jnp.sum(dprobs * probs_BxKxCxS, -1, keepdims=True))
       # Masked scores get no gradient (as through the reference's ``where``); this only matters for a
       # row that sees no key, whose uniform probs are otherwise nonzero at masked keys.
       visible = _block_mask(mask, segments, t0, t1, s1)[:, None, :, None, :]
       dscores = jnp.where(visible, dscores.reshape(B, K, t1 - t0, G, s1), 0.0).reshape(B, K, -1, s1)
       if softcap:
-        dscores = dscores * (1.0 - jnp.square(jnp.tanh(_dot_nt(q_BxKxCxD, k_c, dtype) / softcap)))
+        dscores = dscores * (1.0 - jnp.square(jnp.tanh(_dot_nt(q_BxKxCxE, k_c, dtype) / softcap)))
       dqs.append(_dot(dscores, k_c, dtype))
-      dk = _dot(_transposed(dscores.astype(dtype)), q_BxKxCxD, dtype)
-      whole = s1 == k_BxKxSxD.shape[2]
-      dk_BxKxSxD = dk_BxKxSxD + dk if whole else dk_BxKxSxD.at[:, :, :s1].add(dk)
-      dv_BxKxSxD = dv_BxKxSxD + dv if whole else dv_BxKxSxD.at[:, :, :s1].add(dv)
-    dq_BxKxMxD = jnp.concatenate(dqs, axis=2) if len(dqs) > 1 else dqs[0]
-    dq_BxKxMxD, dk_BxKxSxD, dv_BxKxSxD = _settled(dq_BxKxMxD, dk_BxKxSxD, dv_BxKxSxD)
-    return (dq_BxKxMxD.reshape(B, K, T, G, D).astype(q_dtype), dk_BxKxSxD.astype(k_dtype),
-            dv_BxKxSxD.astype(v_dtype), None)
+      dk = _dot(_transposed(dscores.astype(dtype)), q_BxKxCxE, dtype)
+      whole = s1 == k_BxKxSxE.shape[2]
+      dk_BxKxSxE = dk_BxKxSxE + dk if whole else dk_BxKxSxE.at[:, :, :s1].add(dk)
+      dv_BxKxSxE = dv_BxKxSxE + dv if whole else dv_BxKxSxE.at[:, :, :s1].add(dv)
+    dq_BxKxMxE = jnp.concatenate(dqs, axis=2) if len(dqs) > 1 else dqs[0]
+    dq_BxKxMxE, dk_BxKxSxE, dv_BxKxSxE = _settled(dq_BxKxMxE, dk_BxKxSxE, dv_BxKxSxE)
+    return (dq_BxKxMxE.reshape(B, K, T, G, E).astype(q_dtype), dk_BxKxSxE.astype(k_dtype),
+            dv_BxKxSxE.astype(v_dtype), None)
 
   f.defvjp(forward, bwd)
   return f
 
 
-def _blocks(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask, bounds, dtype, softcap=0.0, segments=False):
-  fn = _blocks_fn(jnp.dtype(dtype), tuple(bounds), segments, float(softcap), q_BxKxTxGxD.dtype, k_BxKxSxD.dtype,
-                  v_BxKxSxD.dtype)
-  return fn(q_BxKxTxGxD, k_BxKxSxD, v_BxKxSxD, mask)
+def _blocks(q_BxKxTxGxE, k_BxKxSxE, v_BxKxSxE, mask, bounds, dtype, softcap=0.0, segments=False):
+  fn = _blocks_fn(jnp.dtype(dtype), tuple(bounds), segments, float(softcap), q_BxKxTxGxE.dtype, k_BxKxSxE.dtype,
+                  v_BxKxSxE.dtype)
+  return fn(q_BxKxTxGxE, k_BxKxSxE, v_BxKxSxE, mask)
 
 
 def _chunk_bounds(T: int, chunk: int):
@@ -321,12 +321,12 @@ def causal_chunks_are_exact(mask_BxTxS, chunk: int):
   return no_skipped_key_visible & every_row_sees_a_key
 
 
-def attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, chunk: int | None = None,
+def attention(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask_BxTxS, dtype=jnp.float32, chunk: int | None = None,
               softcap: float = 0.0, check: bool = True):
   """Grouped-query attention: G query heads share each of the K key/value heads.
 
-  Keys and values come head-major, ``[B, K, S, D]`` (the KV cache's layout, read without a copy).
-  ``q`` is expected pre-scaled by 1/sqrt(D). Returns float32 ``[B, T, K, G, D]``. When queries and
+  Keys and values come head-major, ``[B, K, S, E]`` (the KV cache's layout, read without a copy).
+  ``q`` is expected pre-scaled by 1/sqrt(E). Returns float32 ``[B, T, K, G, E]``. When queries and
   keys are the same sequence (T == S) and T > ``chunk`` (default ``ATTENTION_CHUNK``; 0 disables),
   query blocks skip the keys in their future. With ``check`` (the default: exact for any mask)
   only when ``causal_chunks_are_exact`` holds for this mask (a ``lax.cond``; otherwise one full
@@ -337,24 +337,24 @@ def attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, 
   ``softcap`` > 0 caps the scores at +-softcap with a tanh before the mask and softmax.
   """
   chunk = ATTENTION_CHUNK if chunk is None else chunk
-  T, S = q_BxTxKxGxD.shape[1], k_BxKxSxD.shape[2]
-  args = _row_major_all(jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4)), k_BxKxSxD, v_BxKxSxD) + (mask_BxTxS,)
+  T, S = q_BxTxKxGxE.shape[1], k_BxKxSxE.shape[2]
+  args = _row_major_all(jnp.transpose(q_BxTxKxGxE, (0, 2, 1, 3, 4)), k_BxKxSxE, v_BxKxSxE) + (mask_BxTxS,)
   full = functools.partial(_blocks, bounds=[(0, T, S)], dtype=dtype, softcap=softcap)
   if chunk and T == S and T > chunk:
     blocked = functools.partial(_blocks, bounds=_causal_bounds(T, chunk), dtype=dtype, softcap=softcap)
     if check:
-      out_BxKxTxGxD = jax.lax.cond(causal_chunks_are_exact(mask_BxTxS, chunk), blocked, full, *args)
+      out_BxKxTxGxE = jax.lax.cond(causal_chunks_are_exact(mask_BxTxS, chunk), blocked, full, *args)
     else:
-      out_BxKxTxGxD = blocked(*args)
+      out_BxKxTxGxE = blocked(*args)
   else:
-    out_BxKxTxGxD = full(*args)
-  return jnp.transpose(out_BxKxTxGxD, (0, 2, 1, 3, 4))
+    out_BxKxTxGxE = full(*args)
+  return jnp.transpose(out_BxKxTxGxE, (0, 2, 1, 3, 4))
 
 
 MAX_CAUSAL_BLOCKS = 16  # segment_causal_attention: long sequences get bigger query blocks, not more
 
 
-def segment_causal_attention(q_BxTxKxGxD, k_BxKxTxD, v_BxKxTxD, segment_ids_BxT, dtype=jnp.float32,
+def segment_causal_attention(q_BxTxKxGxE, k_BxKxTxE, v_BxKxTxE, segment_ids_BxT, dtype=jnp.float32,
                              chunk: int | None = None, softcap: float = 0.0):
   """Self-attention of packed rows: each query sees the keys at or before it (by index) in its segment.
 
@@ -364,19 +364,19 @@ def segment_causal_attention(q_BxTxKxGxD, k_BxKxTxD, v_BxKxTxD, segment_ids_BxT,
   ``ATTENTION_CHUNK``), at most ``MAX_CAUSAL_BLOCKS`` of them. For rows whose positions count up
   from 0 in each segment (``lm.data.pipeline``), this is ``attention`` with ``attention_mask``.
   """
-  T = q_BxTxKxGxD.shape[1]
+  T = q_BxTxKxGxE.shape[1]
   chunk = max(ATTENTION_CHUNK if chunk is None else chunk, -(-T // MAX_CAUSAL_BLOCKS))
-  q_BxKxTxGxD, k_BxKxTxD, v_BxKxTxD = _row_major_all(jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4)), k_BxKxTxD,
-                                                     v_BxKxTxD)
-  out_BxKxTxGxD = _blocks(q_BxKxTxGxD, k_BxKxTxD, v_BxKxTxD, segment_ids_BxT, _causal_bounds(T, chunk), dtype, softcap,
+  q_BxKxTxGxE, k_BxKxTxE, v_BxKxTxE = _row_major_all(jnp.transpose(q_BxTxKxGxE, (0, 2, 1, 3, 4)), k_BxKxTxE,
+                                                     v_BxKxTxE)
+  out_BxKxTxGxE = _blocks(q_BxKxTxGxE, k_BxKxTxE, v_BxKxTxE, segment_ids_BxT, _causal_bounds(T, chunk), dtype, softcap,
                           segments=True)
-  return jnp.transpose(out_BxKxTxGxD, (0, 2, 1, 3, 4))
+  return jnp.transpose(out_BxKxTxGxE, (0, 2, 1, 3, 4))
 
 
 KV_BLOCK = 128  # cache slots per block in cached_attention
 
 
-def cached_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_len, dtype=jnp.float32,
+def cached_attention(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask_BxTxS, kv_len, dtype=jnp.float32,
                      block: int = KV_BLOCK, softcap: float = 0.0):
   """Attention of new tokens over a KV cache whose slots ``>= kv_len`` are empty (inference only).
 
@@ -385,19 +385,19 @@ def cached_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_len, dtyp
   costs, not what its allocated length does. Equals ``attention`` wherever a query sees some key
   below ``kv_len`` (up to float reassociation); a query that sees none (padding) gets zeros.
   """
-  B, T, K, G, D = q_BxTxKxGxD.shape
-  S = k_BxKxSxD.shape[2]
+  B, T, K, G, E = q_BxTxKxGxE.shape
+  S = k_BxKxSxE.shape[2]
   block = min(block, S)
-  q_BxKxMxD = jnp.transpose(q_BxTxKxGxD, (0, 2, 1, 3, 4)).reshape(B, K, T * G, D)
+  q_BxKxMxE = jnp.transpose(q_BxTxKxGxE, (0, 2, 1, 3, 4)).reshape(B, K, T * G, E)
 
   def body(carry):
-    i, max_BxKxM, sum_BxKxM, acc_BxKxMxD = carry
+    i, max_BxKxM, sum_BxKxM, acc_BxKxMxE = carry
     start = jnp.minimum(i * block, S - block)  # the last block may overlap the one before it
-    k_BxKxCxD = jax.lax.dynamic_slice_in_dim(k_BxKxSxD, start, block, axis=2)
-    v_BxKxCxD = jax.lax.dynamic_slice_in_dim(v_BxKxSxD, start, block, axis=2)
+    k_BxKxCxE = jax.lax.dynamic_slice_in_dim(k_BxKxSxE, start, block, axis=2)
+    v_BxKxCxE = jax.lax.dynamic_slice_in_dim(v_BxKxSxE, start, block, axis=2)
     fresh_C = start + jnp.arange(block) >= i * block  # slots not already counted
     visible_BxTxC = jax.lax.dynamic_slice_in_dim(mask_BxTxS, start, block, axis=2) & fresh_C
-    scores_BxKxMxC = _dot_nt(q_BxKxMxD, k_BxKxCxD, dtype).reshape(B, K, T, G, block)
+    scores_BxKxMxC = _dot_nt(q_BxKxMxE, k_BxKxCxE, dtype).reshape(B, K, T, G, block)
     if softcap:
       scores_BxKxMxC = softcap * jnp.tanh(scores_BxKxMxC / softcap)
     scores_BxKxMxC = jnp.where(visible_BxTxC[:, None, :, None, :], scores_BxKxMxC, -jnp.inf).reshape(B, K, T * G, block)
@@ -406,30 +406,30 @@ def cached_attention(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, kv_len, dtyp
     p_BxKxMxC = jnp.exp(scores_BxKxMxC - safe_max[..., None])
     rescale_BxKxM = jnp.exp(max_BxKxM - safe_max)
     sum_BxKxM = sum_BxKxM * rescale_BxKxM + jnp.sum(p_BxKxMxC, axis=-1)
-    acc_BxKxMxD = acc_BxKxMxD * rescale_BxKxM[..., None] + _dot(p_BxKxMxC, v_BxKxCxD, dtype)
-    return i + 1, new_max_BxKxM, sum_BxKxM, acc_BxKxMxD
+    acc_BxKxMxE = acc_BxKxMxE * rescale_BxKxM[..., None] + _dot(p_BxKxMxC, v_BxKxCxE, dtype)
+    return i + 1, new_max_BxKxM, sum_BxKxM, acc_BxKxMxE
 
   n_blocks = (jnp.minimum(kv_len, S) + block - 1) // block
   init = (jnp.zeros((), jnp.int32), jnp.full((B, K, T * G), -jnp.inf, jnp.float32),
-          jnp.zeros((B, K, T * G), jnp.float32), jnp.zeros((B, K, T * G, D), jnp.float32))
-  _, _, sum_BxKxM, acc_BxKxMxD = jax.lax.while_loop(lambda c: c[0] < n_blocks, body, init)
-  out_BxKxMxD = acc_BxKxMxD / jnp.maximum(sum_BxKxM, 1e-30)[..., None]
-  return jnp.transpose(out_BxKxMxD.reshape(B, K, T, G, D), (0, 2, 1, 3, 4))
+          jnp.zeros((B, K, T * G), jnp.float32), jnp.zeros((B, K, T * G, E), jnp.float32))
+  _, _, sum_BxKxM, acc_BxKxMxE = jax.lax.while_loop(lambda c: c[0] < n_blocks, body, init)
+  out_BxKxMxE = acc_BxKxMxE / jnp.maximum(sum_BxKxM, 1e-30)[..., None]
+  return jnp.transpose(out_BxKxMxE.reshape(B, K, T, G, E), (0, 2, 1, 3, 4))
 
 
-def attention_reference(q_BxTxKxGxD, k_BxKxSxD, v_BxKxSxD, mask_BxTxS, dtype=jnp.float32, softcap: float = 0.0):
+def attention_reference(q_BxTxKxGxE, k_BxKxSxE, v_BxKxSxE, mask_BxTxS, dtype=jnp.float32, softcap: float = 0.0):
   """The plain formulation (autodiff backward); the tests hold ``attention`` to it.
 
   Operands are rounded to ``dtype`` and multiplied in float32: the same products as a ``dtype`` dot
   with a float32 result (exact in float32), on any dot this jaxlib's CPU backend supports.
   """
   rounded = lambda x: x.astype(dtype).astype(jnp.float32)
-  scores_BxKxGxTxS = jnp.einsum('btkgd,bksd->bkgts', rounded(q_BxTxKxGxD), rounded(k_BxKxSxD))
+  scores_BxKxGxTxS = jnp.einsum('btkgd,bksd->bkgts', rounded(q_BxTxKxGxE), rounded(k_BxKxSxE))
   if softcap:
     scores_BxKxGxTxS = softcap * jnp.tanh(scores_BxKxGxTxS / softcap)
   scores_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, NEG_INF)
   probs = jax.nn.softmax(scores_BxKxGxTxS, axis=-1)
-  return jnp.einsum('bkgts,bksd->btkgd', rounded(probs), rounded(v_BxKxSxD))
+  return jnp.einsum('bkgts,bksd->btkgd', rounded(probs), rounded(v_BxKxSxE))
 
 
 # ----------------------------------------------------------------------- head + cross-entropy

@@ -166,29 +166,29 @@ ACTIVATIONS = {
 def rope_frequencies(config: ModelConfig):
   """The ``head_size / 2`` RoPE inverse frequencies, scaled as ``config.rope_scaling`` says (float32)."""
   d_half = config.head_size // 2
-  inv_freq_F = 1.0 / (config.rope_theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
+  inv_freq_J = 1.0 / (config.rope_theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
   if config.rope_scaling == 'linear':
-    return inv_freq_F / config.rope_factor
+    return inv_freq_J / config.rope_factor
   if config.rope_scaling == 'llama3':
     # Llama 3.1: long wavelengths slowed by ``rope_factor``, short ones kept, a smooth ramp between.
     low_freq_wavelen = config.rope_original_max_len / config.rope_low_freq_factor
     high_freq_wavelen = config.rope_original_max_len / config.rope_high_freq_factor
-    wavelen_F = 2 * math.pi / inv_freq_F
-    scaled_F = jnp.where(wavelen_F > low_freq_wavelen, inv_freq_F / config.rope_factor, inv_freq_F)
-    smooth_F = ((config.rope_original_max_len / wavelen_F - config.rope_low_freq_factor)
+    wavelen_J = 2 * math.pi / inv_freq_J
+    scaled_J = jnp.where(wavelen_J > low_freq_wavelen, inv_freq_J / config.rope_factor, inv_freq_J)
+    smooth_J = ((config.rope_original_max_len / wavelen_J - config.rope_low_freq_factor)
                 / (config.rope_high_freq_factor - config.rope_low_freq_factor))
-    smoothed_F = (1 - smooth_F) * scaled_F / config.rope_factor + smooth_F * scaled_F
-    medium_F = (wavelen_F >= high_freq_wavelen) & (wavelen_F <= low_freq_wavelen)
-    return jnp.where(medium_F, smoothed_F, scaled_F)
-  return inv_freq_F
+    smoothed_J = (1 - smooth_J) * scaled_J / config.rope_factor + smooth_J * scaled_J
+    medium_J = (wavelen_J >= high_freq_wavelen) & (wavelen_J <= low_freq_wavelen)
+    return jnp.where(medium_J, smoothed_J, scaled_J)
+  return inv_freq_J
 
 
 def init_cache(config: ModelConfig, batch_size: int, max_len: int):
   """An empty KV cache: per-layer keys/values plus the segment ids and positions of each slot.
 
-  Keys and values are stored as attention reads them, ``[B, K, S, D]`` per layer: a tuple of
+  Keys and values are stored as attention reads them, ``[B, K, S, E]`` per layer: a tuple of
   ``n_layers`` arrays for unrolled layers (each updated in place, nothing copied per step), one
-  ``[L, B, K, S, D]`` array under ``scan_layers``. ``end`` is the next slot to write; slots with
+  ``[L, B, K, S, E]`` array under ``scan_layers``. ``end`` is the next slot to write; slots with
   segment id 0 are empty and never attended to.
   """
   kv_shape = (batch_size, config.n_kv_heads, max_len, config.head_size)
@@ -214,48 +214,48 @@ class Block(nn.Module):
   def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, kv=None, cache_end=None):
     c = self.config
     B, T, D = x_BxTxD.shape
-    K, G, Hd, F = c.n_kv_heads, c.q_per_kv, c.head_size, c.d_ff
+    K, G, E, F = c.n_kv_heads, c.q_per_kv, c.head_size, c.d_ff
     dt = c.compute_dtype
 
-    wqkv = _param(self, 'wqkv', _dense_init(0, (1, 2, 3)), (D, K, G + 2, Hd), ('embed', 'kv_heads', 'qkv', 'head_dim'))
-    wo = _param(self, 'wo', _dense_init((0, 1), 2, 1.0 / (2 * c.n_layers)), (c.n_heads, Hd, D),
+    wqkv = _param(self, 'wqkv', _dense_init(0, (1, 2, 3)), (D, K, G + 2, E), ('embed', 'kv_heads', 'qkv', 'head_dim'))
+    wo = _param(self, 'wo', _dense_init((0, 1), 2, 1.0 / (2 * c.n_layers)), (c.n_heads, E, D),
                 ('heads', 'head_dim', 'embed'))
     w_gate_up = _param(self, 'w_gate_up', _dense_init(0, (1, 2)), (D, F, 2), ('embed', 'mlp', 'gate_up'))
     w_down = _param(self, 'w_down', _dense_init(0, 1, 1.0 / (2 * c.n_layers)), (F, D), ('mlp', 'embed'))
     norm = lambda name: RMSNorm(c.norm_eps, c.norm_offset, name=name)  # noqa: E731
 
     h_BxTxD = norm('attn_norm')(x_BxTxD)
-    qkv = ops.linear(h_BxTxD.reshape(B * T, D), wqkv.reshape(D, -1), dt).reshape(B, T, K, G + 2, Hd)
+    qkv = ops.linear(h_BxTxD.reshape(B * T, D), wqkv.reshape(D, -1), dt).reshape(B, T, K, G + 2, E)
     if c.qkv_bias:
-      qkv = qkv + _param(self, 'bqkv', nn.initializers.zeros, (K, G + 2, Hd), ('kv_heads', 'qkv', 'head_dim'))
-    q_BxTxKxGxD = qkv[:, :, :, :G]
-    k_BxTxKxD, v_BxTxKxD = qkv[:, :, :, G], qkv[:, :, :, G + 1]
+      qkv = qkv + _param(self, 'bqkv', nn.initializers.zeros, (K, G + 2, E), ('kv_heads', 'qkv', 'head_dim'))
+    q_BxTxKxGxE = qkv[:, :, :, :G]
+    k_BxTxKxE, v_BxTxKxE = qkv[:, :, :, G], qkv[:, :, :, G + 1]
     if c.qk_norm:
-      q_BxTxKxGxD, k_BxTxKxD = norm('q_norm')(q_BxTxKxGxD), norm('k_norm')(k_BxTxKxD)
-    inv_freq_F = rope_frequencies(c) if c.rope_scaling != 'none' else None
-    cos_sin = ops.rope_tables(positions_BxT, Hd, c.rope_theta, inv_freq_F)
-    q_BxTxKxGxD = ops.apply_rope(q_BxTxKxGxD.reshape(B, T, K * G, Hd), *cos_sin)
-    q_BxTxKxGxD = (q_BxTxKxGxD * (c.query_pre_attn_scalar or Hd) ** -0.5).reshape(B, T, K, G, Hd)
-    k_BxTxKxD = ops.apply_rope(k_BxTxKxD, *cos_sin)
-    q_BxTxKxGxD = nn.with_logical_constraint(q_BxTxKxGxD, ('batch', 'length', 'act_kv_heads', None, None))
-    k_BxTxKxD = nn.with_logical_constraint(k_BxTxKxD, ('batch', 'length', 'act_kv_heads', None))
+      q_BxTxKxGxE, k_BxTxKxE = norm('q_norm')(q_BxTxKxGxE), norm('k_norm')(k_BxTxKxE)
+    inv_freq_J = rope_frequencies(c) if c.rope_scaling != 'none' else None
+    cos_sin = ops.rope_tables(positions_BxT, E, c.rope_theta, inv_freq_J)
+    q_BxTxKxGxE = ops.apply_rope(q_BxTxKxGxE.reshape(B, T, K * G, E), *cos_sin)
+    q_BxTxKxGxE = (q_BxTxKxGxE * (c.query_pre_attn_scalar or E) ** -0.5).reshape(B, T, K, G, E)
+    k_BxTxKxE = ops.apply_rope(k_BxTxKxE, *cos_sin)
+    q_BxTxKxGxE = nn.with_logical_constraint(q_BxTxKxGxE, ('batch', 'length', 'act_kv_heads', None, None))
+    k_BxTxKxE = nn.with_logical_constraint(k_BxTxKxE, ('batch', 'length', 'act_kv_heads', None))
 
-    k_BxKxTxD = jnp.transpose(k_BxTxKxD, (0, 2, 1, 3))
-    v_BxKxTxD = jnp.transpose(v_BxTxKxD, (0, 2, 1, 3))
+    k_BxKxTxE = jnp.transpose(k_BxTxKxE, (0, 2, 1, 3))
+    v_BxKxTxE = jnp.transpose(v_BxTxKxE, (0, 2, 1, 3))
     if kv is None:
-      keys_BxKxSxD, values_BxKxSxD, new_kv = k_BxKxTxD, v_BxKxTxD, None
+      keys_BxKxSxE, values_BxKxSxE, new_kv = k_BxKxTxE, v_BxKxTxE, None
     else:
       cache_k, cache_v = kv
-      keys_BxKxSxD = jax.lax.dynamic_update_slice_in_dim(cache_k, k_BxKxTxD.astype(cache_k.dtype), cache_end, axis=2)
-      values_BxKxSxD = jax.lax.dynamic_update_slice_in_dim(cache_v, v_BxKxTxD.astype(cache_v.dtype), cache_end, axis=2)
-      new_kv = (keys_BxKxSxD, values_BxKxSxD)
+      keys_BxKxSxE = jax.lax.dynamic_update_slice_in_dim(cache_k, k_BxKxTxE.astype(cache_k.dtype), cache_end, axis=2)
+      values_BxKxSxE = jax.lax.dynamic_update_slice_in_dim(cache_v, v_BxKxTxE.astype(cache_v.dtype), cache_end, axis=2)
+      new_kv = (keys_BxKxSxE, values_BxKxSxE)
 
     if kv is None:
-      out_BxTxKxGxD = attention.attend(c, q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, dt)
+      out_BxTxKxGxE = attention.attend(c, q_BxTxKxGxE, keys_BxKxSxE, values_BxKxSxE, mask_BxTxS, dt)
     else:
-      out_BxTxKxGxD = ops.cached_attention(q_BxTxKxGxD, keys_BxKxSxD, values_BxKxSxD, mask_BxTxS, cache_end + T, dt,
+      out_BxTxKxGxE = ops.cached_attention(q_BxTxKxGxE, keys_BxKxSxE, values_BxKxSxE, mask_BxTxS, cache_end + T, dt,
                                            softcap=c.attn_softcap)
-    attn_BxTxD = ops.linear(out_BxTxKxGxD.reshape(B * T, c.n_heads * Hd), wo.reshape(-1, D), dt).reshape(B, T, D)
+    attn_BxTxD = ops.linear(out_BxTxKxGxE.reshape(B * T, c.n_heads * E), wo.reshape(-1, D), dt).reshape(B, T, D)
     if c.post_norms:
       attn_BxTxD = norm('post_attn_norm')(attn_BxTxD)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD + attn_BxTxD, ('batch', 'length', 'act_embed'))
@@ -326,13 +326,13 @@ class Transformer(nn.Module):
       x_BxTxD = x_BxTxD * jnp.float32(math.sqrt(c.d_model))
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('batch', 'length', 'act_embed'))
 
-    kv_LxBxKxSxD = None if cache is None else (cache['k'], cache['v'])
+    kv_LxBxKxSxE = None if cache is None else (cache['k'], cache['v'])
     if c.scan_layers:
       stack = nn.scan(
           ScannedBlock, variable_axes={'params': 0}, split_rngs={'params': True},
           in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=c.n_layers,
           metadata_params={nn.PARTITION_NAME: 'layers'})
-      x_BxTxD, new_kv = stack(c, name='layers')(x_BxTxD, kv_LxBxKxSxD, positions_BxT, mask_BxTxS, cache_end)
+      x_BxTxD, new_kv = stack(c, name='layers')(x_BxTxD, kv_LxBxKxSxE, positions_BxT, mask_BxTxS, cache_end)
     else:
       new_k, new_v = [], []
       for i in range(c.n_layers):

@@ -1,4 +1,4 @@
-"""A reward model trained on K-way rankings: the reward stage's work, and each round of iterated RLHF's.
+"""A reward model trained on R-way rankings: the reward stage's work, and each round of iterated RLHF's.
 
   trained = fit(name, c, records, tok, policy_model, policy_params, workdir, mesh, rules, seed)
 
@@ -38,7 +38,7 @@ class Trained:
   reward_mean: float
   reward_std: float
   metrics: dict
-  heldout: dict  # per held-out record: 'rewards' [N, K], 'words', 'panel_ranks', 'gold_utilities', 'sources'
+  heldout: dict  # per held-out record: 'rewards' [B, R], 'words', 'panel_ranks', 'gold_utilities', 'sources'
 
 
 DATA = ('candidates', 'policy', 'mix')
@@ -60,28 +60,28 @@ def model_config(policy_config: ModelConfig) -> ModelConfig:
   return dataclasses.replace(policy_config, lm_head=False, scalar_head=True)
 
 
-def _within_prompt_correlation(x_NxK, y_NxK) -> float:
-  x, y = x_NxK - x_NxK.mean(1, keepdims=True), y_NxK - y_NxK.mean(1, keepdims=True)
+def _within_prompt_correlation(x_BxR, y_BxR) -> float:
+  x, y = x_BxR - x_BxR.mean(1, keepdims=True), y_BxR - y_BxR.mean(1, keepdims=True)
   return float(np.sum(x * y) / max(np.sqrt(np.sum(x * x) * np.sum(y * y)), 1e-12))
 
 
-def length_correlations(rewards_NxK, words_NxK, ranks_NxK, gold_NxK) -> dict[str, float]:
+def length_correlations(rewards_BxR, words_BxR, ranks_BxR, gold_BxR) -> dict[str, float]:
   """How much each judge likes length: the within-prompt correlation of log(1 + words) with the
   reward model's reward, the panel's preference (minus its rank) and the gold utility."""
-  words = np.log1p(np.asarray(words_NxK, np.float64))
-  return {'length_correlation_reward': _within_prompt_correlation(words, np.asarray(rewards_NxK)),
-          'length_correlation_panel': _within_prompt_correlation(words, -np.asarray(ranks_NxK, np.float64)),
-          'length_correlation_gold': _within_prompt_correlation(words, np.asarray(gold_NxK, np.float64))}
+  words = np.log1p(np.asarray(words_BxR, np.float64))
+  return {'length_correlation_reward': _within_prompt_correlation(words, np.asarray(rewards_BxR)),
+          'length_correlation_panel': _within_prompt_correlation(words, -np.asarray(ranks_BxR, np.float64)),
+          'length_correlation_gold': _within_prompt_correlation(words, np.asarray(gold_BxR, np.float64))}
 
 
-def pairwise_accuracy(rewards_NxK, ranks_NxK=None, gold_NxK=None) -> float:
+def pairwise_accuracy(rewards_BxR, ranks_BxR=None, gold_BxR=None) -> float:
   """The fraction of ordered pairs the rewards put in the order of the ranks (0 = best) or of strictly
   different gold utilities; NaN without pairs."""
-  r = np.asarray(rewards_NxK, np.float64)
-  if ranks_NxK is not None:
-    prefer = np.asarray(ranks_NxK)[:, :, None] < np.asarray(ranks_NxK)[:, None, :]
+  r = np.asarray(rewards_BxR, np.float64)
+  if ranks_BxR is not None:
+    prefer = np.asarray(ranks_BxR)[:, :, None] < np.asarray(ranks_BxR)[:, None, :]
   else:
-    g = np.asarray(gold_NxK, np.float64)
+    g = np.asarray(gold_BxR, np.float64)
     prefer = g[:, :, None] > g[:, None, :]
   pairs = prefer.sum()
   return float((prefer & (r[:, :, None] > r[:, None, :])).sum() / pairs) if pairs else float('nan')
@@ -97,7 +97,7 @@ def rows_of(tok, records, seq_len: int) -> dict:
 
 
 def rewards(fn, params, rows, batch_size: int, mesh, rules) -> np.ndarray:
-  """``fn(params, tokens, segment_ids, positions, last_index)`` over ``[N, K, T]`` rows: ``[N, K]``."""
+  """``fn(params, tokens, segment_ids, positions, last_index)`` over ``[B, R, T]`` rows: ``[B, R]``."""
   flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in rows.items() if k in ROW_KEYS[:4]}
   jitted = jax.jit(lambda p, b: fn(p, b['tokens'], b['segment_ids'], b['positions'], b['last_index']))
   n, out = len(flat['tokens']), []
@@ -121,11 +121,11 @@ def policy_samples(tok, model, params, prompts, cfg: sample.SamplingConfig, batc
 
 
 def score_rows(ids_list, seq_len: int, pad_id: int = 0) -> dict[str, np.ndarray]:
-  """Token rows ``[N, seq_len]`` (right-padded; longer ones keep their last ``seq_len`` tokens) with
+  """Token rows ``[B, T]`` (right-padded; longer ones keep their last ``seq_len`` tokens) with
   the segment ids, positions and ``last_index`` that ``reward_steps.sequence_rewards`` reads."""
-  N = len(ids_list)
-  out = {'tokens': np.full((N, seq_len), pad_id, np.int32), 'segment_ids': np.zeros((N, seq_len), np.int32),
-         'positions': np.zeros((N, seq_len), np.int32), 'last_index': np.zeros((N,), np.int32)}
+  B = len(ids_list)
+  out = {'tokens': np.full((B, seq_len), pad_id, np.int32), 'segment_ids': np.zeros((B, seq_len), np.int32),
+         'positions': np.zeros((B, seq_len), np.int32), 'last_index': np.zeros((B,), np.int32)}
   for n, ids in enumerate(ids_list):
     ids = np.asarray(ids, np.int32)[-seq_len:]
     out['tokens'][n, :len(ids)] = ids
@@ -138,15 +138,15 @@ def score_rows(ids_list, seq_len: int, pad_id: int = 0) -> dict[str, np.ndarray]
 def batched_rewards(reward_fn, params, rows, batch_size: int, mesh, rules):
   """``reward_fn`` over ``score_rows``-style rows, in fixed-size batches (one compile), as numpy."""
   fn = jax.jit(lambda p, b: reward_fn(p, b['tokens'], b['segment_ids'], b['positions'], b['last_index']))
-  N, out = len(rows['tokens']), []
+  B, out = len(rows['tokens']), []
   with sharding.use_mesh(mesh, rules):
-    for start in range(0, N, batch_size):
-      idx = np.arange(start, start + batch_size) % N  # the last batch wraps around to a full one
+    for start in range(0, B, batch_size):
+      idx = np.arange(start, start + batch_size) % B  # the last batch wraps around to a full one
       out.append(np.asarray(fn(params, sharding.place_batch({k: v[idx] for k, v in rows.items()}, mesh))))
-  return np.concatenate(out)[:N]
+  return np.concatenate(out)[:B]
 
 
-def heldout_metrics(rewards_NxK, records, rows) -> dict:
+def heldout_metrics(rewards_BxR, records, rows) -> dict:
   """Pairwise accuracy against panel and gold, overall and per source, and the length correlations; per
   family and domain (``[<family>]``, ``[domain:<name>]``: ``lm.lab.agreement.groups``) the accuracies,
   the prompts and the panel's agreement on those rankings (``heldout_kendall_w``, ``heldout_alpha``)."""
@@ -154,8 +154,8 @@ def heldout_metrics(rewards_NxK, records, rows) -> dict:
   sources = np.asarray([source_of(r) for r in records])
   for name, keep in [('', np.ones(len(records), bool))] + [(f'{s}_', sources == s) for s in SOURCES]:
     if keep.any():
-      out[f'heldout_{name}panel_accuracy'] = pairwise_accuracy(rewards_NxK[keep], ranks_NxK=rows['ranks'][keep])
-      out[f'heldout_{name}gold_accuracy'] = pairwise_accuracy(rewards_NxK[keep], gold_NxK=rows['gold_utilities'][keep])
+      out[f'heldout_{name}panel_accuracy'] = pairwise_accuracy(rewards_BxR[keep], ranks_BxR=rows['ranks'][keep])
+      out[f'heldout_{name}gold_accuracy'] = pairwise_accuracy(rewards_BxR[keep], gold_BxR=rows['gold_utilities'][keep])
       out[f'heldout_{name}prompts'] = int(keep.sum())
   index = {id(r): i for i, r in enumerate(records)}
   for group, recs in agreement.groups(records).items():
@@ -163,13 +163,13 @@ def heldout_metrics(rewards_NxK, records, rows) -> dict:
       continue
     keep = np.asarray([index[id(r)] for r in recs])
     agreed = agreement.measures(recs)
-    out.update({f'heldout_panel_accuracy[{group}]': pairwise_accuracy(rewards_NxK[keep], ranks_NxK=rows['ranks'][keep]),
-                f'heldout_gold_accuracy[{group}]': pairwise_accuracy(rewards_NxK[keep],
-                                                                     gold_NxK=rows['gold_utilities'][keep]),
+    out.update({f'heldout_panel_accuracy[{group}]': pairwise_accuracy(rewards_BxR[keep], ranks_BxR=rows['ranks'][keep]),
+                f'heldout_gold_accuracy[{group}]': pairwise_accuracy(rewards_BxR[keep],
+                                                                     gold_BxR=rows['gold_utilities'][keep]),
                 f'heldout_prompts[{group}]': len(recs), f'heldout_kendall_w[{group}]': agreed['kendall_w'],
                 f'heldout_alpha[{group}]': agreed['alpha']})
   words = [[raters.features(resp)['n_words'] for resp in r['responses']] for r in records]
-  out.update(length_correlations(rewards_NxK, words, rows['ranks'], rows['gold_utilities']))
+  out.update(length_correlations(rewards_BxR, words, rows['ranks'], rows['gold_utilities']))
   return out
 
 
@@ -222,15 +222,15 @@ def fit(name: str, c, records: dict, tok, policy_model: Transformer, policy_para
   raw_fn = lambda p, *args: reward_steps.sequence_rewards(model, p, *args)
   raw = batched_rewards(raw_fn, params, score_rows(samples, c.seq_len, tok.pad_id), c.batch_size * 4, mesh, rules)
   mean, std = float(np.mean(raw)), float(np.std(raw) + 1e-6)
-  held_NxK = rewards(raw_fn, params, rows['validation'], c.batch_size * 4, mesh, rules)
+  held_BxR = rewards(raw_fn, params, rows['validation'], c.batch_size * 4, mesh, rules)
   metrics = {**{k: v for k, v in out.items() if k != 'checkpoint_dir'},
-             **heldout_metrics(held_NxK, records['validation'], rows['validation']),
+             **heldout_metrics(held_BxR, records['validation'], rows['validation']),
              'train_prompts': int(len(rows['train']['tokens']))}
   by_source = defaultdict(int)
   for r in records['train']:
     by_source[source_of(r)] += 1
   metrics.update({f'train_prompts_{s}': n for s, n in by_source.items()})
-  heldout = {'rewards': held_NxK.tolist(),
+  heldout = {'rewards': held_BxR.tolist(),
              'words': [[raters.features(resp)['n_words'] for resp in r['responses']] for r in records['validation']],
              'panel_ranks': rows['validation']['ranks'].tolist(),
              'gold_utilities': rows['validation']['gold_utilities'].tolist(),
