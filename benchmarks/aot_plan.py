@@ -1,6 +1,6 @@
 """Memory and FLOPs plans for real sizes: the real train step compiled ahead of time on a simulated mesh.
 
-Each plan (``configs/plans.py``: a model, a TPU slice, its mesh, the global batch, microbatches)
+Each plan (``lm/configs/plans.py``: a model, a TPU slice, its mesh, the global batch, microbatches)
 runs in its own process with ``--xla_force_host_platform_device_count=<chips>`` set before jax is
 imported, so the mesh has as many (CPU) devices as the slice has chips. The train state is
 abstract (``jax.eval_shape`` of the init, ShapeDtypeStructs carrying the NamedShardings the logical

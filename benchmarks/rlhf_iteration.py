@@ -1,9 +1,9 @@
 """Where a PPO iteration's time goes: sampling, scoring, updating, as in lm/stages/rlhf.py.
 
-One iteration = sample B responses of N new tokens to B prompts (``lm.sample``, one compiled program,
+One iteration = sample B responses of N new tokens to B prompts (``lm.inference.sample``, one compiled program,
 static shapes), score them (policy and reference log-probs, value estimates, reward model: four
-forwards over the B x (P + N) rows, then GAE; ``lm.rollouts.make_score``), then ``epochs`` passes
-of minibatch updates of policy + value (``lm.steps.ppo.make_update``, one compiled program). All
+forwards over the B x (P + N) rows, then GAE; ``lm.rl.rollouts.make_score``), then ``epochs`` passes
+of minibatch updates of policy + value (``lm.rl.ppo.make_update``, one compiled program). All
 three models have the tiny shape (or ``--size``), random weights; stop ids are disabled so every row
 generates all N tokens. Each phase is timed after a warm-up call (compilation excluded), median of
 ``--repeats``. tokens/s counts the tokens each phase processes: generated tokens for sampling,

@@ -6,8 +6,8 @@ batch, microbatches) with text from tfds and a 32k BPE. tpu/README.md shows the 
   python -m lm.launch --config=experiments/pretrain_scale.py:1b_v5e8 --workdir=DIR   # one host
 
 The argument names the plan (default 1b_v5e8); ``benchmarks/aot_plan.py <plan>`` prints its memory
-per chip. Text: ``c4/en`` validation split (0.36M documents): ``lm.data.builders.read_named`` reads
-a whole split into memory, so the 365M-document train split needs a streaming reader first.
+per chip. Text: ``c4/en`` validation split (0.36M documents), streamed (``lm.data.streaming``: a
+``pretrain_tfds`` source is read one document at a time), so ``c4/en:train:text`` works the same way.
 """
 
 from lm.configs import base, plans

@@ -5,7 +5,7 @@ gold scorers beside it) -> advantages (an estimator registered by name, ``lm.rl.
 loss (registered by name, ``lm.rl.losses``) -> update. An algorithm is an ``Algorithm``: the names
 of its estimator and loss, and hooks for what differs (its config checks, its optimiser steps, its
 update over one iteration, the KL coefficient after one). Online arms (``lm.rl.online``: ppo, grpo,
-rloo) train on the iteration's rollouts; offline arms (``lm.rl.offline``: dpo, ipo) train on
+rloo, dapo, dr_grpo, gspo, reinforce_pp) train on the iteration's rollouts; offline arms (``lm.rl.offline``: dpo, ipo) train on
 preference rankings, then rollouts measure the updated policy. ``lm.rl.algorithms.ALGORITHMS``
 names them.
 

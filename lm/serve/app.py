@@ -270,7 +270,7 @@ def create_app(workdir, max_rows: int = 8) -> FastAPI:
     saved = the_run.rollouts()
     if not saved:
       return {'saved': False, 'message': f'run {run!r} saved no RLHF rollouts (lm.serve looks for '
-                                         '<run>/<stage>/rollouts.jsonl; the rlhf stage does not write them yet)',
+                                         '<run>/<stage>/rollouts.jsonl, which the rlhf stage writes at each eval)',
               'rows': []}
     rows = [{'stage': stage, 'index': i, 'iteration': r.get('iteration'), 'question': _question(r.get('prompt')),
              'proxy_reward': r.get('proxy_reward'), 'gold_reward': r.get('gold_reward', r.get('score'))}
