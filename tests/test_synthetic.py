@@ -15,12 +15,13 @@ from lm import checkpoint, tokenizer
 from lm import config as lm_config
 from lm import outputs as lm_outputs
 from lm.cli import launch
+from lm.cli.launch import STAGES
 from lm.config import ConfigError
 from lm.data import builders, chat
 from lm.lab import splits, tasks
 from lm.model.transformer import Transformer
 from lm.rl import reward_model
-from lm.stages import STAGES, common, synthetic
+from lm.stages import common, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,36 @@ from lm import config as lm_config
 from lm.configs import base
 from lm.model.transformer import ModelConfig
 from lm.report import card, comparison
-from lm.stages import STAGES
+from lm.stages import (
+    data,
+    eval,
+    hf_import,
+    overoptimization,
+    preferences,
+    pretrain,
+    reward,
+    rlhf,
+    sft,
+    synthetic,
+    tokenizer,
+)
+
+# the stages by name, as configs list them in ``stages``
+STAGES = {
+    'data': data.run,
+    'tokenizer': tokenizer.run,
+    'pretrain': pretrain.run,
+    'import': hf_import.run,
+    'sft': sft.run,
+    'preferences': preferences.run,
+    'reward': reward.run,
+    'rlhf': rlhf.run,
+    'overoptimization': overoptimization.run,
+    'synthetic': synthetic.run,
+    'sft_original': sft.run_original,
+    'sft_synthetic': sft.run_synthetic,
+    'eval': eval.run,
+}
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config: path/to/file.py[:arg].')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and reports go.')

@@ -80,7 +80,9 @@ import sysconfig
 import tempfile
 import time
 
-from lm.tools import cgroup, landlock, seccomp
+import lm.tools.cgroup as cgroup
+import lm.tools.landlock as landlock
+import lm.tools.seccomp as seccomp
 from lm.tools.base import Tool, ToolResult
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sandbox_child.py')
