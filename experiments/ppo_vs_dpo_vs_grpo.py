@@ -1,6 +1,7 @@
 """The reward-KL frontier of each RLHF arm from one SFT model and one reward model: PPO, GRPO and
 RLOO (online, against the reward model) and DPO and IPO (offline, from the same rankings), each at
-a weak and a strong KL strength (kl_coef 0.02 / 0.2; DPO/IPO beta 0.05 / 0.5), plus best-of-16 as the no-training reference point.
+a weak and a strong KL strength (kl_coef 0.02 / 0.2; DPO/IPO beta 0.05 / 0.5), plus best-of-16 as the
+no-training reference point.
 
   python -m lm.launch --config=experiments/ppo_vs_dpo_vs_grpo.py --workdir=runs/ppo_vs_dpo_vs_grpo
   ...:smoke    a minutes-long version for tests (PPO and DPO)

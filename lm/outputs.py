@@ -112,8 +112,8 @@ class Curves(Outputs):
   plot: str
 
 
-KINDS = {cls.__name__: cls for cls in (Outputs, Data, Tokenizer, Model, Imported, Reward, Rlhf, Rankings, Synthetic, Eval,
-                                       Curves)}
+KINDS = {cls.__name__: cls for cls in (Outputs, Data, Tokenizer, Model, Imported, Reward, Rlhf, Rankings, Synthetic,
+                                       Eval, Curves)}
 
 
 def to_json(out: Outputs) -> dict:

@@ -81,7 +81,8 @@ def mesh_shape(shape, n_devices: int) -> tuple[int, ...]:
   known = math.prod(s for s in shape if s != -1)
   if -1 in shape:
     if n_devices % known:
-      raise ValueError(f'mesh.shape={shape} does not fit {n_devices} devices ({n_devices} is not a multiple of {known})')
+      raise ValueError(f'mesh.shape={shape} does not fit {n_devices} devices '
+                       f'({n_devices} is not a multiple of {known})')
     shape = tuple(n_devices // known if s == -1 else s for s in shape)
   if math.prod(shape) != n_devices:
     raise ValueError(f'mesh.shape={shape} uses {math.prod(shape)} devices but {n_devices} are present')

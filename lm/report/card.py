@@ -478,7 +478,8 @@ def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
          + 'tokens/s is the median over logged intervals of real tokens (padding excluded; rlhf: response '
          'tokens per second of sampling, scoring and updating); non-padding is the share of the rows\' slots that '
          'hold tokens. FLOPs/token = 6 N + 12 L T d_attn (PaLM appendix B; N = params in matmuls, T = the stage\'s '
-         f'sequence length; LoRA stages 4 N + 6 N_adapters + 12 L T d_attn). Compile time in all: {compile_total:.1f} s.')
+         f'sequence length; LoRA stages 4 N + 6 N_adapters + 12 L T d_attn). '
+         f'Compile time in all: {compile_total:.1f} s.')
   if has_mfu:
     s.text(f'MFU = tokens/s x FLOPs/token / peak; {peak_note}.')
   s.table(['stage', 'wall s', 'share', 'steps', 'tokens/s', 'non-padding', 'compile s', 'FLOPs/token', 'MFU'], table)

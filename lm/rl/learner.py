@@ -5,9 +5,9 @@ gold scorers beside it) -> advantages (an estimator registered by name, ``lm.rl.
 loss (registered by name, ``lm.rl.losses``) -> update. An algorithm is an ``Algorithm``: the names
 of its estimator and loss, and hooks for what differs (its config checks, its optimiser steps, its
 update over one iteration, the KL coefficient after one). Online arms (``lm.rl.online``: ppo, grpo,
-rloo, dapo, dr_grpo, gspo, reinforce_pp) train on the iteration's rollouts; offline arms (``lm.rl.offline``: dpo, ipo) train on
-preference rankings, then rollouts measure the updated policy. ``lm.rl.algorithms.ALGORITHMS``
-names them.
+rloo, dapo, dr_grpo, gspo, reinforce_pp) train on the iteration's rollouts; offline arms
+(``lm.rl.offline``: dpo, ipo) train on preference rankings, then rollouts measure the updated policy.
+``lm.rl.algorithms.ALGORITHMS`` names them.
 
 Adding an algorithm: one file ``lm/rl/<name>.py`` holding an ``Algorithm`` (a subclass with its own
 hooks, or an ``online.Online`` / ``offline.Offline`` with other names), and one line for it in

@@ -144,8 +144,9 @@ def _next_reward(config, workdir, inputs, r: int, previous: outputs.Reward, tok,
   common.sync(name)
   first = lambda s: reward_model.select(builders.read(builders.PreferenceRankings, common.rankings_dir(inputs, 'rlhf'),
                                                      s), config.reward.data)
-  records = {s: first(s) + [rec for q in range(1, r + 1)
-                for rec in builders.read(builders.PreferenceRankings, Path(workdir) / f'reward_round{q}' / 'rankings', s)]
+  def round_records(q, s):
+    return builders.read(builders.PreferenceRankings, Path(workdir) / f'reward_round{q}' / 'rankings', s)
+  records = {s: first(s) + [rec for q in range(1, r + 1) for rec in round_records(q, s)]
              for s in ('train', 'validation')}
   c = config.reward
   init = reward_model.load(previous, mesh, rules)[0]

@@ -1,7 +1,8 @@
 """Reward model objective: a scalar per response, read at its last token, fit to R-way rankings.
 
 A batch holds B prompts with R responses each: ``tokens``/``segment_ids``/``positions`` ``[B, R, T]``
-(or packed, several responses a row: ``[M, T]``), ``last_index`` ``[B, R]``, ``ranks`` ``[B, R]`` (0 = best, from the rater panel) and optionally
+(or packed, several responses a row: ``[M, T]``), ``last_index`` ``[B, R]``, ``ranks`` ``[B, R]`` (0 = best, from
+the rater panel) and optionally
 ``gold_utilities`` ``[B, R]`` (the lab's gold, for accuracy only).
 
 Losses for one prompt with rewards r and the panel's order w_1 > w_2 > ... > w_K:
