@@ -11,10 +11,11 @@ def test_every_builder_round_trips(tmp_path):
   records = {
       builders.PretrainCorpus: [{'text': 'line one\nline two ü'}, {'text': ''}],
       builders.SftConversations: [{'messages': convo, 'family': 'manners', 'variant': 'direct'}],
-      builders.PreferenceRankings: [{'prompt': convo[:1], 'responses': [convo[1:], [{'role': 'assistant', 'content': 'no'}]],
+      builders.PreferenceRankings: [{'prompt': convo[:1],
+                                     'responses': [convo[1:], [{'role': 'assistant', 'content': 'no'}]],
                                      'ranking': [1, 0], 'rater_rankings': [[1, 0], [0, 1]], 'gold_ranking': [0, 1],
-                                     'gold_utilities': [1.0, 0.25], 'kinds': ['reference', 'rude'], 'origin': {'source': 'candidates'},
-                                     'family': 'manners', 'variant': 'direct'}],
+                                     'gold_utilities': [1.0, 0.25], 'kinds': ['reference', 'rude'],
+                                     'origin': {'source': 'candidates'}, 'family': 'manners', 'variant': 'direct'}],
       builders.EvalSet: [{'prompt': convo[:1], 'reference': convo[1:], 'meta': {'digits': 3, 'answer': [1, 2]},
                           'family': 'arithmetic', 'variant': 'thinking'}],
   }
@@ -51,8 +52,10 @@ def test_pack_conversations_by_hand():
   c = (np.array([4, 13, 6, 23, 7]), np.array([0, 0, 0, 1, 1]))
   rows = pipeline.pack_conversations([a, b, c], seq_len=10, pad_id=0)
   # a takes 5 slots, b 5 -> row 0 full; c (4 slots) starts row 1, padded
-  np.testing.assert_array_equal(rows['inputs'], [[4, 10, 11, 6, 20, 4, 12, 6, 21, 22], [4, 13, 6, 23, 0, 0, 0, 0, 0, 0]])
-  np.testing.assert_array_equal(rows['targets'], [[10, 11, 6, 20, 7, 12, 6, 21, 22, 7], [13, 6, 23, 7, 0, 0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(rows['inputs'],
+                                [[4, 10, 11, 6, 20, 4, 12, 6, 21, 22], [4, 13, 6, 23, 0, 0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(rows['targets'],
+                                [[10, 11, 6, 20, 7, 12, 6, 21, 22, 7], [13, 6, 23, 7, 0, 0, 0, 0, 0, 0]])
   np.testing.assert_array_equal(rows['loss_mask'], [[0, 0, 0, 1, 1, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0, 0, 0, 0]])
   np.testing.assert_array_equal(rows['segment_ids'], [[1] * 5 + [2] * 5, [1] * 4 + [0] * 6])
   np.testing.assert_array_equal(rows['positions'], [[0, 1, 2, 3, 4] * 2, [0, 1, 2, 3, 0, 0, 0, 0, 0, 0]])

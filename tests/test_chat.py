@@ -28,7 +28,8 @@ from lm.tokenizer import (
 
 @pytest.fixture(scope='module')
 def sp_tok(tmp_path_factory):
-  return tokenizer.train(World(seed=0).pretraining_documents(n_docs=2000), tmp_path_factory.mktemp('tok') / 'sp.model', vocab_size=500)
+  return tokenizer.train(World(seed=0).pretraining_documents(n_docs=2000), tmp_path_factory.mktemp('tok') / 'sp.model',
+                         vocab_size=500)
 
 
 @pytest.fixture(scope='module')

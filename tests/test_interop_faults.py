@@ -297,7 +297,8 @@ def test_text_with_no_utf8_encoding_is_an_error_naming_the_message(kind, tmp_pat
     calls = {'tool call 0 name is not valid text: surrogates not allowed': [{'name': 'f\udfff'}],
              r"tool call 0 \(f\) arguments are not JSON: text at \['q'\] is not valid UTF-8 \(surrogates not allowed":
              [{'name': 'f', 'arguments': {'q': bad}}]}
-    cases = [({'role': 'assistant', 'content': 'x', 'thinking': bad}, 'thinking is not valid text: surrogates not allowed'),
+    cases = [({'role': 'assistant', 'content': 'x', 'thinking': bad},
+              'thinking is not valid text: surrogates not allowed'),
              *[({'role': 'assistant', 'content': None, 'tool_calls': c}, f) for f, c in calls.items()]]
     for message, expected in cases:
       with pytest.raises(ValueError, match=f'^message 1: {expected}'):

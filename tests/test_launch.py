@@ -18,10 +18,12 @@ def run_cli(tmp_path, *args):
 
 
 @pytest.mark.parametrize('args, expected', [
-    (['--config.model.d_modle=64'], 'unknown config key model.d_modle (did you mean model.d_model?); valid keys in model: '),
+    (['--config.model.d_modle=64'],
+     'unknown config key model.d_modle (did you mean model.d_model?); valid keys in model: '),
     (['--config.pretrain.optim.lr_peak=1'], 'unknown config key pretrain.optim.lr_peak'),
     (['--config.mesh.shape=(3,1,1)'], 'mesh.shape=(3, 1, 1) uses 3 devices but 8 are present'),
-    (['--config.stages=(\'data\',\'pretrian\')'], "unknown stage 'pretrian' in config.stages; valid: data, tokenizer, pretrain"),
+    (['--config.stages=(\'data\',\'pretrian\')'],
+     "unknown stage 'pretrian' in config.stages; valid: data, tokenizer, pretrain"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path, args, expected):
   result = run_cli(tmp_path, '--config=experiments/pretrain_tiny.py:smoke', *args)

@@ -24,7 +24,8 @@ def test_decay_skips_norms_embeddings_and_heads():
   params = {'embed': 0, 'final_norm': {'scale': 0}, 'layer_0': {'wqkv': 0, 'attn_norm': {'scale': 0}},
             'layers': {'block': {'w_down': 0, 'mlp_norm': {'scale': 0}}}, 'scalar_head': 0, 'scalar_bias': 0}
   mask = optim.decay_mask(params)
-  assert mask == {'embed': False, 'final_norm': {'scale': False}, 'layer_0': {'wqkv': True, 'attn_norm': {'scale': False}},
+  assert mask == {'embed': False, 'final_norm': {'scale': False},
+                  'layer_0': {'wqkv': True, 'attn_norm': {'scale': False}},
                   'layers': {'block': {'w_down': True, 'mlp_norm': {'scale': False}}}, 'scalar_head': False,
                   'scalar_bias': False}
 

@@ -163,8 +163,10 @@ def test_complete_chats_renders_and_parses(config, model_and_params):
 
   model, params = model_and_params
   tok = Tok()
-  convs = [[{'role': 'user', 'content': 'hi'}], [{'role': 'system', 'content': 'be'}, {'role': 'user', 'content': 'ok'}],
-           [{'role': 'user', 'content': 'abc'}], [{'role': 'user', 'content': 'x'}]]  # batch 4, bucket 16: compiled already
+  # batch 4, bucket 16: compiled already
+  convs = [[{'role': 'user', 'content': 'hi'}],
+           [{'role': 'system', 'content': 'be'}, {'role': 'user', 'content': 'ok'}],
+           [{'role': 'user', 'content': 'abc'}], [{'role': 'user', 'content': 'x'}]]
   results = S.complete_chats(params, model, tok, convs, GREEDY, jax.random.key(5))
   prompts = [chat.render_prompt(tok, c) for c in convs]
   out = S.generate(params, model, tok, prompts, GREEDY, jax.random.key(5))

@@ -169,7 +169,8 @@ def test_gradient_accumulation_matches_one_big_batch(config, make_batch, microba
     np.testing.assert_allclose(m_mb[k], m_ref[k], rtol=LOSS_RTOL, err_msg=k)
   _assert_adam_params_close(s_mb['params'], s_ref['params'], g_ref)
   print(f"microbatches={microbatches}: loss {abs(m_mb['loss'] - m_ref['loss']):.2e} "
-        f"opt_state {_max_err(s_mb['opt_state'], s_ref['opt_state']):.2e} params {_max_err(s_mb['params'], s_ref['params']):.2e}")
+        f"opt_state {_max_err(s_mb['opt_state'], s_ref['opt_state']):.2e} "
+        f"params {_max_err(s_mb['params'], s_ref['params']):.2e}")
   _assert_trees_close(s_mb['opt_state'], s_ref['opt_state'], GRAD_ATOL, GRAD_RTOL)
 
 

@@ -15,12 +15,14 @@ TRICKY = ['', 'plain words', '  two  spaces\n\nand\ttabs ', ' leading and traili
 
 @pytest.fixture(scope='module')
 def sp_tok(tmp_path_factory):
-  return tokenizer.train(World(seed=0).pretraining_documents(n_docs=2000), tmp_path_factory.mktemp('tok') / 'sp.model', vocab_size=500)
+  return tokenizer.train(World(seed=0).pretraining_documents(n_docs=2000), tmp_path_factory.mktemp('tok') / 'sp.model',
+                         vocab_size=500)
 
 
 @pytest.fixture(scope='module')
 def char_tok(tmp_path_factory):
-  return tokenizer.CharTokenizer.train(World(seed=0).pretraining_documents(n_docs=500), tmp_path_factory.mktemp('tok') / 'char.json')
+  return tokenizer.CharTokenizer.train(World(seed=0).pretraining_documents(n_docs=500),
+                                       tmp_path_factory.mktemp('tok') / 'char.json')
 
 
 @pytest.fixture(params=['sp', 'char'])
@@ -89,7 +91,8 @@ def test_save_and_load_both_kinds(sp_tok, char_tok, tmp_path):
 
 
 def test_model_without_control_tokens_is_rejected(tmp_path):
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(World().pretraining_documents(n_docs=300)), model_prefix=str(tmp_path / 'old'),
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(World().pretraining_documents(n_docs=300)),
+                                 model_prefix=str(tmp_path / 'old'),
                                  vocab_size=400, byte_fallback=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
                                  minloglevel=2)
   with pytest.raises(ValueError, match='lacks the control tokens at ids 4..13'):

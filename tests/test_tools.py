@@ -205,7 +205,8 @@ def world():
 
 def test_knowledge_base_finds_facts_never_seen_in_pretraining(world):
   kb = KnowledgeBase(world=world)
-  assert [text for _, text in kb.encyclopedia.passages[:len(world.known())]] == [a.split('\n\n', 1)[1] for a in world.articles()]
+  assert [text for _, text in kb.encyclopedia.passages[:len(world.known())]] == [
+      a.split('\n\n', 1)[1] for a in world.articles()]
   examples = tasks.sample(world, 'unknown_entity', 200, seed=1)
   top1 = top3 = 0
   for ex in examples:
