@@ -31,6 +31,8 @@ def get_config(arg: str = ''):
     raise ValueError(f'unknown experiments/expert_raters.py argument {arg!r}; valid: smoke')
   c = rlhf_tiny.get_config(arg)
   c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
+  # SFT and the eval on every family (the lifecycle's lab teaches only its headline skills)
+  c.data.sft_mix, c.data.eval_sets = base.SFT_MIX, base.EVAL_SETS
   c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft')
   c.data.preferences.update(mix=MIX, n_prompts=160 if arg == 'smoke' else 1200, validation_fraction=0.25)
   c.rlhf.prompt_mix = MIX

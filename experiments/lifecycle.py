@@ -1,29 +1,84 @@
 """The whole life of a tiny model on the lab's data, on a laptop CPU: tokenizer -> pretrain -> SFT (with
-thinking and tools) -> reward model on the panel's rankings -> PPO against it -> the report card of
-base, SFT and RLHF models. The README's main command.
+thinking and tools) -> the panel ranks the SFT model's own samples -> a reward model on those rankings
+and the template candidates' -> PPO against it -> the report card of base, SFT and RLHF models. The
+README's main command.
 
   python -m lm.launch --config=experiments/lifecycle.py --workdir=runs/lifecycle
-  ...:full     longer stages, bigger effects
+  ...:full     longer stages, bigger effects (under 2 hours on two cores)
   ...:smoke    a minutes-long version for tests (tiny sizes)
 
 Ends with ``<workdir>/eval/report.md`` (the skills table) and the run's report card
-(``<workdir>/report.md``, ``report.html``, plots) when ``lm.report`` is present.
+(``<workdir>/report.md``, ``report.html``, plots).
+
+The lab is set so the tiny model can learn its skills (each knob, its value and why):
+  * a small world (``WORLD``: 104 entities, 35% held out): few enough facts for a 4.4M-param model to
+    pick up in a few hundred steps; the held-out entities make the "I don't know" sets.
+  * ``data.fact_articles=FACT_ARTICLES``: every known fact is stated at least that many times in the
+    pretraining text whatever the draw; the rest of the text is ``PRETRAIN_MIX``, where ``qa`` states
+    non-eval facts as questions and answers (pretraining already shows facts being asked, in
+    phrasings unlike the chat questions) and written-out sums, spellings and Veltic carry the
+    procedures SFT asks for.
+  * ``data.pretrain_chars=1.6M`` (about two passes in the default pretraining) and 16,000 SFT examples
+    (about one pass): with 0.4M characters and 6,000-8,000 examples read many times over, the model
+    memorised them (pretraining train loss 0.19 against a held-out 1.03) and copied operands and words
+    wrongly ("249 plus 816" became "294 + 866"): arithmetic with thinking 0.03 and the calculator 0.20.
+  * ``TASK_OPTIONS``: addition of 1 to 3 digits (2-digit sums are what a scratchpad is for, 3-digit
+    ones the calculator) and counting letters in words of 3 to 8 letters.
+  * ``SFT_MIX``: the headline skills weighted up; thinking and tool variants only, since a direct
+    and a thinking prompt are the same question (the direct contrast is experiments/thinking_vs_direct.py
+    and tokenization_counting.py, which train each way apart).
+  * ``eval.max_new_tokens=192``: a worked 3-digit scratchpad fits; eval sets of ``EVAL_EXAMPLES``
+    prompts, 100 for the headline sets, so intervals are about +-0.1 wide.
+What these budgets reach (the README's results): the default (400 pretraining and 200 SFT steps)
+learns the chat format, refusals and some facts, not the procedures; ``:full`` (800 and 400) starts
+on 2-digit sums with a scratchpad; neither reaches the issue's thresholds, and the skill curves of
+both are still rising at their last step.
 """
 
 from lm.configs import base, models
 
 BREAKDOWNS = ('arithmetic:digits', 'char_count:length')
+WORLD = dict(n_people=60, n_towns=14, n_creatures=12, n_objects=18, held_out_fraction=0.35)
+FACT_ARTICLES = 2
+PRETRAIN_MIX = (('article', 0.45), ('qa', 0.2), ('story', 0.05), ('arithmetic', 0.1), ('words', 0.1),
+                ('translation', 0.1))
+TASK_OPTIONS = dict(arithmetic=dict(ops=('add',), digit_range=(1, 3)), char_count=dict(word_lengths=(3, 8)))
+SFT_MIX = (
+    ('world_qa', 'direct', 3.0), ('unknown_entity', 'direct', 1.5), ('unknown_entity', 'tool', 0.5),
+    ('arithmetic', 'thinking', 2.0), ('arithmetic', 'tool', 1.5), ('char_count', 'thinking', 2.0),
+    ('safety', 'direct', 1.0), ('manners', 'direct', 1.0), ('length_control', 'direct', 0.5),
+)
+EVAL_EXAMPLES = 60
+EVAL_SIZES = (('world_qa', 100), ('unknown_entity', 100), ('arithmetic', 100), ('char_count', 100),
+              ('safety', 100))
 
 
 def get_config(arg: str = ''):
   if arg not in ('', 'full', 'smoke'):
     raise ValueError(f'unknown experiments/lifecycle.py argument {arg!r}; valid: full, smoke')
   c = base.get_config()
-  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'reward', 'rlhf', 'eval')
-  c.eval.breakdowns = BREAKDOWNS
+  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
+  c.data.world.update(WORLD)
+  c.data.update(pretrain_chars=1_600_000, pretrain_mix=PRETRAIN_MIX, fact_articles=FACT_ARTICLES,
+                sft_mix=SFT_MIX, sft_examples=16000, eval_sets=tuple(sorted({(f, v) for f, v, _ in SFT_MIX})),
+                eval_examples=EVAL_EXAMPLES, eval_sizes=EVAL_SIZES)
+  for family, options in TASK_OPTIONS.items():
+    c.data.task_options[family].update(options)
+  rl_mix = tuple(row for row in SFT_MIX if row[1] == 'direct')
+  c.data.preferences.mix = rl_mix
+  # the reward model learns the panel's rankings of the SFT model's own samples beside the candidates'
+  c.rankings.update(n_prompts=200, k=4, max_new_tokens=96)
+  c.reward.update(data='mix', steps=100)
+  c.rlhf.update(prompt_mix=rl_mix, iterations=30, prompts_per_iteration=16, eval_prompts=48, eval_every=10,
+                max_new_tokens=96, epochs=2, minibatch_size=16)
+  c.pretrain.update(steps=400, eval_every=100, checkpoint_every=100)
+  c.sft.update(steps=200, eval_every=50, checkpoint_every=50, probe_examples=8, probe_max_new_tokens=96)
+  c.eval.update(breakdowns=BREAKDOWNS, max_examples=0, max_new_tokens=192)
   if arg == 'smoke':
-    c.data.pretrain_chars, c.data.sft_examples, c.data.eval_examples = 150_000, 200, 2
+    c.data.pretrain_chars, c.data.fact_articles, c.data.sft_examples, c.data.eval_examples = 150_000, 1, 200, 2
+    c.data.eval_sizes = ()
     c.data.preferences.n_prompts = 48
+    c.rankings.update(n_prompts=8, max_new_tokens=16)
     c.tokenizer.vocab_size = 512
     c.model = models.get('test', max_seq_len=128)
     for stage in (c.pretrain, c.sft, c.reward):
@@ -31,6 +86,7 @@ def get_config(arg: str = ''):
       stage.log_every = stage.eval_every = stage.checkpoint_every = 4
       stage.eval_batches = 1
       stage.optim.warmup_steps = 2
+    c.sft.probe_examples, c.sft.probe_max_new_tokens = 2, 16
     c.pretrain.seq_len, c.sft.seq_len, c.reward.seq_len = 64, 128, 128
     c.reward.normalize_prompts, c.reward.normalize_max_new_tokens = 8, 16
     c.rlhf.update(iterations=2, prompts_per_iteration=8, n_prompts=80, eval_prompts=8, eval_every=2,
@@ -38,16 +94,12 @@ def get_config(arg: str = ''):
                   best_of_n=(1, 2, 4))
     c.rlhf.preference.update(seq_len=128, batch_size=8, steps_per_iteration=2)
     c.eval.max_new_tokens, c.eval.batch_size, c.eval.max_examples = 24, 32, 2
-  else:
-    # the default: ~15 minutes on 2 CPU cores
-    c.reward.steps = 60
-    c.rlhf.update(iterations=30, prompts_per_iteration=16, eval_prompts=32, eval_every=10, max_new_tokens=64,
-                  epochs=2, minibatch_size=16)
-    c.eval.max_examples, c.eval.max_new_tokens = 24, 96
-    if arg == 'full':
-      c.pretrain.steps, c.sft.steps, c.reward.steps = 600, 400, 200
-      c.data.sft_examples, c.data.pretrain_chars = 8000, 4_000_000
-      c.rlhf.update(iterations=100)
-      c.eval.max_examples, c.eval.max_new_tokens = 50, 160
+  elif arg == 'full':
+    c.pretrain.update(steps=800, eval_every=200, checkpoint_every=200)
+    c.sft.update(steps=400, eval_every=100, checkpoint_every=100)
+    c.data.update(pretrain_chars=3_000_000, sft_examples=24000)
+    c.rankings.n_prompts = 400
+    c.reward.steps = 200
+    c.rlhf.update(iterations=100, rounds=2)
   c.model.vocab_size = c.tokenizer.vocab_size
   return c

@@ -24,8 +24,8 @@ def get_config(arg: str = ''):
   if arg not in ('', 'smoke'):
     raise ValueError(f'unknown experiments/rl_tools.py argument {arg!r}; valid: smoke')
   c = lifecycle.get_config(arg)
-  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'reward', 'rlhf', 'eval')
-  c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft', 'reward')
+  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
+  c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward')
   c.data.eval_sets = (('arithmetic', 'tool'), ('unknown_entity', 'tool'))
   c.eval.models = ('sft', 'rlhf')
   c.eval.breakdowns = ('arithmetic/tool', 'unknown_entity/tool')

@@ -17,6 +17,7 @@ against objective families, with intervals.
 """
 
 from experiments import rlhf_tiny
+from lm.configs import base
 
 GROUPS = ('objective', 'domain:subjective')
 COLUMNS = (tuple(f'preferences.{m}[{g}]' for m in ('kendall_w', 'alpha', 'panel_gold_accuracy') for g in GROUPS)
@@ -33,6 +34,8 @@ def get_config(arg: str = ''):
     raise ValueError(f'unknown experiments/subjective.py argument {arg!r}; valid: smoke')
   c = rlhf_tiny.get_config(arg)
   c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
+  # SFT and the eval on every family (the lifecycle's lab teaches only its headline skills)
+  c.data.sft_mix, c.data.eval_sets = base.SFT_MIX, base.EVAL_SETS
   c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft')
   c.data.preferences.update(mix=OBJECTIVE + SUBJECTIVE, n_prompts=160 if arg == 'smoke' else 1200,
                             validation_fraction=0.25)

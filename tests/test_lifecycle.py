@@ -61,7 +61,8 @@ def test_reward_stage_starts_from_sft_and_normalises_on_reference_samples(lifecy
   assert 0 < drift < 0.1, drift
   # rewards of the same reference samples are normalised to mean 0, std 1
   tok = tokenizer.load(sft.tokenizer)
-  records = builders.read(builders.PreferenceRankings, out['data'].tfds_dir, 'train')
+  records = reward_model.select(builders.read(builders.PreferenceRankings, out['preferences'].tfds_dir, 'train'),
+                                config.reward.data)
   prompts = [tasks.without_tools(r['prompt']) for r in records[:config.reward.normalize_prompts]]
   sampling = sample.SamplingConfig(temperature=config.reward.normalize_temperature,
                                    max_new_tokens=config.reward.normalize_max_new_tokens)
@@ -72,10 +73,11 @@ def test_reward_stage_starts_from_sft_and_normalises_on_reference_samples(lifecy
   np.testing.assert_allclose([rewards.mean(), rewards.std()], [0.0, 1.0], atol=1e-3)
 
 
-def _claim(name, lifecycle, tmp_path):
+def _claim(name, lifecycle, tmp_path, reuse=None):
+  """Runs experiment ``name`` with the lifecycle run's ``reuse`` stages (default: its shared stages) as its own."""
   _, shared_run, _ = lifecycle
   config = lm_config.load(str(REPO / f'experiments/{name}.py:smoke'))
-  for stage in config.shared_stages:
+  for stage in config.shared_stages if reuse is None else reuse:
     shutil.copytree(shared_run / stage, tmp_path / 'shared' / stage)
   results = launch.launch(config, tmp_path)
   rows = (tmp_path / 'comparison.md').read_text().splitlines()
@@ -104,11 +106,12 @@ def test_rater_bias_panels_differ_on_the_same_candidates(lifecycle, tmp_path):
   assert biased['preferences'].panel['length_bias'] == 1.0 and unbiased['preferences'].panel['length_bias'] == 0
   # the same candidates: a panel that likes length prefers the longer answers more
   assert biased['reward'].get('length_correlation_panel') > unbiased['reward'].get('length_correlation_panel')
-  assert biased['reward'].get('length_correlation_gold') == pytest.approx(unbiased['reward'].get('length_correlation_gold'))
+  assert biased['reward'].get('length_correlation_gold') == pytest.approx(
+      unbiased['reward'].get('length_correlation_gold'))
 
 
 def test_expert_raters_rank_the_same_candidates(lifecycle, tmp_path):
-  results, variants = _claim('expert_raters', lifecycle, tmp_path)
+  results, variants = _claim('expert_raters', lifecycle, tmp_path, reuse=('tokenizer', 'pretrain'))
   assert variants == {'lay', 'expert', 'mixed'}
   lay, expert = results['lay'], results['expert']
   assert lay['preferences'].panel['experts'] == 0.0 and expert['preferences'].panel['experts'] == 1.0
@@ -124,7 +127,7 @@ def test_expert_raters_rank_the_same_candidates(lifecycle, tmp_path):
 
 
 def test_subjective_raters_agree_less_where_taste_decides(lifecycle, tmp_path):
-  results, variants = _claim('subjective', lifecycle, tmp_path)
+  results, variants = _claim('subjective', lifecycle, tmp_path, reuse=('tokenizer', 'pretrain'))
   assert variants == {'tastes', 'critics'}
   tastes, critics = results['tastes']['preferences'], results['critics']['preferences']
   assert tastes.get('kendall_w[domain:subjective]') < tastes.get('kendall_w[objective]')
@@ -161,3 +164,24 @@ def test_rl_tools_runs_the_calls_inside_the_rollouts(lifecycle, tmp_path):
                        for line in (tmp_path / v / 'rlhf' / 'rollouts.jsonl').read_text().splitlines()]
   assert all(offered('tools')) and not any(offered('none'))
   assert all('tool_calls' in r for r in metrics.read(tmp_path / 'tools', 'rlhf') if 'proxy_reward' in r)
+
+
+@pytest.mark.slow
+def test_lab_scaling_tabulates_accuracy_per_set_against_pretraining_tokens(lifecycle, tmp_path):
+  config = lm_config.load(str(REPO / 'experiments/lab_scaling.py:smoke'))
+  results, variants = _claim('lab_scaling', lifecycle, tmp_path)
+  assert variants == {'xs@12', 's@12'}
+  tokens = config.pretrain.steps * config.pretrain.batch_size * config.pretrain.seq_len
+  for name in variants:
+    m = config.variants[name].model
+    d, layers, heads, kv_heads, ff = m.d_model, m.n_layers, m.n_heads, m.n_kv_heads, m.d_ff
+    pretrain = results[name]['pretrain']
+    vocab, head = config.tokenizer.vocab_size, d // heads
+    per_layer = d * (heads + 2 * kv_heads) * head + heads * head * d + 3 * d * ff + 2 * d
+    assert pretrain.get('params') == vocab * d + layers * per_layer + d  # tied embeddings, final norm
+    assert 0.9 * tokens <= pretrain.get('tokens_seen') <= tokens  # packed rows: only the tail of a row pads
+    for family, variant in config.data.eval_sets:
+      key = f'sft.acc[{family}/{variant}]'
+      evals = results[name]['eval']
+      assert 0.0 <= evals.get(key + '.low') <= evals.get(key) <= evals.get(key + '.high') <= 1.0
+  assert (tmp_path / 'comparison_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

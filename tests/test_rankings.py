@@ -116,8 +116,8 @@ def test_human_rankings_join_or_replace_the_panel(sft_run, tmp_path):
         'meta': ex.meta, 'rater': 'tester', 'time': 0.0, 'ties': [], 'panel_ranking': [], 'stage': 'sft'})
   beside = launch.run_stages(_config(sft_run, human=str(people)), tmp_path / 'beside')['preferences']
   assert beside.get('human_prompts') == 12
-  assert beside.get('preference_prompts') == 12 + lm_config.load(
-      str(REPO / 'experiments/lifecycle.py:smoke')).data.preferences.n_prompts
+  smoke = lm_config.load(str(REPO / 'experiments/lifecycle.py:smoke'))
+  assert beside.get('preference_prompts') == 12 + smoke.data.preferences.n_prompts + smoke.rankings.n_prompts
   instead = _config(sft_run, human=str(people), human_mode='instead')
   instead.reward.data = 'policy'
   out = launch.run_stages(instead, tmp_path / 'instead')
