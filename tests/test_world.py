@@ -368,3 +368,23 @@ def test_translation_length_and_vocabulary_options(world):
       assert tasks.score(ex, ex.reference) == 1.0
   mean_len = lambda exs: sum(len(ex.meta['answer'].split()) for ex in exs) / len(exs)  # noqa: E731
   assert mean_len(plain) < mean_len(default) - 0.5
+
+
+def test_the_lifecycle_lab_states_every_known_fact_at_least_fact_articles_times():
+  """The calibrated default (experiments/lifecycle.py): each known entity's facts, in its own articles,
+  at least ``data.fact_articles`` times in the pretraining text the data stage writes."""
+  from pathlib import Path
+
+  from lm import config as lm_config
+  from lm.data import datasets
+  c = lm_config.load(str(Path(__file__).resolve().parents[1] / 'experiments/lifecycle.py')).data
+  assert c.fact_articles >= 2
+  w = World(seed=c.seed, **c.world)
+  docs = datasets.pretraining_texts(w, c)
+  assert sum(map(len, docs)) >= c.pretrain_chars
+  for e in w.known():
+    about = [d for d in docs if d.startswith(e.name[:1].upper() + e.name[1:] + '\n\n')]
+    assert len(about) >= c.fact_articles, e.name
+    for fact in _facts(e):
+      assert sum(fact in d for d in about) >= c.fact_articles, (e.name, fact)
+  assert not any(e.name in d for e in w.held_out() for d in docs)
