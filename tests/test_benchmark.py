@@ -21,6 +21,8 @@ from lm.interop import convert  # noqa: E402
 from tests.test_hf_tokenizers import write_bpe  # noqa: E402
 from tests.test_interop import SMALL  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 MC = [{'question': 'What is 12 + 30?', 'choices': [' 42', ' 41', ' words'], 'answer': 0},
       {'question': 'The cat sat on the', 'choices': [' mat.', ' sea.'], 'answer': 1},
       {'question': 'Hello! How are you', 'choices': [' today?', ' fine', ' Orlen'], 'answer': 2}]

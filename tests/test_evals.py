@@ -120,6 +120,7 @@ def run(tmp_path_factory):
   return workdir, launch.launch(config, workdir)
 
 
+@pytest.mark.slow
 def test_eval_stage_writes_results_report_and_traces(run):
   workdir, outputs = run
   results = json.loads((workdir / 'eval' / 'results.json').read_text())['models']
@@ -140,6 +141,7 @@ def cli(module, *args, stdin=None):
                         text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_generate_cli_writes_one_response_per_prompt(run, tmp_path):
   workdir, _ = run
   prompts = tmp_path / 'prompts.jsonl'
@@ -157,6 +159,7 @@ def test_generate_cli_writes_one_response_per_prompt(run, tmp_path):
                                    'or {"prompt": "text"}')
 
 
+@pytest.mark.slow
 def test_chat_cli_keeps_a_multi_turn_conversation(run):
   workdir, _ = run
   result = cli('lm.chat', f'--workdir={workdir}', '--system=You are a pirate.', '--max_new_tokens=8',

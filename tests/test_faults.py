@@ -35,6 +35,8 @@ from lm.cli import launch
 from lm.model import params as params_lib
 from lm.stages import common, reward, sft
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 TIMINGS = ('tokens_per_s', 'compile_s', 'sample_s', 'score_s', 'gold_s', 'update_s')
 PRETRAIN = dict(steps=12, log_every=1, checkpoint_every=4, eval_every=1000, keep_checkpoints=3)

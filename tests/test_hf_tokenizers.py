@@ -23,6 +23,8 @@ from lm.inference import agent, sample  # noqa: E402
 from tests.test_interop import SMALL, TEXT, lm_logits  # noqa: E402
 from tests.test_interop_faults import _fuzz_texts  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 LLAMA3_TEMPLATE = (  # meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
     "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
@@ -412,7 +414,6 @@ def test_import_lora_sft_chat_with_a_tool_and_export(family, tmp_path):
   assert exported_config['eos_token_id'] == tok.eos_id and exported_config['bos_token_id'] == tok.bos_id
 
 
-@pytest.mark.slow
 def test_reward_model_rlhf_and_eval_run_on_an_imported_qwen3(tmp_path):
   """The stages after SFT on an imported workdir: the reward model, PPO (its rollouts in Qwen 3's format,
   the sampler's log-probs those of the training forward) and the eval stage (tools offered)."""

@@ -22,6 +22,8 @@ from lm.inference import sample  # noqa: E402
 from lm.interop import convert, safetensors_io  # noqa: E402
 from lm.model.transformer import Transformer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # against transformers in torch: python -m pytest tests -m 'not slow' leaves them out
+
 SMALL = dict(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5)
 FAMILIES = {

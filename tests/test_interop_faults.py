@@ -24,6 +24,8 @@ from lm.model import params as params_lib  # noqa: E402
 from lm.model.transformer import ModelConfig, Transformer  # noqa: E402
 from tests.test_interop import TOKENS, _error, hf_logits, hf_model, lm_logits, mesh_for, write_sentencepiece  # noqa: E402
 
+pytestmark = pytest.mark.slow  # against transformers in torch: python -m pytest tests -m 'not slow' leaves them out
+
 # ------------------------------------------------------------------------------ a second import
 
 

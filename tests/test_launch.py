@@ -57,6 +57,7 @@ def test_model_section_is_checked_by_the_model_config():
     ModelConfig.from_config({'n_layer': 2})
 
 
+@pytest.mark.slow
 def test_variants_run_in_their_own_workdirs_and_end_in_one_table(tmp_path):
   config = lm_config.load(str(REPO / 'experiments/pretrain_tiny.py:smoke'))
   config = lm_config.with_overrides(config, {'pretrain': {'steps': 6, 'eval_every': 6, 'checkpoint_every': 6}})

@@ -22,6 +22,8 @@ from lm.lab import tasks
 from lm.rl import reward_model
 from lm.stages import common
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -166,7 +168,6 @@ def test_rl_tools_runs_the_calls_inside_the_rollouts(lifecycle, tmp_path):
   assert all('tool_calls' in r for r in metrics.read(tmp_path / 'tools', 'rlhf') if 'proxy_reward' in r)
 
 
-@pytest.mark.slow
 def test_lab_scaling_tabulates_accuracy_per_set_against_pretraining_tokens(lifecycle, tmp_path):
   config = lm_config.load(str(REPO / 'experiments/lab_scaling.py:smoke'))
   results, variants = _claim('lab_scaling', lifecycle, tmp_path)

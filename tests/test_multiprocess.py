@@ -13,7 +13,10 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from multiprocess_worker import one_step, train_run
+
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT_S = 180

@@ -81,6 +81,7 @@ def test_preference_rows_read_the_reward_at_the_end_of_each_turn(lab_rankings):
   np.testing.assert_allclose(rows['gold_utilities'][3], records[3]['gold_utilities'])
 
 
+@pytest.mark.slow
 def test_reward_model_learns_the_lab_rankings_well_above_chance(lab_rankings):
   """From random init, 40 steps of 8 prompts: held-out agreement with the gold ranking >= 0.65
   (observed 0.76; 0.68 with the panel, whose noise and biases the gold ranking does not have)."""

@@ -31,6 +31,8 @@ from lm.model.transformer import ModelConfig, Transformer
 from lm.rl import algorithms, losses, online, reward_model
 from lm.stages import common, rlhf
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 TIMINGS = ('sample_s', 'score_s', 'gold_s', 'update_s', 'tokens_per_s')
 
 

@@ -39,6 +39,8 @@ from lm.serve import app as app_lib
 from lm.serve import ranking, turns
 from lm.tools import base as tool_base
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / 'docs' / 'screenshots'
 QUESTION = 'What is 7 times 8?'

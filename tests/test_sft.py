@@ -32,6 +32,7 @@ def _sft(config, inputs, workdir, **overrides):
   return config, sft.run(config, workdir, inputs)
 
 
+@pytest.mark.slow
 def test_full_sft_learns_and_starts_from_the_pretrained_weights(pretrained, tmp_path):
   config, inputs = pretrained
   _, out = _sft(config, inputs, tmp_path, mode='full')
@@ -50,6 +51,7 @@ def test_full_sft_learns_and_starts_from_the_pretrained_weights(pretrained, tmp_
   assert float(sums['loss'] / sums['weight']) > evals[-1]
 
 
+@pytest.mark.slow
 def test_lora_sft_checkpoints_adapters_only_and_merges_for_serving(pretrained, tmp_path):
   config, inputs = pretrained
   _, out = _sft(config, inputs, tmp_path, mode='lora')
@@ -92,6 +94,7 @@ def test_a_checkpoint_of_another_model_shape_is_a_clear_error(pretrained):
     common.load_params(inputs['pretrain'], model, mesh, rules)
 
 
+@pytest.mark.slow
 def test_the_skill_probe_logs_what_the_model_answers_at_each_eval(pretrained, tmp_path):
   config, inputs = pretrained
   config, out = _sft(config, inputs, tmp_path, mode='full', probe_examples=1, probe_max_new_tokens=8)

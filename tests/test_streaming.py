@@ -21,6 +21,8 @@ from lm.cli import launch
 from lm.data import pipeline, streaming
 from tests.test_train import REPO, SMOKE, losses_by_step, smoke_config
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 TOK = lm_tokenizer.CharTokenizer([chr(c) for c in range(32, 127)])
 DOCS = [f'doc {k}: ' + 'abcdefghij'[k % 10] * (3 + (k * 7) % 40) for k in range(60)]
 
@@ -132,7 +134,6 @@ def _start(workdir):
   return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow
 def test_streamed_pretraining_resumes_bit_exactly_after_kill_9(tmp_path):
   config = smoke_config(steps=24, log_every=1, checkpoint_every=4, eval_every=1000)
   launch.launch(lm_config.with_overrides(config, {'data': {'pretrain_stream': True}}), tmp_path / 'straight')

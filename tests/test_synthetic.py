@@ -23,6 +23,8 @@ from lm.model.transformer import Transformer
 from lm.rl import reward_model
 from lm.stages import common, synthetic
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -10,6 +10,8 @@ from lm import evals
 from lm.cli import launch
 from lm.lab import tasks
 
+pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {  # experiment -> {variant: what its overrides must set}
     'thinking_vs_direct': {'direct': {'sft.thinking': False}, 'thinking': {'sft.thinking': True}},

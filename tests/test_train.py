@@ -95,6 +95,7 @@ def _wait_for_checkpoint(workdir, proc, at_least: int, timeout=240):
   raise AssertionError('no checkpoint appeared in time')
 
 
+@pytest.mark.slow
 def test_kill_9_and_sigterm_resume_give_the_uninterrupted_losses(tmp_path):
   reference = smoke_config(steps=60, log_every=1, checkpoint_every=4, eval_every=1000)
   launch.launch(reference, tmp_path / 'straight')
