@@ -212,8 +212,10 @@ def forward_logprobs(served, prompt_ids, turn_ids) -> np.ndarray:
 
 
 def wait(driver, condition, timeout=120):
+  """Until ``condition(driver)`` holds; an element the page redraws while it is read is read again."""
+  from selenium.common.exceptions import StaleElementReferenceException
   from selenium.webdriver.support.ui import WebDriverWait
-  return WebDriverWait(driver, timeout).until(condition)
+  return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def css(driver, selector):
@@ -608,7 +610,8 @@ def test_bad_input_is_shown_in_the_pages(server, browser, tmp_path):
   assert 'the message is empty' in css(browser, '#chat_error .error')[0].text
   assert not css(browser, '.msg.user')  # the refused message went back into the box
   send_in_page(browser, 'x' * 4100)
-  wait(browser, lambda d: 'at most 4000' in css(d, '#chat_error .error')[0].text)
+  # the error box is redrawn on each send: between the two it may briefly hold no error element
+  wait(browser, lambda d: any('at most 4000' in e.text for e in css(d, '#chat_error .error')))
   browser.get(server.base + '/rank?run=.')
   wait(browser, lambda d: css(d, '#stage option'))
   css(browser, 'input[name=source][value=typed]')[0].click()

@@ -2,10 +2,9 @@
 
 A batch holds B prompts with R responses each: ``tokens``/``segment_ids``/``positions`` ``[B, R, T]``
 (or packed, several responses a row: ``[M, T]``), ``last_index`` ``[B, R]``, ``ranks`` ``[B, R]`` (0 = best, from
-the rater panel) and optionally
-``gold_utilities`` ``[B, R]`` (the lab's gold, for accuracy only).
+the rater panel) and optionally ``gold_utilities`` ``[B, R]`` (the lab's gold, for accuracy only).
 
-Losses for one prompt with rewards r and the panel's order w_1 > w_2 > ... > w_K:
+Losses for one prompt with rewards r and the panel's order w_1 > w_2 > ... > w_R:
   plackett_luce   sum_{i<R} [ log sum_{j>=i} exp(r_{w_j} - m [j=i]) - (r_{w_i} - m) ]
                   (the likelihood of the whole ranking, one "pick the best of the rest" per place)
   bradley_terry   mean over the R(R-1)/2 ordered pairs (a above b) of -log sigmoid(r_a - r_b - m)
