@@ -30,7 +30,7 @@ Fair by construction:
 
 Findings (tiny shape, 2-core Intel Xeon (Sapphire Rapids class: AVX-512, AVX512-BF16, AMX), shared
 with other jobs (load 2-7), jax 0.10.2, torch 2.13 CPU, transformers 5.x): see benchmarks/RESULTS.md
-for the before/after table of lm/model/ops.py's CPU work. In short:
+for the measured table. What shaped lm/model/ops.py's CPU work:
 - This jaxlib's XLA:CPU keeps a bf16 dot in bf16 (AMX, YNNPACK) only when both operands arrive
   row-major: an operand that is a ``transpose`` makes it upcast the dot to float32 before layouts
   are assigned. Every backward dot of the step ran in float32 (~100 GFLOP/s instead of 400-750):

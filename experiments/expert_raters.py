@@ -30,7 +30,6 @@ def get_config(arg: str = ''):
   if arg not in ('', 'smoke'):
     raise ValueError(f'unknown experiments/expert_raters.py argument {arg!r}; valid: smoke')
   c = rlhf_tiny.get_config(arg)
-  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
   # SFT and the eval on every family (the lifecycle's lab teaches only its headline skills)
   c.data.sft_mix, c.data.eval_sets = base.SFT_MIX, base.EVAL_SETS
   c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft')

@@ -4,7 +4,7 @@ calculator and the knowledge base run inside the rollouts, against the same GRPO
   python -m lm.launch --config=experiments/rl_tools.py --workdir=runs/rl_tools
   ...:smoke    a minutes-long version for tests
 
-data .. sft run once in ``<workdir>/shared`` (SFT teaches both ways: the tool variants call the tools);
+data .. reward run once in ``<workdir>/shared`` (SFT teaches both ways: the tool variants call the tools);
 variants ``tools`` (``rlhf.tools``: the prompts keep the tools offer, the calls run through
 ``lm.inference.agent``, tool results are written into the KV cache and carry no gradient) and ``none``
 (the offer removed). Both train on the gold scorers (``rlhf.reward=gold``: a verifiable reward reads the
@@ -24,7 +24,6 @@ def get_config(arg: str = ''):
   if arg not in ('', 'smoke'):
     raise ValueError(f'unknown experiments/rl_tools.py argument {arg!r}; valid: smoke')
   c = lifecycle.get_config(arg)
-  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
   c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward')
   c.data.eval_sets = (('arithmetic', 'tool'), ('unknown_entity', 'tool'))
   c.eval.models = ('sft', 'rlhf')

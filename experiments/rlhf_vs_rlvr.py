@@ -21,7 +21,6 @@ def get_config(arg: str = ''):
   if arg not in ('', 'smoke'):
     raise ValueError(f'unknown experiments/rlhf_vs_rlvr.py argument {arg!r}; valid: smoke')
   c = lifecycle.get_config(arg)
-  c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
   c.shared_stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward')
   c.eval.models = ('sft', 'rlhf')
   c.variants = {'model': {'rlhf': {'reward': 'model'}}, 'gold': {'rlhf': {'reward': 'gold'}},

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lm import hardware
 from lm import outputs as lm_outputs
 from lm.cli import report as report_cli
 from lm.report import card as report
@@ -195,6 +196,12 @@ def test_time_throughput_and_mfu_by_hand(full):
   assert 'Compile time in all: 22.5 s' in ' '.join(secs['Time and throughput'])  # 7.5 in each of 3 stages
   assert times['rlhf'][3] == f'{statistics.median(r["tokens_per_s"] for r in RLHF_ROWS):.0f}'
   assert times['rlhf'][-2:] == ['-', '-']  # sampling and training mixed: no MFU
+
+
+def test_cpu_peak_is_measured_at_the_dtype_auto_resolves_to():
+  dtype = hardware.resolve_dtype('auto')
+  peak, note = report.peak_of({'kind': 'cpu', 'count': 8}, 'auto')
+  assert f'a 1024^3 {dtype} matmul' in note and 1e8 < peak < 1e14, (peak, note)
 
 
 def test_pngs_are_valid_and_the_html_embeds_them(full):

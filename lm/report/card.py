@@ -30,9 +30,9 @@ import statistics
 import time
 from pathlib import Path
 
+from lm import hardware, plots, stats
 from lm import metrics as metrics_lib
 from lm import outputs as lm_outputs
-from lm import plots, stats
 from lm.model.transformer import ModelConfig
 from lm.rl import names as rl_names
 
@@ -166,6 +166,7 @@ def peak_of(devices: dict | None, dtype: str, peak_flops: float | None = None) -
     import jax
     if jax.default_backend() != 'cpu':
       return None, 'MFU not computed: a CPU run reported on another backend (give --peak_flops)'
+    dtype = hardware.resolve_dtype(dtype)  # 'auto' is what the run's matmuls were on this host
     peak = measured_cpu_peak(dtype)
     return peak, (f'peak {peak:.3g} FLOP/s: a 1024^3 {dtype} matmul on this host\'s CPU, measured now (the run\'s '
                   f'{count} CPU device(s) share the host\'s cores: this is their peak together)')
