@@ -4,7 +4,7 @@ and the template candidates' -> PPO against it -> the report card of base, SFT a
 README's main command.
 
   python -m lm.launch --config=experiments/lifecycle.py --workdir=runs/lifecycle
-  ...:full     longer stages, bigger effects (its pretraining and SFT: 33 min on a shared 2-core CPU)
+  ...:full     longer stages, bigger effects (its pretraining and SFT: 33 min in float32 on a shared 2-core CPU)
   ...:smoke    a minutes-long version for tests (tiny sizes)
 
 Ends with ``<workdir>/eval/report.md`` (the skills table) and the run's report card
