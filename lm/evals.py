@@ -171,11 +171,14 @@ def report(rows, breakdowns=()) -> dict:
 
 def differences(rows_by_model: dict, before: str, after: str) -> dict:
   """``after - before`` for every headline metric, paired over the same prompts: name -> Estimate
-  fields. Both models answered the same examples in the same order."""
+  fields; and ``gold_win_rate``, how often ``after``'s gold score beats ``before``'s on a prompt (ties
+  count half). Both models answered the same examples in the same order."""
   a, b = rows_by_model[before], rows_by_model[after]
   if [r['prompt'] for r in a] != [r['prompt'] for r in b]:
     raise ValueError(f'eval: {before} and {after} did not answer the same prompts')
-  return {name: stats.paired_difference(values(a, name), values(b, name)).to_json() for name in METRICS}
+  diffs = {name: stats.paired_difference(values(a, name), values(b, name)).to_json() for name in METRICS}
+  diffs['gold_win_rate'] = stats.win_rate(values(a, 'accuracy'), values(b, 'accuracy')).to_json()
+  return diffs
 
 
 # ------------------------------------------------------------------------------ trivial answers
@@ -247,6 +250,7 @@ def markdown(cards: dict, baselines=(), diffs: dict | None = None) -> str:
                  + (f'{base["best_score"]:.3f} ({base["best"]})' if base else '-') + ' |')
   if diffs:
     lines += ['', '| metric | ' + ' | '.join(diffs) + ' |', '|---' * (len(diffs) + 1) + '|']
-    for key in (k for k in first['intervals'] if any(k in d for d in diffs.values())):
+    extra = [k for d in diffs.values() for k in d if k not in first['intervals']]
+    for key in [k for k in first['intervals'] if any(k in d for d in diffs.values())] + list(dict.fromkeys(extra)):
       lines.append(f'| {key} | ' + ' | '.join(_cell(d.get(key)) for d in diffs.values()) + ' |')
   return '\n'.join(lines) + '\n'

@@ -76,6 +76,11 @@ def test_differences_are_paired_over_the_same_prompts():
   diff = evals.differences({'a': before, 'b': after}, 'a', 'b')['world_qa_accuracy']
   assert diff['value'] == pytest.approx(3 / 8) and diff['n'] == 8
   assert 0 < diff['low'] < 3 / 8 < diff['high'] <= 1  # every prompt improved or tied: the interval stays > 0
+  wins = evals.differences({'a': before, 'b': after}, 'a', 'b')['gold_win_rate']
+  assert wins['value'] == pytest.approx((3 + 5 / 2) / 8) and wins['n'] == 8  # 3 wins, 5 ties, no loss
+  table = evals.markdown({'a': evals.report(before), 'b': evals.report(after)}, diffs={'b - a': evals.differences(
+      {'a': before, 'b': after}, 'a', 'b')})
+  assert '| gold_win_rate | 0.688 [' in table
   with pytest.raises(ValueError, match='did not answer the same prompts'):
     evals.differences({'a': before, 'b': after[::-1]}, 'a', 'b')
 

@@ -159,6 +159,18 @@ def test_rlhf_vs_rlvr_trains_on_each_reward_and_logs_gold(lifecycle, tmp_path):
       assert all(abs(r['train_reward'] - 0.5 * (r['proxy_reward'] + r['gold_reward'])) < 1e-5 for r in rows)
 
 
+def test_rlhf_step_size_runs_each_kl_coefficient_and_reports_the_gold_win_rate(lifecycle, tmp_path):
+  results, variants = _claim('rlhf_step_size', lifecycle, tmp_path)
+  assert variants == {'kl005', 'kl05'}
+  for name, beta in (('kl005', 0.05), ('kl05', 0.5)):
+    coefs = [r['kl_coef'] for r in metrics.read(tmp_path / name, 'rlhf') if 'kl_coef' in r]
+    assert coefs and coefs == pytest.approx([beta] * len(coefs))
+    sft, rlhf = (claims.traces(results, model, name) for model in ('sft', 'rlhf'))
+    wins = json.loads((tmp_path / name / 'eval' / 'results.json').read_text())['differences']['rlhf - sft']
+    expected = np.mean([(b['score'] > a['score']) + 0.5 * (b['score'] == a['score']) for a, b in zip(sft, rlhf)])
+    assert wins['gold_win_rate']['value'] == pytest.approx(expected) and wins['gold_win_rate']['n'] == len(sft) > 0
+
+
 def test_rl_tools_runs_the_calls_inside_the_rollouts(lifecycle, tmp_path):
   results, variants = _claim('rl_tools', lifecycle, tmp_path)
   assert variants == {'tools', 'none'}
