@@ -60,6 +60,8 @@ def test_pairwise_accuracy_by_hand():
   gold = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 1.0]])  # tied utilities make no pair
   # row 0: (0>1 yes, 0>2 yes); row 1: (2>0 yes, 2>1 yes) -> 4 of 4
   assert reward_model.pairwise_accuracy(rewards, gold_BxR=gold) == 1.0
+  # identical samples get identical rewards: such a pair counts half, not wrong
+  assert reward_model.pairwise_accuracy(np.array([[1.0, 1.0, 0.0]]), ranks_BxR=np.array([[0, 1, 2]])) == 2.5 / 3
 
 
 @pytest.fixture(scope='module')

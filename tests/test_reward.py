@@ -55,6 +55,8 @@ def test_pairwise_agreement_counts_pairs():
   prefer = RANKS[:, :, None] < RANKS[:, None, :]
   right, pairs = R.pairwise_agreement(REWARDS, prefer)
   assert (int(right), int(pairs)) == (2, 3)  # 1>0 is wrong (0.2 < 1.0); 1>2 and 0>2 are right
+  tied = REWARDS.at[:, 1].set(REWARDS[:, 0])  # responses 0 and 1 identical: their pair is a coin flip
+  assert float(R.pairwise_agreement(tied, prefer)[0]) == 2.5
   with pytest.raises(ValueError, match='reward.loss'):
     R.ranking_loss('hinge')
 
