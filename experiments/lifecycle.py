@@ -33,7 +33,8 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
   * ``model.dtype='auto'``: bfloat16 matmul operands (float32 params, norms, softmax and accumulation) on
     a CPU with native bf16 matmuls, float32 on one without (AVX2 only, where bf16 is slower); on a
     2-core AMX Xeon the train step is 1.7x float32's with the same pretraining loss curve (at 400
-    pretraining and 200 SFT steps the lifecycle took 661 s against float32's 907 s). ``:smoke`` keeps float32 (the same numbers on every CPU).
+    pretraining and 200 SFT steps the lifecycle took 661 s against float32's 907 s). ``:smoke`` keeps
+    float32 (the same numbers on every CPU).
   * ``eval.max_new_tokens=192``: a worked 3-digit scratchpad fits; eval sets of ``EVAL_EXAMPLES``
     prompts, 100 for the headline sets, so intervals are about +-0.1 wide.
 What these budgets reach (the README's results): the default (800 pretraining and 350 SFT steps, 14
