@@ -19,12 +19,12 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     phrasings unlike the chat questions) and written-out sums, spellings and Veltic carry the
     procedures SFT asks for.
   * ``data.pretrain_chars=1.6M`` read about four times in 800 pretraining steps (1.6M tokens; the
-    held-out loss falls with the train loss, 0.60 and 0.60 at the end) and 24,000 SFT examples (about
+    held-out loss falls with the train loss, 0.59 and 0.60 at the end) and 24,000 SFT examples (about
     1.2 passes in 350 steps): with 0.4M characters and 6,000-8,000 examples read many times over, the
     model memorised them (pretraining train loss 0.19 against a held-out 1.03) and copied operands and
     words wrongly ("249 plus 816" became "294 + 866"). 800 pretraining steps, not 400: world questions
-    rise with pretraining tokens (0.24 at 400 steps, 0.52 at 800; experiments/lab_scaling.py), and bf16
-    paid for them.
+    rise with pretraining tokens (0.24 at 400 steps, 0.46 at 800 in experiments/lab_scaling.py; 0.52
+    here with 350 SFT steps), and bf16 paid for them.
   * ``TASK_OPTIONS``: addition of 1 to 3 digits (2-digit sums are what a scratchpad is for, 3-digit
     ones the calculator) and counting letters in words of 3 to 8 letters.
   * ``SFT_MIX``: the headline skills weighted up; thinking and tool variants only, since a direct

@@ -250,7 +250,8 @@ def markdown(cards: dict, baselines=(), diffs: dict | None = None) -> str:
                  + (f'{base["best_score"]:.3f} ({base["best"]})' if base else '-') + ' |')
   if diffs:
     lines += ['', '| metric | ' + ' | '.join(diffs) + ' |', '|---' * (len(diffs) + 1) + '|']
-    extra = [k for d in diffs.values() for k in d if k not in first['intervals']]
-    for key in [k for k in first['intervals'] if any(k in d for d in diffs.values())] + list(dict.fromkeys(extra)):
+    keys = dict.fromkeys([k for k in first['intervals'] if any(k in d for d in diffs.values())]
+                         + [k for d in diffs.values() for k in d])  # then gold_win_rate
+    for key in keys:
       lines.append(f'| {key} | ' + ' | '.join(_cell(d.get(key)) for d in diffs.values()) + ' |')
   return '\n'.join(lines) + '\n'
