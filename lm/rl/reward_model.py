@@ -76,17 +76,16 @@ def length_correlations(rewards_BxR, words_BxR, ranks_BxR, gold_BxR) -> dict[str
 
 def pairwise_accuracy(rewards_BxR, ranks_BxR=None, gold_BxR=None) -> float:
   """The fraction of ordered pairs the rewards put in the order of the ranks (0 = best) or of strictly
-  different gold utilities, a tied reward counting half (identical samples); NaN without pairs."""
+  different gold utilities, a tied reward counting half (``lm.steps.reward.pairwise_agreement``); NaN
+  without pairs."""
   r = np.asarray(rewards_BxR, np.float64)
   if ranks_BxR is not None:
     prefer = np.asarray(ranks_BxR)[:, :, None] < np.asarray(ranks_BxR)[:, None, :]
   else:
     g = np.asarray(gold_BxR, np.float64)
     prefer = g[:, :, None] > g[:, None, :]
-  pairs = prefer.sum()
-  diff = r[:, :, None] - r[:, None, :]
-  right = (prefer & (diff > 0)).sum() + 0.5 * (prefer & (diff == 0)).sum()
-  return float(right / pairs) if pairs else float('nan')
+  right, pairs = reward_steps.pairwise_agreement(r, prefer)
+  return float(right) / float(pairs) if pairs else float('nan')
 
 
 def _with_scalar_head(policy_params, init_params):
