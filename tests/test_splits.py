@@ -192,6 +192,19 @@ def test_validation_holds_whole_items():
   assert datasets.split(records, 0.1) == {'train': records[2:], 'validation': records[:2]}
 
 
+def test_a_stratified_split_holds_each_stratums_share_of_whole_items():
+  # stratum u: one key with 8 records first (the unstratified split would hold only it), then 12 keys
+  keys = ['u0'] * 8 + [f'u{i}' for i in range(1, 13)] + [f'w{i}' for i in range(20)] + ['u3', 'w0']
+  strata = ['u'] * 20 + ['w'] * 20 + ['u', 'w']
+  records = list(range(len(keys)))
+  assert datasets.split(records, 0.2, keys)['validation'] == list(range(8))  # u0's 8 records: 8 of 42
+  out = datasets.split(records, 0.2, keys, strata)
+  held = {keys[r] for r in out['validation']}
+  assert held == {'u0', 'w0', 'w1', 'w2'}  # u: 8 of 21 (>= 4); w: w0 (2 records), w1, w2: 4 of 21
+  assert sorted(out['train'] + out['validation']) == records
+  assert not held & {keys[r] for r in out['train']}
+
+
 def test_an_item_asked_by_two_families_is_in_one_split(world, drawn):
   """A letter count spells its word out (its thinking): no split counts the letters of a spelling-eval word;
   a persona's question is a world fact: no eval world question is answered in SFT's persona examples."""

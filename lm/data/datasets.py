@@ -13,20 +13,27 @@ def item(example: tasks.Example) -> str:
   return f'{example.family}: {tasks.key(example)}'
 
 
-def split(records, validation_fraction, keys=None):
+def split(records, validation_fraction, keys=None, strata=None):
   """``{'train', 'validation'}``: the first ``validation_fraction`` (at least one record) held out.
   With ``keys`` (one per record), validation takes whole items: the records of the first keys met,
-  until it holds at least that many, so no key is on both sides."""
+  until it holds at least that many, so no key is on both sides. With ``strata`` too (one label per
+  record, e.g. the family), that is done within each stratum in turn, so every stratum holds about its
+  share: a key held for one stratum is held in all."""
   n_val = max(1, int(len(records) * validation_fraction)) if len(records) > 1 else 0
   if keys is None:
     return {'train': records[n_val:], 'validation': records[:n_val]}
-  counts, held, n_held = Counter(keys), set(), 0
-  for k in keys:
-    if n_held >= n_val:
-      break
-    if k not in held:
-      held.add(k)
-      n_held += counts[k]
+  strata = [''] * len(records) if strata is None else list(strata)
+  held = set()
+  for stratum in dict.fromkeys(strata):
+    mine = [k for k, s in zip(keys, strata) if s == stratum]
+    want = max(1, int(len(mine) * validation_fraction)) if len(records) > 1 else 0
+    counts, n_held = Counter(mine), sum(k in held for k in mine)
+    for k in mine:
+      if n_held >= want:
+        break
+      if k not in held:
+        held.add(k)
+        n_held += counts[k]
   return {'train': [r for r, k in zip(records, keys) if k not in held],
           'validation': [r for r, k in zip(records, keys) if k in held]}
 
@@ -93,11 +100,14 @@ def preference_prompts(world, c) -> list[tasks.Example]:
 def preference_records(world, c, panel: dict, extra=()) -> dict:
   """``{'train', 'validation'}`` rankings: K candidates for each preference prompt, ranked by ``panel``
   (``lm.lab.raters.Panel`` settings), then the ``extra`` ``(record, example)`` pairs (e.g. rankings of
-  a model's samples); validation holds whole items of both."""
+  a model's samples); validation holds whole items of both, about its share of each family's
+  candidates and of each family's samples."""
   p = c.preferences
   prompts = preference_prompts(world, c)
   records = raters.preference_records(world, prompts, raters.Panel(**panel), p.k, seed=c.seed)
   for r in records:
     r['origin'] = {'source': 'candidates'}
-  keys = [item(e) for e in prompts] + [item(e) for _, e in extra]
-  return split(records + [r for r, _ in extra], p.validation_fraction, keys)
+  examples = prompts + [e for _, e in extra]
+  records += [r for r, _ in extra]
+  strata = [f'{e.family} {r["origin"]["source"]}' for r, e in zip(records, examples)]
+  return split(records, p.validation_fraction, [item(e) for e in examples], strata)

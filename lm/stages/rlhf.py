@@ -139,7 +139,8 @@ def _next_reward(config, workdir, inputs, r: int, previous: outputs.Reward, tok,
                          mesh, rules, policy='rlhf', round_=r)
   rounds_dir = Path(workdir) / name / 'rankings'
   if jax.process_index() == 0:
-    split = datasets.split(new, config.data.preferences.validation_fraction, [datasets.item(e) for e in prompts])
+    split = datasets.split(new, config.data.preferences.validation_fraction, [datasets.item(e) for e in prompts],
+                           [e.family for e in prompts])
     builders.build(builders.PreferenceRankings, rounds_dir, split)
   common.sync(name)
   first = lambda s: reward_model.select(builders.read(builders.PreferenceRankings, common.rankings_dir(inputs, 'rlhf'),
