@@ -13,7 +13,9 @@ runs rlhf (30 iterations) and the eval of SFT and RLHF over the same prompts:
     coefficient 0.05, on the same direct prompts;
   * ``all_model``, ``all_gold``: that GRPO on every SFT family (worked sums, counting, the calculator
     and knowledge base run inside the rollouts: ``rlhf.tools``), KL coefficient 0.1, so RL also sees
-    the skills the eval asks for that the direct prompts leave out.
+    the skills the eval asks for that the direct prompts leave out;
+  * ``grpo_gold_t05``, ``all_gold_t05``: those two on gold, sampling at temperature 0.5 instead of 1
+    (the tiny model's samples at 1 are right far less often than its greedy answers).
 ``<workdir>/comparison.md``: gold and proxy reward and KL on the fixed RL eval prompts, the eval set's
 mean gold score; ``comparison.png``: gold reward against KL (the reward-KL plane). Gold is measured
 whatever the run trains on.
@@ -32,6 +34,8 @@ VARIANTS = {
     'grpo_model': {'rlhf': dict(GRPO, reward='model')}, 'grpo_gold': {'rlhf': dict(GRPO, reward='gold')},
     'grpo_mix': {'rlhf': dict(GRPO, **MIX)},
     'all_model': {'rlhf': dict(ALL, reward='model')}, 'all_gold': {'rlhf': dict(ALL, reward='gold')},
+    'grpo_gold_t05': {'rlhf': dict(GRPO, reward='gold', temperature=0.5)},
+    'all_gold_t05': {'rlhf': dict(ALL, reward='gold', temperature=0.5)},
 }
 
 
