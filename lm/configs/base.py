@@ -62,7 +62,7 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       # (nouns, adjectives used; default all 98, 40); word_problem steps (drawn from; default 2)
       task_options=dict(arithmetic=dict(ops=(), digit_range=()), char_count=dict(word_lengths=()),
                         translation=dict(adjectives=(), vocabulary=()), word_problem=dict(steps=())),
-      preferences=dict(n_prompts=500, k=4, mix=SFT_MIX, validation_fraction=0.1,  # held-out rankings
+      preferences=dict(n_prompts=500, k=4, mix=SFT_MIX, validation_fraction=0.1,  # held out by item per family, source
                        panel=PANEL),
   )
   cfg.update(overrides)
