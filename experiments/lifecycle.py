@@ -38,7 +38,7 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
   * ``eval.max_new_tokens=192``: a worked 3-digit scratchpad fits; eval sets of ``EVAL_EXAMPLES``
     prompts, 100 for the headline sets, so intervals are about +-0.1 wide.
 What these budgets reach (the README's results): the default (800 pretraining and 350 SFT steps, 14
-minutes on a 2-core AMX Xeon) learns the chat format, refusals and facts (world questions 0.50), and
+minutes on a 2-core AMX Xeon or AVX512-BF16 EPYC) learns the chat format, refusals and facts (world questions 0.50), and
 in part the calculator and the worked sums (2-digit 0.97 and 0.49), not counting; these partial skills
 and "I don't know" (0.18 in one run, 0.45 in another) move between runs far more than their intervals.
 ``:full`` (1,600 and 700) learns the worked sums (1.00) and the calculator (1.00) and most of the
