@@ -2,7 +2,11 @@
 
 The XLA flags must be in the environment before jax is first imported, which is why this file
 touches ``os.environ`` before anything else (pytest imports conftest before the test modules).
-No persistent compilation cache: tests stay hermetic.
+
+One persistent compilation cache for the session, in a fresh temporary folder that both pytest-xdist
+workers and the runs tests start as subprocesses share, and the session removes: a program compiled by one test (the same tiny model's train
+step in every stage test) is loaded, not compiled again, by the next. It is keyed by the program, the
+flags and the jax version, so what runs is what would have compiled; nothing outlives the session.
 
 Compile time dominates these tests (tiny shapes, many programs), and XLA:CPU's LLVM optimisation
 is most of it: ``--xla_backend_optimization_level=0`` cut the compile of a sharded train step
@@ -12,6 +16,8 @@ computed (no fast-math at any level). Set the flag yourself in XLA_FLAGS to test
 
 import os
 import re
+import shutil
+import tempfile
 
 _DEVICE_FLAG = '--xla_force_host_platform_device_count'
 _flags = re.sub(rf'{_DEVICE_FLAG}=\S*', '', os.environ.get('XLA_FLAGS', '')).split()
@@ -20,6 +26,10 @@ if not any(f.startswith('--xla_backend_optimization_level') for f in _flags):
   _flags.append('--xla_backend_optimization_level=0')
 os.environ['XLA_FLAGS'] = ' '.join(_flags)
 os.environ['JAX_PLATFORMS'] = 'cpu'
+_OWN_CACHE = 'PYTEST_XDIST_WORKER' not in os.environ  # the controller makes it; workers and subprocesses inherit
+if _OWN_CACHE:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='lm-test-jax-cache-')
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -78,3 +88,8 @@ def make_config():
 @pytest.fixture(scope='session')
 def make_batch():
   return random_packed_batch
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE and not hasattr(config, 'workerinput'):  # the process that made it, after every worker
+    shutil.rmtree(os.environ.pop('JAX_COMPILATION_CACHE_DIR'), ignore_errors=True)

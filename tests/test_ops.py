@@ -264,7 +264,7 @@ def test_lm_loss_with_fused_head_equals_the_logits_path(tie):
            'segment_ids': jnp.ones((2, 16), jnp.int32)}
   results = []
   for fused in (True, False):
-    f = jax.value_and_grad(lm_step.make_loss_sums(model, 1e-3, fused_head=fused), has_aux=True)
+    f = jax.jit(jax.value_and_grad(lm_step.make_loss_sums(model, 1e-3, fused_head=fused), has_aux=True))
     results.append(f(params, batch, None))
   ((obj_a, sums_a), g_a), ((obj_b, sums_b), g_b) = results
   np.testing.assert_allclose(obj_a, obj_b, **F32)

@@ -6,6 +6,7 @@ stages (about a minute). Set ``LM_SCREENSHOTS=1`` to have the browser tests writ
 ``docs/screenshots/*.png``.
 """
 
+import functools
 import http.client
 import json
 import os
@@ -200,11 +201,17 @@ def sampler(served, question, max_new_tokens, temperature=0.0, seed=0) -> dict:
   return {'ids': out['tokens'][0, :n].tolist(), 'logprobs': out['logprobs'][0, :n]}
 
 
+@functools.cache
+def _forward(model):
+  """The model's whole forward without a cache, jitted: ``(params, ids_BxT) -> logits_BxTxV``."""
+  return jax.jit(lambda params, ids_BxT: model.apply({'params': params}, ids_BxT)['logits'])
+
+
 def forward_logprobs(served, prompt_ids, turn_ids) -> np.ndarray:
   """log p(turn token | everything before it) from one forward pass without a cache (float64 softmax)."""
   ids = np.concatenate([prompt_ids, turn_ids]).astype(np.int32)[None].repeat(8, 0)  # a row per device
   with sharding.use_mesh(served.mesh, served.rules):
-    logits = np.asarray(served.model.apply({'params': served.params}, ids)['logits'][0], np.float64)
+    logits = np.asarray(_forward(served.model)(served.params, ids)[0], np.float64)
   logits = logits[len(prompt_ids) - 1:-1]
   logp = logits - logits.max(-1, keepdims=True)
   logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
@@ -273,8 +280,7 @@ def test_stream_writes_the_samplers_tokens_and_logprobs_with_one_step_program(se
   # entropy of the raw distribution, from a float64 forward pass at the first step
   first = next(e for e in events if isinstance(e, stream.Token) and e.row == 0)
   with sharding.use_mesh(served.mesh, served.rules):
-    rows = prompts[0][None].repeat(8, 0)
-    logits = np.asarray(served.model.apply({'params': served.params}, rows)['logits'][0, -1], np.float64)
+    logits = np.asarray(_forward(served.model)(served.params, prompts[0][None].repeat(8, 0))[0, -1], np.float64)
   p = np.exp(logits - logits.max())
   p /= p.sum()
   assert abs(first.entropy - float(-(p * np.log(p)).sum())) < 1e-4
