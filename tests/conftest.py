@@ -3,10 +3,11 @@
 The XLA flags must be in the environment before jax is first imported, which is why this file
 touches ``os.environ`` before anything else (pytest imports conftest before the test modules).
 
-One persistent compilation cache for the session, in a fresh temporary folder that both pytest-xdist
-workers and the runs tests start as subprocesses share, and the session removes: a program compiled by one test (the same tiny model's train
-step in every stage test) is loaded, not compiled again, by the next. It is keyed by the program, the
-flags and the jax version, so what runs is what would have compiled; nothing outlives the session.
+One persistent compilation cache for the session, in a fresh temporary folder shared by both
+pytest-xdist workers and the runs tests start as subprocesses, removed when the session ends: a program
+one test compiled (the tiny model's train step in every stage test) is loaded, not compiled, by the
+next. It is keyed by the program, the flags and the jax version, so what runs is what would have
+compiled.
 
 Compile time dominates these tests (tiny shapes, many programs), and XLA:CPU's LLVM optimisation
 is most of it: ``--xla_backend_optimization_level=0`` cut the compile of a sharded train step
