@@ -15,6 +15,7 @@ is most of it: ``--xla_backend_optimization_level=0`` cut the compile of a shard
 computed (no fast-math at any level). Set the flag yourself in XLA_FLAGS to test another level.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -27,11 +28,13 @@ if not any(f.startswith('--xla_backend_optimization_level') for f in _flags):
   _flags.append('--xla_backend_optimization_level=0')
 os.environ['XLA_FLAGS'] = ' '.join(_flags)
 os.environ['JAX_PLATFORMS'] = 'cpu'
-_OWN_CACHE = 'PYTEST_XDIST_WORKER' not in os.environ  # the controller makes it; workers and subprocesses inherit
-if _OWN_CACHE:
+_CACHE_OWNER = 'LM_TESTS_CACHE_OWNER'  # the pid that made the cache; xdist workers and subprocesses inherit both
+if _CACHE_OWNER not in os.environ:  # once a session, also when a test module imports this file again
+  os.environ[_CACHE_OWNER] = str(os.getpid())
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='lm-test-jax-cache-')
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -42,6 +45,12 @@ TINY = dict(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_f
 
 def tiny_config(**overrides) -> ModelConfig:
   return ModelConfig(**{**TINY, **overrides})
+
+
+@functools.cache
+def jitted_logits(model):
+  """``model``'s whole forward without a cache, jitted once per model: ``(params, ids_BxT) -> logits_BxTxV``."""
+  return jax.jit(lambda params, ids_BxT: model.apply({'params': params}, ids_BxT)['logits'])
 
 
 def random_packed_batch(batch_size: int, seq_len: int, vocab_size: int = 128, seed: int = 0,
@@ -92,5 +101,6 @@ def make_batch():
 
 
 def pytest_unconfigure(config):
-  if _OWN_CACHE and not hasattr(config, 'workerinput'):  # the process that made it, after every worker
+  if os.environ.get(_CACHE_OWNER) == str(os.getpid()):  # the process that made it, after every worker
     shutil.rmtree(os.environ.pop('JAX_COMPILATION_CACHE_DIR'), ignore_errors=True)
+    del os.environ[_CACHE_OWNER]

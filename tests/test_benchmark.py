@@ -4,11 +4,9 @@ harness's loglikelihoods, rolling loglikelihoods and greedy generations are held
 forward, one unpadded sequence at a time in float64 (no cache, no batching). Needs the [eval] and
 [interop] extras."""
 
-import functools
 import json
 import re
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ transformers = pytest.importorskip('transformers')
 from lm.cli import benchmark  # noqa: E402
 from lm.inference import harness, serving  # noqa: E402
 from lm.interop import convert  # noqa: E402
+from tests.conftest import jitted_logits  # noqa: E402
 from tests.test_hf_tokenizers import write_bpe  # noqa: E402
 from tests.test_interop import SMALL  # noqa: E402
 
@@ -66,15 +65,9 @@ def run(tmp_path_factory):
 
 def logprobs(served, ids) -> np.ndarray:
   """float64 log-softmax of the model's forward over one unpadded sequence: [T, V]."""
-  logits = np.asarray(_forward(served.model)(served.params, jnp.asarray(ids, jnp.int32)[None])[0], np.float64)
+  logits = np.asarray(jitted_logits(served.model)(served.params, jnp.asarray(ids, jnp.int32)[None])[0], np.float64)
   return logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(
       -1, keepdims=True)
-
-
-@functools.cache
-def _forward(model):
-  """The model's whole forward, jitted (one program per sequence length)."""
-  return jax.jit(lambda params, ids_1xT: model.apply({'params': params}, ids_1xT)['logits'])
 
 
 def test_benchmark_matches_the_models_own_forward(run, capsys):

@@ -6,7 +6,6 @@ stages (about a minute). Set ``LM_SCREENSHOTS=1`` to have the browser tests writ
 ``docs/screenshots/*.png``.
 """
 
-import functools
 import http.client
 import json
 import os
@@ -39,6 +38,7 @@ from lm.inference import sample, serving, stream
 from lm.serve import app as app_lib
 from lm.serve import ranking, turns
 from lm.tools import base as tool_base
+from tests.conftest import jitted_logits
 
 pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
 
@@ -201,17 +201,11 @@ def sampler(served, question, max_new_tokens, temperature=0.0, seed=0) -> dict:
   return {'ids': out['tokens'][0, :n].tolist(), 'logprobs': out['logprobs'][0, :n]}
 
 
-@functools.cache
-def _forward(model):
-  """The model's whole forward without a cache, jitted: ``(params, ids_BxT) -> logits_BxTxV``."""
-  return jax.jit(lambda params, ids_BxT: model.apply({'params': params}, ids_BxT)['logits'])
-
-
 def forward_logprobs(served, prompt_ids, turn_ids) -> np.ndarray:
   """log p(turn token | everything before it) from one forward pass without a cache (float64 softmax)."""
   ids = np.concatenate([prompt_ids, turn_ids]).astype(np.int32)[None].repeat(8, 0)  # a row per device
   with sharding.use_mesh(served.mesh, served.rules):
-    logits = np.asarray(_forward(served.model)(served.params, ids)[0], np.float64)
+    logits = np.asarray(jitted_logits(served.model)(served.params, ids)[0], np.float64)
   logits = logits[len(prompt_ids) - 1:-1]
   logp = logits - logits.max(-1, keepdims=True)
   logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
@@ -280,7 +274,7 @@ def test_stream_writes_the_samplers_tokens_and_logprobs_with_one_step_program(se
   # entropy of the raw distribution, from a float64 forward pass at the first step
   first = next(e for e in events if isinstance(e, stream.Token) and e.row == 0)
   with sharding.use_mesh(served.mesh, served.rules):
-    logits = np.asarray(_forward(served.model)(served.params, prompts[0][None].repeat(8, 0))[0, -1], np.float64)
+    logits = np.asarray(jitted_logits(served.model)(served.params, prompts[0][None].repeat(8, 0))[0, -1], np.float64)
   p = np.exp(logits - logits.max())
   p /= p.sum()
   assert abs(first.entropy - float(-(p * np.log(p)).sum())) < 1e-4
