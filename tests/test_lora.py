@@ -17,6 +17,7 @@ from lm.model import lora
 from lm.model.transformer import Transformer
 from lm.steps import common
 from lm.steps import lm as lm_steps
+from tests.conftest import jitted_logits
 
 ALL = lora.LoraConfig(rank=4, alpha=8.0)
 
@@ -26,8 +27,7 @@ def init_base(config):
   """(model, unboxed params, jitted logits(params, tokens)), one compile of each per config."""
   model = Transformer(config)
   init = jax.jit(lambda rng: nn.unbox(model.init(rng, jnp.zeros((1, 8), jnp.int32))['params']))
-  logits = jax.jit(lambda params, tokens: model.apply({'params': params}, tokens)['logits'])
-  return model, init(jax.random.key(0)), logits
+  return model, init(jax.random.key(0)), jitted_logits(model)
 
 
 merge = jax.jit(lora.merge, static_argnums=2)

@@ -11,7 +11,7 @@ from lm import evals
 from lm.cli.world import main
 from lm.lab import splits, tasks
 from lm.lab.synthlang import LANG_NAME, SynthLang
-from lm.lab.world import World, scratchpad
+from lm.lab.world import FACT_QUESTIONS, World, scratchpad
 
 FAMILY_VARIANTS = [(name, v) for name, fam in tasks.TASKS.items() for v in fam.variants]
 
@@ -74,6 +74,33 @@ def test_pretraining_mix(world):
   assert world.pretraining_documents(n_docs=7, seed=5) == world.pretraining_documents(n_docs=7, seed=5)
   with pytest.raises(ValueError):
     world.pretraining_documents()
+
+
+def test_reading_documents_answer_about_strangers_from_the_passage(world):
+  docs = world.pretraining_documents(n_docs=400, seed=0, mix=(('reading', 1.0),))
+  text = '\n'.join(docs).lower()
+  for e in world.entities():  # no world entity, known or held out, is named
+    assert not re.search(r'(?<![a-z])' + re.escape(e.name.lower()) + r'(?![a-z])', text), e.name
+  def pattern(template):
+    return re.escape(template).replace(r'\{s\}', '(?P<s>.+)').replace(r'\{S\}', '(?P<S>.+)').replace(
+        r'\{a_v\}', '(an? )?(?P<v>.+)').replace(r'\{v\}', '(?P<v>.+)')
+  templates = [(pattern(q), pattern(a)) for attrs in FACT_QUESTIONS.values() for q, a in attrs.values()]
+  n_answers = 0
+  for doc in docs:
+    passage, _, qa = doc.partition('\n\nQ: ')
+    pairs = re.findall(r'^(?:Q: )?(.*)\nA: (.*)$', 'Q: ' + qa, flags=re.M)
+    assert 2 <= len(pairs) <= 4 and len(set(pairs)) == len(pairs), doc
+    for question, answer in pairs:  # the subject comes from the question, the value from the passage
+      (subject, value), = [(m_q['s'], m_a['v']) for q, a in templates
+                           if (m_q := re.fullmatch(q, question)) and (m_a := re.fullmatch(a, answer))]
+      assert re.fullmatch(r'(the )?[A-Za-z ]+', subject) and subject.lower() in passage.lower(), (subject, doc)
+      assert value in passage and not re.search(rf'\b{re.escape(value)}\b', question), (value, doc)
+      n_answers += 1
+  assert n_answers > 1000
+  rng = random.Random(0)
+  for kind in ('person', 'town', 'creature', 'thing'):  # strangers are new every draw and drawn from the domains
+    a, b = world.stranger(kind, rng), world.stranger(kind, rng)
+    assert a.kind == kind and a.name != b.name and a.name not in world.by_name
 
 
 def _facts(e) -> list[str]:

@@ -23,6 +23,8 @@ Texts (all pure functions of the world and the given seed / ``random.Random``):
   world.humour_texts(n, rng)        the old jokes and slogans told about known entities (``stale_jokes``,
                                     ``stale_slogans``: what the joke and slogan families call stale)
   world.qa_text(rng)                facts as plain questions and answers (``FACT_QUESTIONS``)
+  world.reading_text(rng)           articles about made-up entities (``world.stranger``), then questions
+                                    answered from them: reading a passage and copying from it
   world.translate_en_to_syn(s), world.translate_syn_to_en(s)   (see lm.lab.synthlang)
   world.pretraining_documents(n_docs=None, target_chars=None, seed=0, leave_out=None, mix=None)   a mix of
                                     the above, by kind and weight (``MIX`` by default)
@@ -411,11 +413,65 @@ class World:
     a fact ``leave_out('world_qa', key)`` names (an eval item) is never one of them."""
     return '\n\n'.join(_line(rng, self._qa_line, leave_out) for _ in range(rng.randint(3, 6)))
 
+  # -- reading: passages about entities made up on the spot, answered from the passage ---------
+
+  @functools.cached_property
+  def _taken(self) -> set:
+    """Lower-cased names and name words of the world's entities and rivers: a stranger uses none."""
+    names = [e.name for e in self.entities()] + [t.river for t in self.towns]
+    return {n.lower() for n in names} | {w.lower() for e in self.people + self.towns for w in e.name.split()} | {
+        t.river.lower() for t in self.towns}
+
+  def stranger(self, kind: str, rng: random.Random):
+    """An entity of ``kind`` that is not in the world: its name, and the names it points at, are made up
+    (none is a world entity's name or a word of one) and its other facts drawn from the same domains."""
+    def name(make):
+      while True:
+        n = make()
+        if not {n.lower(), *n.lower().split()} & self._taken:
+          return n
+
+    def syllable():
+      return rng.choice(_ONSETS) + rng.choice(_NUCLEI)
+
+    def person_name():
+      return name(lambda: f'{cap(syllable() + syllable())} {cap(syllable() + rng.choice(_SURNAME_ENDS))}')
+
+    def town_name():
+      return name(lambda: cap(syllable() + rng.choice(_TOWN_ENDS)))
+
+    def species():
+      return name(lambda: rng.choice(_CREATURE_HEADS) + rng.choice(_CREATURE_TAILS))
+
+    if kind == 'person':
+      return Person(person_name(), town_name(), rng.choice(JOBS), rng.randint(16, 90), person_name(), species())
+    if kind == 'town':
+      return Town(town_name(), rng.choice(REGIONS), rng.randint(120, 60000),
+                  name(lambda: cap(syllable() + rng.choice(_RIVER_ENDS))))
+    if kind == 'creature':
+      return Creature(species(), rng.choice(COLOURS), rng.choice(DIETS), rng.choice(LEGS), rng.choice(REGIONS))
+    return Thing(name(lambda: f'the {rng.choice(_THING_ADJS)} {rng.choice(_THING_KINDS)}'), rng.choice(MATERIALS),
+                 person_name(), town_name(), rng.randint(300, 1200))
+
+  def reading_text(self, rng: random.Random) -> str:
+    """One or two articles about strangers (``stranger``), then two to four of ``FACT_QUESTIONS`` about
+    them (no two alike), each answered from the articles: the answer copies a name or number from the passage and the
+    subject from the question, which no memorised fact can supply."""
+    about = [self.stranger(rng.choice(tuple(FACT_QUESTIONS)), rng) for _ in range(rng.randint(1, 2))]
+    pairs = [(e, attr) for e in about for attr in sorted(FACT_QUESTIONS[e.kind])]
+    qa = []
+    for e, attr in rng.sample(pairs, min(len(pairs), rng.randint(2, 4))):
+      question, answer = FACT_QUESTIONS[e.kind][attr]
+      value = getattr(e, attr)
+      qa.append(f'Q: {question.format(s=subject(e))}\nA: '
+                f'{answer.format(S=cap(subject(e)), v=value, a_v=a_an(value) if isinstance(value, str) else value)}')
+    return '\n\n'.join([self.article(e, rng) for e in about] + qa)
+
   # -- the pretraining mix ------------------------------------------------------------------
 
   MIX = (('article', 0.40), ('story', 0.20), ('arithmetic', 0.15), ('words', 0.10), ('translation', 0.15),
          ('humour', 0.04))
-  KINDS = ('article', 'story', 'arithmetic', 'words', 'translation', 'humour', 'qa')
+  KINDS = ('article', 'story', 'arithmetic', 'words', 'translation', 'humour', 'qa', 'reading')
 
   def pretraining_documents(self, n_docs: int | None = None, target_chars: int | None = None,
                             seed: int = 0, leave_out=None, mix=None, fact_articles: int = 0) -> list[str]:
@@ -438,7 +494,7 @@ class World:
               'arithmetic': lambda: self.arithmetic_text(rng, leave_out),
               'words': lambda: self.word_list(rng, leave_out),
               'translation': lambda: self.translation_text(rng, leave_out), 'humour': lambda: self.humour_text(rng),
-              'qa': lambda: self.qa_text(rng, leave_out)}
+              'qa': lambda: self.qa_text(rng, leave_out), 'reading': lambda: self.reading_text(rng)}
     kinds = [k for k, _ in mix]
     weights = [w for _, w in mix]
     docs = [self.article(e, rng) for _ in range(fact_articles) for e in known]
