@@ -7,7 +7,8 @@ import pytest
 
 from lm import evals, stats, tools
 from lm.cli import chat as chat_cli
-from lm.data import chat
+from lm.configs import base as base_config
+from lm.data import chat, datasets
 from lm.lab import tasks
 from lm.lab.world import World
 from lm.stages import sft
@@ -34,6 +35,36 @@ def test_held_out_facts_are_looked_up_with_the_real_tool():
   # the direct variant still wants "I don't know"
   direct = tasks.sample(WORLD, 'unknown_entity', 1, seed=1, variant='direct')[0]
   assert not tasks.offers_tools(direct.prompt) and tasks.score(direct, direct.reference) == 1.0
+
+
+def test_strangers_replace_a_fraction_of_the_unknown_entity_sft_examples():
+  c = base_config.get_config().data
+  c.unlock()
+  c.sft_examples, c.eval_examples = 300, 10
+  c.sft_mix = (('unknown_entity', 'direct', 1.0), ('unknown_entity', 'tool', 1.0), ('world_qa', 'direct', 1.0))
+  c.eval_sets = (('unknown_entity', 'direct'), ('unknown_entity', 'tool'))
+  plain, plain_eval = datasets.sft_examples(WORLD, c), datasets.eval_examples(WORLD, c)
+  c.sft_strangers = 0.5
+  mixed = datasets.sft_examples(WORLD, c)
+  assert datasets.eval_examples(WORLD, c) == plain_eval  # the eval set is the held-out entities', unchanged
+  unknown = [i for i, e in enumerate(plain) if e.family == 'unknown_entity']
+  strangers = [m for m in mixed if m.meta.get('stranger')]
+  assert len(strangers) == round(0.5 * len(unknown)) and len(unknown) > 150
+  for m, e in zip(mixed, plain, strict=True):  # an unknown_entity example replaced in place, by one of its variant
+    assert m == e or (m.meta.get('stranger') and e.family == 'unknown_entity' and m.variant == e.variant)
+  assert len({m.meta['subject'] for m in strangers}) > 0.9 * len(strangers)  # a new name nearly every example
+  for m in strangers:
+    assert m.meta['subject'] not in WORLD.by_name and tasks.score(m, m.reference) == 1.0
+    if m.variant == 'tool':  # looked up as the tool would, answered from the result
+      call, result, answer = m.reference
+      assert call['tool_calls'] == [{'name': 'knowledge_base', 'arguments': {'query': m.meta['subject'], 'k': 1}}]
+      assert result['content'].startswith(f"[1] {m.meta['subject'][:1].upper()}{m.meta['subject'][1:]}: ")
+      assert str(m.meta['answer']) in result['content'] and tasks.contains(answer['content'], str(m.meta['answer']))
+    else:
+      assert m.meta['subject'] in tasks.final_text(m.reference) and tasks.is_idk(tasks.final_text(m.reference))
+  c.sft_strangers = 1.5
+  with pytest.raises(ValueError, match='data.sft_strangers'):
+    datasets.sft_examples(WORLD, c)
 
 
 def test_tools_are_used_where_they_help_and_not_for_one_digit_sums():

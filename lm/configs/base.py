@@ -53,6 +53,7 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       pretrain_tfds='',  # e.g. 'tiny_shakespeare' or 'c4:train:text' instead of the world's text ([tf] extra)
       pretrain_stream=False,  # pretrain streams its corpus (lm.data.streaming); a pretrain_tfds source always does
       sft_examples=4000, sft_mix=SFT_MIX,
+      sft_strangers=0.0,  # the fraction of SFT's unknown_entity examples about made-up entities (datasets.sft_examples)
       sft_writers=1.0,  # the fraction of SFT answers experts wrote (the references); lay writers wrote the rest
       eval_examples=50, eval_sets=EVAL_SETS,   # per eval set
       eval_sizes=(('world_qa', 50),),          # (family, n): another size for that family's sets
@@ -161,7 +162,7 @@ RANGES = {
     'rlhf.ppo.gamma': '0..1', 'rlhf.ppo.lam': '0..1', 'rlhf.ppo.*': '>= 0', 'rlhf.preference.beta': '> 0',
     'rlhf.dapo.*': '0..1', 'rlhf.gspo.*': '0..1', 'sft.lora.alpha': '>= 0',
     '*_fraction': '0..1',  # validation_fraction, held_out_fraction
-    'data.sft_writers': '0..1', '*.lay_surface': '0..1', '*.lay_noise': '>= 0',
+    'data.sft_writers': '0..1', 'data.sft_strangers': '0..1', '*.lay_surface': '0..1', '*.lay_noise': '>= 0',
 }
 
 

@@ -6,6 +6,7 @@ from collections import Counter
 
 from lm.data import builders
 from lm.lab import raters, splits, tasks
+from lm.lab.tasks import qa
 
 
 def item(example: tasks.Example) -> str:
@@ -78,10 +79,20 @@ def eval_examples(world, c) -> list[tasks.Example]:
 
 
 def sft_examples(world, c) -> list[tasks.Example]:
-  """``data.sft_examples`` of ``data.sft_mix`` from the sft split. ``data.sft_writers`` is the fraction
+  """``data.sft_examples`` of ``data.sft_mix`` from the sft split. ``data.sft_strangers`` is the fraction
+  of its unknown_entity examples asked about strangers instead (``lm.lab.tasks.qa.stranger_unknown_entity``:
+  an entity made up per example, so SFT teaches "I don't know" and the look-up on thousands of unknown
+  names, not the sft split's few held-out entities; the eval set is unchanged). ``data.sft_writers`` is the fraction
   written by experts (the references); the others, drawn at random (stream ``sft writers``), a lay
   writer answers (``lm.lab.raters.lay_answer``: plausible, sometimes wrong or padded)."""
   examples = splits.draw_mix(world, c.sft_mix, c.sft_examples, 'sft', options=task_options(c))
+  if not 0 <= c.sft_strangers <= 1:
+    raise ValueError(f'data.sft_strangers={c.sft_strangers} must be a fraction in [0, 1]')
+  unknown = [i for i, ex in enumerate(examples) if ex.family == 'unknown_entity']
+  if c.sft_strangers and unknown:
+    rng = splits.stream(world, 'sft strangers')
+    for i in sorted(rng.sample(unknown, round(c.sft_strangers * len(unknown)))):
+      examples[i] = qa.stranger_unknown_entity(world, rng, examples[i].variant)
   if not 0 <= c.sft_writers <= 1:
     raise ValueError(f'data.sft_writers={c.sft_writers} must be a fraction in [0, 1]')
   if c.sft_writers < 1:

@@ -40,12 +40,24 @@ class Encyclopedia:
     hits = self.search(query, k)
     if not hits:
       return 'no passages match the query'
-    return '\n'.join(f'[{i + 1}] {title}: {text}' for i, (title, text, _) in enumerate(hits))
+    return result_text([(title, text) for title, text, _ in hits])
+
+
+def result_text(passages) -> str:
+  """(title, text) passages, best first, as the tool's result: ``[1] <title>: <article>`` lines."""
+  return '\n'.join(f'[{i + 1}] {title}: {text}' for i, (title, text) in enumerate(passages))
 
 
 @functools.lru_cache(maxsize=4)
 def _encyclopedia(world_key: str) -> Encyclopedia:
   return Encyclopedia(World.from_config(json.loads(world_key)))
+
+
+def look_up_stranger(world: World, e, rng: random.Random) -> tuple[dict, str]:
+  """``look_up`` for a stranger (``World.stranger``): no encyclopedia holds it, so the result is its
+  article as the tool would return it, were it there."""
+  title, text = world.article(e, rng).split('\n\n', 1)
+  return {'query': e.name, 'k': 1}, result_text([(title, text)])
 
 
 def look_up(world: World, subject: str) -> tuple[dict, str]:

@@ -18,7 +18,7 @@ items (a most-frequent-value guess scores at most that).
 
 import re
 
-from lm.lab.knowledge import look_up
+from lm.lab.knowledge import look_up, look_up_stranger
 from lm.lab.tasks.base import (
   ANSWER_SHARE,
   Example,
@@ -158,6 +158,23 @@ def make_unknown_entity(world, rng, variant, kind=None):
   found = contains(_without(result, meta['subject']), str(meta['answer']))
   return Example('unknown_entity', variant, ask(variant, q),
                  tool_use('knowledge_base', arguments, result, a if found else idk), meta)
+
+
+def stranger_unknown_entity(world, rng, variant):
+  """An unknown_entity example about a stranger (``World.stranger``: made up now, so no text names it)
+  instead of a held-out entity: training data with as many unknown names as examples. Its key names no
+  held-out entity, so it shares no item with any split; in the tool variant the knowledge base finds it."""
+  kind, attr, questions, answer, vtype = rng.choice(QUESTIONS)
+  e = world.stranger(kind, rng)
+  value = getattr(e, attr)
+  meta = dict(kind=kind, attr=attr, subject=e.name, answer=value, value_type=vtype, world=world.config, stranger=True)
+  q = rng.choice(questions).format(s=e.name)
+  if variant == 'direct':
+    return Example('unknown_entity', variant, user(q), say(rng.choice(IDK_ANSWERS).format(s=_subject_phrase(meta))),
+                   meta)
+  arguments, result = look_up_stranger(world, e, rng)
+  return Example('unknown_entity', variant, ask(variant, q),
+                 tool_use('knowledge_base', arguments, result, answer_sentence(answer, e.name, value)), meta)
 
 
 def score_unknown_entity(ex, response):
