@@ -417,14 +417,14 @@ class World:
 
   @functools.cached_property
   def _taken(self) -> set:
-    """Lower-cased names and name words of the world's entities and rivers: a stranger uses none."""
+    """The lower-cased names of the world's entities and rivers, and the words of its people's and towns'
+    names: a stranger uses none of them."""
     names = [e.name for e in self.entities()] + [t.river for t in self.towns]
-    return {n.lower() for n in names} | {w.lower() for e in self.people + self.towns for w in e.name.split()} | {
-        t.river.lower() for t in self.towns}
+    return {n.lower() for n in names} | {w.lower() for e in self.people + self.towns for w in e.name.split()}
 
   def stranger(self, kind: str, rng: random.Random):
-    """An entity of ``kind`` that is not in the world: its name, and the names it points at, are made up
-    (none is a world entity's name or a word of one) and its other facts drawn from the same domains."""
+    """An entity of ``kind`` that is not in the world: its name and the names it points at are made up
+    (``_taken`` holds what they may not be) and its other facts drawn from the world's domains."""
     def name(make):
       while True:
         n = make()
@@ -455,8 +455,8 @@ class World:
 
   def reading_text(self, rng: random.Random) -> str:
     """One or two articles about strangers (``stranger``), then two to four of ``FACT_QUESTIONS`` about
-    them (no two alike), each answered from the articles: the answer copies a name or number from the passage and the
-    subject from the question, which no memorised fact can supply."""
+    them (no two alike), each answered from the articles: the answer copies the subject from the question
+    and a name or number from the passage, which no memorised fact can supply."""
     about = [self.stranger(rng.choice(tuple(FACT_QUESTIONS)), rng) for _ in range(rng.randint(1, 2))]
     pairs = [(e, attr) for e in about for attr in sorted(FACT_QUESTIONS[e.kind])]
     qa = []

@@ -162,8 +162,9 @@ def make_unknown_entity(world, rng, variant, kind=None):
 
 def stranger_unknown_entity(world, rng, variant):
   """An unknown_entity example about a stranger (``World.stranger``: made up now, so no text names it)
-  instead of a held-out entity: training data with as many unknown names as examples. Its key names no
-  held-out entity, so it shares no item with any split; in the tool variant the knowledge base finds it."""
+  instead of a held-out entity: training data with as many unknown names as examples. It names no
+  held-out entity, so it shares no item with any split; in the tool variant the reference looks it up
+  and the result is its article as the tool would return it (``look_up_stranger``)."""
   kind, attr, questions, answer, vtype = rng.choice(QUESTIONS)
   e = world.stranger(kind, rng)
   value = getattr(e, attr)
