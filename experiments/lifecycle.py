@@ -30,6 +30,9 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     words wrongly ("249 plus 816" became "294 + 866"). 800 pretraining steps, not 400: world questions
     rise with pretraining tokens (0.24 at 400 steps, 0.46 at 800 in experiments/lab_scaling.py; 0.52
     here with 350 SFT steps; 0.50 in another run), and bf16 paid for them.
+  * not set: ``reading`` documents in the mix (counting 0.14 -> 0.35 over two seeds, the calculator lost
+    in one) and ``data.sft_strangers=0.5`` on top ("I don't know" 0.18 -> 0.82, world questions 0.52 ->
+    0.33): each costs another skill (README: two knobs aimed at copying).
   * ``TASK_OPTIONS``: addition of 1 to 3 digits (2-digit sums are what a scratchpad is for, 3-digit
     ones the calculator) and counting letters in words of 3 to 8 letters.
   * ``SFT_MIX``: the headline skills weighted up; thinking and tool variants only, since a direct
