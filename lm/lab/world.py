@@ -128,6 +128,12 @@ def cap(s: str) -> str:
   return s[:1].upper() + s[1:]
 
 
+def answer_sentence(template: str, name: str, value) -> str:
+  """``template`` (an answer sentence of ``FACT_QUESTIONS`` or the tasks' questions) said of ``name`` with
+  ``value`` ({s}/{S} the name, {v} the value, {a_v} it with its article)."""
+  return template.format(s=name, S=cap(name), v=value, a_v=a_an(value) if isinstance(value, str) else value)
+
+
 class World:
   """Entities with attributes and relations, some held out; see the module docstring."""
 
@@ -402,11 +408,7 @@ class World:
   def _qa_line(self, rng: random.Random) -> tuple[str, list]:
     e = rng.choice(self.known())
     attr = rng.choice(sorted(FACT_QUESTIONS[e.kind]))
-    question, answer = FACT_QUESTIONS[e.kind][attr]
-    value = getattr(e, attr)
-    v = a_an(value) if '{a_v}' in answer else value
-    line = f'Q: {question.format(s=subject(e))}\nA: {answer.format(S=cap(subject(e)), v=value, a_v=v)}'
-    return line, [('world_qa', f'{e.name} / {attr}')]
+    return fact_qa(e, attr), [('world_qa', f'{e.name} / {attr}')]
 
   def qa_text(self, rng: random.Random, leave_out=None) -> str:
     """Facts of known entities as plain questions and answers (not the chat format), a few a document;
@@ -459,12 +461,7 @@ class World:
     and a name or number from the passage, which no memorised fact can supply."""
     about = [self.stranger(rng.choice(tuple(FACT_QUESTIONS)), rng) for _ in range(rng.randint(1, 2))]
     pairs = [(e, attr) for e in about for attr in sorted(FACT_QUESTIONS[e.kind])]
-    qa = []
-    for e, attr in rng.sample(pairs, min(len(pairs), rng.randint(2, 4))):
-      question, answer = FACT_QUESTIONS[e.kind][attr]
-      value = getattr(e, attr)
-      qa.append(f'Q: {question.format(s=subject(e))}\nA: '
-                f'{answer.format(S=cap(subject(e)), v=value, a_v=a_an(value) if isinstance(value, str) else value)}')
+    qa = [fact_qa(e, attr) for e, attr in rng.sample(pairs, min(len(pairs), rng.randint(2, 4)))]
     return '\n\n'.join([self.article(e, rng) for e in about] + qa)
 
   # -- the pretraining mix ------------------------------------------------------------------
@@ -529,6 +526,12 @@ FACT_QUESTIONS = {
               'town': ('Which town keeps {s}?', '{S} is kept in {v}.'),
               'year': ('What year saw {s} made?', '{S} was made in the year {v}.')},
 }
+
+
+def fact_qa(e, attr: str) -> str:
+  """``e``'s ``attr`` as a plain question and its answer, in ``FACT_QUESTIONS``'s phrasing."""
+  question, answer = FACT_QUESTIONS[e.kind][attr]
+  return f'Q: {question.format(s=subject(e))}\nA: {answer_sentence(answer, subject(e), getattr(e, attr))}'
 
 
 def _line(rng, make, leave_out) -> str:

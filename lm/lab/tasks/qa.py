@@ -35,7 +35,7 @@ from lm.lab.tasks.base import (
   user,
   with_final,
 )
-from lm.lab.world import World, a_an, cap
+from lm.lab.world import World, answer_sentence
 
 # (kind, attribute, questions, answer sentence, value type)
 QUESTIONS = [
@@ -75,11 +75,6 @@ def _without(text: str, subject: str) -> str:
   return re.sub(re.escape(subject), ' ', text, flags=re.IGNORECASE)
 
 
-def answer_sentence(template, subject, value):
-  """``template`` (a ``QUESTIONS`` answer sentence) said of ``subject`` with ``value``."""
-  return template.format(s=subject, S=cap(subject), v=value, a_v=a_an(str(value)) if isinstance(value, str) else value)
-
-
 def answer_template(meta):
   """The answer sentence of the question in ``meta``."""
   return next(q[3] for q in QUESTIONS if q[0] == meta['kind'] and q[1] == meta['attr'])
@@ -87,12 +82,17 @@ def answer_template(meta):
 
 def draw_question(world, rng, held_out, kind=None):
   """(question, answer sentence, meta) about a known (or held-out) entity of ``kind`` (None: any)."""
-  qs = [q for q in QUESTIONS if kind in (None, q[0])]
-  kind, attr, questions, answer, vtype = rng.choice(qs)
-  e = rng.choice(world.held_out(kind) if held_out else world.known(kind))
+  question = rng.choice([q for q in QUESTIONS if kind in (None, q[0])])
+  entities = world.held_out(question[0]) if held_out else world.known(question[0])
+  return _ask_about(rng.choice(entities), question, world, rng)
+
+
+def _ask_about(e, question, world, rng, **meta):
+  """(question, answer sentence, meta) of ``question`` (a ``QUESTIONS`` row) asked about entity ``e``."""
+  kind, attr, phrasings, answer, vtype = question
   value = getattr(e, attr)
-  meta = dict(kind=kind, attr=attr, subject=e.name, answer=value, value_type=vtype, world=world.config)
-  return rng.choice(questions).format(s=e.name), answer_sentence(answer, e.name, value), meta
+  meta = dict(kind=kind, attr=attr, subject=e.name, answer=value, value_type=vtype, world=world.config, **meta)
+  return rng.choice(phrasings).format(s=e.name), answer_sentence(answer, e.name, value), meta
 
 
 def qa_correct(meta: dict, text: str) -> float:
@@ -165,17 +165,14 @@ def stranger_unknown_entity(world, rng, variant):
   instead of a held-out entity: training data with as many unknown names as examples. It names no
   held-out entity, so it shares no item with any split; in the tool variant the reference looks it up
   and the result is its article as the tool would return it (``look_up_stranger``)."""
-  kind, attr, questions, answer, vtype = rng.choice(QUESTIONS)
-  e = world.stranger(kind, rng)
-  value = getattr(e, attr)
-  meta = dict(kind=kind, attr=attr, subject=e.name, answer=value, value_type=vtype, world=world.config, stranger=True)
-  q = rng.choice(questions).format(s=e.name)
+  question = rng.choice(QUESTIONS)
+  e = world.stranger(question[0], rng)
+  q, a, meta = _ask_about(e, question, world, rng, stranger=True)
   if variant == 'direct':
     return Example('unknown_entity', variant, user(q), say(rng.choice(IDK_ANSWERS).format(s=_subject_phrase(meta))),
                    meta)
   arguments, result = look_up_stranger(world, e, rng)
-  return Example('unknown_entity', variant, ask(variant, q),
-                 tool_use('knowledge_base', arguments, result, answer_sentence(answer, e.name, value)), meta)
+  return Example('unknown_entity', variant, ask(variant, q), tool_use('knowledge_base', arguments, result, a), meta)
 
 
 def score_unknown_entity(ex, response):
