@@ -25,6 +25,21 @@ def test_pack_by_hand():
   np.testing.assert_array_equal(rows['loss_mask'], [[1, 1, 1], [0, 1, 1]])
 
 
+def test_cut_share_by_hand_and_against_the_packed_rows():
+  # docs of 3, 5 and 2 tokens (+EOS: 4, 6, 3) in rows of 4: rows 0-3, 4-7, 8-11; tokens 8 and 9 belong to
+  # the document that began at 4, in the row that begins at 8
+  assert pipeline.cut_share([[7] * 3, [7] * 5, [7] * 2], seq_len=4) == 2 / 12
+  rng = np.random.default_rng(0)
+  docs = [list(rng.integers(2, 50, rng.integers(1, 40))) for _ in range(60)]
+  rows = pipeline.pack(docs, seq_len=16, eos_id=1)
+  doc_of = np.repeat(np.arange(len(docs)), [len(d) + 1 for d in docs])[:rows['inputs'].size].reshape(-1, 16)
+  # a token is cut iff its document is the row's first and also began in an earlier row (or the row before)
+  began_before = np.concatenate([[False], doc_of[1:, 0] == doc_of[:-1, -1]])
+  cut = (doc_of == doc_of[:, :1]) & began_before[:, None]
+  assert pipeline.cut_share(docs, seq_len=16) == pytest.approx(cut.mean())
+  assert 0.1 < cut.mean() < 0.9
+
+
 def test_pack_too_short_is_an_error():
   with pytest.raises(ValueError, match='seq_len=64'):
     pipeline.pack([[1, 2]], seq_len=64, eos_id=3)

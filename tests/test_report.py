@@ -67,7 +67,7 @@ def write_run(workdir, stages=tuple(WALL)):
   (workdir / 'config.json').write_text(json.dumps(config))
   trained = dict(checkpoint_dir='', tokenizer='', model=MODEL)
   outs = {'data': lm_outputs.Data(tfds_dir=''), 'tokenizer': lm_outputs.Tokenizer(path='', vocab_size=512),
-          'pretrain': lm_outputs.Model(**trained, metrics={'step': 12}),
+          'pretrain': lm_outputs.Model(**trained, metrics={'step': 12, 'cut_from_doc_start': 0.25}),
           'sft': lm_outputs.Model(**trained, metrics={'step': 8}),
           'reward': lm_outputs.Reward(**dict(trained, model={**MODEL, 'lm_head': False, 'scalar_head': True}),
                                       reward_mean=0.0, reward_std=1.0, metrics={'step': 4, **REWARD}),
@@ -130,6 +130,12 @@ def test_every_section_is_there_in_markdown_and_html(full):
   assert list(secs) == list(report.SECTIONS)
   page = (workdir / 'report.html').read_text()
   assert [m for m in re.findall(r'<h2>(.*?)</h2>', page)] == list(report.SECTIONS)
+
+
+def test_the_share_of_pretraining_tokens_cut_from_their_document_start_is_stated(full):
+  _, secs, _ = full
+  assert ('Pretraining rows of 64 tokens: 25% of their tokens sit in a row their document began before and cannot '
+          'attend to its start.') in secs['Loss curves']
 
 
 def test_skills_table_equals_the_eval_results(full):

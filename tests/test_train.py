@@ -13,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import checkpoint, metrics, sharding, train
+from lm import checkpoint, metrics, sharding, tokenizer, train
 from lm import config as lm_config
 from lm import outputs as lm_outputs
 from lm.cli import launch
+from lm.data import builders, pipeline
 from lm.model.transformer import ModelConfig
 from lm.train import Diverged
 
@@ -47,6 +48,9 @@ def test_loss_falls_and_every_output_is_written(tmp_path):
   assert out['pretrain'].get('tokens_seen') == train_rows[-1]['tokens_seen']
   assert out['pretrain'].get('tokens_seen') == 20 * c.pretrain.batch_size * c.pretrain.seq_len  # packed: no padding
   assert out['pretrain'].get('params') == ModelConfig.from_config(c.model).n_params()
+  tok = tokenizer.load(out['tokenizer'].path)
+  docs = [tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, out['data'].tfds_dir, 'train')]
+  assert out['pretrain'].get('cut_from_doc_start') == pipeline.cut_share(docs, c.pretrain.seq_len) > 0
   ckpts = sorted(int(p.name) for p in (tmp_path / 'pretrain' / 'checkpoints').iterdir() if p.name.isdigit())
   assert ckpts == [10, 15, 20]  # keep_checkpoints=3
   assert list((tmp_path / 'tensorboard' / 'pretrain').glob('events.out.tfevents.*'))

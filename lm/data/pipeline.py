@@ -36,6 +36,16 @@ def pack(docs_tokens, seq_len: int, eos_id: int) -> dict[str, np.ndarray]:
   }
 
 
+def cut_share(docs_tokens, seq_len: int) -> float:
+  """The share of ``pack``'s input tokens that sit in a row their document began before: they cannot attend
+  to their document's start (a question cut off from the passage it asks about, a sum's later steps from
+  its operands)."""
+  lengths = np.array([len(d) + 1 for d in docs_tokens])
+  n_tokens = ((lengths.sum() - 1) // seq_len) * seq_len
+  doc_starts = np.repeat(np.cumsum(lengths) - lengths, lengths)[:n_tokens]
+  return float(np.mean(doc_starts < np.arange(n_tokens) // seq_len * seq_len)) if n_tokens else 0.0
+
+
 class Batches:
   """Global batch ``i`` = rows of a per-epoch seeded permutation; each host takes its slice."""
 

@@ -271,6 +271,10 @@ def loss_section(run: Run, out_dir: Path) -> Section:
     s.text('No training stage logged losses in this run.')
     return s
   s.table(['stage', 'first train loss', 'last train loss', 'first eval loss', 'last eval loss'], table)
+  cut = run.outputs.get('pretrain', {}).get('cut_from_doc_start')
+  if cut is not None:
+    s.text(f'Pretraining rows of {run.config["pretrain"]["seq_len"]} tokens: {cut:.0%} of their tokens sit in a row '
+           'their document began before and cannot attend to its start.')
   plots.figure(out_dir / 'loss_curves.png', panels)
   s.image('loss_curves.png')
   return s

@@ -20,12 +20,14 @@ from lm.steps import lm as lm_steps
 
 
 def in_memory(tok, tfds_dir, c, seed):
-  """``(train batches, eval batches)`` of the data stage's corpus, packed in memory."""
-  rows = {split: pipeline.pack([tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, tfds_dir, split)],
-                               c.seq_len, tok.eos_id)
+  """``(train batches, eval batches, pipeline.cut_share of the train rows)`` of the data stage's corpus, packed
+  in memory."""
+  docs = {split: [tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, tfds_dir, split)]
           for split in ('train', 'validation')}
+  rows = {split: pipeline.pack(d, c.seq_len, tok.eos_id) for split, d in docs.items()}
   return (pipeline.Batches(rows['train'], c.batch_size, seed=seed),
-          pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False))
+          pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False),
+          pipeline.cut_share(docs['train'], c.seq_len))
 
 
 def streamed(tok, tfds_dir, c, seed, data, workdir):
@@ -48,10 +50,11 @@ def run(config, workdir, inputs) -> outputs.Model:
   c = config.pretrain
   model = common.model_from_config(config, tok, c.seq_len)
   tfds_dir = common.tfds_dir(inputs, 'pretrain')
+  cut = None
   if config.data.get('pretrain_stream') or config.data.pretrain_tfds:
     train_batches, eval_rows = streamed(tok, tfds_dir, c, config.seed, config.data, workdir)
   else:
-    train_batches, eval_rows = in_memory(tok, tfds_dir, c, config.seed)
+    train_batches, eval_rows, cut = in_memory(tok, tfds_dir, c, config.seed)
   mesh, rules = common.mesh_and_rules(config)
   task = train.Task(
       name='pretrain',
@@ -63,4 +66,6 @@ def run(config, workdir, inputs) -> outputs.Model:
       weight_name='tokens',
   )
   out = train.run(task, c, workdir, mesh, rules, seed=config.seed)
+  if cut is not None:
+    out['cut_from_doc_start'] = cut
   return common.model_outputs(config, out, tok_path)
