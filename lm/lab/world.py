@@ -344,6 +344,17 @@ class World:
     """Sums, differences, products and scratchpads, one a line; none of an item ``leave_out`` names."""
     return '\n'.join(_line(rng, self._arithmetic_line, leave_out) for _ in range(rng.randint(4, 12)))
 
+  @staticmethod
+  def _digit_sum_line(rng: random.Random) -> tuple[str, list]:
+    x, y, carry = rng.randrange(10), rng.randrange(10), rng.randrange(2)
+    return f'{x} + {y} + carry {carry} = {x + y + carry}', [] if carry else [_sum('add', x, y)]
+
+  def digit_sums(self, rng: random.Random, leave_out=None) -> str:
+    """One-digit sums with a carry in, one a line, as a worked sum's digit steps write them ("7 + 5 +
+    carry 1 = 13"): the 200 facts every worked addition is made of. A carry-0 line states the sum of two
+    digits, an arithmetic item, so none of an item ``leave_out`` names."""
+    return '\n'.join(_line(rng, self._digit_sum_line, leave_out) for _ in range(rng.randint(8, 16)))
+
   def arithmetic_texts(self, n: int, rng: random.Random, leave_out=None) -> list[str]:
     return [self.arithmetic_text(rng, leave_out) for _ in range(n)]
 
@@ -468,7 +479,7 @@ class World:
 
   MIX = (('article', 0.40), ('story', 0.20), ('arithmetic', 0.15), ('words', 0.10), ('translation', 0.15),
          ('humour', 0.04))
-  KINDS = ('article', 'story', 'arithmetic', 'words', 'translation', 'humour', 'qa', 'reading')
+  KINDS = ('article', 'story', 'arithmetic', 'digit_sums', 'words', 'translation', 'humour', 'qa', 'reading')
 
   def pretraining_documents(self, n_docs: int | None = None, target_chars: int | None = None,
                             seed: int = 0, leave_out=None, mix=None, fact_articles: int = 0) -> list[str]:
@@ -489,6 +500,7 @@ class World:
     known = self.known()
     makers = {'article': lambda: self.article(rng.choice(known), rng), 'story': lambda: self.story(rng),
               'arithmetic': lambda: self.arithmetic_text(rng, leave_out),
+              'digit_sums': lambda: self.digit_sums(rng, leave_out),
               'words': lambda: self.word_list(rng, leave_out),
               'translation': lambda: self.translation_text(rng, leave_out), 'humour': lambda: self.humour_text(rng),
               'qa': lambda: self.qa_text(rng, leave_out), 'reading': lambda: self.reading_text(rng)}
