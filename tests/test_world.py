@@ -11,7 +11,7 @@ from lm import evals
 from lm.cli.world import main
 from lm.lab import splits, tasks
 from lm.lab.synthlang import LANG_NAME, SynthLang
-from lm.lab.world import FACT_QUESTIONS, World, scratchpad
+from lm.lab.world import FACT_QUESTIONS, World, arithmetic_key, scratchpad
 
 FAMILY_VARIANTS = [(name, v) for name, fam in tasks.TASKS.items() for v in fam.variants]
 
@@ -103,19 +103,20 @@ def test_reading_documents_answer_about_strangers_from_the_passage(world):
     assert a.kind == kind and a.name != b.name and a.name not in world.by_name
 
 
-def test_digit_sums_state_every_digit_step_and_no_left_out_sum(world):
-  def facts(leave_out=None):
-    docs = world.pretraining_documents(n_docs=300, seed=0, mix=(('digit_sums', 1.0),), leave_out=leave_out)
+def test_digit_sums_state_every_digit_step_and_no_eval_sum(world):
+  def steps(docs):
     lines = [line for doc in docs for line in doc.splitlines()]
-    steps = [tuple(map(int, re.fullmatch(r'(\d) \+ (\d) \+ carry ([01]) = (\d+)', line).groups())) for line in lines]
-    assert all(x + y + carry == s for x, y, carry, s in steps)
-    return {(x, y, carry) for x, y, carry, _ in steps}
-  assert len(facts()) == 200  # every digit step a worked addition can take
-  left_out = {'add 3 8', 'add 5 5', 'add 0 9'}
-  kept = facts(lambda family, key: family == 'arithmetic' and key in left_out)
-  assert {(x, y) for x, y, carry in kept if not carry} == {(x, y) for x in range(10) for y in range(10)} - {
-      (3, 8), (8, 3), (5, 5), (0, 9), (9, 0)}
-  assert len([f for f in kept if f[2]]) == 100  # with a carry in, a line states no item
+    found = [tuple(map(int, re.fullmatch(r'(\d) \+ (\d) \+ carry ([01]) = (\d+)', line).groups())) for line in lines]
+    assert all(x + y + carry == s for x, y, carry, s in found)
+    return {(x, y, carry) for x, y, carry, _ in found}
+  mix = (('digit_sums', 1.0),)
+  assert len(steps(world.pretraining_documents(n_docs=300, seed=0, mix=mix))) == 200  # every step a sum can take
+  kept = steps(splits.pretraining_documents(world, n_docs=300, seed=0, mix=mix))  # with the eval split left out
+  pairs = {(x, y) for x in range(10) for y in range(10)}
+  in_eval = {(x, y) for x, y in pairs if splits.split_of(world, 'arithmetic', arithmetic_key('add', x, y)) == 'eval'}
+  assert len(in_eval) > 10  # the eval asks one-digit sums: their carry-0 steps state them
+  assert {(x, y) for x, y, carry in kept if not carry} == pairs - in_eval
+  assert len([step for step in kept if step[2]]) == 100  # with a carry in, a step states no item
 
 
 def _facts(e) -> list[str]:
