@@ -67,6 +67,37 @@ def test_hallucination_qa_translation_and_sets():
   assert '| world_qa/direct (n=2) | 0.500 [0.095, 0.905] | 0.500 [0.095, 0.905] | - |' in table
 
 
+def test_what_limits_the_procedures_by_hand():
+  def thinking(family, thought, **meta):
+    r = row(family, 'x', variant='thinking', **meta)
+    r['response']['thinking'] = thought
+    return r
+
+  def called(family, tool, arguments, **meta):
+    return dict(row(family, 'x', variant='tool', **meta), calls=[{'name': tool, 'arguments': arguments}])
+  sums = [thinking('arithmetic', '249 + 816: add digit by digit from the right.\nones: 9 + 6 + carry 0 = 15, write 5, '
+                   'carry 1.\ntens: 4 + 1 + carry 1 = 7, write 7, carry 0.', op='add', a=249, b=816, digits=3),
+          thinking('arithmetic', '294 + 866: add digit by digit.\nones: 4 + 6 + carry 0 = 11, write 1.', op='add',
+                   a=249, b=866, digits=3),  # the wrong sum restated; 4 + 6 is not 11
+          thinking('arithmetic', 'no steps', op='add', a=3, b=4, digits=1),
+          called('arithmetic', 'calculator', {'expression': '12 * 34'}, op='mul', a=12, b=34, digits=2),
+          called('arithmetic', 'calculator', {'expression': '12+43'}, op='add', a=12, b=34, digits=2),
+          called('arithmetic', 'calculator', {'expression': '5+6'}, op='add', a=5, b=6, digits=1)]  # not asked
+  words = [thinking('char_count', 'Counting "r" in "mirror": m, i, r (1)', word='mirror', letter='r'),
+           thinking('char_count', 'Counting "r" in "mirorr": m', word='mirror', letter='r')]
+  look_ups = [called('unknown_entity', 'knowledge_base', {'query': 'the Galehorn'}, subject='galehorn'),
+              called('unknown_entity', 'knowledge_base', {'query': 'mosshopper'}, subject='galehorn'),
+              row('unknown_entity', "I don't know.", variant='tool', subject='galehorn')]
+  rows = sums + words + look_ups
+  assert evals.values(rows, 'copies_the_sum') == [1.0, 0.0, 0.0, 1.0, 0.0]  # the 1-digit calculator sum is not read
+  # per response: 1 of 2 steps (4 + 1 + carry 1 is not 7), 0 of 1, none (left out of the mean)
+  assert evals.values(rows, 'digit_steps_right')[:2] == [0.5, 0.0] and evals.metric(rows, 'digit_steps_right') == 0.25
+  assert evals.values(rows, 'copies_the_word') == [1.0, 0.0]
+  assert evals.values(rows, 'look_up_names_the_subject') == [1.0, 0.0, 0.0]
+  card = evals.report(rows)['intervals']
+  assert card['digit_steps_right']['n'] == 2 and card['copies_the_sum']['n'] == 5
+
+
 def test_differences_are_paired_over_the_same_prompts():
   before = [row('world_qa', 'x', score=s) for s in [0, 0, 1, 1, 0, 1, 0, 0]]
   after = [row('world_qa', 'x', score=s) for s in [1, 0, 1, 1, 1, 1, 1, 0]]

@@ -130,7 +130,7 @@ def test_breakdowns_and_hallucination_without_tools():
   rows = [_row('arithmetic', 'direct', 1.0, digits=1), _row('arithmetic', 'tool', 0.0, digits=1),
           _row('arithmetic', 'direct', 1.0, digits=3), _row('arithmetic', 'direct', 0.0, digits=3),
           _row('arithmetic', 'direct', 0.0, digits=3), _row('char_count', 'direct', 1.0, length=5),
-          _row('unknown_entity', 'direct', 1.0), _row('unknown_entity', 'tool', 0.0)]
+          _row('unknown_entity', 'direct', 1.0), _row('unknown_entity', 'tool', 0.0, subject='the Amber Lantern')]
   rows[-1]['response']['content'] = 'The Amber Lantern is made of bone.'
   rows[-1]['calls'] = [{'name': 'knowledge_base'}, {'name': 'knowledge_base'}]
   card = evals.report(rows, ('arithmetic:digits', 'arithmetic/direct:digits', 'char_count', 'unknown_entity/tool'))
@@ -141,6 +141,7 @@ def test_breakdowns_and_hallucination_without_tools():
   assert card['intervals']['acc[arithmetic:digits=3]'] == stats.mean([1.0, 0.0, 0.0]).to_json()  # n=3 with its interval
   assert m['hallucination_rate'] == 0.0  # the tool row is not a question the model had to decline
   assert m['tool_calls_per_answer'] == 2 / 8
+  assert m['look_up_names_the_subject'] == 0.0  # the calls ask for nothing
   with pytest.raises(ValueError, match=r"eval.breakdowns has 'arithmetic:nope': arithmetic examples have no meta "
                                        r"'nope' \(they have digits\)"):
     evals.report(rows, ('arithmetic:nope',))
