@@ -52,6 +52,10 @@ SKILLS = (  # label, eval metric (lm.evals.report) or family accuracy ('family:<
     ('word problems', 'family:word_problem', 'higher'),
     ('character counting', 'family:char_count', 'higher'),
     ('tool calls per answer', 'tool_calls_per_answer', ''),
+    ('copies the sum asked (worked scratchpad, calculator call)', 'copies_the_sum', 'higher'),
+    ('digit steps of worked sums that add up', 'digit_steps_right', 'higher'),
+    ('copies the letter and word asked (counting scratchpad)', 'copies_the_word', 'higher'),
+    ('knowledge-base call names the entity asked', 'look_up_names_the_subject', 'higher'),
 )
 BREAKDOWNS = (('arithmetic', 'digits', 'Arithmetic by digit count'),
               ('char_count', 'length', 'Character counting by word length'))
