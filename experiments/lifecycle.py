@@ -33,10 +33,10 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
   * not set: ``reading`` documents in the mix (counting 0.14 -> 0.35 over two seeds, the calculator lost
     in one) and ``data.sft_strangers=0.5`` on top ("I don't know" 0.18 -> 0.82, world questions 0.52 ->
     0.33): each costs another skill (README: two knobs aimed at copying). Nor ``digit_sums`` documents,
-    the digit steps worked sums are made of (right 0.40 -> 0.76 in both seeds; worked sums 0.19 -> 0.53
-    in the seed whose answers copy the sum asked, the calculator lost in the one whose answers stop
-    copying it), nor pretraining rows of 256 tokens (the answers stop copying the sum: the calculator
-    0.58 -> 0.11); README: digit steps come from a table, longer pretraining rows.
+    the digit steps worked sums are made of (right 0.42 -> 0.64 over three seeds, in two of them; worked
+    sums +0.12, the calculator -0.11: only one of the three runs copies the sum asked into its scratchpad
+    and calculator call), nor pretraining rows of 256 tokens (no gain in two seeds); README: digit steps
+    come from a table, longer pretraining rows.
   * ``TASK_OPTIONS``: addition of 1 to 3 digits (2-digit sums are what a scratchpad is for, 3-digit
     ones the calculator) and counting letters in words of 3 to 8 letters.
   * ``SFT_MIX``: the headline skills weighted up; thinking and tool variants only, since a direct
