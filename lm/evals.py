@@ -18,7 +18,6 @@ the prompt and the plain sampler answers. Other prompts always use the plain sam
 """
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 from lm import stats
 from lm.inference import agent, sample
 from lm.lab import tasks
+from lm.lab.world import DIGIT_STEP
 
 
 def select(records, max_examples: int = 0, skip_variants=()) -> list[tasks.Example]:
@@ -86,7 +86,6 @@ def _length_error(r) -> float:
 
 
 _SYMBOLS = {'add': '+', 'sub': '-', 'mul': '*'}
-_DIGIT_STEP = re.compile(r'(\d) \+ (\d) \+ carry (\d) = (\d+)')
 
 
 def _is(r, family: str, variant: str) -> bool:
@@ -117,7 +116,7 @@ def _copies_the_sum(r) -> float:
 
 
 def _digit_steps_right(r) -> float:
-  steps = _DIGIT_STEP.findall(_thinking(r))
+  steps = DIGIT_STEP.findall(_thinking(r))
   return sum(int(x) + int(y) + int(c) == int(s) for x, y, c, s in steps) / len(steps) if steps else float('nan')
 
 

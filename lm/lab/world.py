@@ -42,6 +42,7 @@ generation).
 import dataclasses
 import functools
 import random
+import re
 
 from lm.lab.synthlang import ENGLISH_WORDS, LANG_NAME, SynthLang
 
@@ -347,7 +348,7 @@ class World:
   @staticmethod
   def _digit_sum_line(rng: random.Random) -> tuple[str, list]:
     x, y, carry = rng.randrange(10), rng.randrange(10), rng.randrange(2)
-    return f'{x} + {y} + carry {carry} = {x + y + carry}', [] if carry else [_sum('add', x, y)]
+    return digit_step(x, y, carry), [] if carry else [_sum('add', x, y)]
 
   def digit_sums(self, rng: random.Random, leave_out=None) -> str:
     """One-digit sums with a carry in, one a line, as a worked sum's digit steps write them ("7 + 5 +
@@ -634,6 +635,14 @@ def _place(i):
   return _PLACES[i] if i < len(_PLACES) else f'digit {i + 1}'
 
 
+def digit_step(x: int, y: int, carry: int) -> str:
+  """A worked sum's step on one digit of each number: "7 + 5 + carry 1 = 13"."""
+  return f'{x} + {y} + carry {carry} = {x + y + carry}'
+
+
+DIGIT_STEP = re.compile(r'(\d) \+ (\d) \+ carry (\d) = (\d+)')  # ``digit_step``'s text, read back
+
+
 def scratchpad(a: int, b: int, op: str) -> str:
   """A digit-by-digit worked computation of ``a op b`` (op: add, sub with a >= b, mul)."""
   da, db = [int(x) for x in str(a)[::-1]], [int(x) for x in str(b)[::-1]]
@@ -642,7 +651,7 @@ def scratchpad(a: int, b: int, op: str) -> str:
     for i in range(max(len(da), len(db))):
       x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
       s = x + y + carry
-      lines.append(f'{_place(i)}: {x} + {y} + carry {carry} = {s}, write {s % 10}, carry {s // 10}.')
+      lines.append(f'{_place(i)}: {digit_step(x, y, carry)}, write {s % 10}, carry {s // 10}.')
       carry = s // 10
     if carry:
       lines.append(f'last carry: write {carry}.')
