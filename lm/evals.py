@@ -27,7 +27,7 @@ import numpy as np
 from lm import stats
 from lm.inference import agent, sample
 from lm.lab import tasks
-from lm.lab.world import DIGIT_STEP
+from lm.lab.world import DIGIT_STEP, scratchpad, spelled_count
 
 
 def select(records, max_examples: int = 0, skip_variants=()) -> list[tasks.Example]:
@@ -85,9 +85,6 @@ def _length_error(r) -> float:
   return float(abs(got - r['meta']['n']))
 
 
-_SYMBOLS = {'add': '+', 'sub': '-', 'mul': '*'}
-
-
 def _is(r, family: str, variant: str) -> bool:
   return (r['family'], r['variant']) == (family, variant)
 
@@ -106,13 +103,18 @@ def _call(r, tool: str) -> dict | None:
   return next(((c.get('arguments') or {}) for c in r.get('calls', ()) if c.get('name') == tool), None)
 
 
+def _opening(text: str) -> str:
+  """A worked scratchpad's opening, up to its first colon: "249 + 816:", 'Counting "r" in "mirror":'."""
+  return text.partition(':')[0] + ':'
+
+
 def _copies_the_sum(r) -> float:
   m = r['meta']
-  asked = f"{m['a']} {_SYMBOLS[m['op']]} {m['b']}"
+  asked = _opening(scratchpad(m['a'], m['b'], m['op']))
   if r['variant'] == 'thinking':
-    return float(_thinking(r).startswith(asked + ':'))
+    return float(_thinking(r).startswith(asked))
   call = _call(r, 'calculator')
-  return float(call is not None and str(call.get('expression', '')).replace(' ', '') == asked.replace(' ', ''))
+  return float(call is not None and str(call.get('expression', '')).replace(' ', '') + ':' == asked.replace(' ', ''))
 
 
 def _digit_steps_right(r) -> float:
@@ -121,8 +123,7 @@ def _digit_steps_right(r) -> float:
 
 
 def _copies_the_word(r) -> float:
-  m = r['meta']
-  return float(_thinking(r).startswith(f'Counting "{m["letter"]}" in "{m["word"]}":'))
+  return float(_thinking(r).startswith(_opening(spelled_count(r['meta']['word'], r['meta']['letter']))))
 
 
 def _names_the_subject(r) -> float:
