@@ -47,6 +47,9 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     2-core AMX Xeon the train step is 1.7x float32's with the same pretraining loss curve (at 400
     pretraining and 200 SFT steps the lifecycle took 661 s against float32's 907 s). ``:smoke`` keeps
     float32 (the same numbers on every CPU).
+  * ``pretrain.copy_probe=64``: at each pretraining eval, teacher-forced copying on 64 worked sums and 64
+    random strings repeated once (``lm.probes``; the report card's copy curves): whether pretraining
+    teaches the copying that SFT's worked sums and calculator calls need.
   * ``eval.max_new_tokens=192``: a worked 3-digit scratchpad fits; eval sets of ``EVAL_EXAMPLES``
     prompts, 100 for the headline sets, so intervals are about +-0.1 wide.
 What these budgets reach (the README's results): the default (800 pretraining and 350 SFT steps, 14
@@ -95,7 +98,7 @@ def get_config(arg: str = ''):
   # least (experiments/rlhf_step_size.py: -0.02 against -0.105 at 0.05, paired over the eval prompts)
   c.rlhf.update(prompt_mix=rl_mix, iterations=30, prompts_per_iteration=16, eval_prompts=48, eval_every=10,
                 max_new_tokens=96, epochs=2, minibatch_size=16, kl_coef=0.5)
-  c.pretrain.update(steps=800, eval_every=200, checkpoint_every=200)
+  c.pretrain.update(steps=800, eval_every=200, checkpoint_every=200, copy_probe=64)
   c.sft.update(steps=350, eval_every=50, checkpoint_every=50, probe_examples=8, probe_max_new_tokens=96)
   c.eval.update(breakdowns=BREAKDOWNS, max_examples=0, max_new_tokens=192)
   c.model.dtype = 'auto'  # bf16 matmuls where the CPU has them natively (AMX, AVX512-BF16), float32 elsewhere
@@ -111,6 +114,7 @@ def get_config(arg: str = ''):
       stage.log_every = stage.eval_every = stage.checkpoint_every = 4
       stage.eval_batches = 1
       stage.optim.warmup_steps = 2
+    c.pretrain.copy_probe = 4
     c.sft.probe_examples, c.sft.probe_max_new_tokens = 2, 16
     c.pretrain.seq_len, c.sft.seq_len, c.reward.seq_len = 64, 128, 128
     c.reward.normalize_prompts, c.reward.normalize_max_new_tokens = 8, 16

@@ -43,6 +43,9 @@ def test_lifecycle_runs_every_stage_and_reports_every_model(lifecycle):
     assert out[stage].get('step') == getattr(config, stage).steps
   assert 0 <= out['reward'].get('eval_gold_accuracy') <= 1
   assert [r['step'] for r in metrics.read(workdir, 'rlhf')] == list(range(1, config.rlhf.iterations + 1))
+  copying = [r for r in metrics.read(workdir, 'pretrain') if 'copy[random]' in r]  # lm.probes at each eval
+  assert [r['step'] for r in copying] == [4, 8, 12] and all(0 <= r['copy[operand]'] <= 1 for r in copying)
+  assert 'Copying as pretraining trains' in (workdir / 'report.md').read_text()
   report = (workdir / 'eval' / 'report.md').read_text()
   header = next(line for line in report.splitlines() if line.startswith('|'))
   for column in ('base', 'sft', 'rlhf'):

@@ -293,6 +293,19 @@ def test_skill_curves_are_plotted_from_the_sft_probe(tmp_path):
   assert (workdir / 'skill_curves.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_copy_curves_tabulate_the_first_and_last_pretraining_probe(tmp_path):
+  workdir = write_run(tmp_path / 'run')
+  rows = [json.dumps({'stage': 'pretrain', 'step': s, 'copy[random]': r, 'copy[operand]': o}) + '\n'
+          for s, r, o in ((4, 0.0, 0.1), (8, 0.5, 0.75))]
+  with open(workdir / 'metrics.jsonl', 'a') as f:
+    f.writelines(rows)
+  secs = sections(Path(report.write(workdir, peak_flops=1e9)).read_text())
+  table = [line for line in secs['Skills'] if line.startswith('| a random') or line.startswith('| the digit')]
+  assert table == ['| a random string, its second copy | 0.000 | 0.500 |',
+                   "| the digit steps' operands, by place | 0.100 | 0.750 |"]
+  assert (workdir / 'copy_curves.png').read_bytes()[:4] == b'\x89PNG'
+
+
 def test_comparison_cells_show_intervals_and_curves_join_a_series(tmp_path):
   def run(tokens, acc, low, high):
     return {'pretrain': lm_outputs.Model(checkpoint_dir='', model={}, tokenizer='', metrics={'tokens_seen': tokens}),

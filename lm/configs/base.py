@@ -178,7 +178,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = data_section()
   c.tokenizer = ml_collections.ConfigDict({'kind': 'bpe', 'vocab_size': 1024, 'split_digits': True})
   c.pretrain = train_section(steps=150, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=15,
-                             eval_every=50, checkpoint_every=50)
+                             eval_every=50, checkpoint_every=50,
+                             # at each eval, teacher-forced copying on this many worked sums and random
+                             # strings (lm.probes; 0: off), logged as copy[...] and digit_step
+                             copy_probe=0)
   c.sft = train_section(steps=150, batch_size=16, seq_len=256, lr=1e-3, warmup_steps=15,
                         eval_every=50, checkpoint_every=50, mode='full', pack=True,
                         # a learning curve per skill: at each eval, greedy answers to this many eval

@@ -9,7 +9,8 @@ variant of a sweep also reads the stages it shares from ``<sweep>/shared``. Sect
 
   Run                   stages, model size, devices, total wall time
   Loss curves           train and eval loss per training stage (``loss_curves.png``)
-  Skills                the eval's report card across models (base, SFT, RLHF, ...), arithmetic by
+  Skills                copying probes as pretraining trains (``copy_curves.png``), skills as SFT trains,
+                        the eval's report card across models (base, SFT, RLHF, ...), arithmetic by
                         digit count and letter counting by word length (from the traces)
   Reward model          held-out pairwise accuracy against the panel and gold, length correlations; per
                         family and domain the raters' agreement (Kendall's W, alpha) and both accuracies
@@ -30,7 +31,7 @@ import statistics
 import time
 from pathlib import Path
 
-from lm import hardware, plots, stats
+from lm import hardware, plots, probes, stats
 from lm import metrics as metrics_lib
 from lm import outputs as lm_outputs
 from lm.model.transformer import ModelConfig
@@ -297,8 +298,27 @@ def skill_curves(run: Run, s: 'Section', out_dir: Path) -> None:
   s.image('skill_curves.png')
 
 
+def copy_curves(run: Run, s: 'Section', out_dir: Path) -> None:
+  """The copying probes as pretraining trains (``pretrain.copy_probe`` > 0; ``lm.probes``)."""
+  rows = _stage_rows(run, 'pretrain')
+  keys = [k for k in probes.ROLES if any(k in r for r in rows)]
+  if not keys:
+    return
+  n = run.config.get('pretrain', {}).get('copy_probe', '?')
+  s.text(f'Copying as pretraining trains: teacher-forced top-1 on {n} worked sums and {n} random strings repeated '
+         'once, by what the token is (chance for a digit about 0.1):')
+  curves = {k: plots.series(rows, k) for k in keys}
+  s.table(['probe', 'first eval', 'last eval'],
+          [[probes.ROLES[k], _fmt(ys[0]), _fmt(ys[-1])] for k, (_, ys) in curves.items()])
+  plots.figure(out_dir / 'copy_curves.png', [('copying during pretraining',
+                                              [(probes.ROLES[k], xs, ys, '') for k, (xs, ys) in curves.items()],
+                                              'pretraining step')])
+  s.image('copy_curves.png')
+
+
 def skills_section(run: Run, out_dir: Path) -> Section:
   s = Section('Skills')
+  copy_curves(run, s, out_dir)
   skill_curves(run, s, out_dir)
   path = run.workdir / 'eval' / 'results.json'
   if 'eval' not in run.outputs or not path.is_file():

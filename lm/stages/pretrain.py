@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jax
 
-from lm import outputs, tokenizer, train
+from lm import outputs, probes, tokenizer, train
 from lm.data import builders, pipeline, streaming
 from lm.model import params as params_lib
 from lm.stages import common
@@ -64,6 +64,7 @@ def run(config, workdir, inputs) -> outputs.Model:
       eval_step=lm_steps.make_eval_step(model),
       eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)],
       weight_name='tokens',
+      probe=probes.make_copy_probe(model, tok, c.copy_probe, mesh, rules),
   )
   out = train.run(task, c, workdir, mesh, rules, seed=config.seed)
   if cut is not None:

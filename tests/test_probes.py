@@ -1,0 +1,63 @@
+"""The copying probes: which token of a worked sum plays which role, and the probe's accuracies against a
+direct count on the unsharded model."""
+
+import jax
+import numpy as np
+import pytest
+
+from lm import probes, sharding, tokenizer
+from lm.lab import world
+from lm.model import params as params_lib
+from lm.model.transformer import Transformer
+
+
+@pytest.fixture(scope='module')
+def tok(tmp_path_factory):
+  texts = world.World(seed=0).pretraining_documents(n_docs=300) + probes.worked_sums(50, seed=5)
+  return tokenizer.train(texts, tmp_path_factory.mktemp('tok') / 'sp.model', vocab_size=400)
+
+
+def test_each_digit_of_a_worked_sum_gets_its_role_by_hand(tok):
+  text = world.scratchpad(47, 85, 'add')
+  assert text.splitlines()[1:3] == ['ones: 7 + 5 + carry 0 = 12, write 2, carry 1.',
+                                    'tens: 4 + 8 + carry 1 = 13, write 3, carry 1.']
+  ids, roles = probes.token_roles(tok, text)
+  assert tok.decode(ids) == text
+  by_role = {}
+  for i, role in zip(ids, roles):
+    by_role.setdefault(role, []).append(tok.decode([i]).strip())
+  assert by_role['copy[operand]'] == ['7', '5', '4', '8']
+  assert by_role['digit_step'] == ['1', '2', '1', '3']
+  assert by_role['copy[restate]'] == ['4', '7', '8', '5']  # "So 47 + 85 = 132.": the sum is not a copy
+  assert by_role[None][:3] == ['4', '7', '+'] and '132' not in ''.join(by_role['copy[restate]'])
+
+
+def test_rows_hold_each_worked_sum_and_each_random_string_twice(tok):
+  tokens_RxT, role_ids_RxT, names = probes.probe_rows(tok, 4)
+  assert tokens_RxT.shape[0] == 8
+  for r in range(4, 8):  # random strings: the second copy is scored, the first is not
+    string = tokens_RxT[r, :probes.RANDOM_LEN]
+    np.testing.assert_array_equal(tokens_RxT[r, probes.RANDOM_LEN:2 * probes.RANDOM_LEN], string)
+    assert (string >= tokenizer.FIRST_BYTE_ID).all()  # no special or control token
+    assert [names[i] if i >= 0 else None for i in role_ids_RxT[r, :2 * probes.RANDOM_LEN]] == (
+        [None] * probes.RANDOM_LEN + ['copy[random]'] * probes.RANDOM_LEN)
+  for r in range(4):
+    assert tok.decode(tokens_RxT[r][tokens_RxT[r] != tok.pad_id].tolist()) == probes.worked_sums(4)[r]
+
+
+def test_the_probe_on_the_mesh_equals_a_direct_count_on_one_device(tok, make_config):
+  config = make_config(vocab_size=tok.vocab_size, max_seq_len=256)
+  model = Transformer(config)
+  mesh = sharding.make_mesh((2, 2, 2))
+  rules = sharding.DEFAULT_RULES
+  params, _ = sharding.sharded_init(params_lib.boxed_init(model), mesh, rules, jax.random.key(3))
+  assert not params['embed'].sharding.is_fully_replicated
+  got = probes.make_copy_probe(model, tok, 6, mesh, rules)(params, None)
+  tokens_RxT, role_ids_RxT, names = probes.probe_rows(tok, 6)
+  host = jax.device_get(params)
+  logits = np.asarray(model.apply({'params': host}, tokens_RxT)['logits'], np.float64)
+  hit_RxT = logits[:, :-1].argmax(-1) == tokens_RxT[:, 1:]
+  expected = {name: hit_RxT[role_ids_RxT[:, 1:] == i].mean() for i, name in enumerate(names)}
+  assert got == pytest.approx(expected, abs=1e-12)
+  assert set(got) == {'copy[random]', 'copy[operand]', 'copy[restate]', 'digit_step'}
+  assert probes.make_copy_probe(model, tok, 0, mesh, rules) is None
