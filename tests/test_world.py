@@ -119,6 +119,25 @@ def test_digit_sums_state_every_digit_step_and_no_eval_sum(world):
   assert len([step for step in kept if step[2]]) == 100  # with a carry in, a step states no item
 
 
+def test_copying_lines_copy_their_numbers_and_state_no_sum(world):
+  forms = {'read back': 0, 'by place': 0, 'restated': 0}
+  for doc in world.pretraining_documents(n_docs=100, seed=0, mix=(('copying', 1.0),)):
+    for line in doc.splitlines():
+      if m := re.fullmatch(r'Read back: ([\d, ]+)\. Again: ([\d, ]+)\.', line):
+        assert m[1] == m[2] and 2 <= len(m[1].split(', ')) <= 4
+        forms['read back'] += 1
+      elif m := re.fullmatch(r'(\d+): (.*)\.', line):
+        places = [p.split(' ') for p in m[2].split(', ')]
+        assert [p for p, _ in places] == ['ones', 'tens', 'hundreds', 'thousands'][:len(m[1])]
+        assert ''.join(d for _, d in reversed(places)) == m[1]
+        forms['by place'] += 1
+      else:
+        m = re.fullmatch(r'(\d+) plus (\d+), written as a sum: (\d+) \+ (\d+)\.', line)
+        assert (m[1], m[2]) == (m[3], m[4]) and '=' not in line and ' is ' not in line, line
+        forms['restated'] += 1
+  assert min(forms.values()) > 100, forms
+
+
 def _facts(e) -> list[str]:
   return {'person': lambda: [e.town, e.job, str(e.age), e.friend, e.pet],
           'town': lambda: [e.region, str(e.population), e.river],

@@ -356,6 +356,24 @@ class World:
     digits, an arithmetic item, so none of an item ``leave_out`` names."""
     return '\n'.join(_line(rng, self._digit_sum_line, leave_out) for _ in range(rng.randint(8, 16)))
 
+  @staticmethod
+  def _copying_line(rng: random.Random) -> str:
+    numbers = [str(rng.randint(0, 10 ** rng.randint(1, 4) - 1)) for _ in range(rng.randint(2, 4))]
+    k = rng.randrange(3)
+    if k == 0:
+      return f'Read back: {", ".join(numbers)}. Again: {", ".join(numbers)}.'
+    if k == 1:
+      n = numbers[0]
+      return f'{n}: ' + ', '.join(f'{_place(i)} {d}' for i, d in enumerate(reversed(n))) + '.'
+    a, b = numbers[:2]
+    return f'{a} plus {b}, written as a sum: {a} + {b}.'
+
+  def copying(self, rng: random.Random) -> str:
+    """Numbers copied from earlier in the line, one a line: a list read back, a number's digits by place
+    ("472: ones 2, tens 7, hundreds 4.") and two numbers restated as a sum ("47 plus 85, written as a
+    sum: 47 + 85."), the copying a worked sum asks for; no line states what a sum comes to."""
+    return '\n'.join(self._copying_line(rng) for _ in range(rng.randint(6, 12)))
+
   def arithmetic_texts(self, n: int, rng: random.Random, leave_out=None) -> list[str]:
     return [self.arithmetic_text(rng, leave_out) for _ in range(n)]
 
@@ -480,7 +498,8 @@ class World:
 
   MIX = (('article', 0.40), ('story', 0.20), ('arithmetic', 0.15), ('words', 0.10), ('translation', 0.15),
          ('humour', 0.04))
-  KINDS = ('article', 'story', 'arithmetic', 'digit_sums', 'words', 'translation', 'humour', 'qa', 'reading')
+  KINDS = ('article', 'story', 'arithmetic', 'digit_sums', 'copying', 'words', 'translation', 'humour', 'qa',
+           'reading')
 
   def pretraining_documents(self, n_docs: int | None = None, target_chars: int | None = None,
                             seed: int = 0, leave_out=None, mix=None, fact_articles: int = 0) -> list[str]:
@@ -501,7 +520,7 @@ class World:
     known = self.known()
     makers = {'article': lambda: self.article(rng.choice(known), rng), 'story': lambda: self.story(rng),
               'arithmetic': lambda: self.arithmetic_text(rng, leave_out),
-              'digit_sums': lambda: self.digit_sums(rng, leave_out),
+              'digit_sums': lambda: self.digit_sums(rng, leave_out), 'copying': lambda: self.copying(rng),
               'words': lambda: self.word_list(rng, leave_out),
               'translation': lambda: self.translation_text(rng, leave_out), 'humour': lambda: self.humour_text(rng),
               'qa': lambda: self.qa_text(rng, leave_out), 'reading': lambda: self.reading_text(rng)}
