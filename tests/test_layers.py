@@ -19,7 +19,7 @@ LAYERS = (
     ('data', ('lm.data',)),
     ('steps', ('lm.steps',)),
     ('inference', ('lm.inference',)),
-    ('evals', ('lm.evals',)),
+    ('evals', ('lm.evals', 'lm.probes')),
     ('train', ('lm.train',)),
     ('rl', ('lm.rl',)),
     ('report', ('lm.report',)),
@@ -29,7 +29,7 @@ LAYERS = (
     ('cli', ('lm.cli',)),
 )
 ENTRY_POINTS = ('lm.launch', 'lm.claims', 'lm.chat', 'lm.generate', 'lm.world',
-                'lm.benchmark')  # ``python -m lm.<name>``
+                'lm.benchmark', 'lm.copying')  # ``python -m lm.<name>``
 
 
 def _modules() -> dict[str, Path]:

@@ -61,3 +61,9 @@ def test_the_probe_on_the_mesh_equals_a_direct_count_on_one_device(tok, make_con
   assert got == pytest.approx(expected, abs=1e-12)
   assert set(got) == {'copy[random]', 'copy[operand]', 'copy[restate]', 'digit_step'}
   assert probes.make_copy_probe(model, tok, 0, mesh, rules) is None
+
+
+def test_the_command_on_a_run_without_the_stage_is_a_one_line_error(tmp_path):
+  from lm.cli import copying
+  with pytest.raises(SystemExit, match=f'lm.copying: error: {tmp_path / "pretrain" / "outputs.json"} does not exist'):
+    copying.main([f'--workdir={tmp_path}'])
