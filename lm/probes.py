@@ -78,6 +78,8 @@ def probe_rows(tok, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list
 
 def make_copy_probe(model, tok, n: int, mesh, rules, seed: int = 0):
   """``probe(params, frozen) -> {role: top-1 accuracy}`` over ``probe_rows``; None when ``n`` is 0."""
+  if n < 0:
+    raise ValueError(f'pretrain.copy_probe={n}: the number of worked sums (and random strings) to probe, >= 0')
   if not n:
     return None
   tokens_RxT, role_ids_RxT, names = probe_rows(tok, n, seed)

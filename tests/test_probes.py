@@ -61,6 +61,8 @@ def test_the_probe_on_the_mesh_equals_a_direct_count_on_one_device(tok, make_con
   assert got == pytest.approx(expected, abs=1e-12)
   assert set(got) == {'copy[random]', 'copy[operand]', 'copy[restate]', 'digit_step'}
   assert probes.make_copy_probe(model, tok, 0, mesh, rules) is None
+  with pytest.raises(ValueError, match=r'pretrain.copy_probe=-1: the number of worked sums'):
+    probes.make_copy_probe(model, tok, -1, mesh, rules)
 
 
 def test_the_command_on_a_run_without_the_stage_is_a_one_line_error(tmp_path):
