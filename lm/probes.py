@@ -13,7 +13,6 @@ leaves copy[operand], copy[restate] and digit_step out.
 """
 
 import random
-import re
 
 import jax
 import numpy as np
@@ -22,21 +21,19 @@ from lm import sharding, tokenizer
 from lm.lab import world
 
 RANDOM_LEN = 30  # tokens in each copy of a random string
-STEP = re.compile(r': (\d) \+ (\d) \+ carry \d = (\d+),')
-CLOSING = re.compile(r'So (\d+) \+ (\d+) = ')
 ROLES = {'copy[random]': 'a random string, its second copy', 'copy[restate]': 'the closing line restates the sum',
          'copy[operand]': "the digit steps' operands, by place", 'digit_step': "a digit step's sum"}
 
 
 def _roles(text: str) -> dict[int, str]:
-  """The role of each character of a worked sum that a probe scores."""
+  """The role of each character of a worked sum that a probe scores: the digit steps' operands and sums
+  (``world.DIGIT_STEP``) and the operands the closing line restates (its digits before "=")."""
   roles = {}
-  for m in STEP.finditer(text):
-    for group, role in ((1, 'copy[operand]'), (2, 'copy[operand]'), (3, 'digit_step')):
+  for m in world.DIGIT_STEP.finditer(text):
+    for group, role in ((1, 'copy[operand]'), (2, 'copy[operand]'), (4, 'digit_step')):
       roles.update((i, role) for i in range(m.start(group), m.end(group)))
-  m = CLOSING.search(text)
-  for group in (1, 2):
-    roles.update((i, 'copy[restate]') for i in range(m.start(group), m.end(group)))
+  closing = text.rindex('\n') + 1
+  roles.update((i, 'copy[restate]') for i in range(closing, text.index('=', closing)) if text[i].isdigit())
   return roles
 
 
