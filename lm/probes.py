@@ -17,10 +17,10 @@ import random
 import jax
 import numpy as np
 
-from lm import sharding, tokenizer
+from lm import sharding
+from lm.data import induction
 from lm.lab import world
 
-RANDOM_LEN = 30  # tokens in each copy of a random string
 ROLES = {'copy[random]': 'a random string, its second copy', 'copy[restate]': 'the closing line restates the sum',
          'copy[operand]': "the digit steps' operands, by place", 'digit_step': "a digit step's sum"}
 
@@ -60,11 +60,8 @@ def probe_rows(tok, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list
   ``n`` worked sums and ``n`` random strings repeated once, right-padded with ``tok.pad_id``."""
   names = list(ROLES)
   seqs = [token_roles(tok, t) for t in worked_sums(n, seed)]
-  rng = np.random.default_rng(seed)
-  low = tokenizer.FIRST_TEXT_ID if tok.vocab_size > 2 * tokenizer.FIRST_TEXT_ID else tokenizer.FIRST_BYTE_ID
-  for _ in range(n):
-    string = rng.integers(low, tok.vocab_size, RANDOM_LEN).tolist()  # text pieces, no control token
-    seqs.append((string + string, [None] * RANDOM_LEN + ['copy[random]'] * RANDOM_LEN))
+  for repeated in induction.strings(n, tok, np.random.default_rng(seed)):
+    seqs.append((repeated, [None] * induction.LENGTH + ['copy[random]'] * induction.LENGTH))
   T = max(len(ids) for ids, _ in seqs)
   tokens, role_ids = np.full((len(seqs), T), tok.pad_id, np.int32), np.full((len(seqs), T), -1, np.int32)
   for r, (ids, roles) in enumerate(seqs):

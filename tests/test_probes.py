@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lm import probes, sharding, tokenizer
+from lm.data import induction
 from lm.lab import world
 from lm.model import params as params_lib
 from lm.model.transformer import Transformer
@@ -36,11 +37,11 @@ def test_rows_hold_each_worked_sum_and_each_random_string_twice(tok):
   tokens_RxT, role_ids_RxT, names = probes.probe_rows(tok, 4)
   assert tokens_RxT.shape[0] == 8
   for r in range(4, 8):  # random strings: the second copy is scored, the first is not
-    string = tokens_RxT[r, :probes.RANDOM_LEN]
-    np.testing.assert_array_equal(tokens_RxT[r, probes.RANDOM_LEN:2 * probes.RANDOM_LEN], string)
+    string = tokens_RxT[r, :induction.LENGTH]
+    np.testing.assert_array_equal(tokens_RxT[r, induction.LENGTH:2 * induction.LENGTH], string)
     assert (string >= tokenizer.FIRST_BYTE_ID).all()  # no special or control token
-    assert [names[i] if i >= 0 else None for i in role_ids_RxT[r, :2 * probes.RANDOM_LEN]] == (
-        [None] * probes.RANDOM_LEN + ['copy[random]'] * probes.RANDOM_LEN)
+    assert [names[i] if i >= 0 else None for i in role_ids_RxT[r, :2 * induction.LENGTH]] == (
+        [None] * induction.LENGTH + ['copy[random]'] * induction.LENGTH)
   for r in range(4):
     assert tok.decode(tokens_RxT[r][tokens_RxT[r] != tok.pad_id].tolist()) == probes.worked_sums(4)[r]
 

@@ -161,7 +161,7 @@ RANGES = {
     'rlhf.kl_coef': '>= 0', 'rlhf.kl_target': '>= 0', 'rlhf.kl_horizon': '> 0', 'rlhf.reward_weights': '>= 0',
     'rlhf.ppo.gamma': '0..1', 'rlhf.ppo.lam': '0..1', 'rlhf.ppo.*': '>= 0', 'rlhf.preference.beta': '> 0',
     'rlhf.dapo.*': '0..1', 'rlhf.gspo.*': '0..1', 'sft.lora.alpha': '>= 0',
-    '*_fraction': '0..1',  # validation_fraction, held_out_fraction
+    '*_fraction': '0..1', 'pretrain.induction_share': '0..1',  # validation_fraction, held_out_fraction
     'data.sft_writers': '0..1', 'data.sft_strangers': '0..1', '*.lay_surface': '0..1', '*.lay_noise': '>= 0',
 }
 
@@ -181,7 +181,10 @@ def get_config() -> ml_collections.ConfigDict:
                              eval_every=50, checkpoint_every=50,
                              # at each eval, teacher-forced copying on this many worked sums and random
                              # strings (lm.probes; 0: off), logged as copy[...] and digit_step
-                             copy_probe=0)
+                             copy_probe=0,
+                             # this share of the train tokens are random strings repeated once
+                             # (lm.data.induction: copying, which the lab's text teaches too rarely)
+                             induction_share=0.0)
   c.sft = train_section(steps=150, batch_size=16, seq_len=256, lr=1e-3, warmup_steps=15,
                         eval_every=50, checkpoint_every=50, mode='full', pack=True,
                         # a learning curve per skill: at each eval, greedy answers to this many eval

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 
 from lm import outputs, probes, tokenizer, train
-from lm.data import builders, pipeline, streaming
+from lm.data import builders, induction, pipeline, streaming
 from lm.model import params as params_lib
 from lm.stages import common
 from lm.steps import lm as lm_steps
@@ -21,13 +21,14 @@ from lm.steps import lm as lm_steps
 
 def in_memory(tok, tfds_dir, c, seed):
   """``(train batches, eval batches, pipeline.cut_share of the train rows)`` of the data stage's corpus, packed
-  in memory."""
+  in memory; ``pretrain.induction_share`` of the train tokens are repeated random strings (the eval's are not)."""
   docs = {split: [tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, tfds_dir, split)]
           for split in ('train', 'validation')}
+  cut = pipeline.cut_share(docs['train'], c.seq_len)
+  docs['train'] = induction.add_to(docs['train'], c.induction_share, tok, seed)
   rows = {split: pipeline.pack(d, c.seq_len, tok.eos_id) for split, d in docs.items()}
   return (pipeline.Batches(rows['train'], c.batch_size, seed=seed),
-          pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False),
-          pipeline.cut_share(docs['train'], c.seq_len))
+          pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False), cut)
 
 
 def streamed(tok, tfds_dir, c, seed, data, workdir):
@@ -52,6 +53,9 @@ def run(config, workdir, inputs) -> outputs.Model:
   tfds_dir = common.tfds_dir(inputs, 'pretrain')
   cut = None
   if config.data.get('pretrain_stream') or config.data.pretrain_tfds:
+    if c.induction_share:
+      raise ValueError(f'pretrain.induction_share={c.induction_share} needs the in-memory corpus: set it to 0 '
+                       'with data.pretrain_stream or data.pretrain_tfds')
     train_batches, eval_rows = streamed(tok, tfds_dir, c, config.seed, config.data, workdir)
   else:
     train_batches, eval_rows, cut = in_memory(tok, tfds_dir, c, config.seed)
