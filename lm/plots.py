@@ -1,12 +1,17 @@
-"""The plots every report draws: one PNG of line panels, and a labelled scatter. Matplotlib (Agg)."""
+"""The plots every report draws: one PNG of line panels, and a labelled scatter. Matplotlib (Agg), imported
+at the first plot: every command imports the report card, few draw."""
 
+import functools
 import math
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+@functools.cache
+def _pyplot():
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
 
 
 def series(rows, key, x: str = 'step') -> tuple[list, list]:
@@ -22,6 +27,7 @@ def figure(path, panels, xlabel: str = 'step', columns: int = 2, dpi: int = 90) 
   panels = [p for p in panels if p[1]] or [('no data', [], None)]
   cols = min(len(panels), columns)
   rows = -(-len(panels) // cols)
+  plt = _pyplot()
   fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), squeeze=False)
   for ax, (title, lines, panel_xlabel) in zip(axes.flat, panels):
     for label, xs, ys, style in lines:
@@ -41,6 +47,7 @@ def figure(path, panels, xlabel: str = 'step', columns: int = 2, dpi: int = 90) 
 
 def scatter(path, points, xlabel: str, ylabel: str) -> Path:
   """Labelled points ``[(label, x, y)]``, e.g. one per variant of a sweep."""
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(5, 4))
   for name, x, y in points:
     ax.scatter([x], [y])
