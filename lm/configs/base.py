@@ -161,7 +161,8 @@ RANGES = {
     'rlhf.kl_coef': '>= 0', 'rlhf.kl_target': '>= 0', 'rlhf.kl_horizon': '> 0', 'rlhf.reward_weights': '>= 0',
     'rlhf.ppo.gamma': '0..1', 'rlhf.ppo.lam': '0..1', 'rlhf.ppo.*': '>= 0', 'rlhf.preference.beta': '> 0',
     'rlhf.dapo.*': '0..1', 'rlhf.gspo.*': '0..1', 'sft.lora.alpha': '>= 0',
-    '*_fraction': '0..1', 'pretrain.induction_share': '0..1',  # validation_fraction, held_out_fraction
+    '*_fraction': '0..1',  # validation_fraction, held_out_fraction
+    'pretrain.induction_share': '0..1',
     'data.sft_writers': '0..1', 'data.sft_strangers': '0..1', '*.lay_surface': '0..1', '*.lay_noise': '>= 0',
 }
 

@@ -1,9 +1,10 @@
 """Random token strings repeated once: copying by what followed a token the last time (an induction head's
 job), as pretraining documents (``pretrain.induction_share``) and as the copy probe's random strings.
 
-The lab's text asks for this copying (a worked sum's steps read its operands back) in a few percent of its
-tokens, and the tiny model does not learn it from them; strings that are nothing but a copy teach it in a
-few hundred steps (``lm.probes``' copy[random]).
+The lab's text asks for copying (a worked sum restates the sum asked, counting the word asked) in a few
+percent of its tokens, and the tiny model does not learn it from them; strings that are nothing but a copy
+teach it in a few hundred steps (``lm.probes``' copy[random]). What that buys after SFT is copying words,
+not numbers, whose digits recur (README: random strings repeated once).
 """
 
 import numpy as np
