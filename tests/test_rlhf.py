@@ -278,16 +278,23 @@ def _rounds_config():
   return lm_config.with_overrides(_config(), {'rlhf': ROUNDS, 'rankings': RANKINGS})
 
 
-def test_rounds_rank_the_policy_and_retrain_the_reward_model(inputs, tmp_path):
+@pytest.fixture(scope='module')
+def rounds(inputs, tmp_path_factory):
+  """One uninterrupted run of two rounds: ``(outputs, workdir)``."""
+  workdir = tmp_path_factory.mktemp('rounds')
+  return rlhf.run(_rounds_config(), workdir, inputs), workdir
+
+
+def test_rounds_rank_the_policy_and_retrain_the_reward_model(inputs, rounds):
+  out, workdir = rounds
   config = _rounds_config()
-  out = rlhf.run(config, tmp_path, inputs)
-  rows = _rows(tmp_path)
+  rows = _rows(workdir)
   assert [(r['step'], r['round']) for r in rows] == [(1, 0), (2, 1)]
-  second = lm_outputs.load(tmp_path / 'reward_round1' / 'outputs.json')
+  second = lm_outputs.load(workdir / 'reward_round1' / 'outputs.json')
   assert second.get('round') == 1 and second.get('new_rankings') == RANKINGS['n_prompts']
   ranked = [r for s in ('train', 'validation')
             for r in builders.read(builders.PreferenceRankings,
-                                               tmp_path / 'reward_round1' / 'rankings', s)]
+                                               workdir / 'reward_round1' / 'rankings', s)]
   assert {r['origin']['policy'] for r in ranked} == {'rlhf'} and {r['origin']['round'] for r in ranked} == {1}
   mesh, rules = common.mesh_and_rules(config)
   first_params = reward_model.load(inputs['reward'], mesh, rules)[0]
@@ -307,9 +314,7 @@ rlhf.run(test_rlhf._rounds_config(), {workdir!r}, inputs)
 """
 
 
-def test_rounds_resume_after_kill_9_with_identical_metrics(inputs, tmp_path):
-  reference = tmp_path / 'reference'
-  rlhf.run(_rounds_config(), reference, inputs)
+def test_rounds_resume_after_kill_9_with_identical_metrics(inputs, rounds, tmp_path):
   (tmp_path / 'inputs.json').write_text(json.dumps({k: lm_outputs.to_json(v) for k, v in inputs.items()}))
   killed = tmp_path / 'killed'
   code = CHILD.format(tests=str(Path(__file__).parent), inputs=str(tmp_path / 'inputs.json'), workdir=str(killed))
@@ -324,4 +329,4 @@ def test_rounds_resume_after_kill_9_with_identical_metrics(inputs, tmp_path):
   child.wait()
   assert not (killed / 'rlhf' / 'checkpoints' / '2').exists()  # killed inside round 1
   rlhf.run(_rounds_config(), killed, inputs)
-  assert _rows(killed) == _rows(reference)
+  assert _rows(killed) == _rows(rounds[1])
