@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm import hardware
+from lm import hardware, metrics
 from lm import outputs as lm_outputs
 from lm.cli import report as report_cli
 from lm.report import card as report
 from lm.report import comparison
+from lm.rl import report as rl_report
 
 MODEL = dict(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=128)
 DEVICES = {'count': 8, 'kind': 'cpu'}
@@ -223,6 +224,15 @@ def test_pngs_are_valid_and_the_html_embeds_them(full):
     assert raw[:8] == b'\x89PNG\r\n\x1a\n' and base64.b64decode(data) == raw
     image = matplotlib.image.imread(workdir / name)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and np.ptp(image) > 0
+
+
+def test_the_rlhf_figure_is_the_stages_own_where_it_drew_one(full, tmp_path):
+  workdir = write_run(tmp_path / 'run')
+  drawn = rl_report.figure(metrics.read(workdir, 'rlhf'), 'ppo', workdir / 'rlhf' / 'rlhf.png')
+  drawn.write_bytes(drawn.read_bytes() + b'the stage')  # marked: a copy carries the mark, a new drawing does not
+  report.write(workdir, peak_flops=1e9)
+  assert (workdir / 'rlhf.png').read_bytes() == drawn.read_bytes()
+  assert (full[0] / 'rlhf.png').read_bytes() == drawn.read_bytes()[:-len(b'the stage')]  # drawn from the same rows
 
 
 def test_missing_stages_get_one_line_notes(tmp_path):

@@ -27,6 +27,7 @@ import dataclasses
 import html
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from lm import metrics as metrics_lib
 from lm import outputs as lm_outputs
 from lm.model.transformer import ModelConfig
 from lm.rl import names as rl_names
+from lm.rl import report as rl_report
 
 SECTIONS = ('Run', 'Loss curves', 'Skills', 'Reward model', 'RLHF', 'Synthetic data', 'Time and throughput')
 
@@ -68,7 +70,6 @@ REWARD_KEYS = (('eval_panel_accuracy', 'held-out pairwise accuracy against the p
                ('eval_loss', 'held-out ranking loss'), ('reward_mean', 'raw reward mean on reference samples'),
                ('reward_std', 'raw reward std on reference samples'), ('train_prompts', 'training prompts'))
 RLHF_KEYS = rl_names.SUMMARY
-RLHF_PANELS = tuple((title, tuple(key for key, _ in series)) for title, series in rl_names.PANELS)
 NOT_TRAINING = ('rlhf', 'overoptimization')  # stages whose metrics rows are not a train/eval loss loop
 # Dense bf16 peak FLOP/s of one jax device, by device_kind (TPU v2/v3 devices are cores, later ones chips).
 PEAK_FLOPS = {'TPU v2': 22.5e12, 'TPU v3': 61.5e12, 'TPU v4': 275e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12,
@@ -386,6 +387,15 @@ def reward_section(run: Run) -> Section:
   return s
 
 
+def _rlhf_figure(run: Run, rows: list[dict], algorithm: str, out_dir: Path):
+  """``rlhf.png``: the figure the stage drew from the same metrics rows, copied; drawn where it left none."""
+  drawn = run.workdir / 'rlhf' / rl_report.figure_name(algorithm)
+  if drawn.is_file():
+    shutil.copyfile(drawn, out_dir / 'rlhf.png')
+  else:
+    rl_report.figure(rows, algorithm, out_dir / 'rlhf.png')
+
+
 def rlhf_section(run: Run, out_dir: Path) -> Section:
   s = Section('RLHF')
   out, rows = run.outputs.get('rlhf'), _stage_rows(run, 'rlhf')
@@ -400,10 +410,7 @@ def rlhf_section(run: Run, out_dir: Path) -> Section:
     s.text('Best-of-n against the reward model: no training; KL = log n - (n - 1) / n.')
     s.table(['n', 'KL (nats)', 'proxy reward', 'gold reward'],
             [[r['step'], _fmt(r.get('kl')), _fmt(r.get('proxy_reward')), _fmt(r.get('gold_reward'))] for r in rows])
-    root_kl = [math.sqrt(r['kl']) for r in rows]
-    plots.figure(out_dir / 'rlhf.png', [('best-of-n', [('proxy', root_kl, [r['proxy_reward'] for r in rows], 'o-'),
-                                                  ('gold', root_kl, [r['gold_reward'] for r in rows], 'o-')],
-                                    'sqrt(KL) (nats^0.5)')])
+    _rlhf_figure(run, rows, algorithm, out_dir)
     s.image('rlhf.png')
     return s
   first, last = rows[0], rows[-1]
@@ -414,18 +421,7 @@ def rlhf_section(run: Run, out_dir: Path) -> Section:
   keys += sorted({k for r in (first, last) for k in r if k.startswith('acc[')})
   s.table(['metric', f'iteration {first["step"]}', f'iteration {last["step"]}'],
           [[k, _fmt(first.get(k)), _fmt(last.get(k))] for k in keys])
-  panels = []
-  for title, keys_ in RLHF_PANELS + (('gold accuracy per task family',
-                                      sorted({k for r in rows for k in r if k.startswith('acc[')})),):
-    series = [(k, *plots.series(rows, k), 'o-' if len(rows) < 30 else '-') for k in keys_]
-    series = [x for x in series if x[1]]
-    if series:
-      panels.append((title, series, 'iteration'))
-  kl, proxy, gold = (plots.series(rows, k)[1] for k in ('kl', 'proxy_reward', 'gold_reward'))
-  if kl and len(kl) == len(proxy) == len(gold):
-    panels.append(('reward against KL (one point per iteration)', [('proxy', kl, proxy, 'o'), ('gold', kl, gold, 'o')],
-                   'KL (nats)'))
-  plots.figure(out_dir / 'rlhf.png', panels, 'iteration')
+  _rlhf_figure(run, rows, algorithm, out_dir)
   s.image('rlhf.png')
   if (out or {}).get('report'):
     s.text(f'The stage\'s own report: {out["report"]}.')
