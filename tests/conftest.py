@@ -106,12 +106,6 @@ def make_batch():
   return random_packed_batch
 
 
-def pytest_unconfigure(config):
-  if os.environ.get(_CACHE_OWNER) == str(os.getpid()):  # the process that made it, after every worker
-    shutil.rmtree(os.environ.pop('JAX_COMPILATION_CACHE_DIR'), ignore_errors=True)
-    del os.environ[_CACHE_OWNER]
-
-
 def pytest_configure(config):
   if hasattr(config.option, 'loadscopereorder'):  # pytest-xdist: keep the order below, not most tests first
     config.option.loadscopereorder = False
@@ -123,3 +117,9 @@ def pytest_collection_modifyitems(items):
   (the lifecycle's, ~9 min) to start last."""
   slow_files = {item.path for item in items if item.get_closest_marker('slow')}
   items.sort(key=lambda item: item.path not in slow_files)  # stable: the rest keeps its order
+
+
+def pytest_unconfigure(config):
+  if os.environ.get(_CACHE_OWNER) == str(os.getpid()):  # the process that made it, after every worker
+    shutil.rmtree(os.environ.pop('JAX_COMPILATION_CACHE_DIR'), ignore_errors=True)
+    del os.environ[_CACHE_OWNER]
