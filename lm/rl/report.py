@@ -15,6 +15,8 @@ import jax
 from lm import metrics, plots
 from lm.rl import names
 
+BEST_OF_N = ('proxy_reward', 'gold_reward', 'eval_proxy_reward', 'eval_gold_reward')  # best-of-n's series
+
 
 def figure_name(algorithm: str) -> str:
   return 'best_of_n.png' if algorithm == 'best_of_n' else 'rlhf.png'
@@ -28,7 +30,7 @@ def figure(rows: list[dict], algorithm: str, path) -> Path:
   """The run's plots from its metrics rows: best-of-n's rewards against ``sqrt(KL)``; otherwise
   ``names.PANELS``, the gold accuracy per task family and the rewards against KL, over the iterations."""
   if algorithm == 'best_of_n':
-    keys = [k for k in ('proxy_reward', 'gold_reward', 'eval_proxy_reward', 'eval_gold_reward') if k in rows[0]]
+    keys = [k for k in BEST_OF_N if k in rows[0]]
     root_kl = [math.sqrt(r['kl']) for r in rows]
     return plots.figure(path, [('best-of-n against the reward model',
                                 [(k, root_kl, [r[k] for r in rows], '') for k in keys], None)], 'sqrt(KL) (nats^0.5)')
@@ -53,8 +55,7 @@ def write(workdir, stage_dir, algorithm: str) -> str:
   rows = metrics.read(workdir, 'rlhf')
   lines = [f'# RLHF: {algorithm}', '']
   if algorithm == 'best_of_n':
-    keys = [k for k in ('proxy_reward', 'gold_reward', 'eval_proxy_reward', 'eval_gold_reward')
-            if rows and k in rows[0]]
+    keys = [k for k in BEST_OF_N if rows and k in rows[0]]
     lines += ['| n | KL (nats) | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 2) + '|']
     lines += [f'| {r["n"]} | {r["kl"]:.3f} | ' + ' | '.join(_fmt(r[k]) for k in keys) + ' |' for r in rows]
   elif rows:
