@@ -183,6 +183,30 @@ def test_scratchpad_arrives_at_the_result(op):
       assert int(''.join(reversed(digits))) == want
 
 
+def test_by_place_reads_the_operands_digits_and_the_digit_steps_take_theirs():
+  rng = random.Random(0)
+  for _ in range(200):
+    a, b = rng.randint(0, 99999), rng.randint(0, 999)
+    plain, placed = scratchpad(a, b, 'add').splitlines(), scratchpad(a, b, 'add', by_place=True).splitlines()
+    assert placed[:1] + placed[2:] == plain  # one line more, the rest as before
+    read = re.fullmatch(r'by place: (.*)\.', placed[1])[1].split(', ')
+    width = max(len(str(a)), len(str(b)))
+    assert read == [f'{place} {str(a).zfill(width)[-1 - i]} and {str(b).zfill(width)[-1 - i]}'
+                    for i, place in enumerate(('ones', 'tens', 'hundreds', 'thousands', 'ten-thousands')[:width])]
+    steps = [re.match(r'(\S+): (\d) \+ (\d) \+ carry', line).groups() for line in placed[2:2 + width]]
+    assert [f'{p} {x} and {y}' for p, x, y in steps] == read
+  assert all(scratchpad(85, 47, op, by_place=True) == scratchpad(85, 47, op) for op in ('sub', 'mul'))
+
+
+def test_the_by_place_world_writes_its_worked_sums_in_pretraining_text_and_sft_answers():
+  docs = World(seed=0, by_place=True).pretraining_documents(n_docs=300, mix=(('arithmetic', 1.0),))
+  sums = [d for d in docs if 'add digit by digit' in d]
+  assert sums and all('\nby place: ones ' in d for d in sums)
+  assert not any('by place' in d for d in World(seed=0).pretraining_documents(n_docs=300, mix=(('arithmetic', 1.0),)))
+  ex = tasks.arithmetic.make_arithmetic(World(seed=0, by_place=True), random.Random(0), 'thinking', op='add', digits=3)
+  assert ex.reference[-1]['thinking'] == scratchpad(ex.meta['a'], ex.meta['b'], 'add', by_place=True)
+
+
 # -- the synthetic language -------------------------------------------------------------------------
 
 def test_lexicon_is_deterministic_and_invertible():

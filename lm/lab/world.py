@@ -139,12 +139,13 @@ class World:
   """Entities with attributes and relations, some held out; see the module docstring."""
 
   def __init__(self, seed: int = 0, n_people: int = 200, n_towns: int = 40, n_creatures: int = 30,
-               n_objects: int = 60, held_out_fraction: float = 0.1):
+               n_objects: int = 60, held_out_fraction: float = 0.1, by_place: bool = False):
     self.config = dict(seed=seed, n_people=n_people, n_towns=n_towns, n_creatures=n_creatures,
-                       n_objects=n_objects, held_out_fraction=held_out_fraction)
+                       n_objects=n_objects, held_out_fraction=held_out_fraction, by_place=by_place)
     if n_creatures > len(_CREATURE_HEADS) * len(_CREATURE_TAILS) or n_objects > len(_THING_ADJS) * len(_THING_KINDS):
       raise ValueError('too many creatures or objects for the name generators')
     self.seed = seed
+    self.by_place = by_place  # worked sums write the operands' digits by place first (``scratchpad``)
     self.lang = SynthLang(seed)
     rng = random.Random(f'world:{seed}')
     taken = set(ENGLISH_WORDS) | set(self.lang.words()) | set(SPELL_WORDS) | {
@@ -319,8 +320,7 @@ class World:
 
   # -- arithmetic, words, translation -------------------------------------------------------
 
-  @staticmethod
-  def _arithmetic_line(rng: random.Random) -> tuple[str, list]:
+  def _arithmetic_line(self, rng: random.Random) -> tuple[str, list]:
     d = rng.randint(1, 4)
     a, b = rng.randint(0, 10 ** d - 1), rng.randint(0, 10 ** rng.randint(1, d) - 1)
     hi, lo = max(a, b), min(a, b)
@@ -338,7 +338,7 @@ class World:
       return rng.choice([f'{a} * {b} = {a * b}', f'{a} times {b} is {a * b}.']), [_sum('mul', a, b)]
     if k == 5:
       op = rng.choice(('add', 'sub'))
-      return scratchpad(hi, lo, op), [_sum(*x) for x in scratchpad_items(hi, lo, op)]
+      return scratchpad(hi, lo, op, self.by_place), [_sum(*x) for x in scratchpad_items(hi, lo, op)]
     return scratchpad(a % 1000, b % 100, 'mul'), [_sum(*x) for x in scratchpad_items(a % 1000, b % 100, 'mul')]
 
   def arithmetic_text(self, rng: random.Random, leave_out=None) -> str:
@@ -662,13 +662,17 @@ def digit_step(x: int, y: int, carry: int) -> str:
 DIGIT_STEP = re.compile(r'(\d) \+ (\d) \+ carry (\d) = (\d+)')  # ``digit_step``'s text, read back
 
 
-def scratchpad(a: int, b: int, op: str) -> str:
-  """A digit-by-digit worked computation of ``a op b`` (op: add, sub with a >= b, mul)."""
+def scratchpad(a: int, b: int, op: str, by_place: bool = False) -> str:
+  """A digit-by-digit worked computation of ``a op b`` (op: add, sub with a >= b, mul). ``by_place``: a sum
+  first reads both operands' digits by place in a line of its own ("by place: ones 9 and 1, tens 7 and 4."),
+  next to the numbers it reads them from, and the digit steps take their operands from that line."""
   da, db = [int(x) for x in str(a)[::-1]], [int(x) for x in str(b)[::-1]]
   if op == 'add':
+    pairs = [(da[i] if i < len(da) else 0, db[i] if i < len(db) else 0) for i in range(max(len(da), len(db)))]
     lines, carry = [f'{a} + {b}: add digit by digit from the right.'], 0
-    for i in range(max(len(da), len(db))):
-      x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
+    if by_place:
+      lines.append('by place: ' + ', '.join(f'{_place(i)} {x} and {y}' for i, (x, y) in enumerate(pairs)) + '.')
+    for i, (x, y) in enumerate(pairs):
       s = x + y + carry
       lines.append(f'{_place(i)}: {digit_step(x, y, carry)}, write {s % 10}, carry {s // 10}.')
       carry = s // 10
