@@ -200,8 +200,8 @@ def test_by_place_reads_the_operands_digits_and_the_digit_steps_take_theirs():
 
 def test_the_by_place_world_writes_its_worked_sums_in_pretraining_text_and_sft_answers():
   docs = World(seed=0, by_place=True).pretraining_documents(n_docs=300, mix=(('arithmetic', 1.0),))
-  sums = [d for d in docs if 'add digit by digit' in d]
-  assert sums and all('\nby place: ones ' in d for d in sums)
+  worked_sums = sum(d.count('add digit by digit') for d in docs)
+  assert sum(d.count('\nby place: ones ') for d in docs) == worked_sums > 0
   assert not any('by place' in d for d in World(seed=0).pretraining_documents(n_docs=300, mix=(('arithmetic', 1.0),)))
   ex = tasks.arithmetic.make_arithmetic(World(seed=0, by_place=True), random.Random(0), 'thinking', op='add', digits=3)
   assert ex.reference[-1]['thinking'] == scratchpad(ex.meta['a'], ex.meta['b'], 'add', by_place=True)
