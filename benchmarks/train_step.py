@@ -46,6 +46,7 @@ Usage:
   python benchmarks/train_step.py --precisions float32 --rounds 3 --steps 2
   python benchmarks/train_step.py --size small --threads 1
   python benchmarks/train_step.py --no_torch                # lm rows only (no ratio)
+  python benchmarks/train_step.py --data_parallel 2         # also lm with the batch split over 2 CPU devices
 """
 
 import argparse
@@ -64,7 +65,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from aot_plan import matmul_params  # noqa: E402
 
-from lm import hardware, optim  # noqa: E402
+from lm import hardware, optim, sharding  # noqa: E402
 from lm.model import transformer as model_lib  # noqa: E402
 from lm.steps import common  # noqa: E402
 from lm.steps import lm as lm_step  # noqa: E402
@@ -90,6 +91,9 @@ def parse_args(argv=None):
   p.add_argument('--warmup', type=int, default=2, help='untimed steps per variant after compiling')
   p.add_argument('--threads', type=int, default=None, help='CPUs for both frameworks (default: all allowed)')
   p.add_argument('--no_torch', action='store_true', help='lm rows only')
+  p.add_argument('--data_parallel', type=int, default=1,
+                 help='N > 1 adds lm rows with the batch split over N XLA:CPU devices (jax_num_cpu_devices; state '
+                      'replicated, gradients summed across them), as the launcher\'s data mesh would run it')
   p.add_argument('--malloc', default='keep', choices=['keep', 'default'],
                  help="keep: lm.hardware.keep_freed_memory() for the whole process (both frameworks); default: "
                       "glibc's own (maps and zero-fills XLA's temporaries afresh on every step)")
@@ -106,6 +110,14 @@ def parse_args(argv=None):
   if bad:
     p.error(f'--precisions: {bad[0]!r} is not one of {", ".join(PRECISIONS)}')
   return args
+
+
+def lm_name(dtype: str, n_devices: int) -> str:
+  return f'lm {dtype}' + (f' x{n_devices} devices' if n_devices > 1 else '')
+
+
+def lm_names(dtype: str, data_parallel: int) -> list[str]:
+  return [lm_name(dtype, n) for n in sorted({1, data_parallel})]
 
 
 def model_config(shape, dtype, tie):
@@ -172,28 +184,28 @@ def cpu_description() -> str:
 
 # --------------------------------------------------------------------------------------------- JAX
 
-def jax_runner(shape, dtype, tie, tokens, targets):
+def jax_runner(shape, dtype, tie, tokens, targets, n_devices=1):
+  """The train step on the first ``n_devices`` devices: the batch split over them, the state replicated."""
   cfg = model_config(shape, dtype, tie)
   model = model_lib.Transformer(cfg)
   B, T = tokens.shape
   params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, T), jnp.int32)))['params']
   tx, schedule = optim.make_optimizer(optim_config(), total_steps=1000)
   step = jax.jit(common.make_train_step(lm_step.make_loss_sums(model), tx, schedule), donate_argnums=0)
-  batch = {
-      'inputs': jnp.asarray(tokens), 'targets': jnp.asarray(targets),
-      'loss_mask': jnp.ones((B, T), jnp.float32),
-      'positions': jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T)),
-      'segment_ids': jnp.ones((B, T), jnp.int32),
-  }
-  state = {'s': common.init_state(params, tx)}
+  mesh = sharding.make_mesh(devices=jax.devices()[:n_devices])
+  batch = jax.device_put({
+      'inputs': tokens, 'targets': targets, 'loss_mask': np.ones((B, T), np.float32),
+      'positions': np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)), 'segment_ids': np.ones((B, T), np.int32),
+  }, sharding.batch_sharding(mesh))
+  state = {'s': jax.device_put(common.init_state(params, tx), sharding.replicated(mesh))}
 
   def run(n):
-    s = state['s']
+    s, loss = state['s'], float('nan')
     for _ in range(n):
       s, metrics = step(s, batch)
-    jax.block_until_ready(metrics)
+      loss = metrics['loss']
     state['s'] = s
-    return float(metrics['loss'])
+    return float(loss)  # waits for the last step
 
   run.hlo = lambda: step.lower(state['s'], batch).compile().as_text()  # for profiling scripts
   return run, cfg
@@ -229,9 +241,10 @@ def torch_runner(shape, autocast_bf16, tie, tokens, targets):
     return loss
 
   def run(n):
+    loss = float('nan')
     for _ in range(n):
-      loss = one_step()
-    return float(loss.detach())
+      loss = one_step().detach()
+    return float(loss)
 
   return run
 
@@ -259,6 +272,8 @@ def timed_block(run, steps):
 def main(argv=None):
   args = parse_args(argv)
   cpus = pin_threads(args.threads)  # before the first JAX computation starts XLA's thread pool
+  if args.data_parallel > 1:
+    jax.config.update('jax_num_cpu_devices', args.data_parallel)  # before the CPU client starts
   kept = args.malloc == 'keep' and hardware.keep_freed_memory()  # likewise before any thread allocates
   n_threads = len(cpus)
   shape = args.shape
@@ -268,8 +283,9 @@ def main(argv=None):
 
   variants = {}  # name -> (run, precision)
   for dt in args.precisions:
-    run, cfg = jax_runner(shape, dt, args.tie_embeddings, tokens, targets)
-    variants[f'lm {dt}'] = (run, dt)
+    for n in sorted({1, args.data_parallel}):
+      run, cfg = jax_runner(shape, dt, args.tie_embeddings, tokens, targets, n)
+      variants[lm_name(dt, n)] = (run, dt)
   torch_note = 'torch rows skipped (--no_torch)'
   if not args.no_torch:
     import torch
@@ -289,8 +305,8 @@ def main(argv=None):
   times = {name: [] for name in variants}
   load_before = os.getloadavg()[0]
   for _ in range(args.rounds):
-    for dt in args.precisions:  # lm, torch, lm, torch, ...
-      for name in (f'lm {dt}', TORCH_NAME[dt]):
+    for dt in args.precisions:  # lm, [lm on N devices,] torch, lm, ...
+      for name in (*lm_names(dt, args.data_parallel), TORCH_NAME[dt]):
         if name in variants:
           times[name].append(timed_block(variants[name][0], args.steps))
 
@@ -320,23 +336,23 @@ def main(argv=None):
           'down far more than XLA under contention, so the ratio flatters lm; rerun on a quiet machine.')
   print('\n| variant | ms/step | tokens/s | achieved FLOP/s | MFU | lm / torch, same precision (per round) |')
   print('|---|---|---|---|---|---|')
-  ratios = {}
+  ratios = {}  # lm row -> (median, min, max) of its per-round ratio to torch at its precision
   for dt in args.precisions:
-    lm_name, torch_name = f'lm {dt}', TORCH_NAME[dt]
-    if torch_name in times:
-      per_round = [t / s for s, t in zip(times[lm_name], times[torch_name])]
-      ratios[dt] = statistics.median(per_round)
-    for name in (lm_name, torch_name):
+    torch_name = TORCH_NAME[dt]
+    for name in lm_names(dt, args.data_parallel):
+      if torch_name in times:
+        per_round = [t / s for s, t in zip(times[name], times[torch_name])]
+        ratios[name] = statistics.median(per_round), min(per_round), max(per_round)
+    for name in (*lm_names(dt, args.data_parallel), torch_name):
       if name not in times:
         continue
       ts = times[name]
       ms, tps = statistics.median(ts) * 1e3, B * T / statistics.median(ts)
-      rel = (f'{ratios[dt]:.2f} [{min(per_round):.2f}-{max(per_round):.2f}]'
-             if name == lm_name and dt in ratios else '')
+      rel = f'{ratios[name][0]:.2f} [{ratios[name][1]:.2f}-{ratios[name][2]:.2f}]' if name in ratios else ''
       print(f'| {name} | {ms:.0f} [{min(ts) * 1e3:.0f}-{max(ts) * 1e3:.0f}] | {tps:,.0f} | {tps * fpt:.3g} | '
             f'{tps * fpt / peaks[dt]:.1%} | {rel} |')
   if ratios:
-    print('ratio_vs_torch: ' + ' '.join(f'{dt} {r:.3f}' for dt, r in ratios.items()))
+    print('ratio_vs_torch: ' + '; '.join(f'{name.removeprefix("lm ")} {r[0]:.3f}' for name, r in ratios.items()))
   else:
     print('ratio_vs_torch: n/a (torch not run)')
 
