@@ -1,5 +1,6 @@
 """The launcher's contract: one-line errors for bad configs, and sweeps that end in one table."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,33 @@ def test_model_section_is_checked_by_the_model_config():
   from lm.model.transformer import ModelConfig
   with pytest.raises(ValueError, match='unknown config key model.n_layer; valid keys: vocab_size, d_model'):
     ModelConfig.from_config({'n_layer': 2})
+
+
+@pytest.mark.slow
+def test_cpu_devices_split_the_batch_and_train_the_same_model(tmp_path):
+  """mesh.cpu_devices=2 pretrains on two CPU devices, half of each batch on each, to one device's losses."""
+  outs = {}
+  for n in (1, 2):
+    result = run_cli(tmp_path / str(n), '--config=experiments/pretrain_tiny.py:smoke', f'--config.mesh.cpu_devices={n}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / str(n) / 'run' / 'pretrain' / 'outputs.json').read_text())
+    assert out['devices']['count'] == n
+    outs[n] = out['metrics']
+  assert outs[1]['step'] == outs[2]['step'] == 20 and outs[1]['loss'] < 6.0  # it learned (ln 512 = 6.24)
+  assert outs[2]['loss'] == pytest.approx(outs[1]['loss'], rel=1e-4)
+  assert outs[2]['eval_loss'] == pytest.approx(outs[1]['eval_loss'], rel=1e-4)
+
+
+def test_cpu_devices_need_a_process_whose_jax_has_not_started(tmp_path):
+  import jax
+  config = lm_config.load(str(REPO / 'experiments/pretrain_tiny.py:smoke'))
+  have = jax.device_count()  # starts this process's backend, if nothing had yet
+  launch.cpu_devices(have)   # asking for what it has is fine
+  config.mesh.cpu_devices = have + 1
+  with pytest.raises(lm_config.ConfigError, match=rf'mesh.cpu_devices={have + 1}: this process already runs jax '
+                                                  rf'with {have} CPU devices'):
+    launch.launch(config, tmp_path)
+  assert not (tmp_path / 'config.json').exists()
 
 
 @pytest.mark.slow

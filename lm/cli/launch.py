@@ -159,7 +159,22 @@ def check_batches(config, mesh_shape) -> None:
                                     f'{mesh_shape})')
 
 
+def cpu_devices(n: int) -> None:
+  """Splits the host's CPU into ``n`` XLA:CPU devices (``mesh.cpu_devices``; 0 leaves jax's count), which
+  only a process whose CPU backend has not started yet can do."""
+  if not n:
+    return
+  try:
+    jax.config.update('jax_num_cpu_devices', n)
+  except RuntimeError:
+    have = len(jax.devices('cpu'))
+    if have != n:
+      raise lm_config.ConfigError(f'mesh.cpu_devices={n}: this process already runs jax with {have} CPU devices '
+                                  '(set it on the command line of a fresh process)') from None
+
+
 def launch(config, workdir: Path) -> dict:
+  cpu_devices(config.mesh.cpu_devices)  # before anything starts a jax backend
   check(config)
   sharding.maybe_initialize_distributed(config.distributed)
   if not jax.config.jax_compilation_cache_dir:  # a caller's own cache (the tests') wins

@@ -149,7 +149,7 @@ RANGES = {
     '*.n_prompts': '>= 0', '*.k': '>= 2', '*.samples_per_prompt': '>= 1', '*.keep_per_prompt': '>= 1',
     '*.normalize_prompts': '>= 1', '*.sft_steps': '>= 1', '*.max_examples': '>= 0', '*.n_raters': '>= 1',
     'data.pretrain_chars': '>= 1', 'data.fact_articles': '>= 0', 'data.sft_examples': '>= 1',
-    'data.eval_examples': '>= 1',
+    'data.eval_examples': '>= 1', 'mesh.cpu_devices': '>= 0',
     'data.world.n_*': '>= 1', 'tokenizer.vocab_size': '>= 1', 'sft.lora.rank': '>= 1',
     'model.vocab_size': '>= 1', 'model.d_model': '>= 1', 'model.n_layers': '>= 1', 'model.n_heads': '>= 1',
     'model.n_kv_heads': '>= 1', 'model.d_ff': '>= 1', 'model.max_seq_len': '>= 1', 'model.head_dim': '>= 0',
