@@ -26,6 +26,7 @@ def get(name: str = 'data') -> ml_collections.ConfigDict:
   if name not in SHAPES:
     raise ValueError(f'unknown mesh preset {name!r}; valid: {", ".join(SHAPES)}')
   # cpu_devices: XLA:CPU devices to split a CPU-only host into (0: jax's own, one unless XLA_FLAGS says).
-  # With 2 on two cores a ('data',) mesh runs half of each batch on each core: the ops XLA:CPU runs on one
-  # thread then keep both cores busy (benchmarks/RESULTS.md: the float32 train step 1.2x one device's).
+  # With 2 on two cores a ('data',) mesh runs half of each batch on each core, so the ops XLA:CPU runs on
+  # one thread keep both busy: the float32 train step at 16 x 256 tokens 1.2x one device's; the lifecycle's
+  # stages (16 x 128) gain little in float32 and lose in bf16 (benchmarks/RESULTS.md).
   return ml_collections.ConfigDict({'shape': SHAPES[name], 'rules': DEFAULT_RULES, 'cpu_devices': 0})
