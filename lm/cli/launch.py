@@ -174,8 +174,8 @@ def cpu_devices(n: int) -> None:
 
 
 def launch(config, workdir: Path) -> dict:
-  cpu_devices(config.mesh.cpu_devices)  # before anything starts a jax backend
-  check(config)
+  check(config)  # starts no jax backend
+  cpu_devices(config.mesh.cpu_devices)  # before anything does
   sharding.maybe_initialize_distributed(config.distributed)
   if not jax.config.jax_compilation_cache_dir:  # a caller's own cache (the tests') wins
     compilation_cache(workdir)
