@@ -190,11 +190,13 @@ def _diagnose(outcome: dict, limits: dict) -> str | None:
     return 'python sandbox: the program ended without a status'
   if code == 0:
     return None
-  last = next((line for line in reversed(outcome['stderr'].splitlines()) if line.strip()), '')
+  lines = [line for line in outcome['stderr'].splitlines() if line.strip()]
+  last = lines[-1] if lines else ''
   if last.startswith('MemoryError'):
     return memory
-  if last.startswith('BlockingIOError') and 'Resource temporarily unavailable' in last or \
-      "can't start new thread" in last:
+  # any line: the forked copies of a program print their tracebacks into the same stderr, interleaved
+  if any(line.startswith('BlockingIOError') and 'Resource temporarily unavailable' in line or
+         "can't start new thread" in line for line in lines):
     return processes
   if last.startswith(('OSError: [Errno 28]', 'OSError: [Errno 27]')):  # ENOSPC: the tmpfs is full; EFBIG: RLIMIT_FSIZE
     return disk
