@@ -238,6 +238,20 @@ def test_memfds_count_against_the_memory_limit():
   _assert_host_clean()
 
 
+def test_process_limit_is_read_through_interleaved_tracebacks():
+  """A fork bomb's copies write their tracebacks into one stderr; the last line can be any copy's."""
+  limits = PythonSandbox(max_processes=16).limits
+  interleaved = ('Traceback (most recent call last):\nTraceback (most recent call last):\n'
+                 '  File "/sandbox/main.py", line 3, in <module>\n'
+                 'BlockingIOError: [Errno 11] Resource temporarily unavailable\n'
+                 '  File "/sandbox/main.py", line 3, in <module>\n')
+  outcome = dict(exit=1, timed_out=False, overflow=False, stderr=interleaved)
+  assert python_sandbox._diagnose(outcome, limits) == ('process limit: the program tried to run more than 16 '
+                                                       'processes or threads')
+  other = dict(outcome, stderr='Traceback (most recent call last):\n  File "x", line 1\nValueError: no\n')
+  assert python_sandbox._diagnose(other, limits) == 'exited with status 1: ValueError: no'
+
+
 def test_forked_children_share_one_memory_limit():
   tool = PythonSandbox(timeout_s=20, memory_mb=256)
   # six children of 200 MB each at once: each is under the per-process bound, together 1.2 GB
