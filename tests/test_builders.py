@@ -61,6 +61,19 @@ def test_pack_conversations_by_hand():
   np.testing.assert_array_equal(rows['positions'], [[0, 1, 2, 3, 4] * 2, [0, 1, 2, 3, 0, 0, 0, 0, 0, 0]])
 
 
+def test_packing_fills_the_tightest_row_first():
+  def conv(n, token):  # n + 1 tokens: n slots
+    return np.full(n + 1, token), np.ones(n + 1)
+  # slots 6, 7, 3, 4, 2 into rows of 10: 6 and 7 start rows 0 and 1; 3 fits only row 1 (3 free) and
+  # fills it; 4 fills row 0; 2 starts row 2. Filling the last row only would take four rows.
+  rows = pipeline.pack_conversations([conv(6, 10), conv(7, 11), conv(3, 12), conv(4, 13), conv(2, 14)], seq_len=10)
+  np.testing.assert_array_equal(rows['inputs'], [[10] * 6 + [13] * 4, [11] * 7 + [12] * 3, [14] * 2 + [0] * 8])
+  np.testing.assert_array_equal(rows['segment_ids'], [[1] * 6 + [2] * 4, [1] * 7 + [2] * 3, [1] * 2 + [0] * 8])
+  # among rows with the same free space, the oldest
+  rows = pipeline.pack_conversations([conv(5, 10), conv(8, 11), conv(8, 12), conv(2, 13)], seq_len=10)
+  np.testing.assert_array_equal(rows['inputs'][:, -2:], [[0, 0], [13, 13], [0, 0]])
+
+
 def test_one_conversation_per_row_pads():
   a = (np.array([4, 10, 6, 20, 7]), np.array([0, 0, 0, 1, 1]))
   rows = pipeline.pack_conversations([a, a], seq_len=6, one_per_row=True)
