@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lm import config as lm_config
-from lm import evals
+from lm import evals, tokenizer
 from lm.cli import launch
 from lm.config import ConfigError
 from lm.stages import eval as eval_stage
@@ -170,6 +170,27 @@ def test_eval_stage_writes_results_report_and_traces(run):
   first = json.loads(traces[0])
   assert {'prompt', 'response', 'turn', 'calls', 'score', 'finished', 'family', 'variant'} <= set(first)
   assert 'sft.format_following' in outputs['eval'].metrics and 'base.accuracy' in outputs['eval'].metrics
+
+
+@pytest.mark.slow
+def test_the_base_model_writes_at_most_base_max_new_tokens(run, tmp_path, monkeypatch):
+  workdir, outputs = run
+  config = lm_config.load(str(REPO / 'experiments/sft_tiny.py:smoke'))
+  config.eval.update(max_new_tokens=12, base_max_new_tokens=3)
+  asked = {}
+  respond = evals.respond
+
+  def spy(params, model, tok, examples, max_new_tokens, *args, **kwargs):
+    rows = respond(params, model, tok, examples, max_new_tokens, *args, **kwargs)
+    asked[len(asked)] = (max_new_tokens, rows)
+    return rows
+
+  monkeypatch.setattr(evals, 'respond', spy)
+  eval_stage.run(config, tmp_path, outputs)
+  (base_n, base_rows), (sft_n, _) = asked[0], asked[1]
+  assert (base_n, sft_n) == (3, 12)
+  tok = tokenizer.load(outputs['tokenizer'].path)
+  assert max(len(tok.encode(r['response'].get('content') or '')) for r in base_rows) <= 3 + 1
 
 
 def cli(module, *args, stdin=None):

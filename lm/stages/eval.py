@@ -1,6 +1,7 @@
 """Eval stage: the report card of every trained model in the run (base = pretrain, sft, rlhf, ...), on
 the held-out eval sets, through the sampler with the chat format. The base model gets the same chat
-prompts: that it mostly fails the format is the contrast SFT should make.
+prompts: that it mostly fails the format is the contrast SFT should make. It never learned to end a turn,
+so it writes at most ``eval.base_max_new_tokens`` tokens (a batch runs as long as its longest answer).
 
 Prompts that offer tools run through ``lm.agent`` with ``eval.tools`` (at most ``eval.max_tool_calls``
 calls per answer, each result cut to ``eval.result_tokens`` tokens); ``eval.tools=()`` removes the
@@ -54,7 +55,8 @@ def run(config, workdir, inputs) -> outputs.Eval:
   for stage in stages:
     name = MODELS[stage]
     params = common.load_params(inputs[stage], model, mesh, rules)
-    rows = evals.respond(params, model, tok, examples, c.max_new_tokens, c.batch_size, mesh, rules, config.seed,
+    max_new_tokens = min(c.max_new_tokens, c.base_max_new_tokens) if stage == 'pretrain' else c.max_new_tokens
+    rows = evals.respond(params, model, tok, examples, max_new_tokens, c.batch_size, mesh, rules, config.seed,
                          tools, agent_cfg)
     if jax.process_index() == 0:
       evals.write_traces(out_dir / f'traces_{name}.jsonl', rows)
