@@ -63,8 +63,9 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
   * ``pretrain.copy_probe=64``: at each pretraining eval, teacher-forced copying on 64 worked sums and 64
     random strings repeated once (``lm.probes``; the report card's copy curves): whether pretraining
     teaches the copying that SFT's worked sums and calculator calls need.
-  * ``eval.max_new_tokens=192``: a worked 3-digit scratchpad fits; eval sets of ``EVAL_EXAMPLES``
-    prompts, 100 for the headline sets, so intervals are about +-0.1 wide.
+  * ``eval.max_new_tokens=192`` and the SFT probe's 144: a worked 3-digit scratchpad (about 130 tokens)
+    fits; eval sets of ``EVAL_EXAMPLES`` prompts, 100 for the headline sets, so intervals are about
+    +-0.1 wide.
 What these budgets reach (the README's results): the default (800 pretraining and 600 SFT steps, about
 16 minutes of stages on a 2-core AMX Xeon) learns the chat format, refusals and facts (world questions
 0.39-0.52 over three seeds), the worked sums (0.84 pooled; 2-digit 0.86 [0.78, 0.91]) and the calculator
@@ -113,7 +114,7 @@ def get_config(arg: str = ''):
   c.rlhf.update(prompt_mix=rl_mix, iterations=30, prompts_per_iteration=16, eval_prompts=48, eval_every=10,
                 max_new_tokens=96, epochs=2, minibatch_size=16, kl_coef=0.5)
   c.pretrain.update(steps=800, eval_every=200, checkpoint_every=200, copy_probe=64)
-  c.sft.update(steps=600, eval_every=100, checkpoint_every=100, probe_examples=8, probe_max_new_tokens=96)
+  c.sft.update(steps=600, eval_every=100, checkpoint_every=100, probe_examples=8, probe_max_new_tokens=144)
   c.eval.update(breakdowns=BREAKDOWNS, max_examples=0, max_new_tokens=192)
   c.model.dtype = 'auto'  # bf16 matmuls where the CPU has them natively (AMX, AVX512-BF16), float32 elsewhere
   if arg == 'smoke':
