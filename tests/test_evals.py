@@ -174,23 +174,23 @@ def test_eval_stage_writes_results_report_and_traces(run):
 
 @pytest.mark.slow
 def test_the_base_model_writes_at_most_base_max_new_tokens(run, tmp_path, monkeypatch):
-  workdir, outputs = run
+  _, outputs = run
   config = lm_config.load(str(REPO / 'experiments/sft_tiny.py:smoke'))
   config.eval.update(max_new_tokens=12, base_max_new_tokens=3)
-  asked = {}
+  calls = []  # (max_new_tokens, rows) per model, in eval.models order
   respond = evals.respond
 
   def spy(params, model, tok, examples, max_new_tokens, *args, **kwargs):
-    rows = respond(params, model, tok, examples, max_new_tokens, *args, **kwargs)
-    asked[len(asked)] = (max_new_tokens, rows)
-    return rows
+    calls.append((max_new_tokens, respond(params, model, tok, examples, max_new_tokens, *args, **kwargs)))
+    return calls[-1][1]
 
   monkeypatch.setattr(evals, 'respond', spy)
   eval_stage.run(config, tmp_path, outputs)
-  (base_n, base_rows), (sft_n, _) = asked[0], asked[1]
+  (base_n, base_rows), (sft_n, _) = calls
   assert (base_n, sft_n) == (3, 12)
   tok = tokenizer.load(outputs['tokenizer'].path)
-  assert max(len(tok.encode(r['response'].get('content') or '')) for r in base_rows) <= 3 + 1
+  # 3 tokens of text (a piece decoded alone may re-encode as two)
+  assert max(len(tok.encode(r['response'].get('content') or '')) for r in base_rows) <= 4
 
 
 def cli(module, *args, stdin=None):

@@ -208,7 +208,7 @@ def get_config() -> ml_collections.ConfigDict:
       'models': ('pretrain', 'sft', 'rlhf'),  # stages whose models are evaluated, where they ran
       'max_new_tokens': 128, 'batch_size': 64,
       # the pretrained model never learned to end a chat turn: it writes at most this many tokens
-      # (a batch runs as long as its longest answer; past 64 its text changes 1 score of 820)
+      # (a batch runs as long as its longest answer; in the lifecycle, past 64 its text changes 1 score of 820)
       'base_max_new_tokens': 64,
       'max_examples': 50,                     # per eval set (0: all)
       'skip_variants': (),
