@@ -27,7 +27,7 @@ import numpy as np
 from lm import stats
 from lm.inference import agent, sample
 from lm.lab import tasks
-from lm.lab.world import DIGIT_STEP, scratchpad, spelled_count
+from lm.lab.world import DIGIT_STEP, LETTER_STEP, scratchpad, spelled_count
 
 
 def select(records, max_examples: int = 0, skip_variants=()) -> list[tasks.Example]:
@@ -126,6 +126,11 @@ def _copies_the_word(r) -> float:
   return float(_thinking(r).startswith(_opening(spelled_count(r['meta']['word'], r['meta']['letter']))))
 
 
+def _letter_steps_right(r) -> float:
+  steps = LETTER_STEP.findall(_thinking(r))
+  return sum((x == y) == (said == 'yes') for x, y, said in steps) / len(steps) if steps else float('nan')
+
+
 def _names_the_subject(r) -> float:
   call = _call(r, 'knowledge_base')
   plain = lambda name: name.lower().removeprefix('the ')  # noqa: E731
@@ -154,6 +159,7 @@ METRICS = {
     'digit_steps_right': (lambda r: _is(r, 'arithmetic', 'thinking') and r['meta']['op'] == 'add',
                           _digit_steps_right, 'higher'),
     'copies_the_word': (lambda r: _is(r, 'char_count', 'thinking'), _copies_the_word, 'higher'),
+    'letter_steps_right': (lambda r: _is(r, 'char_count', 'thinking'), _letter_steps_right, 'higher'),
     'look_up_names_the_subject': (lambda r: _is(r, 'unknown_entity', 'tool'), _names_the_subject, 'higher'),
 }
 """What each headline metric measures: ``format_following`` a turn ended with ``<|end|>`` within the
@@ -164,7 +170,8 @@ What limits the procedures, whatever the score: ``copies_the_sum`` the worked sc
 asked (thinking) or the calculator call computes it (tool, 2 digits and more: a 1-digit sum is answered
 directly); ``digit_steps_right`` the share of a worked sum's digit steps ("7 + 5 + carry 1 = 13")
 that add up (a response with none is left out); ``copies_the_word`` the counting scratchpad opens on
-the letter and word asked; ``look_up_names_the_subject`` the knowledge-base call asks for the entity
+the letter and word asked; ``letter_steps_right`` the share of its comparisons ("g vs n no") that are
+right (a response with none is left out); ``look_up_names_the_subject`` the knowledge-base call asks for the entity
 asked about."""
 
 

@@ -25,7 +25,8 @@ CARDS = {  # eval/results.json: model -> card
                        'over_refusal_rate': 0.125 * i, 'length_error_words': 20.0 - 3 * i,
                        'length_error_lines': 4.0 - i / 2, 'translation_exact_match': 0.0,
                        'tool_calls_per_answer': 0.5 * i, 'copies_the_sum': 0.25 * i, 'digit_steps_right': 0.75 - i / 8,
-                       'copies_the_word': i / 5, 'look_up_names_the_subject': 0.0},
+                       'copies_the_word': i / 5, 'letter_steps_right': 1 - i / 5,
+                       'look_up_names_the_subject': 0.0},
            'sets': [{'family': 'arithmetic', 'variant': 'direct', 'n': 2, 'accuracy': 0.5},
                     {'family': 'arithmetic', 'variant': 'thinking', 'n': 4, 'accuracy': 0.25 * i},
                     {'family': 'char_count', 'variant': 'thinking', 'n': 3, 'accuracy': i / 3}]}

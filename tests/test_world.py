@@ -11,7 +11,7 @@ from lm import evals
 from lm.cli.world import main
 from lm.lab import splits, tasks
 from lm.lab.synthlang import LANG_NAME, SynthLang
-from lm.lab.world import FACT_QUESTIONS, World, arithmetic_key, scratchpad
+from lm.lab.world import FACT_QUESTIONS, LETTER_STEP, World, arithmetic_key, scratchpad, spelled_count
 
 FAMILY_VARIANTS = [(name, v) for name, fam in tasks.TASKS.items() for v in fam.variants]
 
@@ -181,6 +181,31 @@ def test_scratchpad_arrives_at_the_result(op):
     if op == 'add':  # the written digits, read from the top, are the answer
       digits = re.findall(r'write (\d)', pad)
       assert int(''.join(reversed(digits))) == want
+
+
+def test_counting_scratchpads_by_hand():
+  assert spelled_count('small', 'l') == ('Counting "l" in "small": s, m, a, l (1), l (2). '
+                                         'The letter "l" appears 2 times.')
+  small = spelled_count('small', 'l', 'compare')
+  assert small == ('Counting "l" in "small": s vs l no, m vs l no, a vs l no, l vs l yes (1), l vs l yes (2). '
+                   'The letter "l" appears 2 times.')
+  assert spelled_count('dog', 'a', 'compare').endswith(': d vs a no, o vs a no, g vs a no. The letter "a" appears 0 '
+                                                       'times.')
+  assert LETTER_STEP.findall(small) == [('s', 'l', 'no'), ('m', 'l', 'no'), ('a', 'l', 'no'), ('l', 'l', 'yes'),
+                                        ('l', 'l', 'yes')]
+
+
+def test_the_compare_world_writes_its_counting_scratchpads_in_pretraining_text_and_sft_answers():
+  docs = World(seed=0, counting='compare').pretraining_documents(n_docs=100, mix=(('words', 1.0),))
+  counts = [line for d in docs for line in d.splitlines() if line.startswith('Counting "')]
+  assert counts and all(' vs ' in line for line in counts)
+  assert all(line == spelled_count(*re.match(r'Counting "(\w)" in "(\w+)"', line).groups()[::-1], 'compare')
+             for line in counts)
+  ex = tasks.sample(World(seed=0, counting='compare'), 'char_count', 1, variant='thinking', word='banana',
+                    letter='a')[0]
+  assert ex.reference[-1]['thinking'] == spelled_count('banana', 'a', 'compare')
+  with pytest.raises(ValueError, match="counting='tally'; valid: marks, compare"):
+    World(seed=0, counting='tally')
 
 
 def test_by_place_reads_the_operands_digits_and_the_digit_steps_take_theirs():

@@ -139,13 +139,18 @@ class World:
   """Entities with attributes and relations, some held out; see the module docstring."""
 
   def __init__(self, seed: int = 0, n_people: int = 200, n_towns: int = 40, n_creatures: int = 30,
-               n_objects: int = 60, held_out_fraction: float = 0.1, by_place: bool = False):
+               n_objects: int = 60, held_out_fraction: float = 0.1, by_place: bool = False,
+               counting: str = 'marks'):
     self.config = dict(seed=seed, n_people=n_people, n_towns=n_towns, n_creatures=n_creatures,
-                       n_objects=n_objects, held_out_fraction=held_out_fraction, by_place=by_place)
+                       n_objects=n_objects, held_out_fraction=held_out_fraction, by_place=by_place,
+                       counting=counting)
+    if counting not in COUNTING:
+      raise ValueError(f'counting={counting!r}; valid: {", ".join(COUNTING)}')
     if n_creatures > len(_CREATURE_HEADS) * len(_CREATURE_TAILS) or n_objects > len(_THING_ADJS) * len(_THING_KINDS):
       raise ValueError('too many creatures or objects for the name generators')
     self.seed = seed
     self.by_place = by_place  # worked sums write the operands' digits by place first (``scratchpad``)
+    self.counting = counting  # how a counting scratchpad spells the word (``spelled_count``)
     self.lang = SynthLang(seed)
     rng = random.Random(f'world:{seed}')
     taken = set(ENGLISH_WORDS) | set(self.lang.words()) | set(SPELL_WORDS) | {
@@ -377,8 +382,7 @@ class World:
   def arithmetic_texts(self, n: int, rng: random.Random, leave_out=None) -> list[str]:
     return [self.arithmetic_text(rng, leave_out) for _ in range(n)]
 
-  @staticmethod
-  def _word_line(rng: random.Random) -> tuple[str, list]:
+  def _word_line(self, rng: random.Random) -> tuple[str, list]:
     w = rng.choice(SPELL_WORDS)
     k = rng.randrange(4)
     if k == 0:
@@ -390,7 +394,8 @@ class World:
       return line, [('char_count', char_count_key(w, letter))]
     if k == 2:
       letter = rng.choice(w)
-      return spelled_count(w, letter), [('spelling', spelling_key(w)), ('char_count', char_count_key(w, letter))]
+      return spelled_count(w, letter, self.counting), [('spelling', spelling_key(w)),
+                                                       ('char_count', char_count_key(w, letter))]
     return f'"{w}" has {len(w)} letters: {", ".join(w)}.', [('spelling', spelling_key(w))]
 
   def word_list(self, rng: random.Random, leave_out=None) -> str:
@@ -725,14 +730,20 @@ def scratchpad_items(a: int, b: int, op: str) -> list[tuple[str, int, int]]:
   return items
 
 
-def spelled_count(word: str, letter: str) -> str:
-  """Spells ``word`` letter by letter with a running count of ``letter``."""
+COUNTING = ('marks', 'compare')  # ``spelled_count``'s ways of writing a counting scratchpad
+LETTER_STEP = re.compile(r'\b([a-z]) vs ([a-z]) (yes|no)\b')  # ``spelled_count``'s comparisons, read back
+
+
+def spelled_count(word: str, letter: str, counting: str = 'marks') -> str:
+  """Spells ``word`` letter by letter with a running count of ``letter``. ``counting``: ``marks`` writes
+  the count beside each match ("g, a, r, d, e, n (1)"); ``compare`` sets every letter beside ``letter``
+  ("g vs n no, ..., n vs n yes (1)"), so each comparison is between two neighbouring tokens."""
   n, parts = 0, []
   for ch in word:
-    if ch == letter:
-      n += 1
-      parts.append(f'{ch} ({n})')
+    n += ch == letter
+    if counting == 'compare':
+      parts.append(f'{ch} vs {letter} ' + (f'yes ({n})' if ch == letter else 'no'))
     else:
-      parts.append(ch)
+      parts.append(f'{ch} ({n})' if ch == letter else ch)
   return (f'Counting "{letter}" in "{word}": {", ".join(parts)}. '
           f'The letter "{letter}" appears {n} time{"s" * (n != 1)}.')

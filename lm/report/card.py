@@ -58,6 +58,7 @@ SKILLS = (  # label, eval metric (lm.evals.report) or family accuracy ('family:<
     ('copies the sum asked (worked scratchpad, calculator call)', 'copies_the_sum', 'higher'),
     ('digit steps of worked sums that add up', 'digit_steps_right', 'higher'),
     ('copies the letter and word asked (counting scratchpad)', 'copies_the_word', 'higher'),
+    ('letter comparisons of counting scratchpads that are right', 'letter_steps_right', 'higher'),
     ('knowledge-base call names the entity asked', 'look_up_names_the_subject', 'higher'),
 )
 BREAKDOWNS = (('arithmetic', 'digits', 'Arithmetic by digit count'),

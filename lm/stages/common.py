@@ -44,7 +44,10 @@ def rankings_dir(inputs: dict, by: str) -> str:
 
 def world(config) -> World:
   """The lab's world of this run (``data.seed``, ``data.world``)."""
-  return World(seed=config.data.seed, **config.data.world)
+  try:
+    return World(seed=config.data.seed, **config.data.world)
+  except ValueError as e:
+    raise ConfigError(f'data.world: {e}') from None
 
 
 def load_params(trained: outputs.Model, model: Transformer, mesh, rules):

@@ -44,7 +44,7 @@ def make_char_count(world, rng, variant, word=None, letter=None, word_lengths=()
   q = rng.choice([f'How many times does the letter "{letter}" appear in "{w}"?', f'How many {letter} in {w}?',
                   f'Count the letter "{letter}" in the word "{w}".'])
   answer = f'The letter "{letter}" appears {n} time{"s" * (n != 1)} in "{w}".'
-  ref = answer_messages(variant, answer, spelled_count(w, letter), None, n, tool='python',
+  ref = answer_messages(variant, answer, spelled_count(w, letter, world.counting), None, n, tool='python',
                         code=f'print("{w}".count("{letter}"))')
   return Example('char_count', variant, ask(variant, q), ref, dict(word=w, letter=letter, answer=n, length=len(w)))
 
