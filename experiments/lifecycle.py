@@ -78,7 +78,7 @@ machines, and part of the counting (0.45-0.70).
 from lm.configs import base, models
 
 BREAKDOWNS = ('arithmetic:digits', 'char_count:length')
-WORLD = dict(n_people=60, n_towns=14, n_creatures=12, n_objects=18, held_out_fraction=0.35)
+WORLD = dict(n_people=60, n_towns=14, n_creatures=12, n_objects=18, held_out_fraction=0.35, counting='compare')
 FACT_ARTICLES = 2
 PRETRAIN_MIX = (('article', 0.45), ('qa', 0.2), ('story', 0.05), ('arithmetic', 0.1), ('words', 0.1),
                 ('translation', 0.1))
@@ -88,6 +88,7 @@ SFT_MIX = (
     ('arithmetic', 'thinking', 2.0), ('arithmetic', 'tool', 1.5), ('char_count', 'thinking', 2.0),
     ('safety', 'direct', 1.0), ('manners', 'direct', 1.0), ('length_control', 'direct', 0.5),
 )
+SFT_STRANGERS = 0.25
 EVAL_EXAMPLES = 60
 EVAL_SIZES = (('world_qa', 100), ('unknown_entity', 100), ('arithmetic', 100), ('char_count', 100),
               ('safety', 100))
@@ -100,8 +101,9 @@ def get_config(arg: str = ''):
   c.stages = ('data', 'tokenizer', 'pretrain', 'sft', 'preferences', 'reward', 'rlhf', 'eval')
   c.data.world.update(WORLD)
   c.data.update(pretrain_chars=1_600_000, pretrain_mix=PRETRAIN_MIX, fact_articles=FACT_ARTICLES,
-                sft_mix=SFT_MIX, sft_examples=24000, eval_sets=tuple(sorted({(f, v) for f, v, _ in SFT_MIX})),
-                eval_examples=EVAL_EXAMPLES, eval_sizes=EVAL_SIZES)
+                sft_mix=SFT_MIX, sft_examples=24000, sft_strangers=SFT_STRANGERS,
+                eval_sets=tuple(sorted({(f, v) for f, v, _ in SFT_MIX})), eval_examples=EVAL_EXAMPLES,
+                eval_sizes=EVAL_SIZES)
   for family, options in TASK_OPTIONS.items():
     c.data.task_options[family].update(options)
   rl_mix = tuple(row for row in SFT_MIX if row[1] == 'direct')
