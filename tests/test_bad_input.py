@@ -89,7 +89,8 @@ def _kind(value):
 
 def wrong_type_cases(n: int, seed: int = 0):
   rng = random.Random(seed)
-  for path, value in rng.sample(list(leaves(smoke())), n):
+  typed = [(path, value) for path, value in leaves(smoke()) if value is not None]  # None: a leaf of open type
+  for path, value in rng.sample(typed, n):
     yield '.'.join(path), nested(path, rng.choice(WRONG_TYPES[_kind(value)]))
 
 
