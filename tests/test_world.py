@@ -9,9 +9,12 @@ import pytest
 
 from lm import evals
 from lm.cli.world import main
+from lm.config import ConfigError
+from lm.configs import base
 from lm.lab import splits, tasks
 from lm.lab.synthlang import LANG_NAME, SynthLang
 from lm.lab.world import FACT_QUESTIONS, LETTER_STEP, World, arithmetic_key, scratchpad, spelled_count
+from lm.stages import common
 
 FAMILY_VARIANTS = [(name, v) for name, fam in tasks.TASKS.items() for v in fam.variants]
 
@@ -204,8 +207,10 @@ def test_the_compare_world_writes_its_counting_scratchpads_in_pretraining_text_a
   ex = tasks.sample(World(seed=0, counting='compare'), 'char_count', 1, variant='thinking', word='banana',
                     letter='a')[0]
   assert ex.reference[-1]['thinking'] == spelled_count('banana', 'a', 'compare')
-  with pytest.raises(ValueError, match="counting='tally'; valid: marks, compare"):
-    World(seed=0, counting='tally')
+  config = base.get_config()
+  config.data.world.counting = 'tally'
+  with pytest.raises(ConfigError, match="^data.world: counting='tally'; valid: marks, compare$"):
+    common.world(config)
 
 
 def test_by_place_reads_the_operands_digits_and_the_digit_steps_take_theirs():
