@@ -504,3 +504,25 @@ def test_the_lifecycle_lab_states_every_known_fact_at_least_fact_articles_times(
     for fact in _facts(e):
       assert sum(fact in d for d in about) >= c.fact_articles, (e.name, fact)
   assert not any(e.name in d for e in w.held_out() for d in docs)
+
+
+def test_coined_things_each_have_a_word_no_other_name_and_no_stranger_uses():
+  shared = [t.name.split()[1] for t in World(seed=0, n_objects=18).things]
+  assert len(set(shared)) < 18  # the default's things share adjectives
+  coined = World(seed=0, n_objects=18, held_out_fraction=0.35, things='coined')
+  words = [t.name.split()[1] for t in coined.things]
+  assert len(set(words)) == 18 and all(t.name.startswith('the ') for t in coined.things)
+  others = {w.lower() for e in coined.people + coined.towns for w in e.name.split()}
+  assert not others & {w.lower() for w in words}
+  rng = random.Random(0)
+  strangers = [coined.stranger('thing', rng).name.split()[1] for _ in range(200)]
+  assert not set(strangers) & set(words) and len(set(strangers)) > 150
+  text = '\n'.join(coined.pretraining_documents(n_docs=300, seed=0) + coined.articles()).lower()
+  held = [t.name.split()[1].lower() for t in coined.things if t.held_out]
+  known = [t.name.split()[1].lower() for t in coined.things if not t.held_out]
+  assert len(held) == 6 and not any(re.search(rf'\b{w}\b', text) for w in held)
+  assert all(re.search(rf'\b{w}\b', text) for w in known)
+  config = base.get_config()
+  config.data.world.things = 'named'
+  with pytest.raises(ConfigError, match="^data.world: things='named'; valid: adjectives, coined$"):
+    common.world(config)

@@ -5,7 +5,8 @@
   Person    name, town, job, age, friend (a person), pet (a creature species)
   Town      name, region, population, river
   Creature  name (a species, e.g. "mosshopper"), colour, diet, legs, habitat (a region)
-  Thing     name (e.g. "the Ashen Lantern"), material, maker (a person), town (where it is kept), year
+  Thing     name (e.g. "the Ashen Lantern", or with ``things='coined'`` "the Brelic Lantern"), material,
+            maker (a person), town (where it is kept), year
 
 A fraction of each kind is *held out*: those entities have facts, but their names never appear in
 any text this module writes (articles, stories, ...); they exist so that questions about them
@@ -59,6 +60,8 @@ _CREATURE_TAILS = ('hopper', 'wing', 'crawler', 'hound', 'strider', 'shell', 'sn
 _THING_ADJS = ('Ashen', 'Silent', 'Crimson', 'Hollow', 'Gilded', 'Weeping', 'Iron', 'Amber', 'Twin', 'Broken',
                'Winter', 'Morning', 'Sunken', 'Last', 'Wandering', 'Quiet')
 _THING_KINDS = ('Lantern', 'Crown', 'Horn', 'Compass', 'Drum', 'Mirror', 'Bell', 'Chalice', 'Loom', 'Key')
+_COINED_ENDS = ('dric', 'mor', 'vel', 'zar', 'lith', 'gant', 'rel', 'bis')
+THINGS = ('adjectives', 'coined')  # how things are named (``World``)
 _ONSETS = ('b', 'br', 'd', 'dr', 'f', 'g', 'gr', 'h', 'k', 'l', 'm', 'n', 'p', 'r', 's', 'st', 't', 'th', 'v',
            'w', 'z', 'c', 'j', 'sh')
 _NUCLEI = ('a', 'e', 'i', 'o', 'u', 'ai', 'ea', 'or', 'el', 'an', 'y')
@@ -140,17 +143,24 @@ class World:
 
   def __init__(self, seed: int = 0, n_people: int = 200, n_towns: int = 40, n_creatures: int = 30,
                n_objects: int = 60, held_out_fraction: float = 0.1, by_place: bool = False,
-               counting: str = 'marks'):
+               counting: str = 'marks', things: str = 'adjectives'):
     self.config = dict(seed=seed, n_people=n_people, n_towns=n_towns, n_creatures=n_creatures,
                        n_objects=n_objects, held_out_fraction=held_out_fraction, by_place=by_place,
-                       counting=counting)
+                       counting=counting, things=things)
     if counting not in COUNTING:
       raise ValueError(f'counting={counting!r}; valid: {", ".join(COUNTING)}')
-    if n_creatures > len(_CREATURE_HEADS) * len(_CREATURE_TAILS) or n_objects > len(_THING_ADJS) * len(_THING_KINDS):
+    if things not in THINGS:
+      raise ValueError(f'things={things!r}; valid: {", ".join(THINGS)}')
+    if n_creatures > len(_CREATURE_HEADS) * len(_CREATURE_TAILS) or (
+        things == 'adjectives' and n_objects > len(_THING_ADJS) * len(_THING_KINDS)):
       raise ValueError('too many creatures or objects for the name generators')
     self.seed = seed
     self.by_place = by_place  # worked sums write the operands' digits by place first (``scratchpad``)
     self.counting = counting  # how a counting scratchpad spells the word (``spelled_count``)
+    # things' names: 'adjectives' draws them from adjective x kind ("the Ashen Lantern"), so things share
+    # their words and a held-out thing's name is made of words the known ones use; 'coined' gives each thing
+    # a made-up word of its own ("the Brelic Lantern"), so a name nobody wrote reads as new, as people's do
+    self.things_named = things
     self.lang = SynthLang(seed)
     rng = random.Random(f'world:{seed}')
     taken = set(ENGLISH_WORDS) | set(self.lang.words()) | set(SPELL_WORDS) | {
@@ -193,7 +203,11 @@ class World:
       friend = rng.choice([p for p in known_people if p != n])
       self.people.append(Person(n, rng.choice(known_towns), rng.choice(JOBS), rng.randint(16, 90), friend,
                                 rng.choice(known_species), i in held_people))
-    thing_names = rng.sample([f'the {a} {k}' for a in _THING_ADJS for k in _THING_KINDS], n_objects)
+    if things == 'coined':
+      thing_names = [f'the {fresh(lambda: cap(syllable() + rng.choice(_COINED_ENDS)))} {rng.choice(_THING_KINDS)}'
+                     for _ in range(n_objects)]
+    else:
+      thing_names = rng.sample([f'the {a} {k}' for a in _THING_ADJS for k in _THING_KINDS], n_objects)
     held_things = held(n_objects)
     self.things = [Thing(n, rng.choice(MATERIALS), rng.choice(known_people), rng.choice(known_towns),
                          rng.randint(300, 1200), i in held_things) for i, n in enumerate(thing_names)]
@@ -455,9 +469,11 @@ class World:
   @functools.cached_property
   def _taken(self) -> set:
     """The lower-cased names of the world's entities and rivers, and the words of its people's and towns'
-    names: a stranger uses none of them."""
+    names (and of its things' coined names): a stranger uses none of them."""
     names = [e.name for e in self.entities()] + [t.river for t in self.towns]
-    return {n.lower() for n in names} | {w.lower() for e in self.people + self.towns for w in e.name.split()}
+    worded = self.people + self.towns + (self.things if self.things_named == 'coined' else [])
+    shared = {'the', *(k.lower() for k in _THING_KINDS)}
+    return {n.lower() for n in names} | {w.lower() for e in worded for w in e.name.split()} - shared
 
   def stranger(self, kind: str, rng: random.Random):
     """An entity of ``kind`` that is not in the world: its name and the names it points at are made up
@@ -487,8 +503,12 @@ class World:
                   name(lambda: cap(syllable() + rng.choice(_RIVER_ENDS))))
     if kind == 'creature':
       return Creature(species(), rng.choice(COLOURS), rng.choice(DIETS), rng.choice(LEGS), rng.choice(REGIONS))
-    return Thing(name(lambda: f'the {rng.choice(_THING_ADJS)} {rng.choice(_THING_KINDS)}'), rng.choice(MATERIALS),
-                 person_name(), town_name(), rng.randint(300, 1200))
+    def thing_name():
+      if self.things_named == 'coined':
+        return f'the {cap(syllable() + rng.choice(_COINED_ENDS))} {rng.choice(_THING_KINDS)}'
+      return f'the {rng.choice(_THING_ADJS)} {rng.choice(_THING_KINDS)}'
+
+    return Thing(name(thing_name), rng.choice(MATERIALS), person_name(), town_name(), rng.randint(300, 1200))
 
   def reading_text(self, rng: random.Random) -> str:
     """One or two articles about strangers (``stranger``), then two to four of ``FACT_QUESTIONS`` about
