@@ -50,6 +50,12 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     questions -0.08 [-0.14, -0.03] (0.15 of questions about known entities now answered "I don't know")
     and all sets gain +0.07 [0.06, 0.09] (n=2,460). A tenth keeps world questions (-0.01 [-0.07, 0.04])
     and reaches "I don't know" 0.63 (+0.29 [0.23, 0.35]): the quarter is for the farther target, 0.8.
+  * ``things='coined'`` (``data.world.things``): each thing is named by a made-up word of its own ("the
+    Brelic Lantern"), not by an adjective other things share ("the Ashen Lantern"). With shared names a
+    held-out thing's name is made of words the known things' names use, and so is a stranger thing's: the
+    model declined held-out things 0.53 of the time and known ones 0.44. Coined, over five seeds a side:
+    held-out things 1.00, "I don't know" 0.75 -> 0.89, world questions kept (0.39 -> 0.42), worked sums
+    0.65 -> 0.76; the calculator 0.63 -> 0.41, two seeds of five not copying the sum into the call.
     The knobs below were measured at 350 SFT steps.
   * not set: ``reading`` documents in the mix (counting 0.14 -> 0.35 over two seeds, the calculator lost
     in one; README: two knobs aimed at copying). Nor ``digit_sums`` documents,
@@ -81,19 +87,20 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     fits; eval sets of ``EVAL_EXAMPLES`` prompts, 100 for the headline sets, so intervals are about
     +-0.1 wide.
 What these budgets reach (the README's results): the default (800 pretraining and 600 SFT steps, about
-15 minutes of stages on a 2-core AMX Xeon) learns the chat format, refusals and facts (world questions
-0.39 pooled over three seeds), "I don't know" (0.77) and counting with the word spelled out (0.77),
-the worked sums (0.69 pooled; 2-digit 0.84 [0.76, 0.90]) and the calculator (2-digit 0.99, 3-digit
-0.88); "I don't know" and counting reach 0.8 inside their intervals, world questions stay short of 0.5.
-``:full`` (1,600 and 700, measured with the marks scratchpad and no strangers) learns the worked sums
-(1.00) and the calculator (1.00 at 2 and 3 digits) on both machines, and part of the counting
-(0.45-0.70).
+15 minutes of stages on a 2-core AMX Xeon) learns the chat format, refusals and "I don't know" (0.89
+pooled over five seeds, past 0.8 in each), facts (world questions 0.42, short of 0.5), the worked sums
+(0.76 pooled; 2-digit 0.89 [0.83, 0.92]), counting with the word spelled out (0.70) and the calculator
+where a seed learns to copy the sum into the call (three seeds of five; 3-digit 0.51 pooled).
+``:full`` (1,600 and 700, measured with the marks scratchpad, no strangers and shared names) learns
+the worked sums (1.00) and the calculator (1.00 at 2 and 3 digits) on both machines, world questions
+(0.57-0.61) and part of the counting (0.45-0.70).
 """
 
 from lm.configs import base, models
 
 BREAKDOWNS = ('arithmetic:digits', 'char_count:length')
-WORLD = dict(n_people=60, n_towns=14, n_creatures=12, n_objects=18, held_out_fraction=0.35, counting='compare')
+WORLD = dict(n_people=60, n_towns=14, n_creatures=12, n_objects=18, held_out_fraction=0.35, counting='compare',
+             things='coined')
 FACT_ARTICLES = 2
 PRETRAIN_MIX = (('article', 0.45), ('qa', 0.2), ('story', 0.05), ('arithmetic', 0.1), ('words', 0.1),
                 ('translation', 0.1))
