@@ -59,7 +59,7 @@ _LONG = (', where the bread is warm, the streets are clean, the bells ring at no
 
 
 def initial(e) -> str:
-  """The letter a slogan of ``e`` alliterates on: a town's first, a treasure's adjective's ('the Ashen Lantern')."""
+  """The letter a slogan of ``e`` alliterates on: a town's first, a thing's second word's ('the Ashen Lantern')."""
   return (e.name if e.kind == 'town' else e.name.split()[1])[0].lower()
 
 
