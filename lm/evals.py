@@ -48,12 +48,16 @@ def respond(params, model, tok, examples, max_new_tokens: int, batch_size: int, 
             rules=None, seed: int = 0, tools: dict | None = None,
             agent_cfg: agent.AgentConfig = agent.AgentConfig(), temperature: float = 0.0) -> list[dict]:
   """Responses to every example's prompt, scored: one row each, in order (see the module doc).
-  Greedy by default; at ``temperature > 0`` each batch samples with its own key from ``seed``."""
+  Greedy by default; at ``temperature > 0`` each batch samples with its own key from ``seed``.
+
+  Batches hold one set after another (family, variant): a batch decodes until its longest answer ends,
+  and a set's answers are alike in length, so short answers do not wait on a worked scratchpad."""
   cfg = sample.SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
   kwargs = {} if rules is None else {'rules': rules}
   rows = [None] * len(examples)
   for use_tools in (False, True):
-    index = [i for i, e in enumerate(examples) if use_tools == (bool(tools) and tasks.offers_tools(e.prompt))]
+    index = sorted((i for i, e in enumerate(examples) if use_tools == (bool(tools) and tasks.offers_tools(e.prompt))),
+                   key=lambda i: (examples[i].family, examples[i].variant))
     for start in range(0, len(index), batch_size):
       batch = index[start:start + batch_size]
       prompts = [examples[i].prompt if use_tools else tasks.without_tools(examples[i].prompt) for i in batch]

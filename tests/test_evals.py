@@ -2,6 +2,7 @@
 
 import json
 import math
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,11 @@ from lm import config as lm_config
 from lm import evals, tokenizer
 from lm.cli import launch
 from lm.config import ConfigError
+from lm.inference import sample
+from lm.lab import tasks
+from lm.lab.world import World
 from lm.stages import eval as eval_stage
+from lm.tokenizer import END_ID
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,6 +147,26 @@ def test_select_keeps_the_first_n_per_set_and_skips_variants():
   assert [e.variant for e in picked] == ['direct', 'direct', 'thinking']
   with pytest.raises(ValueError, match="unknown task family 'nope'"):
     evals.select([dict(records[0], family='nope')])
+
+
+def test_respond_batches_one_set_after_another_and_answers_in_order(monkeypatch):
+  world = World(seed=0)
+  examples = [ex for family, variant in (('world_qa', 'direct'), ('arithmetic', 'thinking'), ('safety', 'direct'))
+              for ex in tasks.sample(world, family, 5, variant=variant)]
+  examples = [examples[i] for i in random.Random(0).sample(range(15), 15)]  # the sets interleaved
+  batches = []
+
+  def echo(params, model, tok, prompts, cfg, rng, mesh=None, **kwargs):  # answers with the question asked
+    batches.append([p[-1]['content'] for p in prompts])
+    return [{'role': 'assistant', 'content': p[-1]['content'], 'ids': [END_ID], 'finished': True} for p in prompts]
+
+  monkeypatch.setattr(sample, 'complete_chats', echo)
+  rows = evals.respond(None, None, None, examples, 8, 4)
+  assert [r['response']['content'] for r in rows] == [ex.prompt[-1]['content'] for ex in examples]
+  assert [r['family'] for r in rows] == [ex.family for ex in examples]
+  set_of = {ex.prompt[-1]['content']: (ex.family, ex.variant) for ex in examples}
+  order = [set_of[q] for batch in batches for q in batch]
+  assert order == sorted(order) and list(map(len, batches)) == [4, 4, 4, 3]
 
 
 def test_eval_stage_needs_a_trained_model():
