@@ -52,6 +52,26 @@ def test_samples_are_scored_and_ranked_like_candidates(policy):
     assert r['ranking'] == r['gold_ranking'] == list(np.argsort(-utilities, kind='stable'))
 
 
+def test_samples_are_drawn_one_set_after_another_and_kept_with_their_prompt(policy, monkeypatch):
+  world, tok, model, params, examples = policy
+  assert len({(ex.family, ex.variant) for ex in examples[:3]}) > 1  # the sets interleaved
+  batches = []
+
+  def echo(params, model, tok, prompts, cfg, rng, mesh=None, **kwargs):  # samples the question asked
+    batches.append([(p[-1]['content'], int(jax.random.key_data(rng)[-1])) for p in prompts])
+    return [{'role': 'assistant', 'content': p[-1]['content'], 'ids': [], 'finished': True} for p in prompts]
+
+  monkeypatch.setattr(rankings.sample, 'complete_chats', echo)
+  plan = rankings.SamplingPlan(k=3, temperature=1.0, max_new_tokens=12, batch_size=4)
+  records = rankings.collect(params, model, tok, examples, plan, raters.Panel(n_raters=3, seed=0), seed=1)
+  for r, ex in zip(records, examples):
+    assert [m[0]['content'] for m in r['responses']] == [ex.prompt[-1]['content']] * 3
+  set_of = {ex.prompt[-1]['content']: (ex.family, ex.variant) for ex in examples}
+  order = [set_of[q] for batch in batches for q, _ in batch]
+  assert order == sorted(order) and len(order) == 3 * len(examples)
+  assert len({key for batch in batches for _, key in batch[:1]}) == len(batches)  # a key per batch
+
+
 def test_pairwise_accuracy_by_hand():
   rewards = np.array([[3.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
   ranks = np.array([[0, 1, 2], [0, 1, 2]])         # first is best

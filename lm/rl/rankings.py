@@ -34,19 +34,23 @@ def collect(params, model, tok, examples, cfg: SamplingPlan, panel: raters.Panel
   if cfg.k < 2:
     raise ValueError(f'rankings need at least 2 responses per prompt, got k={cfg.k}')
   sampling = sample.SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-  flat = [ex for ex in examples for _ in range(cfg.k)]
-  replies = []
+  # one set after another: a batch decodes until its longest sample ends, and a set's samples are alike in length
+  flat = sorted(((i, ex) for i, ex in enumerate(examples) for _ in range(cfg.k)),
+                key=lambda x: (x[1].family, x[1].variant))
+  replies = [[] for _ in examples]
   kwargs = {} if rules is None else {'rules': rules}
   for start in range(0, len(flat), cfg.batch_size):
-    chunk = [ex.prompt for ex in flat[start:start + cfg.batch_size]]
+    batch = flat[start:start + cfg.batch_size]
     rng = jax.random.fold_in(jax.random.key(seed), start)
-    replies += sample.complete_chats(params, model, tok, chunk, sampling, rng, mesh=mesh, **kwargs)
+    for (i, _), reply in zip(batch, sample.complete_chats(params, model, tok, [ex.prompt for _, ex in batch],
+                                                          sampling, rng, mesh=mesh, **kwargs)):
+      replies[i].append(reply)
   noise = np.random.default_rng([seed, round_, 3])
   records = []
   for i, ex in enumerate(examples):
     turns = [[{'role': 'assistant', 'content': r.get('content') or '',
                **({'thinking': r['thinking']} if r.get('thinking') else {})}]
-             for r in replies[i * cfg.k:(i + 1) * cfg.k]]
+             for r in replies[i]]
     cands = [raters.candidate(ex, 'policy', turn) for turn in turns]
     ranked = panel.rank(cands, noise)
     records.append(dict(
