@@ -100,7 +100,7 @@ from lm.configs import base, models
 
 BREAKDOWNS = ('arithmetic:digits', 'char_count:length')
 WORLD = dict(n_people=60, n_towns=14, n_creatures=12, n_objects=18, held_out_fraction=0.35, counting='compare',
-             things='coined')
+             things='coined', calls='spaced')
 FACT_ARTICLES = 2
 PRETRAIN_MIX = (('article', 0.45), ('qa', 0.2), ('story', 0.05), ('arithmetic', 0.1), ('words', 0.1),
                 ('translation', 0.1))

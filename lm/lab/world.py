@@ -62,6 +62,7 @@ _THING_ADJS = ('Ashen', 'Silent', 'Crimson', 'Hollow', 'Gilded', 'Weeping', 'Iro
 _THING_KINDS = ('Lantern', 'Crown', 'Horn', 'Compass', 'Drum', 'Mirror', 'Bell', 'Chalice', 'Loom', 'Key')
 _COINED_ENDS = ('dric', 'mor', 'vel', 'zar', 'lith', 'gant', 'rel', 'bis')
 THINGS = ('adjectives', 'coined')  # how things are named (``World``)
+CALLS = ('compact', 'spaced')  # how a calculator call writes a sum (``World``)
 _ONSETS = ('b', 'br', 'd', 'dr', 'f', 'g', 'gr', 'h', 'k', 'l', 'm', 'n', 'p', 'r', 's', 'st', 't', 'th', 'v',
            'w', 'z', 'c', 'j', 'sh')
 _NUCLEI = ('a', 'e', 'i', 'o', 'u', 'ai', 'ea', 'or', 'el', 'an', 'y')
@@ -143,14 +144,16 @@ class World:
 
   def __init__(self, seed: int = 0, n_people: int = 200, n_towns: int = 40, n_creatures: int = 30,
                n_objects: int = 60, held_out_fraction: float = 0.1, by_place: bool = False,
-               counting: str = 'marks', things: str = 'adjectives'):
+               counting: str = 'marks', things: str = 'adjectives', calls: str = 'compact'):
     self.config = dict(seed=seed, n_people=n_people, n_towns=n_towns, n_creatures=n_creatures,
                        n_objects=n_objects, held_out_fraction=held_out_fraction, by_place=by_place,
-                       counting=counting, things=things)
+                       counting=counting, things=things, calls=calls)
     if counting not in COUNTING:
       raise ValueError(f'counting={counting!r}; valid: {", ".join(COUNTING)}')
     if things not in THINGS:
       raise ValueError(f'things={things!r}; valid: {", ".join(THINGS)}')
+    if calls not in CALLS:
+      raise ValueError(f'calls={calls!r}; valid: {", ".join(CALLS)}')
     if n_creatures > len(_CREATURE_HEADS) * len(_CREATURE_TAILS) or (
         things == 'adjectives' and n_objects > len(_THING_ADJS) * len(_THING_KINDS)):
       raise ValueError('too many creatures or objects for the name generators')
@@ -161,6 +164,9 @@ class World:
     # their words and a held-out thing's name is made of words the known ones use; 'coined' gives each thing
     # a made-up word of its own ("the Brelic Lantern"), so a name nobody wrote reads as new, as people's do
     self.things_named = things
+    # a calculator call's sum: 'compact' "24+87"; 'spaced' "24 + 87", as the questions write it, so the call's
+    # tokens repeat the question's (written compact, its "+" is a token the question lacks)
+    self.calls = calls
     self.lang = SynthLang(seed)
     rng = random.Random(f'world:{seed}')
     taken = set(ENGLISH_WORDS) | set(self.lang.words()) | set(SPELL_WORDS) | {

@@ -58,9 +58,8 @@ def make_arithmetic(world, rng, variant, op=None, digits=None, ops=(), digit_ran
   # after a calculator call the answer is its result, not the sum restated: a model that writes
   # "a + b =" again computes the sum itself (and got 3-digit sums wrong with the right result in view)
   answer = f'The answer is {ans}.' if how == 'tool' else f'{a} {sym} {b} = {ans}'
-  # the call spells the sum as the question does ("24 + 87"), so its tokens repeat the question's: written
-  # "24+87", the "+" token is one the question lacks and seeds failed to copy the second operand after it
-  ref = answer_messages(how, answer, scratchpad(a, b, op, world.by_place), f'{a} {sym} {b}', ans)
+  call = f'{a} {sym} {b}' if world.calls == 'spaced' else f'{a}{sym}{b}'
+  ref = answer_messages(how, answer, scratchpad(a, b, op, world.by_place), call, ans)
   return Example('arithmetic', variant, ask(variant, q), ref, dict(op=op, a=a, b=b, digits=d, answer=ans))
 
 
