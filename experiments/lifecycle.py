@@ -4,7 +4,7 @@ and the template candidates' -> PPO against it -> the report card of base, SFT a
 README's main command.
 
   python -m lm.launch --config=experiments/lifecycle.py --workdir=runs/lifecycle
-  ...:full     longer stages, bigger effects (1,600 pretraining and 700 SFT steps: 15 min for those in bf16)
+  ...:full     longer stages, bigger effects (1,600 pretraining and 700 SFT steps: 16 min for those in bf16)
   ...:smoke    a minutes-long version for tests (tiny sizes)
 
 Ends with ``<workdir>/eval/report.md`` (the skills table) and the run's report card
@@ -56,6 +56,11 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     model declined held-out things 0.53 of the time and known ones 0.44. Coined, over five seeds a side:
     held-out things 1.00, "I don't know" 0.75 -> 0.89, world questions kept (0.39 -> 0.42), worked sums
     0.65 -> 0.76; the calculator 0.63 -> 0.41, two seeds of five not copying the sum into the call.
+  * ``calls='spaced'`` (``data.world.calls``): a calculator call writes the sum as the question does,
+    "24 + 87", not "24+87", whose "+" is a token the question lacks: after it, seeds called the
+    calculator with the first operand copied and the second not. Spaced, over five seeds paired on the
+    same prompts: calls carrying the sum 0.62 -> 0.93, the calculator +0.17 [0.13, 0.21] (3-digit sums
+    0.51 -> 0.85), the other headline sets within their intervals of zero.
     The knobs below were measured at 350 SFT steps.
   * not set: ``reading`` documents in the mix (counting 0.14 -> 0.35 over two seeds, the calculator lost
     in one; README: two knobs aimed at copying). Nor ``digit_sums`` documents,
@@ -87,13 +92,13 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     fits; eval sets of ``EVAL_EXAMPLES`` prompts, 100 for the headline sets, so intervals are about
     +-0.1 wide.
 What these budgets reach (the README's results): the default (800 pretraining and 600 SFT steps, about
-15 minutes of stages on a 2-core AMX Xeon) learns the chat format, refusals and "I don't know" (0.89
-pooled over five seeds, past 0.8 in each), facts (world questions 0.42, short of 0.5), the worked sums
-(0.76 pooled; 2-digit 0.89 [0.83, 0.92]), counting with the word spelled out (0.70) and the calculator
-where a seed learns to copy the sum into the call (three seeds of five; 3-digit 0.51 pooled).
-``:full`` (1,600 and 700, measured with the marks scratchpad, no strangers and shared names) learns
-the worked sums (1.00) and the calculator (1.00 at 2 and 3 digits) on both machines, world questions
-(0.57-0.61) and part of the counting (0.45-0.70).
+15 minutes of stages on a 2-core AMX Xeon) learns the chat format, refusals and "I don't know" (0.90
+pooled over five seeds, past 0.8 in each), the calculator (3-digit sums 0.85 [0.78, 0.90] pooled; four
+seeds of five 0.87-1.00), facts (world questions 0.43, short of 0.5), the worked sums (0.77 pooled;
+2-digit 0.83 [0.77, 0.88]) and counting with the word spelled out (0.69).
+``:full`` (1,600 and 700 steps; one seed, 17 minutes of stages to SFT's eval on the Xeon) reaches world
+questions 0.59, "I don't know" 0.91, the calculator (1.00 at 2 and 3 digits), worked 2-digit sums
+(1.00; 3-digit 0.41, the answer misread off right steps) and counting 0.79.
 """
 
 from lm.configs import base, models
