@@ -344,17 +344,19 @@ def test_tool_reference_shape(world):
   ex = _one(world, 'arithmetic', variant='tool', op='mul', digits=2)
   call, result, final = ex.reference
   assert call['tool_calls'] == [{'name': 'calculator', 'arguments': {'expression': f'{ex.meta["a"]}*{ex.meta["b"]}'}}]
+  assert result == {'role': 'tool', 'name': 'calculator', 'content': str(ex.meta['answer'])}
+  cc = tasks.sample(world, 'char_count', 1, variant='tool', word='banana', letter='a')[0]
+  assert cc.reference[0]['tool_calls'][0] == {'name': 'python', 'arguments': {'code': 'print("banana".count("a"))'}}
+  assert cc.reference[1]['content'] == '3'
   # calls='spaced' writes the sum as the question does: the call's text is a piece of the question's
   spaced = _one(World(seed=0, calls='spaced'), 'arithmetic', variant='tool', op='add', digits=3)
   expression = spaced.reference[0]['tool_calls'][0]['arguments']['expression']
   assert expression == f'{spaced.meta["a"]} + {spaced.meta["b"]}'
   assert expression in spaced.prompt[-1]['content'].replace(' plus ', ' + ')
-  with pytest.raises(ValueError, match="calls='tight'; valid: compact, spaced"):
-    World(seed=0, calls='tight')
-  assert result == {'role': 'tool', 'name': 'calculator', 'content': str(ex.meta['answer'])}
-  cc = tasks.sample(world, 'char_count', 1, variant='tool', word='banana', letter='a')[0]
-  assert cc.reference[0]['tool_calls'][0] == {'name': 'python', 'arguments': {'code': 'print("banana".count("a"))'}}
-  assert cc.reference[1]['content'] == '3'
+  config = base.get_config()
+  config.data.world.calls = 'tight'
+  with pytest.raises(ConfigError, match="^data.world: calls='tight'; valid: compact, spaced$"):
+    common.world(config)
 
 
 def test_translation_scoring(world):
