@@ -127,7 +127,9 @@ def _digit_steps_right(r) -> float:
 
 
 def _copies_the_word(r) -> float:
-  return float(_thinking(r).startswith(_opening(spelled_count(r['meta']['word'], r['meta']['letter']))))
+  """The scratchpad opens with the letter and the word asked, quoted or bare (``World.restate``)."""
+  word, letter = r['meta']['word'], r['meta']['letter']
+  return float(any(_thinking(r).startswith(_opening(spelled_count(word, letter, quoted=q))) for q in (True, False)))
 
 
 def _letter_steps_right(r) -> float:
@@ -174,7 +176,7 @@ What limits the procedures, whatever the score: ``copies_the_sum`` the worked sc
 asked (thinking) or the calculator call computes it (tool, 2 digits and more: a 1-digit sum is answered
 directly); ``digit_steps_right`` the share of a worked sum's digit steps ("7 + 5 + carry 1 = 13")
 that add up (a response with none is left out); ``copies_the_word`` the counting scratchpad opens on
-the letter and word asked; ``letter_steps_right`` the share of its comparisons ("g vs n no") that are
+the letter and word asked (quoted or bare); ``letter_steps_right`` the share of its comparisons ("g vs n no") that are
 right (a response with none is left out); ``look_up_names_the_subject`` the knowledge-base call asks for the entity
 asked about."""
 

@@ -91,7 +91,9 @@ def test_what_limits_the_procedures_by_hand():
   words = [thinking('char_count', 'Counting "r" in "mirror": m vs r no, i vs r no, r vs r yes (1)', word='mirror',
                     letter='r'),
            thinking('char_count', 'Counting "r" in "mirorr": m vs r yes (1), i vs r no', word='mirror', letter='r'),
-           thinking('char_count', 'no steps', word='mirror', letter='r')]
+           thinking('char_count', 'no steps', word='mirror', letter='r'),
+           thinking('char_count', 'Counting r in mirror: m vs r no', word='mirror', letter='r'),  # as asked, bare
+           thinking('char_count', 'Counting r in mirorr: m vs r no', word='mirror', letter='r')]
   look_ups = [called('unknown_entity', 'knowledge_base', {'query': 'the Galehorn'}, subject='galehorn'),
               called('unknown_entity', 'knowledge_base', {'query': 'mosshopper'}, subject='galehorn'),
               row('unknown_entity', "I don't know.", variant='tool', subject='galehorn')]
@@ -99,9 +101,10 @@ def test_what_limits_the_procedures_by_hand():
   assert evals.values(rows, 'copies_the_sum') == [1.0, 0.0, 0.0, 1.0, 0.0]  # the 1-digit calculator sum is not read
   # per response: 1 of 2 steps (4 + 1 + carry 1 is not 7), 0 of 1, none (left out of the mean)
   assert evals.values(rows, 'digit_steps_right')[:2] == [0.5, 0.0] and evals.metric(rows, 'digit_steps_right') == 0.25
-  assert evals.values(rows, 'copies_the_word') == [1.0, 0.0, 0.0]
-  # 3 of 3 comparisons right, 1 of 2 (m is not r), none (left out of the mean)
-  assert evals.values(rows, 'letter_steps_right')[:2] == [1.0, 0.5] and evals.metric(rows, 'letter_steps_right') == 0.75
+  assert evals.values(rows, 'copies_the_word') == [1.0, 0.0, 0.0, 1.0, 0.0]
+  # 3 of 3 comparisons right, 1 of 2 (m is not r), none (left out of the mean), 1 of 1, 1 of 1
+  assert evals.values(rows, 'letter_steps_right')[:2] == [1.0, 0.5]
+  assert evals.metric(rows, 'letter_steps_right') == 0.875
   assert evals.values(rows, 'look_up_names_the_subject') == [1.0, 0.0, 0.0]
   card = evals.report(rows)['intervals']
   assert card['digit_steps_right']['n'] == 2 and card['copies_the_sum']['n'] == 5

@@ -213,6 +213,27 @@ def test_the_compare_world_writes_its_counting_scratchpads_in_pretraining_text_a
     common.world(config)
 
 
+def test_restate_asked_opens_the_scratchpad_with_the_questions_own_words():
+  asked, quoted = World(seed=0, restate='asked'), World(seed=0)
+  bare = 0
+  for i in range(40):  # the same draws: only the scratchpad's opening differs, and only after the bare question
+    a, q = (tasks.sample(w, 'char_count', 1, seed=i, variant='thinking', word='tall', letter='a')[0]
+            for w in (asked, quoted))
+    question = a.prompt[-1]['content']
+    assert question == q.prompt[-1]['content'] and a.reference[-1]['content'] == q.reference[-1]['content']
+    assert q.reference[-1]['thinking'].startswith('Counting "a" in "tall": t, a (1), l, l. ')
+    if question == 'How many a in tall?':
+      bare += 1
+      assert a.reference[-1]['thinking'] == 'Counting a in tall: t, a (1), l, l. The letter "a" appears 1 time.'
+    else:
+      assert a.reference[-1]['thinking'] == q.reference[-1]['thinking'] and '"tall"' in question
+  assert 5 < bare < 35, bare  # both kinds of question were drawn
+  config = base.get_config()
+  config.data.world.restate = 'bare'
+  with pytest.raises(ConfigError, match="^data.world: restate='bare'; valid: quoted, asked$"):
+    common.world(config)
+
+
 def test_by_place_reads_the_operands_digits_and_the_digit_steps_take_theirs():
   rng = random.Random(0)
   for _ in range(200):

@@ -46,9 +46,11 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
       # by_place: worked sums read both operands' digits by place before the digit steps (lm.lab.world.scratchpad);
       # counting: marks or compare, how a counting scratchpad spells the word (lm.lab.world.spelled_count);
       # things: adjectives ("the Ashen Lantern", words shared between things) or coined ("the Brelic Lantern");
-      # calls: compact ("24+87") or spaced ("24 + 87", as the question writes it), a calculator call's sum
+      # calls: compact ("24+87") or spaced ("24 + 87", as the question writes it), a calculator call's sum;
+      # restate: quoted ('Counting "a" in "tall":') or asked (as the question writes them), a counting scratchpad's
+      # opening
       world=dict(n_people=200, n_towns=40, n_creatures=30, n_objects=60, held_out_fraction=0.1, by_place=False,
-                 counting='marks', things='adjectives', calls='compact'),
+                 counting='marks', things='adjectives', calls='compact', restate='quoted'),
       pretrain_chars=2_000_000, validation_fraction=0.02,
       # (kind, weight) of the world's documents (lm.lab.world KINDS: article, story, arithmetic, words,
       # translation, humour, qa); () = World.MIX

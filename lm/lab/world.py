@@ -63,6 +63,7 @@ _THING_KINDS = ('Lantern', 'Crown', 'Horn', 'Compass', 'Drum', 'Mirror', 'Bell',
 _COINED_ENDS = ('dric', 'mor', 'vel', 'zar', 'lith', 'gant', 'rel', 'bis')
 THINGS = ('adjectives', 'coined')  # how things are named (``World``)
 CALLS = ('compact', 'spaced')  # how a calculator call writes a sum (``World``)
+RESTATE = ('quoted', 'asked')  # how a counting scratchpad restates the letter and the word (``World``)
 _ONSETS = ('b', 'br', 'd', 'dr', 'f', 'g', 'gr', 'h', 'k', 'l', 'm', 'n', 'p', 'r', 's', 'st', 't', 'th', 'v',
            'w', 'z', 'c', 'j', 'sh')
 _NUCLEI = ('a', 'e', 'i', 'o', 'u', 'ai', 'ea', 'or', 'el', 'an', 'y')
@@ -144,16 +145,19 @@ class World:
 
   def __init__(self, seed: int = 0, n_people: int = 200, n_towns: int = 40, n_creatures: int = 30,
                n_objects: int = 60, held_out_fraction: float = 0.1, by_place: bool = False,
-               counting: str = 'marks', things: str = 'adjectives', calls: str = 'compact'):
+               counting: str = 'marks', things: str = 'adjectives', calls: str = 'compact',
+               restate: str = 'quoted'):
     self.config = dict(seed=seed, n_people=n_people, n_towns=n_towns, n_creatures=n_creatures,
                        n_objects=n_objects, held_out_fraction=held_out_fraction, by_place=by_place,
-                       counting=counting, things=things, calls=calls)
+                       counting=counting, things=things, calls=calls, restate=restate)
     if counting not in COUNTING:
       raise ValueError(f'counting={counting!r}; valid: {", ".join(COUNTING)}')
     if things not in THINGS:
       raise ValueError(f'things={things!r}; valid: {", ".join(THINGS)}')
     if calls not in CALLS:
       raise ValueError(f'calls={calls!r}; valid: {", ".join(CALLS)}')
+    if restate not in RESTATE:
+      raise ValueError(f'restate={restate!r}; valid: {", ".join(RESTATE)}')
     if n_creatures > len(_CREATURE_HEADS) * len(_CREATURE_TAILS) or (
         things == 'adjectives' and n_objects > len(_THING_ADJS) * len(_THING_KINDS)):
       raise ValueError('too many creatures or objects for the name generators')
@@ -167,6 +171,10 @@ class World:
     # a calculator call's sum: 'compact' "24+87"; 'spaced' "24 + 87", as the questions write it, so the call's
     # tokens repeat the question's (written compact, its "+" is a token the question lacks)
     self.calls = calls
+    # a counting scratchpad's first words: 'quoted' 'Counting "a" in "tall":' whatever the question; 'asked'
+    # writes the letter and the word as the question does ('Counting a in tall:' after "How many a in tall?"),
+    # so the restatement repeats the question's tokens (a quoted word is tokenised apart from its bare form)
+    self.restate = restate
     self.lang = SynthLang(seed)
     rng = random.Random(f'world:{seed}')
     taken = set(ENGLISH_WORDS) | set(self.lang.words()) | set(SPELL_WORDS) | {
@@ -760,10 +768,11 @@ COUNTING = ('marks', 'compare')  # ``spelled_count``'s ways of writing a countin
 LETTER_STEP = re.compile(r'\b([a-z]) vs ([a-z]) (yes|no)\b')  # ``spelled_count``'s comparisons, read back
 
 
-def spelled_count(word: str, letter: str, counting: str = 'marks') -> str:
+def spelled_count(word: str, letter: str, counting: str = 'marks', quoted: bool = True) -> str:
   """Spells ``word`` letter by letter with a running count of ``letter``. ``counting``: ``marks`` writes
   the count beside each match ("g, a, r, d, e, n (1)"); ``compare`` sets every letter beside ``letter``
-  ("g vs n no, ..., n vs n yes (1)"), so each comparison is between two neighbouring tokens."""
+  ("g vs n no, ..., n vs n yes (1)"), so each comparison is between two neighbouring tokens. ``quoted``:
+  the opening restates the letter and the word in quotes ('Counting "n" in "garden":'), else bare."""
   n, parts = 0, []
   for ch in word:
     n += ch == letter
@@ -771,5 +780,6 @@ def spelled_count(word: str, letter: str, counting: str = 'marks') -> str:
       parts.append(f'{ch} vs {letter} ' + (f'yes ({n})' if ch == letter else 'no'))
     else:
       parts.append(f'{ch} ({n})' if ch == letter else ch)
-  return (f'Counting "{letter}" in "{word}": {", ".join(parts)}. '
+  asked = f'"{letter}" in "{word}"' if quoted else f'{letter} in {word}'
+  return (f'Counting {asked}: {", ".join(parts)}. '
           f'The letter "{letter}" appears {n} time{"s" * (n != 1)}.')

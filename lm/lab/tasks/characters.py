@@ -41,11 +41,12 @@ def make_char_count(world, rng, variant, word=None, letter=None, word_lengths=()
     absent = [c for c in 'abcdefghijklmnopqrstuvwxyz' if c not in w]
     letter = rng.choice(w) if rng.random() < 0.85 else rng.choice(absent)
   n = w.count(letter)
-  q = rng.choice([f'How many times does the letter "{letter}" appear in "{w}"?', f'How many {letter} in {w}?',
+  bare = f'How many {letter} in {w}?'
+  q = rng.choice([f'How many times does the letter "{letter}" appear in "{w}"?', bare,
                   f'Count the letter "{letter}" in the word "{w}".'])
   answer = f'The letter "{letter}" appears {n} time{"s" * (n != 1)} in "{w}".'
-  ref = answer_messages(variant, answer, spelled_count(w, letter, world.counting), None, n, tool='python',
-                        code=f'print("{w}".count("{letter}"))')
+  thinking = spelled_count(w, letter, world.counting, quoted=world.restate == 'quoted' or q != bare)
+  ref = answer_messages(variant, answer, thinking, None, n, tool='python', code=f'print("{w}".count("{letter}"))')
   return Example('char_count', variant, ask(variant, q), ref, dict(word=w, letter=letter, answer=n, length=len(w)))
 
 
