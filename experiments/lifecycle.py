@@ -43,7 +43,10 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     n (1)") the model spelled the word right and then marked the wrong letters: every letter marked
     right in 103 of the 216 scratchpads that spelled the word right, against 163 of 183 compared; counting
     0.49 -> 0.70 over three seeds at 600 SFT steps (spelling between the comparisons is harder: the word
-    spelled right 0.85 -> 0.70 of the scratchpads that restate it).
+    spelled right 0.85 -> 0.70 of the scratchpads that restate it). Its opening stays quoted
+    (``data.world.restate='quoted'``) after a bare question too: restating as asked changed nothing over
+    five seeds (README): a wrong restatement names another word SFT counted ("queen" as "question"),
+    whatever the quotes.
   * ``data.sft_strangers=SFT_STRANGERS``: a quarter of SFT's unknown_entity examples ask about a stranger
     (a new made-up name each) instead of the sft split's few held-out entities: "I don't know" 0.34 ->
     0.76 over three seeds, paired on the same pretrained models +0.42 [0.36, 0.48]; it costs world
