@@ -196,20 +196,26 @@ def test_counting_scratchpads_by_hand():
                                                        'times.')
   assert LETTER_STEP.findall(small) == [('s', 'l', 'no'), ('m', 'l', 'no'), ('a', 'l', 'no'), ('l', 'l', 'yes'),
                                         ('l', 'l', 'yes')]
+  assert spelled_count('small', 'l', 'spelled') == (
+      'Counting "l" in "small": s, m, a, l, l. s vs l no, m vs l no, a vs l no, l vs l yes (1), l vs l yes (2). '
+      'The letter "l" appears 2 times.')
+  assert LETTER_STEP.findall(spelled_count('small', 'l', 'spelled')) == LETTER_STEP.findall(small)
 
 
-def test_the_compare_world_writes_its_counting_scratchpads_in_pretraining_text_and_sft_answers():
-  docs = World(seed=0, counting='compare').pretraining_documents(n_docs=100, mix=(('words', 1.0),))
+@pytest.mark.parametrize('counting', ['compare', 'spelled'])
+def test_the_world_writes_its_counting_scratchpads_in_pretraining_text_and_sft_answers(counting):
+  docs = World(seed=0, counting=counting).pretraining_documents(n_docs=100, mix=(('words', 1.0),))
   counts = [line for d in docs for line in d.splitlines() if line.startswith('Counting "')]
   assert counts and all(' vs ' in line for line in counts)
-  assert all(line == spelled_count(*re.match(r'Counting "(\w)" in "(\w+)"', line).groups()[::-1], 'compare')
+  assert all(line == spelled_count(*re.match(r'Counting "(\w)" in "(\w+)"', line).groups()[::-1], counting)
              for line in counts)
-  ex = tasks.sample(World(seed=0, counting='compare'), 'char_count', 1, variant='thinking', word='banana',
+  ex = tasks.sample(World(seed=0, counting=counting), 'char_count', 1, variant='thinking', word='banana',
                     letter='a')[0]
-  assert ex.reference[-1]['thinking'] == spelled_count('banana', 'a', 'compare')
+  assert ex.reference[-1]['thinking'] == spelled_count('banana', 'a', counting)
+  assert ('b, a, n, a, n, a. b vs a' in ex.reference[-1]['thinking']) == (counting == 'spelled')
   config = base.get_config()
   config.data.world.counting = 'tally'
-  with pytest.raises(ConfigError, match="^data.world: counting='tally'; valid: marks, compare$"):
+  with pytest.raises(ConfigError, match="^data.world: counting='tally'; valid: marks, compare, spelled$"):
     common.world(config)
 
 

@@ -44,7 +44,7 @@ def data_section(**overrides) -> ml_collections.ConfigDict:
   cfg = dict(
       seed=0,
       # by_place: worked sums read both operands' digits by place before the digit steps (lm.lab.world.scratchpad);
-      # counting: marks or compare, how a counting scratchpad spells the word (lm.lab.world.spelled_count);
+      # counting: marks, compare or spelled, how a counting scratchpad spells the word (lm.lab.world.spelled_count);
       # things: adjectives ("the Ashen Lantern", words shared between things) or coined ("the Brelic Lantern");
       # calls: compact ("24+87") or spaced ("24 + 87", as the question writes it), a calculator call's sum;
       # restate: quoted ('Counting "a" in "tall":') or asked (as the question writes them), a counting scratchpad's

@@ -764,22 +764,24 @@ def scratchpad_items(a: int, b: int, op: str) -> list[tuple[str, int, int]]:
   return items
 
 
-COUNTING = ('marks', 'compare')  # ``spelled_count``'s ways of writing a counting scratchpad
+COUNTING = ('marks', 'compare', 'spelled')  # ``spelled_count``'s ways of writing a counting scratchpad
 LETTER_STEP = re.compile(r'\b([a-z]) vs ([a-z]) (yes|no)\b')  # ``spelled_count``'s comparisons, read back
 
 
 def spelled_count(word: str, letter: str, counting: str = 'marks', quoted: bool = True) -> str:
   """Spells ``word`` letter by letter with a running count of ``letter``. ``counting``: ``marks`` writes
   the count beside each match ("g, a, r, d, e, n (1)"); ``compare`` sets every letter beside ``letter``
-  ("g vs n no, ..., n vs n yes (1)"), so each comparison is between two neighbouring tokens. ``quoted``:
+  ("g vs n no, ..., n vs n yes (1)"), so each comparison is between two neighbouring tokens; ``spelled``
+  spells the word first as a plain list, then compares ("g, a, r, d, e, n. g vs n no, ..."). ``quoted``:
   the opening restates the letter and the word in quotes ('Counting "n" in "garden":'), else bare."""
   n, parts = 0, []
   for ch in word:
     n += ch == letter
-    if counting == 'compare':
+    if counting in ('compare', 'spelled'):
       parts.append(f'{ch} vs {letter} ' + (f'yes ({n})' if ch == letter else 'no'))
     else:
       parts.append(f'{ch} ({n})' if ch == letter else ch)
   asked = f'"{letter}" in "{word}"' if quoted else f'{letter} in {word}'
-  return (f'Counting {asked}: {", ".join(parts)}. '
+  spelled = f'{", ".join(word)}. ' if counting == 'spelled' else ''
+  return (f'Counting {asked}: {spelled}{", ".join(parts)}. '
           f'The letter "{letter}" appears {n} time{"s" * (n != 1)}.')
