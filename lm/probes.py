@@ -1,5 +1,7 @@
-"""Teacher-forced probes of what a model does with its context, logged at each pretraining eval
-(``pretrain.copy_probe`` worked sums; 0 is off). Top-1 accuracy of the next token, by what the token is:
+"""Teacher-forced probes: what a model does with its context, and what it knows.
+
+Copying, logged at each pretraining eval (``pretrain.copy_probe`` worked sums; 0 is off). Top-1 accuracy of
+the next token, by what the token is:
 
   copy[random]   the second copy of a random token string repeated once (an induction head's job)
   copy[restate]  a worked sum's closing line restating the sum its first line states ("So 47 + 85 =")
@@ -10,11 +12,20 @@ Chance for a digit is about 0.1. The worked sums are the lab's own (``world.scra
 operands (the sums a scratchpad is for) drawn from a fixed seed: a copy is read from the context, whatever
 the text trained on. Only tokens that are one digit are scored, so a tokenizer that does not split digits
 leaves copy[operand], copy[restate] and digit_step out.
+
+Facts (``fact_ranks``; ``python -m lm.facts``): a world fact said with its right value and with every other
+value that attribute takes among the world's known entities of that kind, each text's log-likelihood
+summed over what follows its context; the fact is known when the right value's text scores highest.
+Formats: ``qa``, pretraining's question-and-answer documents ("Q: What work does Ada Hale do?\nA: Ada Hale
+is a baker.", scored over the answer; ``lm.lab.world.fact_qa``), and ``statement``, that answer sentence
+alone (scored past its first token). Chance is 1 / the candidates, 1/4 (legs) to 1/30 or so (people).
 """
 
+import dataclasses
 import random
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lm import sharding
@@ -93,3 +104,59 @@ def make_copy_probe(model, tok, n: int, mesh, rules, seed: int = 0):
     return {name: float(hit_RxT[targets == i].mean()) for i, name in enumerate(names) if (targets == i).any()}
 
   return probe
+
+
+# -- what the model knows --------------------------------------------------------------------------
+
+FACT_FORMATS = ('qa', 'statement')
+
+
+def fact_texts(w: world.World, kind: str, name: str, attr: str, fmt: str) -> list[tuple[str, str]]:
+  """(context, continuation) of entity ``name``'s ``attr`` said with each value the known entities of
+  ``kind`` hold: the right value first, then the others in sorted order."""
+  if fmt not in FACT_FORMATS:
+    raise ValueError(f'fact format {fmt!r}; valid: {", ".join(FACT_FORMATS)}')
+  e = next((x for x in w.known(kind) if x.name == name), None)
+  if e is None:
+    raise ValueError(f'no known {kind} named {name!r} in the world')
+  right = getattr(e, attr)
+  values = [right] + sorted({getattr(x, attr) for x in w.known(kind)} - {right}, key=str)
+  out = []
+  for v in values:
+    question, answer = world.fact_qa(dataclasses.replace(e, **{attr: v}), attr).split('\n')
+    out.append((f'{question}\nA:', answer.removeprefix('A:')) if fmt == 'qa' else ('', answer.removeprefix('A: ')))
+  return out
+
+
+def fact_ranks(params, model, tok, facts, fmt: str, mesh, rules, batch_size: int = 64) -> list[int]:
+  """Per fact ``(world, kind, name, attr)``: how many of its other values score above the right one (0:
+  known), by ``fact_texts``' log-likelihoods under ``model``."""
+  rows, spans = [], []
+  for w, kind, name, attr in facts:
+    texts = fact_texts(w, kind, name, attr, fmt)
+    spans.append((len(rows), len(rows) + len(texts)))
+    for context, continuation in texts:
+      ids = list(tok.encode(context + continuation))
+      scored = len(tok.encode(context)) if context else 1  # the continuation's tokens (past the first, alone)
+      rows.append((ids, scored))
+  T = max(len(ids) for ids, _ in rows)
+  if T > model.config.max_seq_len:
+    raise ValueError(f'a fact text is {T} tokens, over model.max_seq_len={model.config.max_seq_len}')
+
+  @jax.jit
+  def logprobs(params, tokens_BxT):
+    logits_BxTxV = model.apply({'params': params}, tokens_BxT)['logits'][:, :-1].astype(jnp.float32)
+    logp_BxTxV = jax.nn.log_softmax(logits_BxTxV, axis=-1)
+    return jnp.take_along_axis(logp_BxTxV, tokens_BxT[:, 1:, None], axis=-1)[..., 0]
+
+  totals = np.zeros(len(rows), np.float64)
+  for start in range(0, len(rows), batch_size):
+    chunk = rows[start:start + batch_size]
+    tokens_BxT, mask_BxT = np.full((batch_size, T), tok.pad_id, np.int32), np.zeros((batch_size, T - 1), bool)
+    for b, (ids, scored) in enumerate(chunk):
+      tokens_BxT[b, :len(ids)] = ids
+      mask_BxT[b, scored - 1:len(ids) - 1] = True  # the target at t is token t + 1
+    with sharding.use_mesh(mesh, rules):
+      logp_BxT = np.asarray(jax.device_get(logprobs(params, jax.device_put(tokens_BxT, sharding.replicated(mesh)))))
+    totals[start:start + len(chunk)] = (logp_BxT.astype(np.float64) * mask_BxT).sum(-1)[:len(chunk)]
+  return [int((totals[start + 1:end] > totals[start]).sum()) for start, end in spans]

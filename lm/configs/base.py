@@ -169,7 +169,7 @@ RANGES = {
     'rlhf.ppo.gamma': '0..1', 'rlhf.ppo.lam': '0..1', 'rlhf.ppo.*': '>= 0', 'rlhf.preference.beta': '> 0',
     'rlhf.dapo.*': '0..1', 'rlhf.gspo.*': '0..1', 'sft.lora.alpha': '>= 0',
     '*_fraction': '0..1',  # validation_fraction, held_out_fraction
-    'pretrain.induction_share': '0..1',
+    'pretrain.induction_share': '0..1', 'sft.pretrain_share': '0..1',
     'data.sft_writers': '0..1', 'data.sft_strangers': '0..1', '*.lay_surface': '0..1', '*.lay_noise': '>= 0',
 }
 
@@ -200,6 +200,8 @@ def get_config() -> ml_collections.ConfigDict:
                         probe_examples=0, probe_max_new_tokens=64,
                         thinking=True,  # False: scratchpads stripped (thinking examples become direct ones)
                         tools=True,     # False: conversations that offer or use tools are left out
+                        # this share of the train rows are pretraining text, loss on every token (rehearsal)
+                        pretrain_share=0.0,
                         lora=ml_collections.ConfigDict({'rank': 8, 'alpha': 16.0,
                                                         'targets': ('q', 'k', 'v', 'o', 'gate', 'up', 'down')}))
   c.interop = ml_collections.ConfigDict({'hf_dir': ''})  # the import stage's Hugging Face checkpoint

@@ -9,6 +9,7 @@ original conversations plus the synthetic stage's, or the original ones only: th
 same steps, so that a difference between the two is what the synthetic data adds."""
 
 import jax
+import numpy as np
 
 from lm import checkpoint, evals, outputs, tokenizer, train
 from lm import config as lm_config
@@ -40,6 +41,21 @@ def conversation_rows(tok, tfds_dir, split, seq_len, pack=True, thinking=True, t
   records = [r for d in (tfds_dir, *extra_dirs) for r in builders.read(builders.SftConversations, d, split)]
   rendered = [chat.render(tok, m) for m in select((r['messages'] for r in records), thinking, tools)]
   return pipeline.pack_conversations(rendered, seq_len, tok.pad_id, one_per_row=not pack)
+
+
+def with_pretraining(rows, tok, tfds_dir, seq_len: int, share: float, seed: int) -> dict:
+  """``rows`` and, drawn from the data stage's pretraining corpus packed as pretraining packs it (loss on
+  every token), as many text rows as make ``share`` of the result: SFT rehearses what pretraining taught,
+  the facts SFT never asks about among it."""
+  if not share:
+    return rows
+  if not 0 <= share < 1:
+    raise ConfigError(f'sft.pretrain_share={share}: the share of SFT rows that are pretraining text, in [0, 1)')
+  docs = [tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, tfds_dir, 'train')]
+  text = pipeline.pack(docs, seq_len, tok.eos_id)
+  n = round(len(rows['inputs']) * share / (1 - share))
+  pick = np.random.default_rng(seed).choice(len(text['inputs']), n, replace=n > len(text['inputs']))
+  return {k: np.concatenate([rows[k], text[k][pick].astype(rows[k].dtype)]) for k in rows}
 
 
 def skill_probe(config, tok, model, tfds_dir, mesh, rules, lora_cfg=None):
@@ -82,6 +98,9 @@ def run(config, workdir, inputs) -> outputs.Model:
   tfds_dir = common.tfds_dir(inputs, 'sft')
   rows = {split: conversation_rows(tok, tfds_dir, split, c.seq_len, c.pack, c.thinking, c.tools)
           for split in ('train', 'validation')}
+  if c.pretrain_share and config.data.pretrain_tfds:
+    raise ConfigError('sft.pretrain_share rehearses the lab\'s pretraining corpus; data.pretrain_tfds is set')
+  rows['train'] = with_pretraining(rows['train'], tok, tfds_dir, c.seq_len, c.pretrain_share, config.seed)
   eval_rows = pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False)
   base_loss = lm_steps.make_loss_sums(model, c.z_loss_weight)
   base_eval = lm_steps.make_eval_step(model)

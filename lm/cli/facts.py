@@ -1,0 +1,56 @@
+"""``python -m lm.facts --workdir=<run> [--stages=pretrain,sft] [--formats=qa,statement]``: which world
+facts a run's trained models know (``lm.probes.fact_ranks``), with no sampling: the eval set's world
+questions (facts stated only in articles) and as many other facts of known entities (stated in articles,
+and asked in pretraining's question-and-answer documents and SFT's answers). One markdown row per stage,
+facts and format: the share known [95% interval] beside chance (1 / candidates)."""
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+from lm import outputs, probes, stats
+from lm.data import builders
+from lm.inference import serving
+from lm.lab import world as world_lib
+
+
+def eval_and_other_facts(workdir) -> dict[str, list[tuple]]:
+  """``{'eval': facts, 'other': facts}``, each ``(world, kind, name, attr)``: the run's world_qa eval items
+  and, drawn with a fixed seed, as many of its known entities' other facts."""
+  data = outputs.load(Path(workdir) / 'data' / 'outputs.json')
+  records = [r for r in builders.read(builders.EvalSet, data.tfds_dir, 'test') if r['family'] == 'world_qa']
+  if not records:
+    raise ValueError(f'{data.tfds_dir}: the eval set has no world_qa items')
+  w = world_lib.World.from_config(records[0]['meta']['world'])
+  asked = sorted({(r['meta']['kind'], r['meta']['subject'], r['meta']['attr']) for r in records})
+  others = sorted(set((e.kind, e.name, attr) for e in w.known() for attr in world_lib.FACT_QUESTIONS[e.kind])
+                  - set(asked))
+  others = random.Random(0).sample(others, min(len(asked), len(others)))
+  return {name: [(w, *fact) for fact in facts] for name, facts in (('eval', asked), ('other', others))}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog='python -m lm.facts', description='Which world facts a trained model knows.')
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--stages', default='pretrain,sft', help='trained stages to load, comma-separated')
+  p.add_argument('--formats', default=','.join(probes.FACT_FORMATS), help='comma-separated: qa, statement')
+  args = p.parse_args(argv)
+  try:
+    facts = eval_and_other_facts(args.workdir)
+    print('| stage | facts | format | known [95% interval] | chance | n |\n|---|---|---|---|---|---|')
+    for stage in args.stages.split(','):
+      served = serving.load(args.workdir, stage)
+      for name, items in facts.items():
+        for fmt in args.formats.split(','):
+          ranks = probes.fact_ranks(served.params, served.model, served.tokenizer, items, fmt, served.mesh,
+                                    served.rules)
+          chance = sum(1 / len(probes.fact_texts(*item, fmt)) for item in items) / len(items)
+          print(f'| {stage} | {name} | {fmt} | {stats.mean([r == 0 for r in ranks])} | {chance:.3f} | {len(items)} |',
+                flush=True)
+  except ValueError as e:
+    sys.exit(f'lm.facts: error: {e}')
+
+
+if __name__ == '__main__':
+  main()
