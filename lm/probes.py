@@ -128,17 +128,13 @@ def fact_texts(w: world.World, kind: str, name: str, attr: str, fmt: str) -> lis
   return out
 
 
-def fact_ranks(params, model, tok, facts, fmt: str, mesh, rules, batch_size: int = 64) -> list[int]:
-  """Per fact ``(world, kind, name, attr)``: how many of its other values score above the right one (0:
-  known), by ``fact_texts``' log-likelihoods under ``model``."""
-  rows, spans = [], []
-  for w, kind, name, attr in facts:
-    texts = fact_texts(w, kind, name, attr, fmt)
-    spans.append((len(rows), len(rows) + len(texts)))
-    for context, continuation in texts:
-      ids = list(tok.encode(context + continuation))
-      scored = len(tok.encode(context)) if context else 1  # the continuation's tokens (past the first, alone)
-      rows.append((ids, scored))
+def fact_logprobs(params, model, tok, texts, mesh, rules, batch_size: int = 64) -> np.ndarray:
+  """Each ``(context, continuation)``'s log-likelihood under ``model``, summed over the continuation's tokens
+  (with no context, over every token past the first), float64."""
+  rows = []
+  for context, continuation in texts:
+    ids = list(tok.encode(context + continuation))
+    rows.append((ids, len(tok.encode(context)) if context else 1))  # the index of the first token scored
   T = max(len(ids) for ids, _ in rows)
   if T > model.config.max_seq_len:
     raise ValueError(f'a fact text is {T} tokens, over model.max_seq_len={model.config.max_seq_len}')
@@ -153,10 +149,22 @@ def fact_ranks(params, model, tok, facts, fmt: str, mesh, rules, batch_size: int
   for start in range(0, len(rows), batch_size):
     chunk = rows[start:start + batch_size]
     tokens_BxT, mask_BxT = np.full((batch_size, T), tok.pad_id, np.int32), np.zeros((batch_size, T - 1), bool)
-    for b, (ids, scored) in enumerate(chunk):
+    for b, (ids, first) in enumerate(chunk):
       tokens_BxT[b, :len(ids)] = ids
-      mask_BxT[b, scored - 1:len(ids) - 1] = True  # the target at t is token t + 1
+      mask_BxT[b, first - 1:len(ids) - 1] = True  # the target at t is token t + 1
     with sharding.use_mesh(mesh, rules):
       logp_BxT = np.asarray(jax.device_get(logprobs(params, jax.device_put(tokens_BxT, sharding.replicated(mesh)))))
     totals[start:start + len(chunk)] = (logp_BxT.astype(np.float64) * mask_BxT).sum(-1)[:len(chunk)]
+  return totals
+
+
+def fact_ranks(params, model, tok, facts, fmt: str, mesh, rules) -> list[int]:
+  """Per fact ``(world, kind, name, attr)``: how many of its other values' ``fact_texts`` score above the
+  right value's (0: the fact is known)."""
+  texts, spans = [], []
+  for fact in facts:
+    said = fact_texts(*fact, fmt)
+    spans.append((len(texts), len(texts) + len(said)))
+    texts += said
+  totals = fact_logprobs(params, model, tok, texts, mesh, rules)
   return [int((totals[start + 1:end] > totals[start]).sum()) for start, end in spans]

@@ -70,3 +70,52 @@ def test_the_command_on_a_run_without_the_stage_is_a_one_line_error(tmp_path):
   from lm.cli import copying
   with pytest.raises(SystemExit, match=f'lm.copying: error: {tmp_path / "pretrain" / "outputs.json"} does not exist'):
     copying.main([f'--workdir={tmp_path}'])
+
+
+def test_fact_texts_say_the_fact_with_every_value_known_entities_hold():
+  w = world.World(seed=0)
+  e = w.known('person')[0]
+  qa = probes.fact_texts(w, 'person', e.name, 'job', 'qa')
+  assert ''.join(qa[0]) == world.fact_qa(e, 'job')
+  assert qa[0][0] == world.fact_qa(e, 'job').split('\n')[0] + '\nA:'
+  jobs = sorted({p.job for p in w.known('person')} - {e.job})
+  assert [c for _, c in qa[1:]] == [f' {e.name} is {world.a_an(j)}.' for j in jobs]
+  statements = probes.fact_texts(w, 'person', e.name, 'job', 'statement')
+  assert statements == [('', c.strip()) for _, c in qa]
+  legs = probes.fact_texts(w, 'creature', w.known('creature')[0].name, 'legs', 'qa')
+  assert len(legs) == len({c.legs for c in w.known('creature')})
+  with pytest.raises(ValueError, match="no known person named 'Nobody Here'"):
+    probes.fact_texts(w, 'person', 'Nobody Here', 'job', 'qa')
+  with pytest.raises(ValueError, match="fact format 'chat'; valid: qa, statement"):
+    probes.fact_texts(w, 'person', e.name, 'job', 'chat')
+
+
+def test_fact_log_likelihoods_on_the_mesh_equal_a_direct_sum_on_one_device(tok, make_config):
+  model = Transformer(make_config(vocab_size=tok.vocab_size, max_seq_len=128))
+  mesh, rules = sharding.make_mesh((2, 2, 2)), sharding.DEFAULT_RULES
+  params, _ = sharding.sharded_init(params_lib.boxed_init(model), mesh, rules, jax.random.key(5))
+  w = world.World(seed=0)
+  facts = [(w, 'person', w.known('person')[1].name, 'job'), (w, 'town', w.known('town')[0].name, 'region')]
+  host = jax.device_get(params)
+  for fmt in probes.FACT_FORMATS:
+    texts = [t for fact in facts for t in probes.fact_texts(*fact, fmt)]
+    got = probes.fact_logprobs(params, model, tok, texts, mesh, rules, batch_size=16)  # three batches
+    expected = []
+    for context, continuation in texts:
+      ids = tok.encode(context + continuation)
+      first = len(tok.encode(context)) if context else 1
+      logits = np.asarray(model.apply({'params': host}, np.asarray([ids]))['logits'][0], np.float64)
+      logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(
+          -1, keepdims=True)
+      expected.append(sum(logp[t - 1, ids[t]] for t in range(first, len(ids))))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    ranks = probes.fact_ranks(params, model, tok, facts, fmt, mesh, rules)
+    n_jobs = len(probes.fact_texts(*facts[0], fmt))
+    for rank, (start, end) in zip(ranks, ((0, n_jobs), (n_jobs, len(texts)))):
+      assert rank == sum(e > expected[start] for e in expected[start + 1:end])
+
+
+def test_the_facts_command_on_a_run_without_data_is_a_one_line_error(tmp_path):
+  from lm.cli import facts
+  with pytest.raises(SystemExit, match=f'lm.facts: error: {tmp_path / "data" / "outputs.json"}'):
+    facts.main([f'--workdir={tmp_path}'])

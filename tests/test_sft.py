@@ -11,7 +11,7 @@ import pytest
 from lm import checkpoint, evals, metrics, tokenizer
 from lm import config as lm_config
 from lm.cli import launch
-from lm.data import builders
+from lm.data import builders, pipeline
 from lm.stages import common, sft
 from lm.steps import lm as lm_steps
 
@@ -83,6 +83,33 @@ def test_sft_loss_ignores_non_assistant_targets(pretrained):
   assert float(a) == float(b)
   flipped = dict(batch, targets=jnp.where(batch['loss_mask'] > 0, (batch['targets'] + 1) % 100, batch['targets']))
   assert float(loss_sums(params, flipped, None)[0]) != float(a)
+
+
+def test_pretrain_share_adds_pretraining_rows_with_loss_on_every_token(pretrained):
+  config, inputs = pretrained
+  tok = tokenizer.load(inputs['tokenizer'].path)
+  tfds_dir, seq_len = inputs['data'].tfds_dir, config.sft.seq_len
+  rows = sft.conversation_rows(tok, tfds_dir, 'train', seq_len)
+  assert sft.with_pretraining(rows, tok, tfds_dir, seq_len, 0.0, 0) is rows
+  mixed = sft.with_pretraining(rows, tok, tfds_dir, seq_len, 0.25, 0)
+  n = len(rows['inputs'])
+  assert len(mixed['inputs']) == n + round(n / 3)  # a quarter of the rows
+  for k in rows:
+    np.testing.assert_array_equal(mixed[k][:n], rows[k])
+    assert mixed[k].dtype == rows[k].dtype
+  docs = [tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, tfds_dir, 'train')]
+  packed = pipeline.pack(docs, seq_len, tok.eos_id)
+  where = {tuple(row): i for i, row in enumerate(packed['inputs'])}
+  for r in range(n, len(mixed['inputs'])):  # rows of the corpus as pretraining packs them, masks and all
+    i = where[tuple(mixed['inputs'][r])]
+    for k in rows:
+      np.testing.assert_array_equal(mixed[k][r], packed[k][i])
+  assert mixed['loss_mask'][n:].mean() > 0.98 > 0.9 > rows['loss_mask'].mean()  # text: every target counts
+  with pytest.raises(lm_config.ConfigError, match=r'sft.pretrain_share=1.0: the share of SFT rows'):
+    sft.with_pretraining(rows, tok, tfds_dir, seq_len, 1.0, 0)
+  elsewhere = lm_config.with_overrides(config, {'sft': {'pretrain_share': 0.1}, 'data': {'pretrain_tfds': 'c4'}})
+  with pytest.raises(lm_config.ConfigError, match="rehearses the lab's pretraining corpus; data.pretrain_tfds is set"):
+    sft.run(elsewhere, '/nonexistent', inputs)
 
 
 def test_a_checkpoint_of_another_model_shape_is_a_clear_error(pretrained):

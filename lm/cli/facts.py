@@ -18,7 +18,10 @@ from lm.lab import world as world_lib
 def eval_and_other_facts(workdir) -> dict[str, list[tuple]]:
   """``{'eval': facts, 'other': facts}``, each ``(world, kind, name, attr)``: the run's world_qa eval items
   and, drawn with a fixed seed, as many of its known entities' other facts."""
-  data = outputs.load(Path(workdir) / 'data' / 'outputs.json')
+  path = Path(workdir) / 'data' / 'outputs.json'
+  if not path.is_file():
+    raise ValueError(f'{path} does not exist: the run has no finished data stage (its eval set)')
+  data = outputs.load(path)
   records = [r for r in builders.read(builders.EvalSet, data.tfds_dir, 'test') if r['family'] == 'world_qa']
   if not records:
     raise ValueError(f'{data.tfds_dir}: the eval set has no world_qa items')
