@@ -1,6 +1,8 @@
 """The copying probes: which token of a worked sum plays which role, and the probe's accuracies against a
 direct count on the unsharded model."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -119,3 +121,6 @@ def test_the_facts_command_on_a_run_without_data_is_a_one_line_error(tmp_path):
   from lm.cli import facts
   with pytest.raises(SystemExit, match=f'lm.facts: error: {tmp_path / "data" / "outputs.json"}'):
     facts.main([f'--workdir={tmp_path}'])
+  (tmp_path / 'config.json').write_text(json.dumps({'reuse': {'workdir': str(tmp_path / 'base'), 'stages': ['data']}}))
+  with pytest.raises(SystemExit, match=f'lm.facts: error: {tmp_path / "base" / "data" / "outputs.json"} does not'):
+    facts.main([f'--workdir={tmp_path}'])  # a run that reuses another's data stage reads its eval set there

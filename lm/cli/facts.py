@@ -5,6 +5,7 @@ and asked in pretraining's question-and-answer documents and SFT's answers). One
 facts and format: the share known [95% interval] beside chance (1 / candidates)."""
 
 import argparse
+import json
 import random
 import sys
 from pathlib import Path
@@ -19,6 +20,11 @@ def eval_and_other_facts(workdir) -> dict[str, list[tuple]]:
   """``{'eval': facts, 'other': facts}``, each ``(world, kind, name, attr)``: the run's world_qa eval items
   and, drawn with a fixed seed, as many of its known entities' other facts."""
   path = Path(workdir) / 'data' / 'outputs.json'
+  config = Path(workdir) / 'config.json'
+  if not path.is_file() and config.is_file():  # a run that took its data stage from another (``reuse``)
+    reuse = json.loads(config.read_text()).get('reuse', {})
+    if 'data' in reuse.get('stages', ()):
+      path = Path(reuse['workdir']) / 'data' / 'outputs.json'
   if not path.is_file():
     raise ValueError(f'{path} does not exist: the run has no finished data stage (its eval set)')
   data = outputs.load(path)
