@@ -1,5 +1,5 @@
 """The copying probes: which token of a worked sum plays which role, and the probe's accuracies against a
-direct count on the unsharded model."""
+direct count on the unsharded model; the fact probe's texts, and its log-likelihoods against a direct sum."""
 
 import json
 
