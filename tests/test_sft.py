@@ -12,6 +12,7 @@ from lm import checkpoint, evals, metrics, tokenizer
 from lm import config as lm_config
 from lm.cli import launch
 from lm.data import builders, pipeline
+from lm.lab import world
 from lm.stages import common, sft
 from lm.steps import lm as lm_steps
 
@@ -90,15 +91,16 @@ def test_pretrain_share_adds_pretraining_rows_with_loss_on_every_token(pretraine
   tok = tokenizer.load(inputs['tokenizer'].path)
   tfds_dir, seq_len = inputs['data'].tfds_dir, config.sft.seq_len
   rows = sft.conversation_rows(tok, tfds_dir, 'train', seq_len)
-  assert sft.with_pretraining(rows, tok, tfds_dir, seq_len, 0.0, 0) is rows
-  mixed = sft.with_pretraining(rows, tok, tfds_dir, seq_len, 0.25, 0)
+  corpus = sft.rehearsal_texts(config, tfds_dir)
+  assert corpus == [r['text'] for r in builders.read(builders.PretrainCorpus, tfds_dir, 'train')]
+  assert sft.with_pretraining(rows, tok, corpus, seq_len, 0.0, 0) is rows
+  mixed = sft.with_pretraining(rows, tok, corpus, seq_len, 0.25, 0)
   n = len(rows['inputs'])
   assert len(mixed['inputs']) == n + round(n / 3)  # a quarter of the rows
   for k in rows:
     np.testing.assert_array_equal(mixed[k][:n], rows[k])
     assert mixed[k].dtype == rows[k].dtype
-  docs = [tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, tfds_dir, 'train')]
-  packed = pipeline.pack(docs, seq_len, tok.eos_id)
+  packed = pipeline.pack([tok.encode(t) for t in corpus], seq_len, tok.eos_id)
   where = {tuple(row): i for i, row in enumerate(packed['inputs'])}
   for r in range(n, len(mixed['inputs'])):  # rows of the corpus as pretraining packs them, masks and all
     i = where[tuple(mixed['inputs'][r])]
@@ -106,10 +108,33 @@ def test_pretrain_share_adds_pretraining_rows_with_loss_on_every_token(pretraine
       np.testing.assert_array_equal(mixed[k][r], packed[k][i])
   assert mixed['loss_mask'][n:].mean() > 0.98 > 0.9 > rows['loss_mask'].mean()  # text: every target counts
   with pytest.raises(lm_config.ConfigError, match=r'sft.pretrain_share=1.0: the share of SFT rows'):
-    sft.with_pretraining(rows, tok, tfds_dir, seq_len, 1.0, 0)
+    sft.with_pretraining(rows, tok, corpus, seq_len, 1.0, 0)
   elsewhere = lm_config.with_overrides(config, {'sft': {'pretrain_share': 0.1}, 'data': {'pretrain_tfds': 'c4'}})
   with pytest.raises(lm_config.ConfigError, match="rehearses the lab's pretraining corpus; data.pretrain_tfds is set"):
     sft.run(elsewhere, '/nonexistent', inputs)
+
+
+def test_pretrain_mix_rehearses_fresh_documents_of_its_kinds_without_eval_facts(pretrained):
+  config, inputs = pretrained
+  tfds_dir = inputs['data'].tfds_dir
+  facts = lm_config.with_overrides(config, {'sft': {'pretrain_mix': (('article', 0.5), ('qa', 0.5))}})
+  texts = sft.rehearsal_texts(facts, tfds_dir)
+  corpus = sft.rehearsal_texts(config, tfds_dir)
+  assert abs(sum(map(len, texts)) - sum(map(len, corpus))) < 5000
+  questions = [t for t in texts if t.startswith('Q: ')]
+  assert questions and len(questions) < len(texts)  # question-and-answer documents and articles, nothing else
+  assert not set(questions) & set(corpus)  # drawn afresh
+  assert not any(' vs ' in t or ' + ' in t or 'English:' in t for t in texts)
+  w = common.world(config)
+  asked = {(r['meta']['subject'], r['meta']['attr']) for r in builders.read(builders.EvalSet, tfds_dir, 'test')
+           if r['family'] == 'world_qa'}
+  said = {line for t in questions for line in t.split('\n\n')}
+  stated = {(e.name, attr) for e in w.known() for attr in world.FACT_QUESTIONS[e.kind]
+            if world.fact_qa(e, attr) in said}
+  assert asked and len(stated) > 100 and not stated & asked  # every fact asked in pretraining's way but the eval's
+  bad = lm_config.with_overrides(config, {'sft': {'pretrain_mix': (('poems', 1.0),)}})
+  with pytest.raises(lm_config.ConfigError, match=r"^sft.pretrain_mix: pretraining mix \(\('poems', 1.0\),\): kinds"):
+    sft.rehearsal_texts(bad, tfds_dir)
 
 
 def test_a_checkpoint_of_another_model_shape_is_a_clear_error(pretrained):

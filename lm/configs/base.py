@@ -200,8 +200,9 @@ def get_config() -> ml_collections.ConfigDict:
                         probe_examples=0, probe_max_new_tokens=64,
                         thinking=True,  # False: scratchpads stripped (thinking examples become direct ones)
                         tools=True,     # False: conversations that offer or use tools are left out
-                        # this share of the train rows are pretraining text, loss on every token (rehearsal)
-                        pretrain_share=0.0,
+                        # this share of the train rows are pretraining text, loss on every token (rehearsal):
+                        # the data stage's corpus, or fresh lab documents of pretrain_mix's (kind, weight)s
+                        pretrain_share=0.0, pretrain_mix=(),
                         lora=ml_collections.ConfigDict({'rank': 8, 'alpha': 16.0,
                                                         'targets': ('q', 'k', 'v', 'o', 'gate', 'up', 'down')}))
   c.interop = ml_collections.ConfigDict({'hf_dir': ''})  # the import stage's Hugging Face checkpoint

@@ -15,7 +15,7 @@ from lm import checkpoint, evals, outputs, tokenizer, train
 from lm import config as lm_config
 from lm.config import ConfigError
 from lm.data import builders, chat, pipeline
-from lm.lab import tasks
+from lm.lab import splits, tasks
 from lm.model import lora
 from lm.model import params as params_lib
 from lm.stages import common
@@ -43,16 +43,32 @@ def conversation_rows(tok, tfds_dir, split, seq_len, pack=True, thinking=True, t
   return pipeline.pack_conversations(rendered, seq_len, tok.pad_id, one_per_row=not pack)
 
 
-def with_pretraining(rows, tok, tfds_dir, seq_len: int, share: float, seed: int) -> dict:
-  """``rows`` and, drawn from the data stage's pretraining corpus packed as pretraining packs it (loss on
-  every token), as many text rows as make ``share`` of the result: SFT rehearses what pretraining taught,
-  the facts SFT never asks about among it."""
+def rehearsal_texts(config, tfds_dir) -> list[str]:
+  """The pretraining text SFT rehearses (``sft.pretrain_share``): the data stage's corpus, or with
+  ``sft.pretrain_mix`` (``(kind, weight)`` pairs of ``lm.lab.world`` KINDS) fresh lab documents of those
+  kinds, as many characters as the corpus, eval items left out as the corpus leaves them out."""
+  c = config.sft
+  if config.data.pretrain_tfds:
+    raise ConfigError('sft.pretrain_share rehearses the lab\'s pretraining corpus; data.pretrain_tfds is set')
+  corpus = [r['text'] for r in builders.read(builders.PretrainCorpus, tfds_dir, 'train')]
+  if not c.pretrain_mix:
+    return corpus
+  try:
+    return splits.pretraining_documents(common.world(config), target_chars=sum(map(len, corpus)),
+                                        seed=config.data.seed + 1, mix=tuple(tuple(m) for m in c.pretrain_mix))
+  except ValueError as e:
+    raise ConfigError(f'sft.pretrain_mix: {e}') from None
+
+
+def with_pretraining(rows, tok, texts, seq_len: int, share: float, seed: int) -> dict:
+  """``rows`` and, drawn from ``texts`` packed as pretraining packs them (loss on every token), as many
+  text rows as make ``share`` of the result: SFT rehearses what pretraining taught, the facts SFT never
+  asks about among it."""
   if not share:
     return rows
   if not 0 <= share < 1:
     raise ConfigError(f'sft.pretrain_share={share}: the share of SFT rows that are pretraining text, in [0, 1)')
-  docs = [tok.encode(r['text']) for r in builders.read(builders.PretrainCorpus, tfds_dir, 'train')]
-  text = pipeline.pack(docs, seq_len, tok.eos_id)
+  text = pipeline.pack([tok.encode(t) for t in texts], seq_len, tok.eos_id)
   n = round(len(rows['inputs']) * share / (1 - share))
   pick = np.random.default_rng(seed).choice(len(text['inputs']), n, replace=n > len(text['inputs']))
   return {k: np.concatenate([rows[k], text[k][pick].astype(rows[k].dtype)]) for k in rows}
@@ -98,9 +114,9 @@ def run(config, workdir, inputs) -> outputs.Model:
   tfds_dir = common.tfds_dir(inputs, 'sft')
   rows = {split: conversation_rows(tok, tfds_dir, split, c.seq_len, c.pack, c.thinking, c.tools)
           for split in ('train', 'validation')}
-  if c.pretrain_share and config.data.pretrain_tfds:
-    raise ConfigError('sft.pretrain_share rehearses the lab\'s pretraining corpus; data.pretrain_tfds is set')
-  rows['train'] = with_pretraining(rows['train'], tok, tfds_dir, c.seq_len, c.pretrain_share, config.seed)
+  if c.pretrain_share:
+    rows['train'] = with_pretraining(rows['train'], tok, rehearsal_texts(config, tfds_dir), c.seq_len,
+                                     c.pretrain_share, config.seed)
   eval_rows = pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False)
   base_loss = lm_steps.make_loss_sums(model, c.z_loss_weight)
   base_eval = lm_steps.make_eval_step(model)
