@@ -46,7 +46,9 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     spelled right 0.85 -> 0.70 of the scratchpads that restate it). Its opening stays quoted
     (``data.world.restate='quoted'``) after a bare question too: restating as asked changed nothing over
     five seeds (README): a wrong restatement names another word SFT counted ("queen" as "question"),
-    whatever the quotes.
+    whatever the quotes. Spelling the word as a plain list first (``counting='spelled'``): the list right
+    in nearly every scratchpad, but the comparisons miscopy it at doubled letters (counting +0.05 [-0.02,
+    0.11] over two seeds, README: not settled).
   * ``data.sft_strangers=SFT_STRANGERS``: a quarter of SFT's unknown_entity examples ask about a stranger
     (a new made-up name each) instead of the sft split's few held-out entities: "I don't know" 0.34 ->
     0.76 over three seeds, paired on the same pretrained models +0.42 [0.36, 0.48]; it costs world
