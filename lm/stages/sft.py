@@ -1,6 +1,7 @@
 """SFT stage: the pretrained model learns the chat format on the lab's conversations, with loss on
 assistant tokens only; full fine-tuning or LoRA (``sft.mode``); with or without thinking and tools
-(``sft.thinking``, ``sft.tools``: see ``select``).
+(``sft.thinking``, ``sft.tools``: see ``select``); with ``sft.pretrain_share`` of its rows pretraining text,
+so that SFT rehearses what pretraining taught (``with_pretraining``).
 
 Continued SFT after the synthetic stage (``run_synthetic``, ``run_original``: stages ``sft_synthetic``
 and ``sft_original``): the sft stage's model (LoRA merged) trains on, full weights, for
@@ -114,6 +115,7 @@ def run(config, workdir, inputs) -> outputs.Model:
   tfds_dir = common.tfds_dir(inputs, 'sft')
   rows = {split: conversation_rows(tok, tfds_dir, split, c.seq_len, c.pack, c.thinking, c.tools)
           for split in ('train', 'validation')}
+  conversation_rows_n = len(rows['train']['inputs'])
   if c.pretrain_share:
     rows['train'] = with_pretraining(rows['train'], tok, rehearsal_texts(config, tfds_dir), c.seq_len,
                                      c.pretrain_share, config.seed)
@@ -145,7 +147,8 @@ def run(config, workdir, inputs) -> outputs.Model:
   task['probe'] = skill_probe(config, tok, model, tfds_dir, mesh, rules,
                               lora.LoraConfig.from_config(c.lora) if c.mode == 'lora' else None)
   out = train.run(train.Task(**task), c, workdir, mesh, rules, seed=config.seed)
-  out.update(extra, train_rows=int(len(rows['train']['inputs'])))
+  out.update(extra, train_rows=int(len(rows['train']['inputs'])),
+             pretrain_rows=int(len(rows['train']['inputs']) - conversation_rows_n))
   return common.model_outputs(config, out, start.tokenizer, **fields)
 
 
