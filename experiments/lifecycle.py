@@ -95,6 +95,8 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     2-core AMX Xeon the train step is 1.7x float32's with the same pretraining loss curve (at 400
     pretraining and 200 SFT steps the lifecycle took 661 s against float32's 907 s). ``:smoke`` keeps
     float32 (the same numbers on every CPU).
+  * ``fact_probe`` (pretraining and SFT; on in ``:full``, off here for the time budget): at each eval, the
+    share of world facts known (``lm.probes``; the report card's fact curves), which SFT undoes.
   * ``pretrain.copy_probe=64``: at each pretraining eval, teacher-forced copying on 64 worked sums and 64
     random strings repeated once (``lm.probes``; the report card's copy curves): whether pretraining
     teaches the copying that SFT's worked sums and calculator calls need.
@@ -169,6 +171,7 @@ def get_config(arg: str = ''):
       stage.eval_batches = 1
       stage.optim.warmup_steps = 2
     c.pretrain.copy_probe = 4
+    c.pretrain.fact_probe = c.sft.fact_probe = True
     c.sft.probe_examples, c.sft.probe_max_new_tokens = 2, 16
     c.pretrain.seq_len, c.sft.seq_len, c.reward.seq_len = 64, 128, 128
     c.reward.normalize_prompts, c.reward.normalize_max_new_tokens = 8, 16
@@ -178,8 +181,8 @@ def get_config(arg: str = ''):
     c.rlhf.preference.update(seq_len=128, batch_size=8, steps_per_iteration=2)
     c.eval.max_new_tokens, c.eval.batch_size, c.eval.max_examples = 24, 32, 2
   elif arg == 'full':
-    c.pretrain.update(steps=1600, eval_every=400, checkpoint_every=400)
-    c.sft.update(steps=700, eval_every=100, checkpoint_every=100)
+    c.pretrain.update(steps=1600, eval_every=400, checkpoint_every=400, fact_probe=True)
+    c.sft.update(steps=700, eval_every=100, checkpoint_every=100, fact_probe=True)
     c.data.update(pretrain_chars=3_000_000, sft_examples=40000)
     c.rankings.n_prompts = 400
     c.reward.steps = 200

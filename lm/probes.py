@@ -128,9 +128,10 @@ def fact_texts(w: world.World, kind: str, name: str, attr: str, fmt: str) -> lis
   return out
 
 
-def fact_logprobs(params, model, tok, texts, mesh, rules, batch_size: int = 64) -> np.ndarray:
-  """Each ``(context, continuation)``'s log-likelihood under ``model``, summed over the continuation's tokens
-  (with no context, over every token past the first), float64."""
+def _fact_scorer(model, tok, texts, mesh, rules, batch_size: int = 64):
+  """``score(params) -> float64 [len(texts)]``: each ``(context, continuation)``'s log-likelihood under
+  ``model``, summed over the continuation's tokens (with no context, over every token past the first);
+  one jitted program for every call."""
   rows = []
   for context, continuation in texts:
     ids = list(tok.encode(context + continuation))
@@ -138,6 +139,13 @@ def fact_logprobs(params, model, tok, texts, mesh, rules, batch_size: int = 64) 
   T = max(len(ids) for ids, _ in rows)
   if T > model.config.max_seq_len:
     raise ValueError(f'a fact text is {T} tokens, over model.max_seq_len={model.config.max_seq_len}')
+  batches = []
+  for start in range(0, len(rows), batch_size):
+    tokens_BxT, mask_BxT = np.full((batch_size, T), tok.pad_id, np.int32), np.zeros((batch_size, T - 1), bool)
+    for b, (ids, first) in enumerate(rows[start:start + batch_size]):
+      tokens_BxT[b, :len(ids)] = ids
+      mask_BxT[b, first - 1:len(ids) - 1] = True  # the target at t is token t + 1
+    batches.append((tokens_BxT, mask_BxT))
 
   @jax.jit
   def logprobs(params, tokens_BxT):
@@ -145,26 +153,78 @@ def fact_logprobs(params, model, tok, texts, mesh, rules, batch_size: int = 64) 
     logp_BxTxV = jax.nn.log_softmax(logits_BxTxV, axis=-1)
     return jnp.take_along_axis(logp_BxTxV, tokens_BxT[:, 1:, None], axis=-1)[..., 0]
 
-  totals = np.zeros(len(rows), np.float64)
-  for start in range(0, len(rows), batch_size):
-    chunk = rows[start:start + batch_size]
-    tokens_BxT, mask_BxT = np.full((batch_size, T), tok.pad_id, np.int32), np.zeros((batch_size, T - 1), bool)
-    for b, (ids, first) in enumerate(chunk):
-      tokens_BxT[b, :len(ids)] = ids
-      mask_BxT[b, first - 1:len(ids) - 1] = True  # the target at t is token t + 1
+  def score(params):
+    totals = []
     with sharding.use_mesh(mesh, rules):
-      logp_BxT = np.asarray(jax.device_get(logprobs(params, jax.device_put(tokens_BxT, sharding.replicated(mesh)))))
-    totals[start:start + len(chunk)] = (logp_BxT.astype(np.float64) * mask_BxT).sum(-1)[:len(chunk)]
-  return totals
+      for tokens_BxT, mask_BxT in batches:
+        logp_BxT = jax.device_get(logprobs(params, jax.device_put(tokens_BxT, sharding.replicated(mesh))))
+        totals.append((np.asarray(logp_BxT, np.float64) * mask_BxT).sum(-1))
+    return np.concatenate(totals)[:len(rows)]
+
+  return score
 
 
-def fact_ranks(params, model, tok, facts, fmt: str, mesh, rules) -> list[int]:
-  """Per fact ``(world, kind, name, attr)``: how many of its other values' ``fact_texts`` score above the
-  right value's (0: the fact is known)."""
+def fact_logprobs(params, model, tok, texts, mesh, rules, batch_size: int = 64) -> np.ndarray:
+  """Each ``(context, continuation)``'s log-likelihood under ``model``, summed over the continuation's tokens
+  (with no context, over every token past the first), float64."""
+  return _fact_scorer(model, tok, texts, mesh, rules, batch_size)(params)
+
+
+def _said(facts, fmt):
+  """Every fact's ``fact_texts`` in one list, and each fact's (start, end) in it."""
   texts, spans = [], []
   for fact in facts:
     said = fact_texts(*fact, fmt)
     spans.append((len(texts), len(texts) + len(said)))
     texts += said
-  totals = fact_logprobs(params, model, tok, texts, mesh, rules)
+  return texts, spans
+
+
+def _ranks(totals, spans) -> list[int]:
   return [int((totals[start + 1:end] > totals[start]).sum()) for start, end in spans]
+
+
+def fact_ranks(params, model, tok, facts, fmt: str, mesh, rules) -> list[int]:
+  """Per fact ``(world, kind, name, attr)``: how many of its other values' ``fact_texts`` score above the
+  right value's (0: the fact is known)."""
+  texts, spans = _said(facts, fmt)
+  return _ranks(fact_logprobs(params, model, tok, texts, mesh, rules), spans)
+
+
+def world_facts(records) -> dict[str, list[tuple]]:
+  """``{'eval': facts, 'other': facts}``, each ``(world, kind, name, attr)``: the world questions among eval
+  set ``records`` and, drawn with a fixed seed, as many of the world's other known facts."""
+  asked = sorted({(r['meta']['kind'], r['meta']['subject'], r['meta']['attr']) for r in records
+                  if r['family'] == 'world_qa'})
+  if not asked:
+    raise ValueError('the eval set has no world_qa items')
+  w = world.World.from_config(next(r['meta']['world'] for r in records if r['family'] == 'world_qa'))
+  others = sorted(set((e.kind, e.name, attr) for e in w.known() for attr in world.FACT_QUESTIONS[e.kind]) - set(asked))
+  others = random.Random(0).sample(others, min(len(asked), len(others)))
+  return {name: [(w, *fact) for fact in facts] for name, facts in (('eval', asked), ('other', others))}
+
+
+def make_fact_probe(model, tok, facts_by_name: dict, mesh, rules):
+  """``probe(params, frozen) -> {'facts_known[<name>]': share}``: the share of each set of facts
+  (``world_facts``) known in the ``qa`` format, one jitted program for every call."""
+  said = {name: _said(facts, 'qa') for name, facts in facts_by_name.items()}
+  texts = [t for name in said for t in said[name][0]]
+  score = _fact_scorer(model, tok, texts, mesh, rules)
+
+  def probe(params, frozen):
+    totals, offset, out = score(params), 0, {}
+    for name, (texts_of, spans) in said.items():
+      ranks = _ranks(totals[offset:offset + len(texts_of)], spans)
+      out[f'facts_known[{name}]'] = sum(r == 0 for r in ranks) / len(ranks)
+      offset += len(texts_of)
+    return out
+
+  return probe
+
+
+def combined(*probes_or_none):
+  """One probe logging what each given probe logs (None: no probe given)."""
+  given = [p for p in probes_or_none if p is not None]
+  if not given:
+    return None
+  return lambda params, frozen: {k: v for p in given for k, v in p(params, frozen).items()}

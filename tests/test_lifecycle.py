@@ -46,6 +46,10 @@ def test_lifecycle_runs_every_stage_and_reports_every_model(lifecycle):
   copying = [r for r in metrics.read(workdir, 'pretrain') if 'copy[random]' in r]  # lm.probes at each eval
   assert [r['step'] for r in copying] == [4, 8, 12] and all(0 <= r['copy[operand]'] <= 1 for r in copying)
   assert 'Copying as pretraining trains' in (workdir / 'report.md').read_text()
+  for stage in ('pretrain', 'sft'):  # the fact probe (lm.probes) at each eval: :smoke turns it on
+    facts = [r for r in metrics.read(workdir, stage) if 'facts_known[eval]' in r]
+    assert [r['step'] for r in facts] == [4, 8, 12] and all(0 <= r['facts_known[other]'] <= 1 for r in facts)
+  assert 'World facts known as the model trains' in (workdir / 'report.md').read_text()
   report = (workdir / 'eval' / 'report.md').read_text()
   header = next(line for line in report.splitlines() if line.startswith('|'))
   for column in ('base', 'sft', 'rlhf'):

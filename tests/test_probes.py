@@ -124,3 +124,28 @@ def test_the_facts_command_on_a_run_without_data_is_a_one_line_error(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'reuse': {'workdir': str(tmp_path / 'base'), 'stages': ['data']}}))
   with pytest.raises(SystemExit, match=f'lm.facts: error: {tmp_path / "base" / "data" / "outputs.json"} does not'):
     facts.main([f'--workdir={tmp_path}'])  # a run that reuses another's data stage reads its eval set there
+
+
+def test_the_fact_probe_logs_the_share_of_each_set_known_as_the_ranks_say(tok, make_config):
+  model = Transformer(make_config(vocab_size=tok.vocab_size, max_seq_len=128))
+  mesh, rules = sharding.make_mesh((2, 2, 2)), sharding.DEFAULT_RULES
+  w = world.World(seed=0)
+  records = [{'family': 'world_qa', 'meta': {'kind': e.kind, 'subject': e.name, 'attr': attr, 'world': w.config}}
+             for e, attr in ((w.known('person')[2], 'job'), (w.known('creature')[0], 'legs'),
+                             (w.known('town')[1], 'region'))] + [{'family': 'arithmetic', 'meta': {}}]
+  facts = probes.world_facts(records)
+  assert [f[1:] for f in facts['eval']] == sorted((r['meta']['kind'], r['meta']['subject'], r['meta']['attr'])
+                                                   for r in records[:3])
+  assert len(facts['other']) == 3 and not {f[1:] for f in facts['other']} & {f[1:] for f in facts['eval']}
+  probe = probes.make_fact_probe(model, tok, facts, mesh, rules)
+  for seed in (1, 2):  # one program, new params
+    params, _ = sharding.sharded_init(params_lib.boxed_init(model), mesh, rules, jax.random.key(seed))
+    expected = {f'facts_known[{name}]': np.mean([r == 0 for r in probes.fact_ranks(params, model, tok, items, 'qa',
+                                                                                     mesh, rules)])
+                for name, items in facts.items()}
+    assert probe(params, None) == pytest.approx(expected, abs=1e-12)
+  both = probes.combined(None, probe, lambda params, frozen: {'x': 1.0})
+  assert set(both(params, None)) == {'facts_known[eval]', 'facts_known[other]', 'x'}
+  assert probes.combined(None, None) is None
+  with pytest.raises(ValueError, match='the eval set has no world_qa items'):
+    probes.world_facts(records[3:])

@@ -317,6 +317,20 @@ def test_copy_curves_tabulate_the_first_and_last_pretraining_probe(tmp_path):
   assert (workdir / 'copy_curves.png').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_fact_curves_tabulate_the_facts_known_as_pretraining_and_sft_train(tmp_path):
+  workdir = write_run(tmp_path / 'run')
+  rows = [json.dumps({'stage': stage, 'step': s, 'facts_known[eval]': e, 'facts_known[other]': o}) + '\n'
+          for stage, s, e, o in (('pretrain', 4, 0.25, 0.5), ('pretrain', 8, 0.75, 1.0), ('sft', 4, 0.5, 0.75),
+                                 ('sft', 8, 0.25, 0.5))]
+  with open(workdir / 'metrics.jsonl', 'a') as f:
+    f.writelines(rows)
+  secs = sections(Path(report.write(workdir, peak_flops=1e9)).read_text())
+  table = [line for line in secs['Skills'] if line.startswith(('| pretrain', '| sft'))]
+  assert table == ['| pretrain | eval | 0.250 | 0.750 |', '| pretrain | other | 0.500 | 1.000 |',
+                   '| sft | eval | 0.500 | 0.250 |', '| sft | other | 0.750 | 0.500 |']
+  assert (workdir / 'fact_curves.png').read_bytes()[:4] == b'\x89PNG'
+
+
 def test_comparison_cells_show_intervals_and_curves_join_a_series(tmp_path):
   def run(tokens, acc, low, high):
     return {'pretrain': lm_outputs.Model(checkpoint_dir='', model={}, tokenizer='', metrics={'tokens_seen': tokens}),

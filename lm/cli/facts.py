@@ -6,19 +6,16 @@ facts and format: the share known [95% interval] beside chance (1 / candidates).
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
 from lm import outputs, probes, stats
 from lm.data import builders
 from lm.inference import serving
-from lm.lab import world as world_lib
 
 
 def eval_and_other_facts(workdir) -> dict[str, list[tuple]]:
-  """``{'eval': facts, 'other': facts}``, each ``(world, kind, name, attr)``: the run's world_qa eval items
-  and, drawn with a fixed seed, as many of its known entities' other facts."""
+  """``lm.probes.world_facts`` of the run's eval set (or of the run it took its data stage from)."""
   path = Path(workdir) / 'data' / 'outputs.json'
   config = Path(workdir) / 'config.json'
   if not path.is_file() and config.is_file():  # a run that took its data stage from another (``reuse``)
@@ -28,15 +25,10 @@ def eval_and_other_facts(workdir) -> dict[str, list[tuple]]:
   if not path.is_file():
     raise ValueError(f'{path} does not exist: the run has no finished data stage (its eval set)')
   data = outputs.load(path)
-  records = [r for r in builders.read(builders.EvalSet, data.tfds_dir, 'test') if r['family'] == 'world_qa']
-  if not records:
-    raise ValueError(f'{data.tfds_dir}: the eval set has no world_qa items')
-  w = world_lib.World.from_config(records[0]['meta']['world'])
-  asked = sorted({(r['meta']['kind'], r['meta']['subject'], r['meta']['attr']) for r in records})
-  others = sorted(set((e.kind, e.name, attr) for e in w.known() for attr in world_lib.FACT_QUESTIONS[e.kind])
-                  - set(asked))
-  others = random.Random(0).sample(others, min(len(asked), len(others)))
-  return {name: [(w, *fact) for fact in facts] for name, facts in (('eval', asked), ('other', others))}
+  try:
+    return probes.world_facts(builders.read(builders.EvalSet, data.tfds_dir, 'test'))
+  except ValueError as e:
+    raise ValueError(f'{data.tfds_dir}: {e}') from None
 
 
 def main(argv=None):

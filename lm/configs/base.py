@@ -190,6 +190,9 @@ def get_config() -> ml_collections.ConfigDict:
                              # at each eval, teacher-forced copying on this many worked sums and random
                              # strings (lm.probes; 0: off), logged as copy[...] and digit_step
                              copy_probe=0,
+                             # at each eval, the share of world facts known (lm.probes.make_fact_probe: the
+                             # eval's world questions and as many others), logged as facts_known[eval|other]
+                             fact_probe=False,
                              # this share of the train tokens are random strings repeated once
                              # (lm.data.induction: copying, which the lab's text teaches too rarely)
                              induction_share=0.0)
@@ -198,6 +201,7 @@ def get_config() -> ml_collections.ConfigDict:
                         # a learning curve per skill: at each eval, greedy answers to this many eval
                         # prompts of every set (0: off), logged as skill[<family>/<variant>]
                         probe_examples=0, probe_max_new_tokens=64,
+                        fact_probe=False,  # and the world facts known (as pretrain.fact_probe)
                         thinking=True,  # False: scratchpads stripped (thinking examples become direct ones)
                         tools=True,     # False: conversations that offer or use tools are left out
                         # this share of the train rows are pretraining text, loss on every token (rehearsal):

@@ -318,9 +318,28 @@ def copy_curves(run: Run, s: 'Section', out_dir: Path) -> None:
   s.image('copy_curves.png')
 
 
+def fact_curves(run: Run, s: 'Section', out_dir: Path) -> None:
+  """The world facts known as pretraining and SFT train (``pretrain.fact_probe``, ``sft.fact_probe``)."""
+  keys = ('facts_known[eval]', 'facts_known[other]')
+  stages = [(stage, _stage_rows(run, stage)) for stage in ('pretrain', 'sft')]
+  stages = [(stage, rows) for stage, rows in stages if any(keys[0] in r for r in rows)]
+  if not stages:
+    return
+  s.text("World facts known as the model trains: each fact's right value against every other value its attribute "
+         "takes, by log-likelihood (lm.probes; the eval's world questions, and as many other facts):")
+  curves = [(stage, k, *plots.series(rows, k)) for stage, rows in stages for k in keys]
+  s.table(['stage', 'facts', 'first eval', 'last eval'],
+          [[stage, k[12:-1], _fmt(ys[0]), _fmt(ys[-1])] for stage, k, _, ys in curves if ys])
+  plots.figure(out_dir / 'fact_curves.png', [(f'facts known during {stage}',
+                                              [(k[12:-1], *plots.series(rows, k), '') for k in keys],
+                                              f'{stage} step') for stage, rows in stages])
+  s.image('fact_curves.png')
+
+
 def skills_section(run: Run, out_dir: Path) -> Section:
   s = Section('Skills')
   copy_curves(run, s, out_dir)
+  fact_curves(run, s, out_dir)
   skill_curves(run, s, out_dir)
   path = run.workdir / 'eval' / 'results.json'
   if 'eval' not in run.outputs or not path.is_file():

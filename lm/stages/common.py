@@ -1,11 +1,12 @@
 """What stages share, so that no stage imports another: the mesh and model from config, the inputs a
-stage needs (typed ``lm.outputs``), trained params back from a stage's outputs, the lab's world, and
-the multi-host barrier. (The reward model's contract is ``lm.rl.reward_model``.)"""
+stage needs (typed ``lm.outputs``), trained params back from a stage's outputs, the lab's world, the fact
+probe, and the multi-host barrier. (The reward model's contract is ``lm.rl.reward_model``.)"""
 
 import jax
 
-from lm import outputs, sharding
+from lm import outputs, probes, sharding
 from lm.config import ConfigError
+from lm.data import builders
 from lm.lab.world import World
 from lm.model import params as params_lib
 from lm.model.transformer import ModelConfig, Transformer
@@ -70,3 +71,11 @@ def sync(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
+
+
+def fact_probe(on: bool, model, tok, inputs, mesh, rules):
+  """``lm.probes.make_fact_probe`` on the facts of the data stage's eval set, or None when ``on`` is false."""
+  if not on:
+    return None
+  records = builders.read(builders.EvalSet, tfds_dir(inputs, 'fact_probe'), 'test')
+  return probes.make_fact_probe(model, tok, probes.world_facts(records), mesh, rules)

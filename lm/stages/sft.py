@@ -12,7 +12,7 @@ same steps, so that a difference between the two is what the synthetic data adds
 import jax
 import numpy as np
 
-from lm import checkpoint, evals, outputs, tokenizer, train
+from lm import checkpoint, evals, outputs, probes, tokenizer, train
 from lm import config as lm_config
 from lm.config import ConfigError
 from lm.data import builders, chat, pipeline
@@ -144,8 +144,11 @@ def run(config, workdir, inputs) -> outputs.Model:
     extra = {**{f'memory.{k}': v for k, v in report.items()}, 'trainable_params': report['trainable_params'],
              'train_state_bytes': report['lora_state_bytes']}
     fields = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained}
-  task['probe'] = skill_probe(config, tok, model, tfds_dir, mesh, rules,
-                              lora.LoraConfig.from_config(c.lora) if c.mode == 'lora' else None)
+  lora_cfg = lora.LoraConfig.from_config(c.lora) if c.mode == 'lora' else None
+  facts = common.fact_probe(c.fact_probe, model, tok, inputs, mesh, rules)
+  if facts is not None and lora_cfg is not None:
+    on_merged, facts = facts, lambda adapters, base: on_merged(lora.merge(base, adapters, lora_cfg), None)
+  task['probe'] = probes.combined(skill_probe(config, tok, model, tfds_dir, mesh, rules, lora_cfg), facts)
   out = train.run(train.Task(**task), c, workdir, mesh, rules, seed=config.seed)
   out.update(extra, train_rows=int(len(rows['train']['inputs'])),
              pretrain_rows=int(len(rows['train']['inputs']) - conversation_rows_n))
