@@ -55,7 +55,7 @@ def test_full_sft_learns_and_starts_from_the_pretrained_weights(pretrained, tmp_
 @pytest.mark.slow
 def test_lora_sft_checkpoints_adapters_only_and_merges_for_serving(pretrained, tmp_path):
   config, inputs = pretrained
-  _, out = _sft(config, inputs, tmp_path, mode='lora')
+  _, out = _sft(config, inputs, tmp_path, mode='lora', fact_probe=True)
   assert out.get('memory.state_ratio') < 0.5 and out.lora['rank'] == config.sft.lora.rank
   stored = checkpoint.manager(out.checkpoint_dir).item_metadata(config.sft.steps)['state']['params']
   assert set(stored) == {f'layer_{i}' for i in range(config.model.n_layers)}
@@ -66,6 +66,11 @@ def test_lora_sft_checkpoints_adapters_only_and_merges_for_serving(pretrained, t
   merged = common.load_params(out, model, mesh, rules)
   assert not np.allclose(merged['layer_0']['wo'], base['layer_0']['wo'])   # adapters trained
   np.testing.assert_array_equal(merged['embed'], base['embed'])              # untargeted: untouched
+  # the fact probe at the last eval read the merged model
+  last = [r for r in metrics.read(tmp_path, 'sft') if 'facts_known[eval]' in r][-1]
+  assert last['step'] == config.sft.steps
+  facts = common.fact_probe(True, model, tokenizer.load(out.tokenizer), inputs, mesh, rules)
+  assert facts(merged, None) == pytest.approx({k: last[k] for k in ('facts_known[eval]', 'facts_known[other]')})
 
 
 def test_sft_loss_ignores_non_assistant_targets(pretrained):
