@@ -69,7 +69,7 @@ def test_lora_sft_checkpoints_adapters_only_and_merges_for_serving(pretrained, t
   # the fact probe at the last eval read the merged model
   last = [r for r in metrics.read(tmp_path, 'sft') if 'facts_known[eval]' in r][-1]
   assert last['step'] == config.sft.steps
-  facts = common.fact_probe(True, model, tokenizer.load(out.tokenizer), inputs, mesh, rules)
+  facts = common.fact_probe('sft.fact_probe', True, model, tokenizer.load(out.tokenizer), inputs, mesh, rules)
   assert facts(merged, None) == pytest.approx({k: last[k] for k in ('facts_known[eval]', 'facts_known[other]')})
 
 

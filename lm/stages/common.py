@@ -73,9 +73,13 @@ def sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def fact_probe(on: bool, model, tok, inputs, mesh, rules):
-  """``lm.probes.make_fact_probe`` on the facts of the data stage's eval set, or None when ``on`` is false."""
+def fact_probe(key: str, on: bool, model, tok, inputs, mesh, rules):
+  """``lm.probes.make_fact_probe`` on the facts of the data stage's eval set, or None when config ``key``
+  (``on``) is false."""
   if not on:
     return None
-  records = builders.read(builders.EvalSet, tfds_dir(inputs, 'fact_probe'), 'test')
-  return probes.make_fact_probe(model, tok, probes.world_facts(records), mesh, rules)
+  records = builders.read(builders.EvalSet, tfds_dir(inputs, key), 'test')
+  try:
+    return probes.make_fact_probe(model, tok, probes.world_facts(records), mesh, rules)
+  except ValueError as e:
+    raise ConfigError(f'{key}: {e} (data.eval_sets)') from None

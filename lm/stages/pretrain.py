@@ -69,7 +69,7 @@ def run(config, workdir, inputs) -> outputs.Model:
       eval_batches=[eval_rows.host_batch(i) for i in range(c.eval_batches)],
       weight_name='tokens',
       probe=probes.combined(probes.make_copy_probe(model, tok, c.copy_probe, mesh, rules),
-                            common.fact_probe(c.fact_probe, model, tok, inputs, mesh, rules)),
+                            common.fact_probe('pretrain.fact_probe', c.fact_probe, model, tok, inputs, mesh, rules)),
   )
   out = train.run(task, c, workdir, mesh, rules, seed=config.seed)
   if cut is not None:

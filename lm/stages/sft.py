@@ -145,7 +145,7 @@ def run(config, workdir, inputs) -> outputs.Model:
              'train_state_bytes': report['lora_state_bytes']}
     fields = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained}
   lora_cfg = lora.LoraConfig.from_config(c.lora) if c.mode == 'lora' else None
-  facts = common.fact_probe(c.fact_probe, model, tok, inputs, mesh, rules)
+  facts = common.fact_probe('sft.fact_probe', c.fact_probe, model, tok, inputs, mesh, rules)
   if facts is not None and lora_cfg is not None:
     on_merged, facts = facts, lambda adapters, base: on_merged(lora.merge(base, adapters, lora_cfg), None)
   task['probe'] = probes.combined(skill_probe(config, tok, model, tfds_dir, mesh, rules, lora_cfg), facts)
