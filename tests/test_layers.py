@@ -29,7 +29,7 @@ LAYERS = (
     ('cli', ('lm.cli',)),
 )
 ENTRY_POINTS = ('lm.launch', 'lm.claims', 'lm.chat', 'lm.generate', 'lm.world',
-                'lm.benchmark', 'lm.copying')  # ``python -m lm.<name>``
+                'lm.benchmark', 'lm.copying', 'lm.facts')  # ``python -m lm.<name>``
 
 
 def _modules() -> dict[str, Path]:
