@@ -129,6 +129,7 @@ SFT_MIX = (
     ('safety', 'direct', 1.0), ('manners', 'direct', 1.0), ('length_control', 'direct', 0.5),
 )
 SFT_STRANGERS = 0.25
+REHEARSAL = (('article', 0.45), ('qa', 0.2))  # SFT's pretraining rows: fresh fact text in the corpus's proportions
 EVAL_EXAMPLES = 60
 EVAL_SIZES = (('world_qa', 100), ('unknown_entity', 100), ('arithmetic', 100), ('char_count', 100),
               ('safety', 100))
@@ -156,7 +157,8 @@ def get_config(arg: str = ''):
   c.rlhf.update(prompt_mix=rl_mix, iterations=30, prompts_per_iteration=16, eval_prompts=48, eval_every=10,
                 max_new_tokens=96, epochs=2, minibatch_size=16, kl_coef=0.5)
   c.pretrain.update(steps=800, eval_every=200, checkpoint_every=200, copy_probe=64)
-  c.sft.update(steps=600, eval_every=100, checkpoint_every=100, probe_examples=8, probe_max_new_tokens=144)
+  c.sft.update(steps=600, eval_every=100, checkpoint_every=100, probe_examples=8, probe_max_new_tokens=144,
+               pretrain_share=0.05, pretrain_mix=REHEARSAL)
   c.eval.update(breakdowns=BREAKDOWNS, max_examples=0, max_new_tokens=192)
   c.model.dtype = 'auto'  # bf16 matmuls where the CPU has them natively (AMX, AVX512-BF16), float32 elsewhere
   if arg == 'smoke':

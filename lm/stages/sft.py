@@ -129,7 +129,7 @@ def run(config, workdir, inputs) -> outputs.Model:
   # trainable params and their AdamW train state (params + 2 moments), flat for comparison tables
   extra = {'trainable_params': sum(int(x.size) for x in jax.tree.leaves(target)),
            'train_state_bytes': 3 * sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(target))}
-  fields = {}
+  fields, lora_cfg = {}, None
   if c.mode == 'full':
     task.update(init_params=params_lib.boxed_init(model), loss_sums=base_loss, eval_step=base_eval,
                 load_params=lambda shardings: checkpoint.restore_params(pretrained, target))
@@ -144,7 +144,6 @@ def run(config, workdir, inputs) -> outputs.Model:
     extra = {**{f'memory.{k}': v for k, v in report.items()}, 'trainable_params': report['trainable_params'],
              'train_state_bytes': report['lora_state_bytes']}
     fields = {'lora': dict(c.lora), 'base_checkpoint_dir': pretrained}
-  lora_cfg = lora.LoraConfig.from_config(c.lora) if c.mode == 'lora' else None
   facts = common.fact_probe('sft.fact_probe', c.fact_probe, model, tok, inputs, mesh, rules)
   if facts is not None and lora_cfg is not None:
     on_merged, facts = facts, lambda adapters, base: on_merged(lora.merge(base, adapters, lora_cfg), None)
