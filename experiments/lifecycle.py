@@ -126,6 +126,8 @@ WORLD = dict(n_people=60, n_towns=14, n_creatures=12, n_objects=18, held_out_fra
 FACT_ARTICLES = 2
 PRETRAIN_MIX = (('article', 0.45), ('qa', 0.2), ('story', 0.05), ('arithmetic', 0.1), ('words', 0.1),
                 ('translation', 0.1))
+# SFT's pretraining rows: the corpus's two fact kinds, fresh, in its proportions
+REHEARSAL = tuple((kind, w) for kind, w in PRETRAIN_MIX if kind in ('article', 'qa'))
 TASK_OPTIONS = dict(arithmetic=dict(ops=('add',), digit_range=(1, 3)), char_count=dict(word_lengths=(3, 8)))
 SFT_MIX = (
     ('world_qa', 'direct', 3.0), ('unknown_entity', 'direct', 1.5), ('unknown_entity', 'tool', 0.5),
@@ -133,7 +135,6 @@ SFT_MIX = (
     ('safety', 'direct', 1.0), ('manners', 'direct', 1.0), ('length_control', 'direct', 0.5),
 )
 SFT_STRANGERS = 0.25
-REHEARSAL = (('article', 0.45), ('qa', 0.2))  # SFT's pretraining rows: fresh fact text in the corpus's proportions
 EVAL_EXAMPLES = 60
 EVAL_SIZES = (('world_qa', 100), ('unknown_entity', 100), ('arithmetic', 100), ('char_count', 100),
               ('safety', 100))
