@@ -164,6 +164,7 @@ def get_config(arg: str = ''):
   c.pretrain.update(steps=800, eval_every=200, checkpoint_every=200, copy_probe=64)
   c.sft.update(steps=600, eval_every=100, checkpoint_every=100, probe_examples=8, probe_max_new_tokens=144,
                pretrain_share=0.05, pretrain_mix=REHEARSAL)
+  c.sft.optim.lr = 2e-3
   c.eval.update(breakdowns=BREAKDOWNS, max_examples=0, max_new_tokens=192)
   c.model.dtype = 'auto'  # bf16 matmuls where the CPU has them natively (AMX, AVX512-BF16), float32 elsewhere
   if arg == 'smoke':
