@@ -245,7 +245,7 @@ def test_memfds_count_against_the_memory_limit():
   assert outcome['oom_kills'] == 1 and outcome['signal'] == 9 and outcome['stdout'] == ''
   assert 200 * MB < outcome['memory_peak_bytes'] <= 256 * MB  # the memfd pages were charged to the run
   assert host.grown('shmem') <= 256 * MB + 32 * MB and host.after['shmem'] - host.before['shmem'] < 16 * MB
-  assert host.grown('ours') < 64 * MB  # nothing outside the run's group held the memfds
+  assert host.grown('ours') < 64 * MB  # no process outside the run's group grew with it
   assert tool({'code': code}) == ToolResult('memory limit: the program needed more than 256 MB', False)
   _assert_host_clean()
 
