@@ -57,7 +57,7 @@ def _assert_host_clean():
   assert _leftover_cgroups() == []
 
 
-def _outside_runs_rss():
+def _outside_runs_pss():
   """Proportional resident bytes (pages shared after a fork split between the sharers) of this worker and its
   descendants outside any run group: what a run could leak past its limit. A cgroup's total would also count
   the other test worker's memory, which shares the group under xdist."""
@@ -107,7 +107,7 @@ class HostWatch:
       shmem = next(int(line.split()[1]) * 1024 for line in f if line.startswith('Shmem:'))
     with open('/proc/sys/fs/inode-nr') as f:
       inodes = int(f.read().split()[0])
-    return dict(shmem=shmem, inodes=inodes, ours=_outside_runs_rss())
+    return dict(shmem=shmem, inodes=inodes, ours=_outside_runs_pss())
 
   def grown(self, key):
     return self.worst[key] - self.before[key]
