@@ -4,7 +4,7 @@ and the template candidates' -> PPO against it -> the report card of base, SFT a
 README's main command.
 
   python -m lm.launch --config=experiments/lifecycle.py --workdir=runs/lifecycle
-  ...:full     longer stages, bigger effects (1,600 pretraining and 700 SFT steps: 16 min for those in bf16)
+  ...:full     longer stages (1,600 pretraining and 700 SFT steps: 22 min for those on a 2-core EPYC)
   ...:smoke    a minutes-long version for tests (tiny sizes)
 
 Ends with ``<workdir>/eval/report.md`` (the skills table) and the run's report card
@@ -120,9 +120,10 @@ the EPYC, learns the chat format (0.99), refusals (over-refusal 0.02 [0.01, 0.05
 [0.85, 0.91], past 0.8 in each seed), facts (world questions 0.67 [0.63, 0.71], 0.43 before rehearsal),
 the calculator (3-digit sums 0.86 [0.80, 0.91]), and, at the target's point but not its interval, the
 worked 2-digit sums (0.80 [0.74, 0.85]) and counting with the word spelled out (0.79 [0.75, 0.82]).
-``:full`` (1,600 and 700 steps; 17-19 minutes of stages to SFT's eval on the Xeon), measured before
-rehearsal and the learning rate, pooled over two seeds, reaches world questions 0.58 [0.52, 0.65], "I
-don't know" 0.91, the calculator (3-digit 1.00), worked 2-digit sums 0.96 and counting 0.83 [0.78, 0.88].
+``:full`` (1,600 and 700 steps; 22 minutes of stages to SFT's eval on the EPYC) is not ahead: pooled over
+two seeds, world questions 0.66 [0.59, 0.72], "I don't know" 0.85 [0.80, 0.90], counting 0.84 [0.78, 0.88],
+worked 2-digit sums 0.79 [0.68, 0.87] and the calculator at 3 digits 0.82 [0.70, 0.89]; one seed learns
+every procedure (1.00), the other copies the sum wrongly into a fifth of its scratchpads and calls.
 """
 
 from lm.configs import base, models
