@@ -28,8 +28,8 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
     1.8 passes in 600 steps): with 0.4M characters and 6,000-8,000 examples read many times over, the
     model memorised them (pretraining train loss 0.19 against a held-out 1.03) and copied operands and
     words wrongly ("249 plus 816" became "294 + 866"). 800 pretraining steps, not 400: world questions
-    rise with pretraining tokens (0.24 at 400 steps, 0.46 at 800 in experiments/lab_scaling.py; 0.52
-    here with 350 SFT steps; 0.50 in another run), and bf16 paid for them.
+    rise with pretraining tokens (0.47, 0.56 and 0.66 at 200, 400 and 800 steps in
+    experiments/lab_scaling.py), and bf16 paid for them.
   * ``sft.steps=600`` on rows packed by best fit (98% tokens, ``pipeline.pack_conversations``): 2.4M
     tokens, each example read about 1.7 times. At 350 steps (0.9 passes, rows 84% tokens) the copying
     that worked sums and calculator calls need formed in one seed of three (worked sums 0.13 pooled);
