@@ -21,8 +21,9 @@ def series(rows, key, x: str = 'step') -> tuple[list, list]:
 
 
 def figure(path, panels, xlabel: str = 'step', columns: int = 2, dpi: int = 90) -> Path:
-  """One PNG with a plot per panel: ``[(title, [(label, xs, ys, style)], xlabel or None)]`` (a style
-  of '' picks markers for short series); empty series are left out, panels without any too."""
+  """One PNG with a plot per panel: ``[(title, [(label, xs, ys, style[, (lows, highs)])], xlabel or None)]``
+  (a style of '' picks markers for short series; lows and highs, e.g. a 95% interval, are shaded around
+  the line); empty series are left out, panels without any too."""
   panels = [(t, [s for s in ss if len(s[1])], xl) for t, ss, xl in panels]
   panels = [p for p in panels if p[1]] or [('no data', [], None)]
   cols = min(len(panels), columns)
@@ -30,8 +31,10 @@ def figure(path, panels, xlabel: str = 'step', columns: int = 2, dpi: int = 90) 
   plt = _pyplot()
   fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), squeeze=False)
   for ax, (title, lines, panel_xlabel) in zip(axes.flat, panels):
-    for label, xs, ys, style in lines:
-      ax.plot(xs, ys, style or ('o-' if len(xs) < 30 else '-'), label=label, markersize=3)
+    for label, xs, ys, style, *band in lines:
+      (line,) = ax.plot(xs, ys, style or ('o-' if len(xs) < 30 else '-'), label=label, markersize=3)
+      if band and band[0] is not None:
+        ax.fill_between(xs, *band[0], color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_title(title)
     ax.set_xlabel(panel_xlabel or xlabel)
     ax.grid(alpha=0.3)

@@ -342,7 +342,13 @@ def test_comparison_cells_show_intervals_and_curves_join_a_series(tmp_path):
   assert lines[0] == ('| variant | pretrain.wall_s | pretrain.tokens_seen | eval.wall_s | '
                       'eval.sft.acc[world_qa/direct] | eval.examples |')  # the bounds are in their cell
   assert lines[3] == '| small@2 | 0 | 200 | 0 | 0.500 [0.300, 0.700] | 10 |'
+  # a line per series, sorted by x, its interval as the band; a series missing a bound has no band
+  acc = 'eval.sft.acc[world_qa/direct]'
+  assert comparison.series(results, 'pretrain.tokens_seen', acc) == [
+      ('small', [100, 200], [0.25, 0.5], 'o-', ([0.1, 0.3], [0.4, 0.7])), ('big', [100], [0.75], 'o-', ([0.6], [0.9]))]
+  del results['small@1']['eval'].metrics['sft.acc[world_qa/direct].high']
+  assert comparison.series(results, 'pretrain.tokens_seen', acc)[0] == ('small', [100, 200], [0.25, 0.5], 'o-', None)
   path = tmp_path / 'curves.png'
-  assert comparison.curves(results, 'pretrain.tokens_seen', ('eval.sft.acc[world_qa/direct]',), path)
+  assert comparison.curves(results, 'pretrain.tokens_seen', (acc,), path)
   assert path.read_bytes()[:4] == b'\x89PNG'
   assert not comparison.curves(results, 'pretrain.tokens_seen', ('eval.nothing',), tmp_path / 'none.png')

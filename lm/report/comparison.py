@@ -5,7 +5,8 @@ the variants' own stages); ``comparison.plot = ('stage.key_x', 'stage.key_y')`` 
 variants (e.g. gold reward against KL: a reward-KL frontier) as ``comparison.png``;
 ``comparison.curves = ('stage.key_x', ('stage.key_y', ...))`` draws one panel per y against x as
 ``comparison_curves.png``, a line per series: variants named ``series@point`` share a line (a sweep
-of sizes at several budgets: ``small@400``, ``small@800``, ``base@400``, ...).
+of sizes at several budgets: ``small@400``, ``small@800``, ``base@400``, ...), with its 95% interval
+shaded where the stage reports one (``<key>.low`` and ``<key>.high``).
 """
 
 from pathlib import Path
@@ -59,18 +60,29 @@ def plot(results: dict, x: str, y: str, path: Path) -> bool:
   return True
 
 
+def series(results: dict, x: str, y: str) -> list:
+  """``y`` against ``x``, one ``(name, xs, ys, style, (lows, highs))`` per series (the variant's name before
+  '@'), points sorted by x; the band is ``y``'s 95% interval where every point has ``<y>.low`` and
+  ``<y>.high``, else None."""
+  points = {}
+  for variant, outputs in results.items():
+    a, b = _value(outputs, x), _value(outputs, y)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+      points.setdefault(variant.split('@')[0], []).append((a, b, _value(outputs, y + '.low'),
+                                                           _value(outputs, y + '.high')))
+  out = []
+  for name, pts in points.items():
+    pts.sort(key=lambda p: p[0])
+    bounded = all(isinstance(p[2], float) and isinstance(p[3], float) for p in pts)
+    band = ([p[2] for p in pts], [p[3] for p in pts]) if bounded else None
+    out.append((name, [p[0] for p in pts], [p[1] for p in pts], 'o-', band))
+  return out
+
+
 def curves(results: dict, x: str, ys, path: Path) -> bool:
-  """One panel per column of ``ys`` against ``x``, one line per series (the variant's name before
-  '@'), points sorted by x; False if no variant has x and any y."""
-  panels = []
-  for y in ys:
-    lines = {}
-    for variant, outputs in results.items():
-      a, b = _value(outputs, x), _value(outputs, y)
-      if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        lines.setdefault(variant.split('@')[0], []).append((a, b))
-    panels.append((y, [(name, [p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)], 'o-')
-                       for name, pts in lines.items()], x))
+  """One panel per column of ``ys`` against ``x`` (``series``: a line per series, its interval shaded);
+  False if no variant has x and any y."""
+  panels = [(y, series(results, x, y), x) for y in ys]
   if not any(lines for _, lines, _ in panels):
     return False
   plots.figure(path, panels, xlabel=x, columns=3)
