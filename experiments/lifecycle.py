@@ -123,7 +123,8 @@ worked 2-digit sums (0.80 [0.74, 0.85]) and counting with the word spelled out (
 ``:full`` (1,600 and 700 steps; 22 minutes of stages to SFT's eval on the EPYC) is not ahead: pooled over
 two seeds, world questions 0.66 [0.59, 0.72], "I don't know" 0.85 [0.80, 0.90], counting 0.84 [0.78, 0.88],
 worked 2-digit sums 0.79 [0.68, 0.87] and the calculator at 3 digits 0.82 [0.70, 0.89]; one seed learns
-every procedure (1.00), the other copies the sum wrongly into a fifth of its scratchpads and calls.
+every procedure (2- and 3-digit sums 1.00), the other copies the sum wrongly into a fifth of its
+scratchpads and calls.
 """
 
 from lm.configs import base, models
