@@ -37,6 +37,9 @@ def get_config(arg: str = ''):
           'pretrain': {'steps': steps, 'eval_every': steps, 'checkpoint_every': steps}}
   c.variants = variants
   accuracy = tuple(f'eval.sft.acc[{family}/{variant}]' for family, variant in c.data.eval_sets)
-  c.comparison.columns = ('pretrain.params', 'pretrain.tokens_seen') + accuracy
+  # the lab's targets within the sums, and what decides them: the sum copied, its digit steps right
+  targets = ('eval.sft.acc[arithmetic/thinking:digits=2]', 'eval.sft.acc[arithmetic/tool:digits=3]',
+             'eval.sft.copies_the_sum', 'eval.sft.digit_steps_right')
+  c.comparison.columns = ('pretrain.params', 'pretrain.tokens_seen') + accuracy + targets
   c.comparison.curves = ('pretrain.tokens_seen', accuracy)
   return c

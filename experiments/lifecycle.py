@@ -129,7 +129,7 @@ scratchpads and calls.
 
 from lm.configs import base, models
 
-BREAKDOWNS = ('arithmetic:digits', 'char_count:length')
+BREAKDOWNS = ('arithmetic/thinking:digits', 'arithmetic/tool:digits', 'char_count:length')
 WORLD = dict(n_people=60, n_towns=14, n_creatures=12, n_objects=18, held_out_fraction=0.35, counting='compare',
              things='coined', calls='spaced')
 FACT_ARTICLES = 2

@@ -204,4 +204,9 @@ def test_lab_scaling_tabulates_accuracy_per_set_against_pretraining_tokens(lifec
       key = f'sft.acc[{family}/{variant}]'
       evals = results[name]['eval']
       assert 0.0 <= evals.get(key + '.low') <= evals.get(key) <= evals.get(key + '.high') <= 1.0
+    # the lifecycle's breakdowns (sums by digits per variant) carry their intervals too
+    digits = [k for k in evals.metrics if k.startswith('sft.acc[arithmetic/thinking:digits=') and k.endswith(']')]
+    assert digits
+    for key in digits:
+      assert 0.0 <= evals.get(key + '.low') <= evals.get(key) <= evals.get(key + '.high') <= 1.0
   assert (tmp_path / 'comparison_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -76,9 +76,12 @@ def run(config, workdir, inputs) -> outputs.Eval:
                        {f'{name}/{k}': v for name, card in cards.items() for k, v in card['metrics'].items()})
   print(table, flush=True)
   headline = {f'{name}.{k}': v for name, card in cards.items() for k, v in card['metrics'].items()}
-  for name, card in cards.items():  # each set's accuracy with its interval (comparison tables show both)
+  for name, card in cards.items():  # each set's and breakdown's accuracy with its interval (comparisons show both)
     for row in card['sets']:
       key = f'{name}.acc[{row["family"]}/{row["variant"]}]'
       headline.update({key: row['accuracy'], f'{key}.low': row['low'], f'{key}.high': row['high']})
+    for key, est in card['intervals'].items():
+      if key.startswith('acc['):
+        headline.update({f'{name}.{key}.low': est['low'], f'{name}.{key}.high': est['high']})
   return outputs.Eval(results=str(out_dir / 'results.json'), report=str(out_dir / 'report.md'),
                       metrics={'examples': len(examples), **headline})
