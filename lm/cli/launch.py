@@ -22,7 +22,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lm import checkpoint, outputs, sharding, train
+from lm import checkpoint, hardware, outputs, sharding, train
 from lm import config as lm_config
 from lm.configs import base
 from lm.model.transformer import ModelConfig
@@ -237,7 +237,11 @@ def _main(argv):
 
 
 def main():
-  """Checks the config file and every ``--config.*`` key before absl parses them, then runs."""
+  """Checks the config file and every ``--config.*`` key before absl parses them, then runs. First of all,
+  before JAX starts its threads, glibc keeps freed memory (``hardware.keep_freed_memory``): XLA:CPU's
+  per-step temporaries were mapped and zero-filled afresh on every step (the lifecycle's pretraining and SFT
+  steps 16% faster on a 2-core EPYC; peak RSS 1.7 -> 2.9 GB)."""
+  hardware.keep_freed_memory()
   spec = next((a.split('=', 1)[1] for a in sys.argv if a.startswith('--config=')), None)
   if spec is None:
     sys.exit('lm.launch: error: --config=path/to/experiment.py[:arg] is required')
