@@ -8,11 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from lm import tokenizer
+from lm import sharding, tokenizer
 from lm.data import pipeline
 from lm.lab import raters
 from lm.lab.world import World
 from lm.model.transformer import ModelConfig, Transformer
+from lm.rl import reward_model
 from lm.steps import common as steps_common
 from lm.steps import reward as R
 from lm.tokenizer import END_ID
@@ -154,3 +155,21 @@ def test_packed_rankings_by_hand_and_the_same_loss_as_padded_rows(lab_rankings):
     b, sums_b = loss(params, {k: v for k, v in padded.host_batch(i).items() if k != 'response_mask'}, None)
     np.testing.assert_allclose(a, b, rtol=2e-5)
     np.testing.assert_allclose(sums_a['reward_mean'], sums_b['reward_mean'], rtol=2e-5, atol=1e-6)
+
+
+def test_held_out_rewards_packed_equal_each_response_read_alone(lab_rankings):
+  """reward_model.rewards packs the B x R responses into fewer rows of T: each reward is the one its
+  response gets alone in a padded row (float32), on the 8-device mesh."""
+  _, _, rows = lab_rankings
+  rows = {k: v[:37] for k, v in rows.items()}  # 148 responses: the last call is part padding rows
+  model = Transformer(ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128,
+                                  max_seq_len=192, lm_head=False, scalar_head=True))
+  params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  params['scalar_head'] = jax.random.normal(jax.random.key(1), params['scalar_head'].shape)
+  fn = lambda p, *args: R.sequence_rewards(model, p, *args)
+  got_BxR = reward_model.rewards(fn, params, rows, 16, sharding.make_mesh((8, 1, 1)), sharding.DEFAULT_RULES)
+  alone = jax.jit(lambda p, t, s, q, i: fn(p, t[None], s[None], q[None], i[None])[0])
+  want_BxR = np.array([[alone(params, *(rows[k][b, r] for k in ('tokens', 'segment_ids', 'positions', 'last_index')))
+                        for r in range(4)] for b in range(37)])
+  assert pipeline.rows_to_pack(rows['last_index'] + 1, 192) < 0.6 * 37 * 4  # 80 rows for 148 responses
+  np.testing.assert_allclose(got_BxR, want_BxR, rtol=1e-4, atol=1e-5)

@@ -98,15 +98,21 @@ def rows_of(tok, records, seq_len: int) -> dict:
 
 
 def rewards(fn, params, rows, batch_size: int, mesh, rules) -> np.ndarray:
-  """``fn(params, tokens, segment_ids, positions, last_index)`` over ``[B, R, T]`` rows: ``[B, R]``."""
-  flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in rows.items() if k in ROW_KEYS[:4]}
-  jitted = jax.jit(lambda p, b: fn(p, b['tokens'], b['segment_ids'], b['positions'], b['last_index']))
-  n, out = len(flat['tokens']), []
+  """``fn(params, tokens, segment_ids, positions, last_index)`` over ``[B, R, T]`` rows: ``[B, R]``. The
+  ``B x R`` responses are packed into rows of ``T`` (``pipeline.pack_rankings``), ``batch_size`` rows a call,
+  each call reading the reward at every position (a responses' rows are mostly padding otherwise)."""
+  T = rows['tokens'].shape[-1]
+  lengths_BxR = rows['last_index'] + 1
+  n_rows = -(-pipeline.rows_to_pack(lengths_BxR, T) // batch_size) * batch_size
+  packed = pipeline.pack_rankings(rows['tokens'], lengths_BxR, n_rows)
+  every_position = np.arange(batch_size * T, dtype=np.int32).reshape(batch_size, T)
+  jitted = jax.jit(lambda p, b: fn(p, b['tokens'], b['segment_ids'], b['positions'], every_position))
+  out = []
   with sharding.use_mesh(mesh, rules):
-    for start in range(0, n, batch_size):
-      idx = np.arange(start, start + batch_size) % n  # the last batch wraps around to a full one
-      out.append(np.asarray(jitted(params, sharding.place_batch({k: v[idx] for k, v in flat.items()}, mesh))))
-  return np.concatenate(out)[:n].reshape(rows['ranks'].shape)
+    for start in range(0, n_rows, batch_size):
+      batch = {k: packed[k][start:start + batch_size] for k in ('tokens', 'segment_ids', 'positions')}
+      out.append(np.asarray(jitted(params, sharding.place_batch(batch, mesh))).reshape(-1))
+  return np.concatenate(out)[packed['last_index']]
 
 
 def policy_samples(tok, model, params, prompts, cfg: sample.SamplingConfig, batch_size: int, seed: int, mesh,
@@ -196,8 +202,11 @@ def fit(name: str, c, records: dict, tok, policy_model: Transformer, policy_para
   reward_steps.ranking_loss(c.loss)  # an unknown loss fails before any work
   model = Transformer(model_config(policy_model.config))
   rows = {split: rows_of(tok, recs, c.seq_len) for split, recs in records.items()}
-  eval_rows = pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False)
   n_eval = max(1, min(c.eval_batches, len(rows['validation']['tokens']) // c.batch_size))
+  shards = mesh.shape['data'] * mesh.shape['fsdp']
+  packed = jax.process_count() == 1  # several hosts would each need their rows' offsets
+  eval_rows = (pipeline.PackedRankings(rows['validation'], c.batch_size, 0, n_eval, shuffle=False, multiple=shards)
+               if packed else pipeline.Batches(rows['validation'], c.batch_size, seed=0, shuffle=False))
   boxed = params_lib.boxed_init(model)
 
   def start(shardings):
@@ -210,9 +219,8 @@ def fit(name: str, c, records: dict, tok, policy_model: Transformer, policy_para
       name=name, init_params=boxed, weight_name='prompts', load_params=start,
       loss_sums=reward_steps.make_loss_sums(model, c.loss, c.margin),
       eval_step=reward_steps.make_eval_step(model, c.loss, c.margin),
-      train_batches=(pipeline.PackedRankings(rows['train'], c.batch_size, seed, c.steps,
-                                             multiple=mesh.shape['data'] * mesh.shape['fsdp'])
-                     if jax.process_count() == 1 else pipeline.Batches(rows['train'], c.batch_size, seed)),
+      train_batches=(pipeline.PackedRankings(rows['train'], c.batch_size, seed, c.steps, multiple=shards)
+                     if packed else pipeline.Batches(rows['train'], c.batch_size, seed)),
       eval_batches=[eval_rows.host_batch(i) for i in range(n_eval)])
   out = train.run(task, c, workdir, mesh, rules, seed=seed)
 
