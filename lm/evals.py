@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from lm import stats
+from lm.data import chat
 from lm.inference import agent, sample
 from lm.lab import tasks
 from lm.lab.world import DIGIT_STEP, LETTER_STEP, scratchpad, spelled_count
@@ -51,16 +52,21 @@ def respond(params, model, tok, examples, max_new_tokens: int, batch_size: int, 
   Greedy by default; at ``temperature > 0`` each batch samples with its own key from ``seed``.
 
   Batches hold one set after another (family, variant): a batch decodes until its longest answer ends,
-  and a set's answers are alike in length, so short answers do not wait on a worked scratchpad."""
+  and a set's answers are alike in length, so short answers do not wait on a worked scratchpad. Every
+  batch pads its prompts to the longest of them all: one compiled sampler, not one per prompt bucket
+  (each a couple of seconds to compile; the decode attends to the cache's filled blocks of 128 slots,
+  which a longer padding rarely adds to)."""
   cfg = sample.SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
   kwargs = {} if rules is None else {'rules': rules}
   rows = [None] * len(examples)
   for use_tools in (False, True):
     index = sorted((i for i, e in enumerate(examples) if use_tools == (bool(tools) and tasks.offers_tools(e.prompt))),
                    key=lambda i: (examples[i].family, examples[i].variant))
+    prompts_all = {i: examples[i].prompt if use_tools else tasks.without_tools(examples[i].prompt) for i in index}
+    kwargs['prompt_len'] = max((len(chat.render_prompt(tok, p)) for p in prompts_all.values()), default=0)
     for start in range(0, len(index), batch_size):
       batch = index[start:start + batch_size]
-      prompts = [examples[i].prompt if use_tools else tasks.without_tools(examples[i].prompt) for i in batch]
+      prompts = [prompts_all[i] for i in batch]
       rng = jax.random.fold_in(jax.random.key(seed), 2 * start + use_tools)
       if use_tools:
         turns = agent.complete_chats(params, model, tok, prompts, cfg, rng, tools, agent_cfg, mesh=mesh, **kwargs)

@@ -7,15 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from lm import config as lm_config
 from lm import evals, tokenizer
 from lm.cli import launch
 from lm.config import ConfigError
-from lm.inference import sample
+from lm.data import chat
+from lm.inference import agent, sample
 from lm.lab import tasks
 from lm.lab.world import World
+from lm.stages import common
 from lm.stages import eval as eval_stage
 from lm.tokenizer import END_ID
 
@@ -152,19 +155,21 @@ def test_select_keeps_the_first_n_per_set_and_skips_variants():
     evals.select([dict(records[0], family='nope')])
 
 
-def test_respond_batches_one_set_after_another_and_answers_in_order(monkeypatch):
+def test_respond_batches_one_set_after_another_and_answers_in_order(monkeypatch, tmp_path):
   world = World(seed=0)
+  tok = tokenizer.train(world.pretraining_documents(n_docs=300), tmp_path / 'sp.model', vocab_size=512)
   examples = [ex for family, variant in (('world_qa', 'direct'), ('arithmetic', 'thinking'), ('safety', 'direct'))
               for ex in tasks.sample(world, family, 5, variant=variant)]
   examples = [examples[i] for i in random.Random(0).sample(range(15), 15)]  # the sets interleaved
   batches = []
 
-  def echo(params, model, tok, prompts, cfg, rng, mesh=None, **kwargs):  # answers with the question asked
+  def echo(params, model, tok, prompts, cfg, rng, mesh=None, prompt_len=0):  # answers with the question asked
     batches.append([p[-1]['content'] for p in prompts])
+    assert prompt_len == max(len(chat.render_prompt(tok, tasks.without_tools(ex.prompt))) for ex in examples)
     return [{'role': 'assistant', 'content': p[-1]['content'], 'ids': [END_ID], 'finished': True} for p in prompts]
 
   monkeypatch.setattr(sample, 'complete_chats', echo)
-  rows = evals.respond(None, None, None, examples, 8, 4)
+  rows = evals.respond(None, None, tok, examples, 8, 4)
   assert [r['response']['content'] for r in rows] == [ex.prompt[-1]['content'] for ex in examples]
   assert [r['family'] for r in rows] == [ex.family for ex in examples]
   set_of = {ex.prompt[-1]['content']: (ex.family, ex.variant) for ex in examples}
@@ -223,6 +228,31 @@ def test_the_base_model_writes_at_most_base_max_new_tokens(run, tmp_path, monkey
   tok = tokenizer.load(outputs['tokenizer'].path)
   # 3 tokens of text (a piece decoded alone may re-encode as two)
   assert max(len(tok.encode(r['response'].get('content') or '')) for r in base_rows) <= 4
+
+
+@pytest.mark.slow
+def test_respond_compiles_one_sampler_for_prompts_of_every_length(run):
+  """Batches whose longest prompts fall in different buckets (16 to 64 tokens) share one sampling
+  program, padded to the longest prompt of all, and answer as each batch padded to its own bucket does."""
+  workdir, outputs = run
+  config = lm_config.load(str(REPO / 'experiments/sft_tiny.py:smoke'))
+  tok = tokenizer.load(outputs['tokenizer'].path)
+  model = common.model_from_config(config, tok)
+  mesh, rules = common.mesh_and_rules(config)
+  params = common.load_params(outputs['sft'], model, mesh, rules)
+  world = World(seed=0)
+  examples = [ex for family in ('safety', 'world_qa', 'length_control') for ex in tasks.sample(world, family, 4)]
+  lengths = [len(chat.render_prompt(tok, tasks.without_tools(ex.prompt))) for ex in examples]
+  batches = [examples[i:i + 4] for i in range(0, 12, 4)]
+  assert len({sample.prompt_bucket(max(lengths[i:i + 4])) for i in range(0, 12, 4)}) > 1
+  before = sample.compile_count()
+  rows = evals.respond(params, model, tok, examples, 8, 4, mesh, rules, config.seed)
+  assert sample.compile_count() - before == 1
+  cfg = sample.SamplingConfig(temperature=0.0, max_new_tokens=8)
+  alone = [agent.plain_turn(reply)['answer'] for b in batches
+           for reply in sample.complete_chats(params, model, tok, [tasks.without_tools(ex.prompt) for ex in b], cfg,
+                                              jax.random.key(0), mesh=mesh, rules=rules)]
+  assert [r['response'] for r in rows] == alone
 
 
 def cli(module, *args, stdin=None):
