@@ -57,7 +57,8 @@ def keep_freed_memory() -> bool:
   trimming below 2 GiB. XLA:CPU allocates an executable's temporaries (760 MB for the tiny model's
   train step) on every run; by default glibc maps such a block afresh each time, and zero-filling
   its pages cost ~25% of the step's CPU time (sys time). Process-wide, so it helps every framework
-  in the process; call it at start-up, before JAX starts its threads (their arenas are chosen then).
+  in the process; call it at start-up, before JAX starts its threads (their arenas are chosen then):
+  ``lm.launch`` does (benchmarks/RESULTS.md: the lifecycle 1,080 -> 885 s on a 2-core EPYC).
   Returns False (and changes nothing) where the C library has no ``mallopt``."""
   libc = ctypes.CDLL(ctypes.util.find_library('c'))
   if not hasattr(libc, 'mallopt'):

@@ -100,7 +100,7 @@ def rows_of(tok, records, seq_len: int) -> dict:
 def rewards(fn, params, rows, batch_size: int, mesh, rules) -> np.ndarray:
   """``fn(params, tokens, segment_ids, positions, last_index)`` over ``[B, R, T]`` rows: ``[B, R]``. The
   ``B x R`` responses are packed into rows of ``T`` (``pipeline.pack_rankings``), ``batch_size`` rows a call,
-  each call reading the reward at every position (a responses' rows are mostly padding otherwise)."""
+  each call reading the reward at every position (a response's own row is mostly padding)."""
   T = rows['tokens'].shape[-1]
   lengths_BxR = rows['last_index'] + 1
   n_rows = -(-pipeline.rows_to_pack(lengths_BxR, T) // batch_size) * batch_size
