@@ -77,7 +77,9 @@ def with_pretraining(rows, tok, texts, seq_len: int, share: float, seed: int) ->
 
 def skill_probe(config, tok, model, tfds_dir, mesh, rules, lora_cfg=None):
   """``probe(params, frozen) -> {'skill[<family>/<variant>]': accuracy}`` on the first ``sft.probe_examples``
-  eval prompts of each set, greedy, without tools (a learning curve per skill; None when 0)."""
+  eval prompts of each set, greedy, without tools (a learning curve per skill; None when 0), in batches
+  of ``eval.batch_size`` (the sampler pads a batch to a power of two: the lifecycle's 72 prompts in one
+  batch decoded 128 rows)."""
   c = config.sft
   if not c.probe_examples:
     return None
@@ -86,7 +88,7 @@ def skill_probe(config, tok, model, tfds_dir, mesh, rules, lora_cfg=None):
   def probe(params, frozen):
     if lora_cfg is not None:
       params = lora.merge(frozen, params, lora_cfg)
-    rows = evals.respond(params, model, tok, examples, c.probe_max_new_tokens, len(examples), mesh, rules,
+    rows = evals.respond(params, model, tok, examples, c.probe_max_new_tokens, config.eval.batch_size, mesh, rules,
                          config.seed)
     return {f'skill[{s["family"]}/{s["variant"]}]': s['accuracy'] for s in evals.accuracy_by_set(rows)}
 
