@@ -114,7 +114,7 @@ The lab is set so the tiny model can learn its skills (each knob, its value and 
   * ``eval.max_new_tokens=192`` and the SFT probe's 144: a worked 3-digit scratchpad (about 130 tokens)
     fits; eval sets of ``EVAL_EXAMPLES`` prompts, 100 for the headline sets, so intervals are about
     +-0.1 wide.
-What these budgets reach (the README's results): the default (800 pretraining and 600 SFT steps, under
+What these budgets reach (the README's results): the default (800 pretraining and 600 SFT steps, about
 15 minutes of stages on a 2-core AVX512-BF16 EPYC, the launcher keeping freed memory), pooled over its five seeds on
 the EPYC, learns the chat format (0.99), refusals (over-refusal 0.02 [0.01, 0.05]), "I don't know" (0.88
 [0.85, 0.91], past 0.8 in each seed), facts (world questions 0.67 [0.63, 0.71], 0.43 before rehearsal),
