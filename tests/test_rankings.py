@@ -13,7 +13,8 @@ import pytest
 from lm import config as lm_config
 from lm import tokenizer
 from lm.cli import launch
-from lm.data import builders, human
+from lm.data import builders, chat, human
+from lm.inference import sample
 from lm.lab import raters, splits, tasks
 from lm.lab.world import World
 from lm.model.transformer import ModelConfig, Transformer
@@ -70,6 +71,22 @@ def test_samples_are_drawn_one_set_after_another_and_kept_with_their_prompt(poli
   order = [set_of[q] for batch in batches for q, _ in batch]
   assert order == sorted(order) and len(order) == 3 * len(examples)
   assert len({key for batch in batches for _, key in batch[:1]}) == len(batches)  # a key per batch
+
+
+def test_every_batch_shares_one_sampler_program(policy):
+  """Batches whose longest prompts fall in different prompt buckets are padded to the longest prompt of
+  all: one sampling program for the whole collection."""
+  world, tok, model, params, _ = policy
+  examples = splits.draw_mix(world, (('world_qa', 'direct', 1.0), ('safety', 'direct', 1.0)), 8, 'preferences')
+  for ex in examples:
+    ex.prompt = tasks.without_tools(ex.prompt)
+  plan = rankings.SamplingPlan(k=2, temperature=1.0, max_new_tokens=4, batch_size=4)
+  flat = sorted((ex for ex in examples for _ in range(2)), key=lambda ex: (ex.family, ex.variant))
+  lengths = [len(chat.render_prompt(tok, ex.prompt)) for ex in flat]
+  assert len({sample.prompt_bucket(max(lengths[i:i + 4])) for i in range(0, len(flat), 4)}) > 1
+  before = sample.compile_count()
+  rankings.collect(params, model, tok, examples, plan, raters.Panel(n_raters=3, seed=0), seed=5)
+  assert sample.compile_count() - before == 1
 
 
 def test_pairwise_accuracy_by_hand():

@@ -12,6 +12,7 @@ from lm import sharding, tokenizer
 from lm.data import pipeline
 from lm.lab import raters
 from lm.lab.world import World
+from lm.model import params as params_lib
 from lm.model.transformer import ModelConfig, Transformer
 from lm.rl import reward_model
 from lm.steps import common as steps_common
@@ -173,3 +174,26 @@ def test_held_out_rewards_packed_equal_each_response_read_alone(lab_rankings):
                         for r in range(4)] for b in range(37)])
   assert pipeline.rows_to_pack(rows['last_index'] + 1, 192) < 0.6 * 37 * 4  # 80 rows for 148 responses
   np.testing.assert_allclose(got_BxR, want_BxR, rtol=1e-4, atol=1e-5)
+
+
+def test_scalar_head_start_is_the_whole_init_with_the_policy_trunk():
+  """The reward model starts from the policy's trunk and the scalar head of its own init: computing only
+  the params the policy lacks gives the values the whole tree's init gives, placed on the mesh's shardings."""
+  policy_cfg = ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128, max_seq_len=64,
+                           tie_embeddings=False)
+  policy = Transformer(policy_cfg)
+  policy_params = nn.unbox(policy.init(jax.random.key(3), jnp.zeros((1, 8), jnp.int32))['params'])
+  model = Transformer(reward_model.model_config(policy_cfg))
+  boxed = params_lib.boxed_init(model)
+  mesh = sharding.make_mesh((2, 4, 1))
+  shardings = nn.unbox(sharding.logical_shardings(jax.eval_shape(boxed, jax.random.key(0)), mesh,
+                                                  sharding.DEFAULT_RULES))
+  got = reward_model._with_scalar_head(policy_params, boxed, shardings, jax.random.key(7))
+  whole = nn.unbox(boxed(jax.random.key(7)))
+  assert set(got) == set(whole) and {'scalar_head', 'scalar_bias'} <= set(got) - set(policy_params)
+  assert 'head' in policy_params and 'head' not in got  # the LM head dropped
+  for k in whole:
+    want = policy_params[k] if k in policy_params else whole[k]
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), got[k], want)
+  for k in ('scalar_head', 'scalar_bias'):
+    assert got[k].sharding == shardings[k]

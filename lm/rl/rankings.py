@@ -15,6 +15,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from lm.data import chat
 from lm.inference import sample
 from lm.lab import raters, tasks
 
@@ -39,6 +40,8 @@ def collect(params, model, tok, examples, cfg: SamplingPlan, panel: raters.Panel
                 key=lambda x: (x[1].family, x[1].variant))
   replies = [[] for _ in examples]
   kwargs = {} if rules is None else {'rules': rules}
+  # every batch padded to the longest prompt: one sampler program, not one per prompt bucket
+  kwargs['prompt_len'] = max((len(chat.render_prompt(tok, ex.prompt)) for ex in examples), default=0)
   for start in range(0, len(flat), cfg.batch_size):
     batch = flat[start:start + cfg.batch_size]
     rng = jax.random.fold_in(jax.random.key(seed), start)

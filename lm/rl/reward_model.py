@@ -88,9 +88,14 @@ def pairwise_accuracy(rewards_BxR, ranks_BxR=None, gold_BxR=None) -> float:
   return float(right) / float(pairs) if pairs else float('nan')
 
 
-def _with_scalar_head(policy_params, init_params):
-  """The policy's trunk under the reward model's param tree (its LM head dropped, the scalar head new)."""
-  return {k: policy_params[k] if k in policy_params else v for k, v in init_params.items()}
+def _with_scalar_head(policy_params, boxed_init, shardings, rng):
+  """The policy's trunk under the reward model's param tree (its LM head dropped), the scalar head drawn
+  from ``boxed_init(rng)``: only the params the policy lacks are computed (the trunk's initialisers are
+  dead code to XLA, nothing of theirs compiled or run), their values those of the whole tree's init."""
+  new = [k for k in shardings if k not in policy_params]
+  head = jax.jit(lambda r: {k: nn.unbox(boxed_init(r))[k] for k in new},
+                 out_shardings={k: shardings[k] for k in new})(rng)
+  return {k: policy_params[k] if k in policy_params else head[k] for k in shardings}
 
 
 def rows_of(tok, records, seq_len: int) -> dict:
@@ -212,8 +217,7 @@ def fit(name: str, c, records: dict, tok, policy_model: Transformer, policy_para
   def start(shardings):
     if init is not None:
       return init
-    fresh = jax.jit(lambda r: nn.unbox(boxed(r)), out_shardings=shardings)(jax.random.key(seed))
-    return _with_scalar_head(policy_params, fresh)
+    return _with_scalar_head(policy_params, boxed, shardings, jax.random.key(seed))
 
   task = train.Task(
       name=name, init_params=boxed, weight_name='prompts', load_params=start,
