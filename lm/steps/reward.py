@@ -63,10 +63,11 @@ def bradley_terry_loss(rewards_BxR, ranks_BxR, margin: float = 0.0):
 
 def pairwise_agreement(rewards_BxR, prefer_BxRxR):
   """``(agreeing pairs, pairs)``: pairs (a, b) with ``prefer[a, b]`` (a should beat b) where r_a > r_b; a
-  tie counts half (identical responses, which a model's samples often are, get identical rewards)."""
+  tie counts half (identical responses, which a model's samples often are, get identical rewards). Operators
+  and methods only: jax arrays in a step, numpy arrays on the host (no program compiled per shape)."""
   diff_BxRxR = rewards_BxR[:, :, None] - rewards_BxR[:, None, :]
-  right = jnp.where(prefer_BxRxR, (diff_BxRxR > 0) + 0.5 * (diff_BxRxR == 0), 0.0)
-  return jnp.sum(right), jnp.sum(prefer_BxRxR)
+  right = prefer_BxRxR * ((diff_BxRxR > 0) + 0.5 * (diff_BxRxR == 0))
+  return right.sum(), prefer_BxRxR.sum()
 
 
 def ranking_loss(kind: str):
