@@ -284,13 +284,18 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
     host_slice = sharding.host_batch_slice(cfg.batch_size)
     example = task.train_batches.host_batch(start, host_slice)
     t0 = time.time()
-    compiled = step_fn.lower(state, sharding.place_batch(example, mesh), frozen).compile()
+    placed = sharding.place_batch(example, mesh)
+    programs = {_shapes(placed): step_fn.lower(state, placed, frozen).compile()}
     compile_s = time.time() - t0
 
     guard.start(start)
-    loop = _Loop(task, cfg, guard, mesh, eval_fn, start, compile_s, frozen)
-    loop.train(compiled, state, host_slice)
+    loop = _Loop(task, cfg, guard, mesh, eval_fn, start, frozen, step_fn, programs, compile_s)
+    loop.train(state, host_slice)
   return {'checkpoint_dir': guard.directory, 'step': cfg.steps, **loop.last}
+
+
+def _shapes(batch: dict) -> tuple:
+  return tuple((k, tuple(v.shape)) for k, v in sorted(batch.items()))
 
 
 def token_counts(host_batch: dict) -> tuple[int, int]:
@@ -301,12 +306,13 @@ def token_counts(host_batch: dict) -> tuple[int, int]:
 
 
 class _Loop:
-  """The supervised steps on a started guard: pending metrics (fetched every ``log_every`` steps), eval."""
+  """The supervised steps on a started guard: pending metrics (fetched every ``log_every`` steps), eval.
+  The step is compiled once per batch shape (one for most tasks; packed rankings can have two)."""
 
-  def __init__(self, task, cfg, guard: Guard, mesh, eval_fn, start, compile_s, frozen):
+  def __init__(self, task, cfg, guard: Guard, mesh, eval_fn, start, frozen, step_fn, programs, compile_s):
     self.task, self.cfg, self.guard, self.mesh, self.eval_fn = task, cfg, guard, mesh, eval_fn
-    self.frozen = frozen
-    self.start, self.compile_s = start, compile_s
+    self.frozen, self.step_fn, self.programs = frozen, step_fn, programs
+    self.start, self.compile_s, self.compiled_since_log = start, compile_s, False
     self.pending = []
     self.tokens_seen = 0  # real (non-padding) tokens trained on, up to ``start`` from what was logged
     self.last = {}  # final metrics; a resumed run starts from what it logged before
@@ -316,12 +322,12 @@ class _Loop:
                           if k in ('loss', 'tokens_per_s', 'tokens_seen') or k.startswith('eval_')})
         self.tokens_seen = row.get('tokens_seen', self.tokens_seen)
 
-  def train(self, compiled, state, host_slice):
+  def train(self, state, host_slice):
     self.t_last = time.time()
     for i in range(self.start, self.cfg.steps):
       host_batch = self.task.train_batches.host_batch(i, host_slice)
       batch = sharding.place_batch(host_batch, self.mesh)
-      state, step_metrics = compiled(state, batch, self.frozen)
+      state, step_metrics = self._program(state, batch)(state, batch, self.frozen)
       step = i + 1
       self.pending.append((step, step_metrics, *token_counts(host_batch)))
       last = step == self.cfg.steps
@@ -333,6 +339,17 @@ class _Loop:
         self._flush()  # a checkpoint follows only steps checked finite
         self.guard.save(step, state, {'step': step, 'data_position': step, 'stage': self.task.name})
     return state
+
+  def _program(self, state, batch):
+    """The step compiled for ``batch``'s shapes; compiling a new one counts in ``compile_s``, not in the
+    interval's throughput."""
+    key = _shapes(batch)
+    if key not in self.programs:
+      t0 = time.time()
+      self.programs[key] = self.step_fn.lower(state, batch, self.frozen).compile()
+      seconds = time.time() - t0
+      self.compile_s, self.t_last, self.compiled_since_log = self.compile_s + seconds, self.t_last + seconds, True
+    return self.programs[key]
 
   def _flush(self):
     """Fetches pending step metrics, stops on a non-finite loss or grad norm, writes one averaged line."""
@@ -349,8 +366,9 @@ class _Loop:
     row['tokens_per_s'] = real / max(now - self.t_last, 1e-9)  # real tokens: padding is not throughput
     row['non_padding'] = real / max(slots, 1)
     row['tokens_seen'] = self.tokens_seen
-    if fetched[0][0] == self.start + 1:
-      row['compile_s'] = self.compile_s
+    if fetched[0][0] == self.start + 1 or self.compiled_since_log:
+      row['compile_s'] = self.compile_s  # all of the stage's step compiles so far
+      self.compiled_since_log = False
     self.t_last = now
     step = fetched[-1][0]
     self.guard.log(step, row)

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from lm import sharding, tokenizer
+from lm import config as lm_config
+from lm import metrics, sharding, tokenizer, train
 from lm.data import pipeline
 from lm.lab import raters
 from lm.lab.world import World
@@ -150,8 +151,9 @@ def test_packed_rankings_by_hand_and_the_same_loss_as_padded_rows(lab_rankings):
   loss = jax.jit(R.make_loss_sums(model))
   for i in range(5):
     packed = batches.host_batch(i)
-    assert packed['tokens'].shape == (batches.n_rows, 192) and batches.n_rows % 4 == 0
-    assert batches.n_rows < 8 * 4  # fewer rows than the 32 padded ones
+    (n_rows,) = batches.row_counts  # one shape by default
+    assert packed['tokens'].shape == (n_rows, 192) and n_rows % 4 == 0
+    assert n_rows < 8 * 4  # fewer rows than the 32 padded ones
     a, sums_a = loss(params, packed, None)
     b, sums_b = loss(params, {k: v for k, v in padded.host_batch(i).items() if k != 'response_mask'}, None)
     np.testing.assert_allclose(a, b, rtol=2e-5)
@@ -197,3 +199,34 @@ def test_scalar_head_start_is_the_whole_init_with_the_policy_trunk():
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), got[k], want)
   for k in ('scalar_head', 'scalar_bias'):
     assert got[k].sharding == shardings[k]
+
+
+def test_row_counts_by_hand():
+  needs = [6, 7, 8, 8, 9, 9, 10, 13]  # one shape: 8 x 13 = 104 rows; with 9 as well: 6 x 9 + 2 x 13 = 80
+  assert pipeline.row_counts(needs) == [13]
+  assert pipeline.row_counts(needs, shapes=2) == [9, 13]
+  assert pipeline.row_counts(needs, shapes=2, multiple=4) == [8, 16]  # 4 x 8 + 4 x 16 = 96 of 128 (12: 100)
+  assert pipeline.row_counts([10, 11, 12, 12], shapes=2) == [12]  # 11 saves 1 of 48 rows: not a tenth
+
+
+def test_rankings_packed_at_two_row_counts_train_as_at_one(lab_rankings, tmp_path):
+  """Batches packed at two row counts (two compiled steps, the second compile counted in compile_s) train
+  to the losses of every batch at the larger count: the rows a batch does not need are padding."""
+  _, _, rows = lab_rankings
+  model = Transformer(ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128,
+                                  max_seq_len=192, lm_head=False, scalar_head=True))
+  c = lm_config.load('experiments/lifecycle.py:smoke').reward
+  c.steps, c.log_every, c.checkpoint_every = 8, 1, 8
+  mesh = sharding.make_mesh((8, 1, 1))
+  losses, compiles = {}, {}
+  for shapes in (1, 2):
+    batches = pipeline.PackedRankings(rows, 8, seed=0, steps=8, multiple=8, shapes=shapes)
+    assert batches.row_counts == ([24] if shapes == 1 else [16, 24])  # the batches need 12 to 20 rows
+    task = train.Task(name=f'reward{shapes}', init_params=params_lib.boxed_init(model), weight_name='prompts',
+                      loss_sums=R.make_loss_sums(model), train_batches=batches)
+    train.run(task, c, tmp_path, mesh, sharding.DEFAULT_RULES)
+    logged = metrics.read(tmp_path, f'reward{shapes}')
+    losses[shapes] = [r['loss'] for r in logged]
+    compiles[shapes] = [r['compile_s'] for r in logged if 'compile_s' in r]
+  np.testing.assert_allclose(losses[2], losses[1], rtol=1e-4)
+  assert len(losses[2]) == 8 and len(compiles[1]) == 1 and len(compiles[2]) == 2 and compiles[2][1] > compiles[2][0]

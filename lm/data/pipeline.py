@@ -214,26 +214,43 @@ def rows_to_pack(lengths_BxR, T: int) -> int:
   return len(used)
 
 
+def row_counts(needs, shapes: int = 1, multiple: int = 1) -> list[int]:
+  """The packed row counts batches that need ``needs`` rows run at, ascending: the most any needs and,
+  with ``shapes`` 2, a smaller one where it saves a tenth of all the rows (the one that leaves the fewest
+  rows in all; a batch runs at the smallest count it fits). Each is a compiled program of its own.
+  Multiples of ``multiple`` (the mesh's batch shards)."""
+  rounded = [-(-n // multiple) * multiple for n in needs]
+  top = max(rounded)
+  if shapes < 2:
+    return [top]
+  total = lambda q: sum(q if n <= q else top for n in rounded)
+  q = min(sorted(set(rounded)), key=total)
+  return [q, top] if total(q) <= 0.9 * top * len(rounded) else [top]
+
+
 class PackedRankings:
   """``Batches`` of ``preference_rows`` (``[B, R, T]`` rows) whose ``batch_size x R`` responses are
-  packed into a fixed number of rows of ``T`` (``pack_rankings``; the most any of the first ``steps``
-  batches needs, so every step has one shape): ``tokens``, ``segment_ids``, ``positions`` ``[M, T]``,
-  ``last_index``, ``ranks``, ``gold_utilities`` ``[batch, R]``. Batch ``i`` holds the same prompts as
-  ``Batches(rows, batch_size, seed).host_batch(i)``. The rows are a ``multiple`` of the mesh's batch
-  shards. One process only (several hosts would each need their rows' offsets)."""
+  packed into rows of ``T`` (``pack_rankings``), as many as ``row_counts`` picks for the first ``steps``
+  batches (the smallest of them each batch fits; ``shapes`` of them at most): ``tokens``,
+  ``segment_ids``, ``positions`` ``[M, T]``, ``last_index``, ``ranks``, ``gold_utilities`` ``[batch, R]``.
+  Batch ``i`` holds the same prompts as ``Batches(rows, batch_size, seed).host_batch(i)``. One process
+  only (several hosts would each need their rows' offsets)."""
 
   def __init__(self, rows: dict[str, np.ndarray], batch_size: int, seed: int, steps: int, shuffle: bool = True,
-               multiple: int = 1):
+               multiple: int = 1, shapes: int = 1):
     self.batches = Batches(rows, batch_size, seed, shuffle)
     self.rows, self.T = rows, rows['tokens'].shape[-1]
-    lengths = rows['last_index'] + 1
-    n_rows = max(rows_to_pack(lengths[self.batches.row_indices(i)], self.T) for i in range(max(steps, 1)))
-    self.n_rows = -(-n_rows // multiple) * multiple  # rows split evenly over the batch shards
+    self.row_counts = row_counts([self._need(i) for i in range(max(steps, 1))], shapes, multiple)
+
+  def _need(self, i: int) -> int:
+    return rows_to_pack(self.rows['last_index'][self.batches.row_indices(i)] + 1, self.T)
 
   def host_batch(self, i: int, host_slice: slice = slice(None)) -> dict[str, np.ndarray]:
     if host_slice != slice(None) and (host_slice.start, host_slice.stop) != (0, self.batches.batch_size):
       raise ValueError('packed rankings are fed by one process')
     idx = self.batches.row_indices(i)
-    out = pack_rankings(self.rows['tokens'][idx], self.rows['last_index'][idx] + 1, self.n_rows)
+    need = self._need(i)
+    n_rows = next((n for n in self.row_counts if n >= need), self.row_counts[-1])  # too few: pack_rankings says so
+    out = pack_rankings(self.rows['tokens'][idx], self.rows['last_index'][idx] + 1, n_rows)
     out.update({k: self.rows[k][idx] for k in ('ranks', 'gold_utilities') if k in self.rows})
     return out

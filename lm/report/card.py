@@ -501,7 +501,7 @@ def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
     rows = [r for r in _stage_rows(run, stage) if 'tokens_per_s' in r]
     tps = statistics.median(r['tokens_per_s'] for r in rows) if rows else None
     fill = [r['non_padding'] for r in rows if 'non_padding' in r]
-    compile_s = next((r['compile_s'] for r in rows if 'compile_s' in r), None)
+    compile_s = max((r['compile_s'] for r in rows if 'compile_s' in r), default=None)  # cumulative per stage
     compile_total += compile_s or 0.0
     fpt = mfu = None
     section = run.config.get(stage)

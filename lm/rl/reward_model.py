@@ -223,7 +223,7 @@ def fit(name: str, c, records: dict, tok, policy_model: Transformer, policy_para
       name=name, init_params=boxed, weight_name='prompts', load_params=start,
       loss_sums=reward_steps.make_loss_sums(model, c.loss, c.margin),
       eval_step=reward_steps.make_eval_step(model, c.loss, c.margin),
-      train_batches=(pipeline.PackedRankings(rows['train'], c.batch_size, seed, c.steps, multiple=shards)
+      train_batches=(pipeline.PackedRankings(rows['train'], c.batch_size, seed, c.steps, multiple=shards, shapes=2)
                      if packed else pipeline.Batches(rows['train'], c.batch_size, seed)),
       eval_batches=[eval_rows.host_batch(i) for i in range(n_eval)])
   out = train.run(task, c, workdir, mesh, rules, seed=seed)
