@@ -342,9 +342,10 @@ class _Loop:
 
   def _program(self, state, batch):
     """The step compiled for ``batch``'s shapes; compiling a new one counts in ``compile_s``, not in the
-    interval's throughput."""
+    interval's throughput (the steps dispatched before it finish first: they do not run during it)."""
     key = _shapes(batch)
     if key not in self.programs:
+      jax.block_until_ready(state)
       t0 = time.time()
       self.programs[key] = self.step_fn.lower(state, batch, self.frozen).compile()
       seconds = time.time() - t0
