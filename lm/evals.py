@@ -25,7 +25,6 @@ import jax
 import numpy as np
 
 from lm import stats
-from lm.data import chat
 from lm.inference import agent, sample
 from lm.lab import tasks
 from lm.lab.world import DIGIT_STEP, LETTER_STEP, scratchpad, spelled_count
@@ -63,7 +62,7 @@ def respond(params, model, tok, examples, max_new_tokens: int, batch_size: int, 
     index = sorted((i for i, e in enumerate(examples) if use_tools == (bool(tools) and tasks.offers_tools(e.prompt))),
                    key=lambda i: (examples[i].family, examples[i].variant))
     prompts_all = {i: examples[i].prompt if use_tools else tasks.without_tools(examples[i].prompt) for i in index}
-    kwargs['prompt_len'] = max((len(chat.render_prompt(tok, p)) for p in prompts_all.values()), default=0)
+    kwargs['prompt_len'] = sample.longest_prompt(tok, prompts_all.values())
     for start in range(0, len(index), batch_size):
       batch = index[start:start + batch_size]
       prompts = [prompts_all[i] for i in batch]

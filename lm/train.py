@@ -238,7 +238,7 @@ def abstract_state(task: Task, tx, mesh, rules, seed: int = 0):
 
 
 def jit_train_step(task: Task, cfg, tx, schedule, mesh, state_shardings):
-  """The step the loop compiles once: ``(state, batch, frozen) -> (state, metrics)``, jitted with
+  """The step the loop compiles per batch shape: ``(state, batch, frozen) -> (state, metrics)``, jitted with
   the state's and the batch's shardings, the state donated. (``benchmarks/aot_plan.py`` lowers
   the same function on abstract arguments.)"""
   frozen_shardings = jax.tree.map(lambda x: x.sharding, task.frozen)
@@ -281,16 +281,9 @@ def run(task: Task, cfg, workdir, mesh, rules, seed: int = 0) -> dict:
       eval_fn = jax.jit(_with_frozen(task.eval_step, frozen),
                         in_shardings=(state_shardings['params'], batch_shard, frozen_shardings))
 
-    host_slice = sharding.host_batch_slice(cfg.batch_size)
-    example = task.train_batches.host_batch(start, host_slice)
-    t0 = time.time()
-    placed = sharding.place_batch(example, mesh)
-    programs = {_shapes(placed): step_fn.lower(state, placed, frozen).compile()}
-    compile_s = time.time() - t0
-
     guard.start(start)
-    loop = _Loop(task, cfg, guard, mesh, eval_fn, start, frozen, step_fn, programs, compile_s)
-    loop.train(state, host_slice)
+    loop = _Loop(task, cfg, guard, mesh, eval_fn, start, frozen, step_fn)
+    loop.train(state, sharding.host_batch_slice(cfg.batch_size))
   return {'checkpoint_dir': guard.directory, 'step': cfg.steps, **loop.last}
 
 
@@ -309,10 +302,10 @@ class _Loop:
   """The supervised steps on a started guard: pending metrics (fetched every ``log_every`` steps), eval.
   The step is compiled once per batch shape (one for most tasks; packed rankings can have two)."""
 
-  def __init__(self, task, cfg, guard: Guard, mesh, eval_fn, start, frozen, step_fn, programs, compile_s):
+  def __init__(self, task, cfg, guard: Guard, mesh, eval_fn, start, frozen, step_fn):
     self.task, self.cfg, self.guard, self.mesh, self.eval_fn = task, cfg, guard, mesh, eval_fn
-    self.frozen, self.step_fn, self.programs = frozen, step_fn, programs
-    self.start, self.compile_s, self.compiled_since_log = start, compile_s, False
+    self.frozen, self.step_fn, self.programs = frozen, step_fn, {}
+    self.start, self.compile_s, self.compiled_since_log = start, 0.0, False
     self.pending = []
     self.tokens_seen = 0  # real (non-padding) tokens trained on, up to ``start`` from what was logged
     self.last = {}  # final metrics; a resumed run starts from what it logged before
@@ -367,7 +360,7 @@ class _Loop:
     row['tokens_per_s'] = real / max(now - self.t_last, 1e-9)  # real tokens: padding is not throughput
     row['non_padding'] = real / max(slots, 1)
     row['tokens_seen'] = self.tokens_seen
-    if fetched[0][0] == self.start + 1 or self.compiled_since_log:
+    if self.compiled_since_log:
       row['compile_s'] = self.compile_s  # all of the stage's step compiles so far
       self.compiled_since_log = False
     self.t_last = now

@@ -276,6 +276,12 @@ def generate(params, model, tokenizer, prompts_ids, cfg: SamplingConfig, rng, me
   return {k: np.asarray(out[k])[:n] for k in ('tokens', 'logprobs', 'mask', 'lengths')}
 
 
+def longest_prompt(tokenizer, conversations) -> int:
+  """The longest rendered prompt of ``conversations``, in tokens: the ``prompt_len`` that lets batches of
+  them share one sampling program."""
+  return max((len(chat.render_prompt(tokenizer, messages)) for messages in conversations), default=0)
+
+
 def complete_chats(params, model, tokenizer, conversations, cfg: SamplingConfig, rng, mesh=None,
                    rules=sharding_lib.DEFAULT_RULES, prompt_len: int = 0) -> list[dict]:
   """The assistant's next message for each conversation (lists of messages, see ``lm.chat``); prompts

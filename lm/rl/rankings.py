@@ -15,7 +15,6 @@ import dataclasses
 import jax
 import numpy as np
 
-from lm.data import chat
 from lm.inference import sample
 from lm.lab import raters, tasks
 
@@ -41,7 +40,7 @@ def collect(params, model, tok, examples, cfg: SamplingPlan, panel: raters.Panel
   replies = [[] for _ in examples]
   kwargs = {} if rules is None else {'rules': rules}
   # every batch padded to the longest prompt: one sampler program, not one per prompt bucket
-  kwargs['prompt_len'] = max((len(chat.render_prompt(tok, ex.prompt)) for ex in examples), default=0)
+  kwargs['prompt_len'] = sample.longest_prompt(tok, [ex.prompt for ex in examples])
   for start in range(0, len(flat), cfg.batch_size):
     batch = flat[start:start + cfg.batch_size]
     rng = jax.random.fold_in(jax.random.key(seed), start)
