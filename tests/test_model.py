@@ -124,6 +124,25 @@ def test_rope_matches_float64_rotate_half():
   np.testing.assert_allclose(np.asarray(ops.rope(jnp.asarray(x), jnp.zeros((2, 5), jnp.int32), 1e4)), x, atol=0)
 
 
+
+def test_rope_tables_on_cpu_are_float64_angles_rounded_and_nan_past_their_end():
+  rng = np.random.default_rng(2)
+  pos = rng.integers(0, 4000, (2, 40)).astype(np.int32)
+  inv_freq = 1.0 / 10000.0 ** (np.arange(32) / 32)
+  scaled = (inv_freq / 8).astype(np.float32)  # a concrete inv_freq_J, as a scaled RoPE passes it
+  for inv_J, given in ((inv_freq, None), (scaled.astype(np.float64), scaled)):
+    cos, sin = jax.jit(lambda p, g=given: ops.rope_tables(p, 64, 10000.0, g, max_len=4000))(pos)
+    angles = pos[:, :, None, None] * inv_J
+    # Within float32 rounding of the true values (the formula's float32 angles are off by up to ~2e-4 here).
+    np.testing.assert_allclose(np.asarray(cos), np.cos(angles), atol=6e-8, rtol=0)
+    np.testing.assert_allclose(np.asarray(sin), np.sin(angles), atol=6e-8, rtol=0)
+  formula_cos = jax.jit(lambda p: ops.rope_tables(p, 64, 10000.0)[0])(pos)
+  np.testing.assert_allclose(np.asarray(formula_cos), np.cos(pos[:, :, None, None] * inv_freq), atol=3e-4, rtol=0)
+  # A position at or past the table's end is NaN, not a clamped angle.
+  cos, _ = jax.jit(lambda p: ops.rope_tables(p, 64, 10000.0, max_len=1000))(pos)
+  np.testing.assert_array_equal(np.isnan(np.asarray(cos)).all(axis=(2, 3)), pos >= 1000)
+  assert not np.isnan(np.asarray(cos)[pos < 1000]).any()
+
 def test_rmsnorm_matches_numpy():
   rng = np.random.default_rng(1)
   x = rng.standard_normal((2, 3, 8)).astype(np.float32) * 3

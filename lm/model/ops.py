@@ -25,6 +25,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEG_INF = -1e30  # finite, so that a row with no visible key gives a uniform softmax, not NaN
 ATTENTION_CHUNK = 64  # query rows per block in causal attention (blocks skip keys in their future)
@@ -166,20 +167,41 @@ def gated_unit(gate_up_xFx2, activation):
 
 # -------------------------------------------------------------------------------------------- rope
 
-def rope_tables(positions_BxT, head_dim: int, theta: float, inv_freq_J=None):
+def rope_tables(positions_BxT, head_dim: int, theta: float, inv_freq_J=None, max_len: int = 0):
   """``(cos, sin)`` ``[B, T, 1, head_dim / 2]`` of the RoPE angles, for ``apply_rope``.
 
   ``inv_freq_J`` (``head_dim / 2`` frequencies) replaces the default ``theta ** (-2i / E)``, e.g.
-  when scaled. (XLA:CPU fuses the sine and cosine into every consumer, q and k, forward and
-  backward: the fusions that recompute them took ~5% of a profiled tiny step. A barrier does not
-  stop it, XLA:CPU removes barriers before fusion; a dot with the identity did, but adds FLOPs
-  that tests/test_aot_plan.py rightly counts.)
+  when scaled. On CPU with ``max_len`` > 0 the two are gathered from tables of the positions
+  ``[0, max_len)``, computed on the host when the program is traced (``inv_freq_J`` must then be
+  concrete) from float64 angles: closer to the true values than float32 angles, whose rounding grows
+  with the position. A position at or past ``max_len`` gets NaN. Why tables: XLA:CPU fuses the sine
+  and cosine into every consumer, each head of q and k, forward and backward (a barrier does not stop
+  it: XLA:CPU removes barriers before fusion); they were ~6% of a tiny float32 train step's work on
+  one thread. Other backends compute them in the program.
   """
+  if max_len and _on_cpu():
+    inv_freq = None if inv_freq_J is None else tuple(np.asarray(inv_freq_J, np.float32).tolist())
+    tables = _rope_tables_upto(max_len, head_dim, float(theta), inv_freq)
+    return tuple(jnp.take(t_LxJ, positions_BxT, axis=0, mode='fill', fill_value=jnp.nan)[:, :, None, :]
+                 for t_LxJ in tables)
+  return _rope_angles(positions_BxT, head_dim, theta, inv_freq_J)
+
+
+def _rope_angles(positions_BxT, head_dim: int, theta: float, inv_freq_J=None):
   d_half = head_dim // 2
   if inv_freq_J is None:
     inv_freq_J = 1.0 / (theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
   angles_BxTx1xJ = (positions_BxT.astype(jnp.float32)[..., None] * inv_freq_J)[:, :, None, :]
   return jnp.cos(angles_BxTx1xJ), jnp.sin(angles_BxTx1xJ)
+
+
+@functools.lru_cache(maxsize=16)
+def _rope_tables_upto(max_len: int, head_dim: int, theta: float, inv_freq: tuple | None):
+  """``(cos, sin)`` ``[max_len, head_dim / 2]`` of positions 0, 1, ... (float64 angles, rounded to float32)."""
+  d_half = head_dim // 2
+  inv_freq_J = 1.0 / theta ** (np.arange(d_half) / d_half) if inv_freq is None else np.asarray(inv_freq, np.float64)
+  angles_LxJ = np.arange(max_len, dtype=np.float64)[:, None] * inv_freq_J
+  return np.cos(angles_LxJ).astype(np.float32), np.sin(angles_LxJ).astype(np.float32)
 
 
 def apply_rope(x_BxTxHxE, cos_BxTx1xJ, sin_BxTx1xJ):

@@ -240,8 +240,10 @@ class Block(nn.Module):
     k_BxTxKxE, v_BxTxKxE = qkv[:, :, :, G], qkv[:, :, :, G + 1]
     if c.qk_norm:
       q_BxTxKxGxE, k_BxTxKxE = norm('q_norm')(q_BxTxKxGxE), norm('k_norm')(k_BxTxKxE)
-    inv_freq_J = rope_frequencies(c) if c.rope_scaling != 'none' else None
-    cos_sin = ops.rope_tables(positions_BxT, E, c.rope_theta, inv_freq_J)
+    with jax.ensure_compile_time_eval():  # concrete: the CPU's RoPE tables are computed from them when traced
+      inv_freq_J = rope_frequencies(c) if c.rope_scaling != 'none' else None
+    max_position = max(c.max_seq_len, T if kv is None else kv[0].shape[2])
+    cos_sin = ops.rope_tables(positions_BxT, E, c.rope_theta, inv_freq_J, max_len=max_position)
     q_BxTxKxGxE = ops.apply_rope(q_BxTxKxGxE.reshape(B, T, K * G, E), *cos_sin)
     q_BxTxKxGxE = (q_BxTxKxGxE * (c.query_pre_attn_scalar or E) ** -0.5).reshape(B, T, K, G, E)
     k_BxTxKxE = ops.apply_rope(k_BxTxKxE, *cos_sin)
