@@ -150,6 +150,7 @@ def _gated_fn(activation):
     return forward(gate_up_xFx2)
 
   def bwd(gate_up_xFx2, dh_xF):
+    (gate_up_xFx2,) = _settled(gate_up_xFx2)
     gate_xF, up_xF = gate_up_xFx2[..., 0], gate_up_xFx2[..., 1]
     act_xF, act_vjp = jax.vjp(activation, gate_xF)
     return (jnp.stack([act_vjp(dh_xF * up_xF)[0], dh_xF * act_xF], axis=-1),)
@@ -160,8 +161,9 @@ def _gated_fn(activation):
 
 def gated_unit(gate_up_xFx2, activation):
   """``activation(gate) * up`` of interleaved ``[..., F, 2]`` (gate, up) pairs (SwiGLU / GeGLU), keeping
-  only its input for the backward: autodiff kept the activation and its pieces too (three passes
-  over [M, F] in the forward instead of one)."""
+  only its input for the backward, which recomputes the activation: autodiff kept the activation and
+  its pieces too (three passes over [M, F] in the forward instead of one). On CPU the backward's input
+  passes a barrier, or XLA would merge its recomputation with the forward's and keep the pieces after all."""
   return _gated_fn(activation)(gate_up_xFx2)
 
 
