@@ -124,7 +124,6 @@ def test_rope_matches_float64_rotate_half():
   np.testing.assert_allclose(np.asarray(ops.rope(jnp.asarray(x), jnp.zeros((2, 5), jnp.int32), 1e4)), x, atol=0)
 
 
-
 def test_rope_tables_on_cpu_are_float64_angles_rounded_and_nan_past_their_end():
   rng = np.random.default_rng(2)
   pos = rng.integers(0, 4000, (2, 40)).astype(np.int32)
@@ -142,6 +141,7 @@ def test_rope_tables_on_cpu_are_float64_angles_rounded_and_nan_past_their_end():
   cos, _ = jax.jit(lambda p: ops.rope_tables(p, 64, 10000.0, max_len=1000))(pos)
   np.testing.assert_array_equal(np.isnan(np.asarray(cos)).all(axis=(2, 3)), pos >= 1000)
   assert not np.isnan(np.asarray(cos)[pos < 1000]).any()
+
 
 def test_rmsnorm_matches_numpy():
   rng = np.random.default_rng(1)
