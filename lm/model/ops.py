@@ -186,10 +186,10 @@ def rope_tables(positions_BxT, head_dim: int, theta: float, inv_freq_J=None, max
     tables = _rope_tables_upto(max_len, head_dim, float(theta), inv_freq)
     return tuple(jnp.take(t_LxJ, positions_BxT, axis=0, mode='fill', fill_value=jnp.nan)[:, :, None, :]
                  for t_LxJ in tables)
-  return _rope_angles(positions_BxT, head_dim, theta, inv_freq_J)
+  return _rope_cos_sin(positions_BxT, head_dim, theta, inv_freq_J)
 
 
-def _rope_angles(positions_BxT, head_dim: int, theta: float, inv_freq_J=None):
+def _rope_cos_sin(positions_BxT, head_dim: int, theta: float, inv_freq_J=None):
   d_half = head_dim // 2
   if inv_freq_J is None:
     inv_freq_J = 1.0 / (theta ** (jnp.arange(d_half, dtype=jnp.float32) / d_half))
