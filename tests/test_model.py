@@ -342,7 +342,8 @@ def test_bfloat16_compute_is_close_to_float32(make_config, make_batch):
   # bf16 has an 8-bit mantissa (~0.4% per rounding); observed err ~1% of the largest logit.
   assert 0 < err < 0.05 * scale, (err, scale)
   cache = init_cache(dataclasses.replace(c, dtype='bfloat16'), 1, 4)
-  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(cache['k']))
+  held = jnp.float32 if jax.default_backend() == 'cpu' else jnp.bfloat16  # CPU: see test_sample's bit-for-bit test
+  assert all(x.dtype == held for x in jax.tree.leaves(cache['k']))
 
 
 def _loss_curve(c: ModelConfig, seed: int, batches) -> np.ndarray:

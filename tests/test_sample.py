@@ -1,5 +1,7 @@
 """The sampler against the full forward, its filters, stopping, compile reuse and sharding."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import pytest
 from lm import sharding as sharding_lib
 from lm.data import chat
 from lm.inference import sample as S
-from lm.model.transformer import Transformer
+from lm.model.transformer import Transformer, init_cache
 
 N_NEW = 6
 GREEDY = S.SamplingConfig(temperature=0.0, max_new_tokens=N_NEW, stop_ids=())
@@ -151,6 +153,30 @@ def test_extend_a_running_cache_equals_one_prefill(config, model_and_params, log
   np.testing.assert_allclose(jax.nn.log_softmax(logits[0]), ref[0, 8], atol=1e-4)
   np.testing.assert_array_equal(state['positions'], [9, 2])
   assert int(state['cache']['end']) == 12
+
+
+def test_a_float32_cache_decodes_bit_for_bit_as_a_bfloat16_one(config):
+  """On CPU the cache is float32 under bfloat16 matmuls (XLA:CPU would convert a bfloat16 cache whole on
+  every step); attention casts each slot as it reads it, so decoding gives what a bfloat16 cache gives."""
+  cfg = dataclasses.replace(config, dtype='bfloat16')
+  model = Transformer(cfg)
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params'])
+  prompt_BxP, mask_BxP = S.left_pad(_prompts(cfg, PROMPT_LENS), 16, 4)
+  cache = init_cache(cfg, 4, 16 + N_NEW)
+  assert cache['k'][0].dtype == cache['v'][-1].dtype == jnp.float32
+
+  @jax.jit
+  def run(params, cache):
+    logits_BxV, state = S.extend(params, model, {'cache': cache, 'positions': jnp.zeros((4,), jnp.int32)},
+                                 prompt_BxP, mask_BxP)
+    return S.decode(params, model, state, logits_BxV, jax.random.key(1), GREEDY)
+
+  held_f32 = run(params, cache)
+  held_bf16 = run(params, {**cache, 'k': jax.tree.map(lambda x: x.astype(jnp.bfloat16), cache['k']),
+                           'v': jax.tree.map(lambda x: x.astype(jnp.bfloat16), cache['v'])})
+  assert held_bf16['state']['cache']['k'][0].dtype == jnp.bfloat16
+  for key in ('tokens', 'logprobs', 'logits'):
+    np.testing.assert_array_equal(held_f32[key], held_bf16[key], err_msg=key)
 
 
 def test_complete_chats_renders_and_parses(config, model_and_params):
