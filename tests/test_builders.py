@@ -1,5 +1,7 @@
 """tfds builders (array_record, no TensorFlow) and the SFT / preference array layouts."""
 
+import tempfile
+
 import numpy as np
 import pytest
 
@@ -32,6 +34,15 @@ def test_every_builder_round_trips(tmp_path):
         else:
           assert got[field] == value, (cls.__name__, field)
     assert len(builders.read(cls, tmp_path, 'validation')) == 1
+
+
+def test_building_and_reading_leave_no_temporary_directory(tmp_path, monkeypatch):
+  temp = tmp_path / 'temp'
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(temp))
+  builders.build(builders.PretrainCorpus, tmp_path / 'data', {'train': [{'text': 'a line'}]})
+  assert [r['text'] for r in builders.read(builders.PretrainCorpus, tmp_path / 'data', 'train')] == ['a line']
+  assert sorted(p.name for p in temp.iterdir()) == []
 
 
 @pytest.mark.parametrize('bad, message', [
