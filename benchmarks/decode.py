@@ -23,6 +23,9 @@ that time, so +-30% noise; the 1024/64 ratio is the figure that matters):
   so reading every slot every step made a step at N=1024 cost ~4x one at N=64. Attending only to
   the filled blocks makes the average step at N=1024 read about half the cache. The remaining growth
   is that real attention work; it shrinks relative to the weights as the model grows.
+  With ``--dtype bfloat16`` on CPU the cache was held in bf16 and XLA:CPU converted it whole to float32
+  on every step; it is held in float32 there now (1.6-1.8x the decode tokens/s at batch 64,
+  benchmarks/RESULTS.md).
 
 Usage:
   python benchmarks/decode.py                       # tiny shape, B=8, prompt 64, N in 64 256 1024
