@@ -24,7 +24,7 @@ that time, so +-30% noise; the 1024/64 ratio is the figure that matters):
   the filled blocks makes the average step at N=1024 read about half the cache. The remaining growth
   is that real attention work; it shrinks relative to the weights as the model grows.
   With ``--dtype bfloat16`` on CPU the cache was held in bf16 and XLA:CPU converted it whole to float32
-  on every step; it is held in float32 there now (1.6-1.8x the decode tokens/s at batch 64,
+  on every step; it is held in float32 there now (1.2-2.0x the decode tokens/s at batch 64,
   benchmarks/RESULTS.md).
 
 Usage:
