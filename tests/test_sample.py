@@ -172,8 +172,8 @@ def test_a_float32_cache_decodes_bit_for_bit_as_a_bfloat16_one(config):
     return S.decode(params, model, state, logits_BxV, jax.random.key(1), GREEDY)
 
   held_f32 = run(params, cache)
-  held_bf16 = run(params, {**cache, 'k': jax.tree.map(lambda x: x.astype(jnp.bfloat16), cache['k']),
-                           'v': jax.tree.map(lambda x: x.astype(jnp.bfloat16), cache['v'])})
+  kv_bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), {'k': cache['k'], 'v': cache['v']})
+  held_bf16 = run(params, {**cache, **kv_bf16})
   assert held_bf16['state']['cache']['k'][0].dtype == jnp.bfloat16
   for key in ('tokens', 'logprobs', 'logits'):
     np.testing.assert_array_equal(held_f32[key], held_bf16[key], err_msg=key)

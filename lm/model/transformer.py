@@ -200,9 +200,9 @@ def init_cache(config: ModelConfig, batch_size: int, max_len: int):
   segment id 0 are empty and never attended to.
 
   They are held in the compute dtype, except on CPU: there float32, because XLA:CPU converts a
-  bfloat16 cache to float32 whole on every decode step (1.6x the step's time at batch 64). The values are the
-  same either way: a float32 slot is cast to the compute dtype where attention reads it, which rounds
-  it as storing it would have.
+  bfloat16 cache to float32 whole on every decode step (1.6x the step's time at batch 64). The values
+  are the same either way: a float32 slot is cast to the compute dtype where attention reads it, which
+  rounds it as storing it would have.
   """
   kv_shape = (batch_size, config.n_kv_heads, max_len, config.head_size)
   dtype = jnp.float32 if jax.default_backend() == 'cpu' else config.compute_dtype
