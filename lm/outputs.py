@@ -22,6 +22,7 @@ class Outputs:
   metrics: dict = dataclasses.field(default_factory=dict)  # final numbers, flat: name -> value
   wall_s: float = 0.0                                      # set by the launcher
   devices: dict = dataclasses.field(default_factory=dict)  # set by the launcher: count, kind
+  compile_s: float | None = None                           # set by the launcher: lm.compile_time's, in the stage
 
   def get(self, key: str, default=None):
     """A field or a metric by name (fields first), like ``dict.get``."""

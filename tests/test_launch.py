@@ -3,10 +3,14 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
+from lm import compile_time
 from lm import config as lm_config
 from lm.cli import launch
 
@@ -67,10 +71,25 @@ def test_cpu_devices_split_the_batch_and_train_the_same_model(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads((tmp_path / str(n) / 'run' / 'pretrain' / 'outputs.json').read_text())
     assert out['devices']['count'] == n
+    step_compile = max(json.loads(line).get('compile_s', 0) for line in (tmp_path / str(n) / 'run' / 'metrics.jsonl')
+                       .read_text().splitlines())
+    assert 0.8 * step_compile <= out['compile_s'] < out['wall_s']  # the stage's compiles hold its train step's
     outs[n] = out['metrics']
   assert outs[1]['step'] == outs[2]['step'] == 20 and outs[1]['loss'] < 6.0  # it learned (ln 512 = 6.24)
   assert outs[2]['loss'] == pytest.approx(outs[1]['loss'], rel=1e-4)
   assert outs[2]['eval_loss'] == pytest.approx(outs[1]['eval_loss'], rel=1e-4)
+
+
+def test_compile_seconds_count_a_new_program_once():
+  program = jax.jit(lambda x: jnp.sin(x) * 3.25 + jnp.cumsum(x))  # a program nothing else here compiles
+  x = jax.block_until_ready(jnp.arange(7.0))
+  before, t0 = compile_time.seconds(), time.perf_counter()
+  jax.block_until_ready(program(x))
+  wall = time.perf_counter() - t0
+  first = compile_time.seconds() - before
+  jax.block_until_ready(program(x))
+  assert 0 < first <= wall
+  assert compile_time.seconds() - before == first  # the second call runs the compiled program
 
 
 def test_cpu_devices_need_a_process_whose_jax_has_not_started(tmp_path):

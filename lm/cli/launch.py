@@ -8,8 +8,9 @@ checkpoint). A config with ``variants`` runs each under ``<workdir>/<variant>/``
 comparison table (``<workdir>/comparison.md``). Stages listed in ``shared_stages`` (those that the
 varied keys do not touch, e.g. data, tokenizer, pretrain) run once in ``<workdir>/shared/`` and
 their outputs go to every variant, which runs only the remaining stages. Each stage's outputs also
-record its ``wall_s`` and ``devices``; every run ends with its report card (``lm.report``:
-``report.md``, PNGs, ``report.html``), a sweep with one per variant and one linking them.
+record its ``wall_s``, ``compile_s`` (``lm.compile_time``) and ``devices``; every run ends with its
+report card (``lm.report``: ``report.md``, PNGs, ``report.html``), a sweep with one per variant and one
+linking them.
 """
 
 import functools
@@ -22,7 +23,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lm import checkpoint, hardware, outputs, sharding, train
+from lm import checkpoint, compile_time, hardware, outputs, sharding, train
 from lm import config as lm_config
 from lm.configs import base
 from lm.model.transformer import ModelConfig
@@ -111,9 +112,10 @@ def run_stages(config, workdir: Path, shared: dict | None = None) -> dict[str, o
       _say(f'[{name}] already complete in {done.parent}: skipped')
       continue
     _say(f'[{name}] running in {workdir}')
-    t0 = time.time()
+    t0, compile0 = time.time(), compile_time.seconds()
     out = STAGES[name](config, workdir, results)
     out.wall_s, out.devices = time.time() - t0, _devices()  # for the report's time table
+    out.compile_s = compile_time.seconds() - compile0
     if _is_chief():
       outputs.save(out, done)
     results[name] = out

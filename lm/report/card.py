@@ -503,7 +503,9 @@ def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
     rows = [r for r in _stage_rows(run, stage) if 'tokens_per_s' in r]
     tps = statistics.median(r['tokens_per_s'] for r in rows) if rows else None
     fill = [r['non_padding'] for r in rows if 'non_padding' in r]
-    compile_s = max((r['compile_s'] for r in rows if 'compile_s' in r), default=None)  # cumulative per stage
+    compile_s = out.get('compile_s')  # all of the stage's; a run from before it was kept: the train steps'
+    if compile_s is None:
+      compile_s = max((r['compile_s'] for r in rows if 'compile_s' in r), default=None)  # cumulative per stage
     compile_total += compile_s or 0.0
     fpt = mfu = None
     section = run.config.get(stage)
@@ -526,7 +528,8 @@ def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
          'tokens per second of sampling, scoring and updating); non-padding is the share of the rows\' slots that '
          'hold tokens. FLOPs/token = 6 N + 12 L T d_attn (PaLM appendix B; N = params in matmuls, T = the stage\'s '
          f'sequence length; LoRA stages 4 N + 6 N_adapters + 12 L T d_attn). '
-         f'Compile time in all: {compile_total:.1f} s.')
+         'compile s: tracing, lowering and XLA compiling (or loading from the workdir\'s cache) every program the '
+         f'stage ran. Compile time in all: {compile_total:.1f} s.')
   if has_mfu:
     s.text(f'MFU = tokens/s x FLOPs/token / peak; {peak_note}.')
   s.table(['stage', 'wall s', 'share', 'steps', 'tokens/s', 'non-padding', 'compile s', 'FLOPs/token', 'MFU'], table)
