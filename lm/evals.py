@@ -52,9 +52,9 @@ def respond(params, model, tok, examples, max_new_tokens: int, batch_size: int, 
 
   Batches hold one set after another (family, variant): a batch decodes until its longest answer ends,
   and a set's answers are alike in length, so short answers do not wait on a worked scratchpad. Every
-  batch pads its prompts to the longest of them all: one compiled sampler, not one per prompt bucket
-  (each a couple of seconds to compile; the decode attends to the cache's filled blocks of 128 slots,
-  which a longer padding rarely adds to)."""
+  batch pads its prompts to the longest of them all and its rows to ``batch_size``: one compiled sampler,
+  not one per prompt bucket or batch size (each a couple of seconds to compile; the decode attends to
+  the cache's filled blocks of 128 slots, which a longer padding rarely adds to)."""
   cfg = sample.SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens)
   kwargs = {} if rules is None else {'rules': rules}
   rows = [None] * len(examples)
@@ -62,7 +62,7 @@ def respond(params, model, tok, examples, max_new_tokens: int, batch_size: int, 
     index = sorted((i for i, e in enumerate(examples) if use_tools == (bool(tools) and tasks.offers_tools(e.prompt))),
                    key=lambda i: (examples[i].family, examples[i].variant))
     prompts_all = {i: examples[i].prompt if use_tools else tasks.without_tools(examples[i].prompt) for i in index}
-    kwargs['prompt_len'] = sample.longest_prompt(tok, prompts_all.values())
+    kwargs.update(prompt_len=sample.longest_prompt(tok, prompts_all.values()), min_batch=batch_size)
     for start in range(0, len(index), batch_size):
       batch = index[start:start + batch_size]
       prompts = [prompts_all[i] for i in batch]

@@ -255,9 +255,9 @@ def plain_turn(reply) -> dict:
 
 def generate(params, model, tokenizer, prompts_ids, cfg: sample.SamplingConfig, rng, tools: dict,
              agent_cfg: AgentConfig = AgentConfig(), mesh=None, rules=sharding_lib.DEFAULT_RULES,
-             prompt_len: int = 0) -> dict:
+             prompt_len: int = 0, min_batch: int = 0) -> dict:
   """``run`` on prompts of any lengths (a list of 1-D id arrays), padded like ``sample.generate`` (to at
-  least ``prompt_len`` tokens).
+  least ``prompt_len`` tokens, the batch to at least ``min_batch`` rows).
 
   Returns the arrays of the module doc for the given rows (numpy) and ``traces`` (one ``trace`` each).
   """
@@ -269,7 +269,7 @@ def generate(params, model, tokenizer, prompts_ids, cfg: sample.SamplingConfig, 
     raise ValueError('agent.generate: every prompt is empty')
   shards = 1 if mesh is None else mesh.shape['data'] * mesh.shape['fsdp']
   prompt_BxP, mask_BxP = sample.left_pad(prompts_ids, sample.prompt_bucket(max(longest, prompt_len)),
-                                         sample._batch_bucket(n, shards), cfg.pad_id)
+                                         sample._batch_bucket(max(n, min_batch), shards), cfg.pad_id)
   out = run(params, model, tokenizer, prompt_BxP, mask_BxP, cfg, rng, tools, agent_cfg, mesh, rules)
   arrays = {k: out[k][:n] for k in ('tokens', 'mask', 'response_mask', 'logprobs', 'lengths')}
   stop_ids = _with_call_stop(cfg, chat_formats.of(tokenizer)).stop_ids
@@ -280,8 +280,9 @@ def generate(params, model, tokenizer, prompts_ids, cfg: sample.SamplingConfig, 
 
 def complete_chats(params, model, tokenizer, conversations, cfg: sample.SamplingConfig, rng, tools: dict,
                    agent_cfg: AgentConfig = AgentConfig(), mesh=None, rules=sharding_lib.DEFAULT_RULES,
-                   prompt_len: int = 0) -> list[dict]:
+                   prompt_len: int = 0, min_batch: int = 0) -> list[dict]:
   """The assistant's whole next turn for each conversation, tools run: one ``trace`` each (prompts padded
-  to at least ``prompt_len`` tokens)."""
+  to at least ``prompt_len`` tokens, the batch to at least ``min_batch`` rows)."""
   prompts = [chat.render_prompt(tokenizer, messages) for messages in conversations]
-  return generate(params, model, tokenizer, prompts, cfg, rng, tools, agent_cfg, mesh, rules, prompt_len)['traces']
+  return generate(params, model, tokenizer, prompts, cfg, rng, tools, agent_cfg, mesh, rules, prompt_len,
+                  min_batch)['traces']

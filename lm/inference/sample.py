@@ -253,12 +253,13 @@ def left_pad(prompts, length: int, batch: int, pad_id: int = PAD_ID):
 
 
 def generate(params, model, tokenizer, prompts_ids, cfg: SamplingConfig, rng, mesh=None,
-             rules=sharding_lib.DEFAULT_RULES, prompt_len: int = 0) -> dict[str, Any]:
+             rules=sharding_lib.DEFAULT_RULES, prompt_len: int = 0, min_batch: int = 0) -> dict[str, Any]:
   """Samples a continuation of each prompt (a list of 1-D id arrays of any lengths).
 
-  Pads the batch to a power of two (and a multiple of the mesh's data x fsdp size) and the prompts
-  to ``prompt_bucket`` of the longest, or of ``prompt_len`` when longer (calls that pass the longest
-  prompt of them all share one program), so repeated calls reuse compiled programs. Returns numpy
+  Pads the batch to a power of two of at least ``min_batch`` rows (and a multiple of the mesh's data x
+  fsdp size) and the prompts to ``prompt_bucket`` of the longest, or of ``prompt_len`` when longer
+  (calls that pass the longest prompt and the largest batch of them all share one program), so repeated
+  calls reuse compiled programs. Returns numpy
   arrays for the given rows only: ``tokens`` [B, N], ``logprobs`` [B, N], ``mask`` [B, N],
   ``lengths`` [B]. ``tokenizer`` is unused here (kept for a uniform signature with chat helpers).
   """
@@ -270,8 +271,8 @@ def generate(params, model, tokenizer, prompts_ids, cfg: SamplingConfig, rng, me
   if longest == 0:
     raise ValueError('generate: every prompt is empty')
   shards = 1 if mesh is None else mesh.shape['data'] * mesh.shape['fsdp']
-  tokens_BxP, mask_BxP = left_pad(prompts_ids, prompt_bucket(max(longest, prompt_len)), _batch_bucket(n, shards),
-                                  cfg.pad_id)
+  tokens_BxP, mask_BxP = left_pad(prompts_ids, prompt_bucket(max(longest, prompt_len)),
+                                  _batch_bucket(max(n, min_batch), shards), cfg.pad_id)
   out = sample_jit(params, model, tokens_BxP, mask_BxP, rng, cfg, mesh=mesh, rules=rules)
   return {k: np.asarray(out[k])[:n] for k in ('tokens', 'logprobs', 'mask', 'lengths')}
 
@@ -283,9 +284,9 @@ def longest_prompt(tokenizer, conversations) -> int:
 
 
 def complete_chats(params, model, tokenizer, conversations, cfg: SamplingConfig, rng, mesh=None,
-                   rules=sharding_lib.DEFAULT_RULES, prompt_len: int = 0) -> list[dict]:
+                   rules=sharding_lib.DEFAULT_RULES, prompt_len: int = 0, min_batch: int = 0) -> list[dict]:
   """The assistant's next message for each conversation (lists of messages, see ``lm.chat``); prompts
-  padded to at least ``prompt_len`` tokens (``generate``).
+  padded to at least ``prompt_len`` tokens, the batch to at least ``min_batch`` rows (``generate``).
 
   Each result is ``lm.chat.parse`` of the generated tokens plus ``ids`` (the valid generated ids)
   and ``finished`` (True when the row ended with a stop id rather than running out of tokens).
@@ -294,7 +295,8 @@ def complete_chats(params, model, tokenizer, conversations, cfg: SamplingConfig,
   if chat_format is not None and cfg.stop_ids == SamplingConfig.stop_ids:  # lm's ids mean nothing there
     cfg = dataclasses.replace(cfg, stop_ids=chat_format.stop_ids, pad_id=tokenizer.pad_id)
   prompts = [chat.render_prompt(tokenizer, messages) for messages in conversations]
-  out = generate(params, model, tokenizer, prompts, cfg, rng, mesh=mesh, rules=rules, prompt_len=prompt_len)
+  out = generate(params, model, tokenizer, prompts, cfg, rng, mesh=mesh, rules=rules, prompt_len=prompt_len,
+                 min_batch=min_batch)
   results = []
   for b in range(len(prompts)):
     ids = out['tokens'][b, :out['lengths'][b]]
