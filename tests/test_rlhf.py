@@ -121,6 +121,24 @@ def test_ppo_logs_every_measure_and_writes_a_report(inputs, ppo):
   json.dumps(lm_outputs.to_json(out))
 
 
+def test_eval_prompts_run_through_the_rollouts_programs(inputs, tmp_path, monkeypatch):
+  """24 eval prompts, rollouts of 16 rows: two batches of 16 (the second filled with its first prompt) through
+  the rollouts' sampler; each prompt measured once, the filler in no metric."""
+  from lm.inference import sample
+  rows_sampled = []
+  real = sample.sample_jit
+  monkeypatch.setattr(sample, 'sample_jit', lambda p, m, prompt, *a, **k: rows_sampled.append(len(prompt)) or
+                      real(p, m, prompt, *a, **k))
+  _run(inputs, tmp_path, iterations=1, prompts_per_iteration=16, minibatch_size=16, eval_prompts=24, eval_every=1)
+  assert rows_sampled == [16, 16, 16]  # the iteration's rollouts, then the eval's two batches
+  logged = [json.loads(line) for line in (tmp_path / 'rlhf' / 'rollouts.jsonl').read_text().splitlines()]
+  assert len(logged) == 24 and len({json.dumps(r['prompt']) for r in logged}) == 24
+  row = metrics.read(tmp_path, 'rlhf')[0]
+  assert row['eval_gold_reward'] == pytest.approx(np.mean([r['gold_reward'] for r in logged]))
+  assert row['eval_proxy_reward'] == pytest.approx(np.mean([r['proxy_reward'] for r in logged]))
+  assert row['eval_kl'] == pytest.approx(np.mean([r['kl_total'] for r in logged]))
+
+
 def test_grpo_resumes_from_its_last_checkpoint(inputs, tmp_path):
   _, first = _run(inputs, tmp_path, algorithm='grpo', iterations=1, group_size=2, eval_every=0)
   logged = metrics.read(tmp_path, 'rlhf')
