@@ -259,9 +259,9 @@ def generate(params, model, tokenizer, prompts_ids, cfg: SamplingConfig, rng, me
   Pads the batch to a power of two of at least ``min_batch`` rows (and a multiple of the mesh's data x
   fsdp size) and the prompts to ``prompt_bucket`` of the longest, or of ``prompt_len`` when longer
   (calls that pass the longest prompt and the largest batch of them all share one program), so repeated
-  calls reuse compiled programs. Returns numpy
-  arrays for the given rows only: ``tokens`` [B, N], ``logprobs`` [B, N], ``mask`` [B, N],
-  ``lengths`` [B]. ``tokenizer`` is unused here (kept for a uniform signature with chat helpers).
+  calls reuse compiled programs. Returns numpy arrays for the given rows only: ``tokens`` [B, N],
+  ``logprobs`` [B, N], ``mask`` [B, N], ``lengths`` [B]. ``tokenizer`` is unused here (kept for a uniform
+  signature with chat helpers).
   """
   del tokenizer
   n = len(prompts_ids)
