@@ -11,7 +11,7 @@ LM = Path(__file__).resolve().parents[1] / 'lm'
 # lowest first; a module belongs to the first layer one of whose prefixes it starts with
 LAYERS = (
     ('base', ('lm.config', 'lm.sharding', 'lm.optim', 'lm.checkpoint', 'lm.metrics', 'lm.tokenizer',
-              'lm.hf_tokenizer', 'lm.plots', 'lm.outputs', 'lm.stats', 'lm.hardware')),
+              'lm.hf_tokenizer', 'lm.plots', 'lm.outputs', 'lm.stats', 'lm.hardware', 'lm.compile_time')),
     ('model', ('lm.model',)),
     ('interop', ('lm.interop',)),
     ('lab', ('lm.lab',)),
