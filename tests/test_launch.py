@@ -93,7 +93,6 @@ def test_compile_seconds_count_a_new_program_once():
 
 
 def test_cpu_devices_need_a_process_whose_jax_has_not_started(tmp_path):
-  import jax
   config = lm_config.load(str(REPO / 'experiments/pretrain_tiny.py:smoke'))
   have = jax.device_count()  # starts this process's backend, if nothing had yet
   launch.cpu_devices(have)   # asking for what it has is fine
