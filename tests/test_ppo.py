@@ -202,6 +202,7 @@ def test_ppo_raises_the_probability_of_the_best_response():
     out = sample.sample_jit(state['params']['policy'], model, prompt, pmask, jax.random.key(it), sampling)
     sampled = {**out, 'response_mask': out['mask']}  # no tool results: the model wrote every token
     batch, stats = score(state['params'], ref, None, prompt, pmask, sampled, jnp.zeros((B,)), jnp.float32(0.01))
+    np.testing.assert_allclose(stats['non_padding'], 4 / 5, rtol=1e-7)  # 3 prompt tokens + 1 of 5 slots
     state, metrics = update(state, batch, jax.random.key(100 + it))
   after = p_target(state['params']['policy'])
   assert before < 0.1 and after > 0.6, (float(before), float(after))

@@ -42,7 +42,8 @@ REWARD = {'eval_panel_accuracy': 0.6875, 'eval_gold_accuracy': 0.8125, 'length_c
           'length_correlation_panel': 0.375, 'length_correlation_gold': -0.0625}
 RLHF_ROWS = [{'stage': 'rlhf', 'step': i, 'proxy_reward': 0.1 * i, 'gold_reward': 0.3 - 0.05 * (i - 2) ** 2,
               'kl': 0.5 * i, 'response_length': 30.0 + i, 'harmful_refusal_rate': 0.5, 'over_refusal_rate': 0.25,
-              'acc[arithmetic]': 0.125 * i, 'loss': 0.01, 'tokens_per_s': 100.0 * i} for i in (1, 2, 3, 4)]
+              'acc[arithmetic]': 0.125 * i, 'loss': 0.01, 'tokens_per_s': 100.0 * i, 'non_padding': 0.2 + 0.01 * i}
+             for i in (1, 2, 3, 4)]
 SYNTHETIC = {'source': 'sft', 'judge': 'gold', 'threshold': 1.0, 'prompts': 40, 'samples': 160, 'accepted': 30,
              'kept': 20, 'acceptance_rate': 0.1875, 'acceptance[arithmetic]': 0.25, 'kept[arithmetic]': 12,
              'acceptance[world_qa]': 0.125, 'kept[world_qa]': 8}
@@ -206,7 +207,7 @@ def test_time_throughput_and_mfu_by_hand(full):
   assert times['pretrain'][5:7] == ['7.5', '739,200']
   assert [times[s][5] for s in ('rlhf', 'eval', 'data')] == ['4.0', '1.5', '-']
   assert 'Compile time in all: 29.5 s' in ' '.join(secs['Time and throughput'])  # 7.5 + 7.5 + 9 + 4 + 1.5
-  assert times['rlhf'][3] == f'{statistics.median(r["tokens_per_s"] for r in RLHF_ROWS):.0f}'
+  assert times['rlhf'][3:5] == [f'{statistics.median(r["tokens_per_s"] for r in RLHF_ROWS):.0f}', '22.5%']
   assert times['rlhf'][-2:] == ['-', '-']  # sampling and training mixed: no MFU
 
 

@@ -526,8 +526,9 @@ def throughput_section(run: Run, peak_flops: float | None = None) -> Section:
           else 'The stages did not record their wall time (a run from before the launcher kept it). ')
          + 'tokens/s is the median over logged intervals of real tokens (padding excluded; rlhf: response '
          'tokens per second of sampling, scoring and updating); non-padding is the share of the rows\' slots that '
-         'hold tokens. FLOPs/token = 6 N + 12 L T d_attn (PaLM appendix B; N = params in matmuls, T = the stage\'s '
-         f'sequence length; LoRA stages 4 N + 6 N_adapters + 12 L T d_attn). '
+         'hold tokens (rlhf: prompt and response tokens of the rows scored and updated on). FLOPs/token = '
+         '6 N + 12 L T d_attn (PaLM appendix B; N = params in matmuls, T = the stage\'s sequence length; '
+         'LoRA stages 4 N + 6 N_adapters + 12 L T d_attn). '
          'compile s: tracing, lowering and XLA compiling (or loading from the workdir\'s cache) every program the '
          f'stage ran. Compile time in all: {compile_total:.1f} s.')
   if has_mfu:

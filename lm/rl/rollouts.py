@@ -123,8 +123,9 @@ def make_score(policy_model, value_model, reward_fn, estimator: advantages_lib.E
   no advantages (measurement only). ``stats`` (all ``[B]``): ``proxy_reward`` (the reward model's
   normalised score), ``train_reward`` (what the run trains on), ``score`` (after the unfinished
   penalty), ``kl`` and ``kl_k3`` (summed over the model's tokens), ``response_length`` (the model's
-  tokens), ``finished``, ``sampler_logprob_gap`` (mean |sampler - training| log-prob per token: 0 up
-  to numerics at temperature 1).
+  tokens), ``finished``, ``non_padding`` (the row's share of slots holding a prompt or response token:
+  what the scoring and the update compute on), ``sampler_logprob_gap`` (mean |sampler - training|
+  log-prob per token: 0 up to numerics at temperature 1).
   """
   critic = estimator is not None and estimator.critic
   if critic and value_model is None:
@@ -143,9 +144,11 @@ def make_score(policy_model, value_model, reward_fn, estimator: advantages_lib.E
     score_B = ppo.penalize_unfinished(train_B, sampled['done'], unfinished_penalty)
     kl_BxN = ppo.kl_k1(logp, ref_logp) * mask_BxN
     lengths = jnp.sum(mask_BxN, axis=1)
+    real_B = jnp.sum(prompt_mask_BxP, axis=1) + jnp.sum(sampled['mask'], axis=1)
     stats = {'proxy_reward': reward_B, 'train_reward': train_B, 'score': score_B, 'kl': jnp.sum(kl_BxN, axis=1),
              'kl_k3': jnp.sum(ppo.kl_k3(logp, ref_logp) * mask_BxN, axis=1), 'response_length': lengths,
              'finished': sampled['done'].astype(jnp.float32),
+             'non_padding': real_B.astype(jnp.float32) / seq['tokens'].shape[1],
              'sampler_logprob_gap': jnp.sum(jnp.abs(sampled['logprobs'] - logp) * mask_BxN, axis=1)
                                     / jnp.maximum(lengths, 1.0)}
     batch = {'tokens': seq['tokens'], 'segment_ids': seq['segment_ids'], 'positions': seq['positions'],
