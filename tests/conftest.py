@@ -21,6 +21,7 @@ import re
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 _DEVICE_FLAG = '--xla_force_host_platform_device_count'
 _flags = re.sub(rf'{_DEVICE_FLAG}=\S*', '', os.environ.get('XLA_FLAGS', '')).split()
@@ -104,6 +105,25 @@ def make_config():
 @pytest.fixture(scope='session')
 def make_batch():
   return random_packed_batch
+
+
+@pytest.fixture
+def launcher_error(monkeypatch):
+  """``args -> message``: what ``python -m lm.launch <args>`` exits with where the config file or a
+  ``--config.*`` key is wrong, run in this process from the repo root (those checks come before absl and
+  JAX start; ``sys.exit(message)`` is what the process prints to stderr as its last line)."""
+  from lm import hardware
+  from lm.cli import launch
+  monkeypatch.chdir(Path(__file__).resolve().parents[1])
+  monkeypatch.setattr(hardware, 'keep_freed_memory', lambda: None)  # the process's malloc, not the test worker's
+
+  def run(*args) -> str:
+    monkeypatch.setattr(sys, 'argv', ['lm.launch', *args])
+    with pytest.raises(SystemExit) as e:
+      launch.main()
+    return e.value.code
+
+  return run
 
 
 def pytest_configure(config):

@@ -206,7 +206,6 @@ def run_cli(tmp_path, *args):
     ('--config.pretrain.steps=(1,2)', 'config key pretrain.steps=(1,2): expected an int'),
     ('--config.pretrain.batch_size=-8', 'config key pretrain.batch_size=-8 is out of range: must be >= 1'),
     ('--config.rlhf.temperature=-0.5', 'config key rlhf.temperature=-0.5 is out of range: must be >= 0'),
-    ('--config.data.world.n_peple=3', 'unknown config key data.world.n_peple (did you mean data.world.n_people?)'),
 ])
 def test_the_launcher_exits_with_one_error_line(tmp_path, arg, expected):
   result = run_cli(tmp_path, arg)
@@ -214,6 +213,13 @@ def test_the_launcher_exits_with_one_error_line(tmp_path, arg, expected):
   lines = result.stderr.strip().splitlines()
   assert lines[-1].startswith(f'lm.launch: error: {expected}'), result.stderr
   assert sum(line.startswith('lm.launch: error') for line in lines) == 1
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_misspelt_nested_key_is_named_with_the_closest_one(launcher_error, tmp_path):
+  message = launcher_error(f'--config={SMOKE}', f'--workdir={tmp_path / "run"}', '--config.data.world.n_peple=3')
+  assert message.startswith('lm.launch: error: unknown config key data.world.n_peple (did you mean '
+                            'data.world.n_people?)') and '\n' not in message, message
   assert not (tmp_path / 'run').exists()
 
 

@@ -23,9 +23,6 @@ def run_cli(tmp_path, *args):
 
 
 @pytest.mark.parametrize('args, expected', [
-    (['--config.model.d_modle=64'],
-     'unknown config key model.d_modle (did you mean model.d_model?); valid keys in model: '),
-    (['--config.pretrain.optim.lr_peak=1'], 'unknown config key pretrain.optim.lr_peak'),
     (['--config.mesh.shape=(3,1,1)'], 'mesh.shape=(3, 1, 1) uses 3 devices but 8 are present'),
     (['--config.stages=(\'data\',\'pretrian\')'],
      "unknown stage 'pretrian' in config.stages; valid: data, tokenizer, pretrain"),
@@ -38,11 +35,22 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path, args, expected):
   assert last.startswith('lm.launch: error: ') and expected in last, result.stderr
 
 
-def test_unknown_experiment_argument_and_missing_file(tmp_path):
-  result = run_cli(tmp_path, '--config=experiments/pretrain_tiny.py:huge')
-  assert "unknown experiments/pretrain_tiny.py argument 'huge'" in result.stderr.strip().splitlines()[-1]
-  result = run_cli(tmp_path, '--config=experiments/nope.py')
-  assert result.stderr.strip().splitlines()[-1] == 'lm.launch: error: config file experiments/nope.py does not exist'
+@pytest.mark.parametrize('arg, expected', [
+    ('--config.model.d_modle=64', 'unknown config key model.d_modle (did you mean model.d_model?); valid keys in '
+     'model: '),
+    ('--config.pretrain.optim.lr_peak=1', 'unknown config key pretrain.optim.lr_peak'),
+])
+def test_an_unknown_key_is_one_line_before_anything_starts(launcher_error, tmp_path, arg, expected):
+  message = launcher_error('--config=experiments/pretrain_tiny.py:smoke', f'--workdir={tmp_path / "run"}', arg)
+  assert message.startswith(f'lm.launch: error: {expected}') and '\n' not in message, message
+  assert not (tmp_path / 'run').exists()
+
+
+def test_unknown_experiment_argument_and_missing_file(launcher_error, tmp_path):
+  message = launcher_error('--config=experiments/pretrain_tiny.py:huge', f'--workdir={tmp_path}')
+  assert message.startswith("lm.launch: error: unknown experiments/pretrain_tiny.py argument 'huge'"), message
+  message = launcher_error('--config=experiments/nope.py', f'--workdir={tmp_path}')
+  assert message == 'lm.launch: error: config file experiments/nope.py does not exist'
 
 
 def test_valid_keys_are_listed_and_typos_in_experiment_files_fail():

@@ -12,6 +12,7 @@ from lm.data import induction
 from lm.lab import world
 from lm.model import params as params_lib
 from lm.model.transformer import Transformer
+from tests.conftest import jitted_logits
 
 
 @pytest.fixture(scope='module')
@@ -58,7 +59,7 @@ def test_the_probe_on_the_mesh_equals_a_direct_count_on_one_device(tok, make_con
   got = probes.make_copy_probe(model, tok, 6, mesh, rules)(params, None)
   tokens_RxT, role_ids_RxT, names = probes.probe_rows(tok, 6)
   host = jax.device_get(params)
-  logits = np.asarray(model.apply({'params': host}, tokens_RxT)['logits'], np.float64)
+  logits = np.asarray(jitted_logits(model)(host, tokens_RxT), np.float64)
   hit_RxT = logits[:, :-1].argmax(-1) == tokens_RxT[:, 1:]
   expected = {name: hit_RxT[role_ids_RxT[:, 1:] == i].mean() for i, name in enumerate(names)}
   assert got == pytest.approx(expected, abs=1e-12)
@@ -99,8 +100,7 @@ def test_fact_log_likelihoods_on_the_mesh_equal_a_direct_sum_on_one_device(tok, 
   w = world.World(seed=0)
   facts = [(w, 'person', w.known('person')[1].name, 'job'), (w, 'town', w.known('town')[0].name, 'region')]
   host = jax.device_get(params)
-  # the reference: every text alone in a row of 128 on one device (causal: the zeros after it change nothing)
-  one_device = jax.jit(lambda p, ids: model.apply({'params': p}, ids)['logits'][0])
+  one_device = jitted_logits(model)  # every text alone in a row of 128 (causal: the zeros after it change nothing)
   for fmt in probes.FACT_FORMATS:
     texts = [t for fact in facts for t in probes.fact_texts(*fact, fmt)]
     got = probes.fact_logprobs(params, model, tok, texts, mesh, rules, batch_size=16)  # three batches
@@ -108,7 +108,7 @@ def test_fact_log_likelihoods_on_the_mesh_equal_a_direct_sum_on_one_device(tok, 
     for context, continuation in texts:
       ids = tok.encode(context + continuation)
       first = len(tok.encode(context)) if context else 1
-      logits = np.asarray(one_device(host, np.asarray([ids + [0] * (128 - len(ids))]))[:len(ids)], np.float64)
+      logits = np.asarray(one_device(host, np.asarray([ids + [0] * (128 - len(ids))]))[0, :len(ids)], np.float64)
       logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(
           -1, keepdims=True)
       expected.append(sum(logp[t - 1, ids[t]] for t in range(first, len(ids))))
