@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import checkpoint, evals, metrics, tokenizer
+from lm import checkpoint, evals, metrics, outputs, tokenizer
 from lm import config as lm_config
 from lm.cli import launch
 from lm.data import builders, pipeline
@@ -20,11 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
-def pretrained(tmp_path_factory):
-  """data -> tokenizer -> pretrain once; each test runs SFT from it in its own workdir."""
+def lab(tmp_path_factory):
+  """data -> tokenizer once: ``(config, workdir, outputs)``."""
   config = lm_config.load(str(REPO / 'experiments/sft_tiny.py:smoke'))
-  config.stages = ('data', 'tokenizer', 'pretrain')
+  config.stages = ('data', 'tokenizer')
   workdir = tmp_path_factory.mktemp('base')
+  return config, workdir, launch.launch(config, workdir)
+
+
+@pytest.fixture(scope='module')
+def pretrained(lab):
+  """... -> pretrain once, in the same workdir; each test runs SFT from it in its own workdir."""
+  config, workdir, _ = lab
+  config = lm_config.with_overrides(config, {'stages': ('data', 'tokenizer', 'pretrain')})
   return config, launch.launch(config, workdir)
 
 
@@ -73,8 +81,8 @@ def test_lora_sft_checkpoints_adapters_only_and_merges_for_serving(pretrained, t
   assert facts(merged, None) == pytest.approx({k: last[k] for k in ('facts_known[eval]', 'facts_known[other]')})
 
 
-def test_sft_loss_ignores_non_assistant_targets(pretrained):
-  config, inputs = pretrained
+def test_sft_loss_ignores_non_assistant_targets(lab):
+  config, _, inputs = lab
   from lm import tokenizer
   tok = tokenizer.load(inputs['tokenizer'].path)
   rows = sft.conversation_rows(tok, inputs['data'].tfds_dir, 'train', config.sft.seq_len)
@@ -82,7 +90,7 @@ def test_sft_loss_ignores_non_assistant_targets(pretrained):
   assert 0 < float(batch['loss_mask'].mean()) < 0.9  # some tokens are not the assistant's
   model = common.model_from_config(config)
   params = nn.unbox(model.init(jax.random.key(0), batch['inputs'])['params'])
-  loss_sums = lm_steps.make_loss_sums(model)
+  loss_sums = jax.jit(lm_steps.make_loss_sums(model))
   scrambled = dict(batch, targets=jnp.where(batch['loss_mask'] > 0, batch['targets'],
                                             jax.random.randint(jax.random.key(1), batch['targets'].shape, 0, 100)))
   a, b = loss_sums(params, batch, None)[0], loss_sums(params, scrambled, None)[0]
@@ -91,8 +99,8 @@ def test_sft_loss_ignores_non_assistant_targets(pretrained):
   assert float(loss_sums(params, flipped, None)[0]) != float(a)
 
 
-def test_pretrain_share_adds_pretraining_rows_with_loss_on_every_token(pretrained):
-  config, inputs = pretrained
+def test_pretrain_share_adds_pretraining_rows_with_loss_on_every_token(lab):
+  config, _, inputs = lab
   tok = tokenizer.load(inputs['tokenizer'].path)
   tfds_dir, seq_len = inputs['data'].tfds_dir, config.sft.seq_len
   rows = sft.conversation_rows(tok, tfds_dir, 'train', seq_len)
@@ -116,11 +124,12 @@ def test_pretrain_share_adds_pretraining_rows_with_loss_on_every_token(pretraine
     sft.with_pretraining(rows, tok, corpus, seq_len, 1.0, 0)
   elsewhere = lm_config.with_overrides(config, {'sft': {'pretrain_share': 0.1}, 'data': {'pretrain_tfds': 'c4'}})
   with pytest.raises(lm_config.ConfigError, match="rehearses the lab's pretraining corpus; data.pretrain_tfds is set"):
-    sft.run(elsewhere, '/nonexistent', inputs)
+    no_checkpoint = outputs.Model(checkpoint_dir='/nonexistent', tokenizer=inputs['tokenizer'].path, model={})
+    sft.run(elsewhere, '/nonexistent', {**inputs, 'pretrain': no_checkpoint})  # raised before any is read
 
 
-def test_pretrain_mix_rehearses_fresh_documents_of_its_kinds_without_eval_facts(pretrained):
-  config, inputs = pretrained
+def test_pretrain_mix_rehearses_fresh_documents_of_its_kinds_without_eval_facts(lab):
+  config, _, inputs = lab
   tfds_dir = inputs['data'].tfds_dir
   facts = lm_config.with_overrides(config, {'sft': {'pretrain_mix': (('article', 0.5), ('qa', 0.5))}})
   texts = sft.rehearsal_texts(facts, tfds_dir)
@@ -142,6 +151,7 @@ def test_pretrain_mix_rehearses_fresh_documents_of_its_kinds_without_eval_facts(
     sft.rehearsal_texts(bad, tfds_dir)
 
 
+@pytest.mark.slow  # a pretraining stage's checkpoint (test_model checks the message on params in memory)
 def test_a_checkpoint_of_another_model_shape_is_a_clear_error(pretrained):
   config, inputs = pretrained
   bigger = lm_config.with_overrides(config, {'model': {'d_model': 96}})

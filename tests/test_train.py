@@ -34,6 +34,7 @@ def losses_by_step(workdir):
   return {r['step']: r['loss'] for r in metrics.read(workdir, 'pretrain') if 'loss' in r}
 
 
+@pytest.mark.slow  # the data, tokenizer and pretraining stages through the launcher, twice
 def test_loss_falls_and_every_output_is_written(tmp_path):
   out = launch.launch(smoke_config(), tmp_path)
   rows = metrics.read(tmp_path, 'pretrain')
