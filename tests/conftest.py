@@ -109,9 +109,9 @@ def make_batch():
 
 @pytest.fixture
 def launcher_error(monkeypatch):
-  """``args -> message``: what ``python -m lm.launch <args>`` exits with where the config file or a
-  ``--config.*`` key is wrong, run in this process from the repo root (those checks come before absl and
-  JAX start; ``sys.exit(message)`` is what the process prints to stderr as its last line)."""
+  """``args -> message``: what ``python -m lm.launch <args>`` exits with where the config is wrong (a file,
+  a key, a value, a stage), run in this process from the repo root: ``sys.exit(message)`` is what the
+  process prints to stderr as its last line (``test_bad_input`` runs one such process)."""
   from lm import hardware
   from lm.cli import launch
   monkeypatch.chdir(Path(__file__).resolve().parents[1])

@@ -136,6 +136,7 @@ def test_kill_9_and_sigterm_resume_give_the_uninterrupted_losses(tmp_path):
   assert seen[0] == seen[1] > 0  # counted across the resumes
 
 
+@pytest.mark.slow  # the pretraining stage through the launcher (the next test: the guard alone)
 def test_divergence_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
   config = smoke_config(checkpoint_every=1, log_every=1, optim={'lr': 1e30, 'clip_norm': 0.0, 'warmup_steps': 0})
   with pytest.raises(Diverged, match=r'at step \d+; stopped\. Last good checkpoint: step \d+') as info:
