@@ -20,15 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm import checkpoint, metrics, train
+from lm import checkpoint, metrics, tokenizer, train
 from lm import config as lm_config
 from lm import outputs as lm_outputs
 from lm.cli import launch
 from lm.config import ConfigError
 from lm.configs import base, models
-from lm.data import builders
+from lm.data import builders, chat
 from lm.model.transformer import ModelConfig, Transformer
-from lm.rl import algorithms, losses, online, reward_model
+from lm.rl import algorithms, losses, online, reward_model, rollouts
 from lm.stages import common, rlhf
 
 pytestmark = pytest.mark.slow  # whole stages or runs: python -m pytest tests -m 'not slow' leaves them out
@@ -137,6 +137,39 @@ def test_eval_prompts_run_through_the_rollouts_programs(inputs, tmp_path, monkey
   assert row['eval_gold_reward'] == pytest.approx(np.mean([r['gold_reward'] for r in logged]))
   assert row['eval_proxy_reward'] == pytest.approx(np.mean([r['proxy_reward'] for r in logged]))
   assert row['eval_kl'] == pytest.approx(np.mean([r['kl_total'] for r in logged]))
+
+
+def test_prompts_are_padded_to_the_runs_longest_and_measure_as_at_the_cap(inputs):
+  """The rollouts' prompt width is the run's longest prompt rounded up to 8: the same responses, rewards and KL
+  as prompts padded to rlhf.max_prompt_len, on fewer slots."""
+  config = lm_config.with_overrides(_config(), {'rlhf': {'max_prompt_len': 120}})
+  c = config.rlhf
+  tok = tokenizer.load(inputs['tokenizer'].path)
+  train_examples, eval_examples = rlhf.prompt_sets(config, tok)
+  every = train_examples + eval_examples
+  longest = max(len(chat.render_prompt(tok, e.prompt)) for e in every)
+  width = rollouts.prompt_width(tok, every, c.max_prompt_len)
+  assert width == -(-longest // 8) * 8 < c.max_prompt_len and rollouts.prompt_width(tok, every, 12) == 12
+  model = common.model_from_config(config, tok, c.max_prompt_len + c.max_new_tokens)
+  mesh, rules = common.mesh_and_rules(config)
+  ref = common.load_params(inputs['sft'], model, mesh, rules)
+  rm_params, reward_fn = reward_model.load(inputs['reward'], mesh, rules)
+
+  def measure(w):
+    rollout = rollouts.Rollouts(c, tok, model, reward_fn, ref, rm_params, mesh, rules, 1, width=w)
+    _, stats, rows, _ = rollout({'policy': ref}, eval_examples[:8], jax.random.key(0), train=False)
+    return stats, [r['response'] for r in rows]
+
+  (narrow, said), (wide, said_wide) = measure(width), measure(c.max_prompt_len)
+  assert said == said_wide
+  for k in ('proxy_reward', 'kl', 'response_length', 'sampler_logprob_gap'):
+    np.testing.assert_allclose(narrow[k], wide[k], rtol=1e-5, atol=1e-5, err_msg=k)
+  slots = lambda w: w + c.max_new_tokens
+  np.testing.assert_allclose(narrow['non_padding'] * slots(width), wide['non_padding'] * slots(c.max_prompt_len),
+                             rtol=1e-6)  # the same tokens in fewer slots
+  with pytest.raises(ValueError, match=r'prompt 0 has \d+ tokens, more than the rollouts\' width 8 \(rlhf.max_prompt'):
+    rollouts.Rollouts(c, tok, model, reward_fn, ref, rm_params, mesh, rules, 1, width=8)(
+        {'policy': ref}, eval_examples[:8], jax.random.key(0), train=False)
 
 
 def test_grpo_resumes_from_its_last_checkpoint(inputs, tmp_path):

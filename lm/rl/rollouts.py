@@ -1,6 +1,7 @@
 """Rollouts for RL from human feedback: prompts -> sampled responses -> proxy and gold scores.
 
-  rollout = Rollouts(c, tok, model, reward_fn, ref, rm_params, mesh, rules, group, value_model, estimator, tools)
+  rollout = Rollouts(c, tok, model, reward_fn, ref, rm_params, mesh, rules, group, value_model, estimator, tools,
+                     width=prompt_width(tok, every_prompt, c.max_prompt_len))
   batch, stats, rows, seconds = rollout(params, examples, rng, kl_coef)
 
 ``Rollouts`` left-pads the chat prompts (``lm.inference.sample.left_pad``), samples the policy
@@ -31,14 +32,25 @@ from lm.rl import advantages as advantages_lib
 from lm.rl import ppo
 
 
+def prompt_width(tok, examples, cap: int, multiple: int = 8) -> int:
+  """The width prompts are left-padded to: the longest of ``examples``' rendered prompts rounded up to
+  ``multiple``, at most ``cap`` (``rlhf.max_prompt_len``). Computed once from every prompt a run samples (the
+  lifecycle's: 44 tokens, so rows of 48 + 96 slots instead of 64 + 96)."""
+  longest = max(len(chat.render_prompt(tok, e.prompt)) for e in examples)
+  return min(cap, -(-longest // multiple) * multiple)
+
+
 class Rollouts:
   """Sampling and scoring of prompt batches for the rlhf section ``c``: one compiled program each, for the
   whole run. ``group`` responses per prompt; ``estimator`` (and ``value_model`` when it needs a critic)
-  turn the scores into advantages for training, without them the rollouts only measure."""
+  turn the scores into advantages for training, without them the rollouts only measure. Prompts are
+  left-padded to ``width`` tokens (``prompt_width``; default ``rlhf.max_prompt_len``)."""
 
   def __init__(self, c, tok, model, reward_fn, ref, rm_params, mesh, rules, group: int, value_model=None,
-               estimator: advantages_lib.Estimator | None = None, tools: dict | None = None):
+               estimator: advantages_lib.Estimator | None = None, tools: dict | None = None,
+               width: int | None = None):
     self.c, self.tok, self.model, self.mesh, self.rules, self.group = c, tok, model, mesh, rules, group
+    self.width = width or c.max_prompt_len
     self.ref, self.rm_params, self.tools = ref, rm_params, tools or {}
     self.sampling = sample.SamplingConfig(temperature=c.temperature, max_new_tokens=c.max_new_tokens)
     self.agent_cfg = agent.AgentConfig(max_calls=c.max_tool_calls, result_tokens=c.result_tokens)
@@ -74,9 +86,10 @@ class Rollouts:
     examples = [e for e in examples for _ in range(group)]
     ids = [chat.render_prompt(self.tok, e.prompt) for e in examples]
     for b, row in enumerate(ids):
-      if len(row) > self.c.max_prompt_len:
-        raise ValueError(f'prompt {b} has {len(row)} tokens, more than rlhf.max_prompt_len={self.c.max_prompt_len}')
-    prompt_BxP, mask_BxP = sample.left_pad(ids, self.c.max_prompt_len, len(ids))
+      if len(row) > self.width:
+        raise ValueError(f'prompt {b} has {len(row)} tokens, more than the rollouts\' width {self.width} '
+                         f'(rlhf.max_prompt_len={self.c.max_prompt_len})')
+    prompt_BxP, mask_BxP = sample.left_pad(ids, self.width, len(ids))
     put = lambda x: jax.device_put(x, sharding.batch_sharding(self.mesh, x.ndim))
     prompt_BxP, mask_BxP = put(prompt_BxP), put(mask_BxP)
     t0 = time.time()

@@ -96,7 +96,8 @@ def run(config, workdir, inputs) -> outputs.Rlhf:
   tools = tools_lib.build(c.tools, dict(seed=config.data.seed, **config.data.world))
   if c.algorithm == 'best_of_n':  # the policy is the reference: SFT's checkpoint
     rollout = rollouts.Rollouts(c, tok, model, reward_fn, ref, rm_params, mesh, rules, group=max(c.best_of_n),
-                                tools=tools)
+                                tools=tools, width=rollouts.prompt_width(tok, train_examples + eval_examples,
+                                                                         c.max_prompt_len))
     metrics = best_of_n.measure(c, config.seed, workdir, rollout, train_examples, eval_examples if c.eval_every else [])
     policy = dict(checkpoint_dir=sft.checkpoint_dir, lora=sft.lora, base_checkpoint_dir=sft.base_checkpoint_dir)
   else:
