@@ -108,10 +108,10 @@ class Learner:
     self.value_model = None
     if self.estimator is not None and self.estimator.critic:
       self.value_model = Transformer(ModelConfig.from_config(setup.reward.model))
+    width = rollouts.prompt_width(setup.tok, setup.train_examples + setup.eval_examples, self.c.max_prompt_len)
     self.rollout = rollouts.Rollouts(self.c, setup.tok, setup.model, setup.reward_fn, setup.ref, setup.rm_params,
                                      self.mesh, self.rules, self.c.group_size, self.value_model, self.estimator,
-                                     setup.tools, rollouts.prompt_width(setup.tok, setup.train_examples
-                                                                        + setup.eval_examples, self.c.max_prompt_len))
+                                     setup.tools, width=width)
     self.tx, self.schedule = optim.make_optimizer(self.c.optim, algorithm.optimizer_steps(self.c))
     self.loss_sums = losses.get(algorithm.loss)(setup.model, self.value_model, self.c)
     self.state_shardings = None
