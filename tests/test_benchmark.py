@@ -64,8 +64,11 @@ def run(tmp_path_factory):
 
 
 def logprobs(served, ids) -> np.ndarray:
-  """float64 log-softmax of the model's forward over one unpadded sequence: [T, V]."""
-  logits = np.asarray(jitted_logits(served.model)(served.params, jnp.asarray(ids, jnp.int32)[None])[0], np.float64)
+  """float64 log-softmax of the model's forward over one sequence: [T, V]. It runs alone in a row of
+  max_seq_len, one compiled program for every length (causal: the zeros after it change none of its logits)."""
+  row = list(ids) + [0] * (served.model.config.max_seq_len - len(ids))
+  logits = np.asarray(jitted_logits(served.model)(served.params, jnp.asarray([row], jnp.int32))[0, :len(ids)],
+                      np.float64)
   return logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(
       -1, keepdims=True)
 
