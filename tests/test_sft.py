@@ -123,8 +123,8 @@ def test_pretrain_share_adds_pretraining_rows_with_loss_on_every_token(lab):
   with pytest.raises(lm_config.ConfigError, match=r'sft.pretrain_share=1.0: the share of SFT rows'):
     sft.with_pretraining(rows, tok, corpus, seq_len, 1.0, 0)
   elsewhere = lm_config.with_overrides(config, {'sft': {'pretrain_share': 0.1}, 'data': {'pretrain_tfds': 'c4'}})
+  no_checkpoint = outputs.Model(checkpoint_dir='/nonexistent', tokenizer=inputs['tokenizer'].path, model={})
   with pytest.raises(lm_config.ConfigError, match="rehearses the lab's pretraining corpus; data.pretrain_tfds is set"):
-    no_checkpoint = outputs.Model(checkpoint_dir='/nonexistent', tokenizer=inputs['tokenizer'].path, model={})
     sft.run(elsewhere, '/nonexistent', {**inputs, 'pretrain': no_checkpoint})  # raised before any is read
 
 
