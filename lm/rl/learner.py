@@ -59,6 +59,7 @@ class Setup:
   rankings_dir: str = ''   # preference rankings (tfds) for the offline arms
   tools: dict | None = None  # lm.tools by name: rollouts run the calls (lm.inference.agent), results get no loss
   round_: int = 0          # the round of iterated RLHF the iterations belong to (logged as ``round``)
+  prompt_width: int = 0    # prompts are left-padded to it (lm.rl.rollouts.prompt_width); 0: rlhf.max_prompt_len
 
 
 class Algorithm:
@@ -108,10 +109,9 @@ class Learner:
     self.value_model = None
     if self.estimator is not None and self.estimator.critic:
       self.value_model = Transformer(ModelConfig.from_config(setup.reward.model))
-    width = rollouts.prompt_width(setup.tok, setup.train_examples + setup.eval_examples, self.c.max_prompt_len)
     self.rollout = rollouts.Rollouts(self.c, setup.tok, setup.model, setup.reward_fn, setup.ref, setup.rm_params,
                                      self.mesh, self.rules, self.c.group_size, self.value_model, self.estimator,
-                                     setup.tools, width=width)
+                                     setup.tools, width=setup.prompt_width)
     self.tx, self.schedule = optim.make_optimizer(self.c.optim, algorithm.optimizer_steps(self.c))
     self.loss_sums = losses.get(algorithm.loss)(setup.model, self.value_model, self.c)
     self.state_shardings = None

@@ -93,18 +93,18 @@ def run(config, workdir, inputs) -> outputs.Rlhf:
   ref = common.load_params(sft, model, mesh, rules)
   rm_params, reward_fn = reward_model.load(inputs['reward'], mesh, rules)
   train_examples, eval_examples = prompt_sets(config, tok)
+  width = rollouts.prompt_width(tok, train_examples + eval_examples, c.max_prompt_len)  # one for the whole run
   tools = tools_lib.build(c.tools, dict(seed=config.data.seed, **config.data.world))
   if c.algorithm == 'best_of_n':  # the policy is the reference: SFT's checkpoint
     rollout = rollouts.Rollouts(c, tok, model, reward_fn, ref, rm_params, mesh, rules, group=max(c.best_of_n),
-                                tools=tools, width=rollouts.prompt_width(tok, train_examples + eval_examples,
-                                                                         c.max_prompt_len))
+                                tools=tools, width=width)
     metrics = best_of_n.measure(c, config.seed, workdir, rollout, train_examples, eval_examples if c.eval_every else [])
     policy = dict(checkpoint_dir=sft.checkpoint_dir, lora=sft.lora, base_checkpoint_dir=sft.base_checkpoint_dir)
   else:
     setup = learner.Setup(c=c, seed=config.seed, workdir=workdir, tok=tok, model=model, ref=ref, reward_fn=reward_fn,
                           rm_params=rm_params, reward=inputs['reward'], train_examples=train_examples,
                           eval_examples=eval_examples, mesh=mesh, rules=rules,
-                          rankings_dir=common.rankings_dir(inputs, 'rlhf'), tools=tools)
+                          rankings_dir=common.rankings_dir(inputs, 'rlhf'), tools=tools, prompt_width=width)
     algo, per_round, reward = algorithms.ALGORITHMS[c.algorithm], c.iterations // c.rounds, inputs['reward']
     for r in range(c.rounds):
       if r:
